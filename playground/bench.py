@@ -1,4 +1,11 @@
-"""Micro-benchmarks: ``python -m playground.bench`` prints readable lines, then one JSON line.
+"""Benchmarks: ``python -m playground bench`` prints readable lines, then one JSON line of ratios.
+
+Every ratio compares two things measured in the same run on the same machine, so it holds on a noisy machine
+where absolute times do not.
+
+``bench_engine`` decodes with the embedded model (greedy, EOS banned so every run has the same length) and
+compares the side-by-side engine with plain ``generate()``; ``bench_ui`` measures what reaches a
+``gradio_client`` consumer of the running app.
 
 ``bench_processors`` times one logits-processor call at a real vocabulary size: our ramp
 (:class:`~playground.interventions.EosRewardLogitsProcessor`) against the article's literal
@@ -112,8 +119,109 @@ def bench_processors(vocab_size: int = 49152, repeats: int = 5) -> dict:
     }
 
 
-def main() -> None:
-    results = {"processors": bench_processors()}
+def _timed(call) -> float:
+    started = time.perf_counter()
+    call()
+    return time.perf_counter() - started
+
+
+def bench_engine(bundle, new_tokens: int = 128, rounds: int = 2) -> dict:
+    """(a) baseline + 1 variant in one engine run vs two sequential generate() calls; (b) 1 variant with full
+    telemetry vs one generate() call. Best of ``rounds``, interleaved so both sides see the same machine."""
+    from playground.engine import Settings, Variant, compare
+    from playground.prompts import encode_prompt
+
+    prompt = "What can I do in Paris?"
+    ids = torch.tensor([encode_prompt(bundle.tokenizer, prompt)])
+    eos = bundle.info.eos_token_ids
+
+    def plain_generate():
+        out = bundle.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
+                                    min_new_tokens=new_tokens, do_sample=False, eos_token_id=eos,
+                                    pad_token_id=bundle.tokenizer.pad_token_id)
+        assert out.shape[1] - ids.shape[1] == new_tokens
+
+    settings = Settings(max_new_tokens=new_tokens)
+    pair = [Variant("baseline", ["ban_eos"]), Variant("eos_reward", ["ban_eos", "eos_reward"])]
+    single = [Variant("eos_reward", ["ban_eos", "eos_reward"])]
+
+    def engine(variants):
+        trace = compare(bundle, prompt, variants, settings)
+        assert all(len(v.token_ids) == new_tokens for v in trace.variants)
+
+    plain_generate()  # warm-up
+    generate_s = pair_s = single_s = float("inf")
+    for _ in range(rounds):
+        generate_s = min(generate_s, _timed(plain_generate))
+        pair_s = min(pair_s, _timed(lambda: engine(pair)))
+        single_s = min(single_s, _timed(lambda: engine(single)))
+    return {
+        "new_tokens": new_tokens,
+        "generate_tokens_per_s": round(new_tokens / generate_s, 2),
+        "engine_pair_tokens_per_s": round(2 * new_tokens / pair_s, 2),
+        "engine_single_tokens_per_s": round(new_tokens / single_s, 2),
+        "pair_vs_two_generates": round(pair_s / (2 * generate_s), 3),  # target <= 0.70
+        "single_with_telemetry_vs_generate": round(single_s / generate_s, 3),  # target <= 1.10
+    }
+
+
+def bench_ui(bundle, new_tokens: int = 96) -> dict:
+    """Launch the app in this process; stream the page's own Run handler and /compare through gradio_client.
+
+    Reports the fraction of the engine's tokens/s that reaches the client and how often the live chart was
+    redrawn per second (the page throttles it to at most 4).
+    """
+    import os
+
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    from gradio_client import Client
+
+    from playground.engine import Settings, Variant, compare
+    from playground.ui import CSS, Playground, build_app
+
+    prompt = "What can I do in Paris?"
+    variants = [Variant("baseline", ["ban_eos"]), Variant("eos_reward", ["ban_eos", "eos_reward"])]
+    compare(bundle, prompt, variants, Settings(max_new_tokens=4))  # warm-up
+    engine_s = _timed(lambda: compare(bundle, prompt, variants, Settings(max_new_tokens=new_tokens)))
+    demo = build_app(Playground(bundle))
+    demo.queue(default_concurrency_limit=1)
+    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, css=CSS)
+    try:
+        client = Client(url, verbose=False)
+        started = time.perf_counter()
+        updates = list(client.submit(api_name="/compare", prompt=prompt, columns=[["ban_eos"], ["ban_eos", "eos_reward"]],
+                                     max_new_tokens=new_tokens))
+        api_s = time.perf_counter() - started
+        received = sum(len(v["token_ids"]) for v in updates[-1]["variants"])
+        assert received == 2 * new_tokens
+        started = time.perf_counter()
+        # The page's Run handler with the page's inputs: shading, log scale, step, column, prompt, max new tokens,
+        # temperature, top-p, top-k, seed, ratio, strength, stop strings, min tokens, template, system prompt,
+        # number of columns and the four column pickers.
+        ui_updates = list(client.submit("p", False, 0, 0, prompt, new_tokens, 0, 1, 0, 0, 0.8, 12, "\\n\\n", 32, True, "",
+                                        2, ["ban_eos"], ["ban_eos", "eos_reward"], [], [], api_name="/run"))
+        ui_s = time.perf_counter() - started
+    finally:
+        demo.close()
+    # Output 8 is the p(EOS) chart; a skipped redraw repeats the previous figure (or None), a redraw changes it.
+    frames = [json.dumps(u[8], sort_keys=True, default=str) for u in ui_updates if u[8] is not None]
+    redraws = sum(1 for previous, frame in zip([None] + frames, frames) if frame != previous)
+    return {
+        "new_tokens": new_tokens,
+        "engine_tokens_per_s": round(2 * new_tokens / engine_s, 2),
+        "client_tokens_per_s": round(received / api_s, 2),
+        "client_fraction_of_engine": round(engine_s / api_s, 3),  # target >= 0.9
+        "updates_received": len(updates),
+        "ui_updates_received": len(ui_updates),
+        "chart_redraws_per_s": round(redraws / ui_s, 2),  # target <= 4
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    from playground.models import load_model
+
+    bundle = load_model()
+    results = {"processors": bench_processors(), "engine": bench_engine(bundle), "ui": bench_ui(bundle)}
     p = results["processors"]
     print(f"logits processors, one row of {p['vocab_size']} logits, 1 CPU thread (literal article code from {p['literal_seed_source']}):")
     print(f"  article's literal EosTokenRewardLogitsProcessor  {p['literal_seed_ms_per_call']:10.3f} ms/call")
@@ -122,8 +230,21 @@ def main() -> None:
     print(f"  EosRewardLogitsProcessor                         {p['eos_reward_us_per_call']:10.2f} µs/call"
           f"  ({p['eos_reward_speedup_vs_literal_seed']:.0f}x faster)")
     print(f"  EosRewardLogitsProcessor, at_boundary            {p['eos_reward_at_boundary_us_per_call']:10.2f} µs/call")
+    e = results["engine"]
+    print(f"engine, embedded model, greedy, {e['new_tokens']} new tokens, EOS banned:")
+    print(f"  plain generate()                 {e['generate_tokens_per_s']:8.2f} tokens/s")
+    print(f"  engine, baseline + 1 variant     {e['engine_pair_tokens_per_s']:8.2f} tokens/s  "
+          f"time vs two generate() calls: {e['pair_vs_two_generates']:.3f} (target <= 0.70)")
+    print(f"  engine, 1 variant + telemetry    {e['engine_single_tokens_per_s']:8.2f} tokens/s  "
+          f"time vs one generate() call: {e['single_with_telemetry_vs_generate']:.3f} (target <= 1.10)")
+    u = results["ui"]
+    print(f"app, /compare over gradio_client, 2 columns x {u['new_tokens']} tokens:")
+    print(f"  engine alone {u['engine_tokens_per_s']:.2f} tokens/s, reaching the client {u['client_tokens_per_s']:.2f} tokens/s: "
+          f"fraction {u['client_fraction_of_engine']:.3f} (target >= 0.9), {u['updates_received']} updates")
+    print(f"  page's Run stream: {u['chart_redraws_per_s']:.2f} p(EOS) chart redraws per second (target <= 4)")
     print(json.dumps(results))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 STOP_REASONS = ("eos", "max_new_tokens", "stop_string", "repetition", "cancelled", "timeout")
 
@@ -43,6 +43,18 @@ class StepRecord:
     entropy: float
     top_k: list[TopToken]
     stages: list[Stage] = field(default_factory=list)
+
+
+    def to_dict(self, stages: bool = False) -> dict:
+        data = {
+            "step": self.step, "token_id": self.token_id, "token": self.token, "p_eos_raw": self.p_eos_raw,
+            "p_eos": self.p_eos, "entropy_raw": self.entropy_raw, "entropy": self.entropy,
+            "top_k": [{"token_id": t.token_id, "token": t.token, "p_raw": t.p_raw, "p": t.p} for t in self.top_k],
+        }
+        if stages:
+            data["stages"] = [{"name": s.name, "p_eos": s.p_eos, "kept": s.kept,
+                               "top": [{"token_id": i, "token": tok, "p": p} for i, tok, p in s.top]} for s in self.stages]
+        return data
 
 
 @dataclass
@@ -82,6 +94,19 @@ class VariantTrace:
             "timeout": f"timed out after {n} tokens",
         }[self.stop_reason] + speed
 
+    def to_dict(self, stages: bool = False) -> dict:
+        return {
+            "name": self.name,
+            "interventions": self.interventions,
+            "prompt_tokens": self.prompt_tokens,
+            "text": self.text,
+            "token_ids": list(self.token_ids),
+            "stop_reason": self.stop_reason,
+            "stop_detail": self.stop_detail,
+            "steps": [step.to_dict(stages) for step in self.steps],
+            "summary": self.summary(),
+        }
+
     def summary(self) -> dict:
         return {
             "name": self.name,
@@ -102,16 +127,13 @@ class Trace:
     variants: list[VariantTrace]
 
     def to_dict(self, stages: bool = False) -> dict:
-        """The ``--json`` schema; per-stage distributions only when asked (they are large)."""
-        variants = []
-        for variant in self.variants:
-            data = asdict(variant)
-            if not stages:
-                for step in data["steps"]:
-                    step.pop("stages")
-            data["summary"] = variant.summary()
-            variants.append(data)
-        return {"model": self.model, "prompt": self.prompt, "settings": self.settings, "variants": variants}
+        """The ``--json`` schema; per-stage distributions only when asked (they are large).
+
+        Built by hand rather than with ``dataclasses.asdict``: the app streams this after every step, and
+        ``asdict`` deep-copies every nested record, which costs more than the decoding step itself.
+        """
+        return {"model": self.model, "prompt": self.prompt, "settings": dict(self.settings),
+                "variants": [variant.to_dict(stages) for variant in self.variants]}
 
     def to_json(self, stages: bool = False, indent: int | None = None) -> str:
         return json.dumps(self.to_dict(stages=stages), ensure_ascii=False, indent=indent)

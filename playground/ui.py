@@ -20,7 +20,7 @@ from .models import LoadedModel, ModelLoadError, load_model
 MAX_COLUMNS = 4
 RAMP = default_params("eos_reward")
 DEFAULT_COLUMNS = [[], ["eos_reward"], ["seed_article"], ["stop_strings"]]
-CHART_INTERVAL = 0.25  # seconds between chart refreshes while streaming (text refreshes every step)
+CHART_INTERVAL = 0.3  # seconds between live chart redraws (at most ~3 a second; text refreshes every step)
 EXAMPLES = [
     ["What can I do in Paris?"],  # the article's prompt: rambles to the limit
     ["Write a haiku about the sea."],  # short: a model that stops on its own
@@ -309,7 +309,8 @@ def build_app(playground: Playground, *, public: bool = False) -> gr.Blocks:
         column_outputs = [c for pair in zip(statuses, views) for c in pair]
         run_event = run.click(on_run, [holder, color_by, log_scale, step, inspect_column, *inputs],
                               [*column_outputs, *chart_outputs, step, download_json, download_csv, holder],
-                              concurrency_id="model", concurrency_limit=1, api_visibility="private")
+                              concurrency_id="model", concurrency_limit=1, api_name="run",
+                              api_visibility="undocumented")  # the benchmark streams the page's own handler
         stop.click(on_stop, holder, None, queue=False, api_visibility="private")
         for control in (color_by, log_scale, step, inspect_column):
             control.change(redraw, [holder, color_by, log_scale, step, inspect_column],
