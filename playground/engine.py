@@ -23,9 +23,11 @@ distribution after each stage.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import time
+import types
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -112,6 +114,37 @@ def _visible(text: str, stop_strings: Sequence[str]) -> str:
                 hold = max(hold, size)
                 break
     return text[: len(text) - hold]
+
+
+def _decode_linear_forward(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    rows = x.reshape(-1, x.shape[-1])
+    if rows.shape[0] > 16:  # prefill: the usual path
+        return torch.nn.functional.linear(x, self.weight, self.bias)
+    out = torch.mm(self.weight, rows.T).T
+    if self.bias is not None:
+        out = out + self.bias
+    return out.reshape(*x.shape[:-1], -1)
+
+
+@contextlib.contextmanager
+def _weight_stationary_decode(model: torch.nn.Module):
+    """Multiply decode-step activations as W @ xᵀ instead of x @ Wᵀ while the comparison runs.
+
+    On CPU, MKL's x @ Wᵀ with 2-16 rows runs at half the speed of W @ xᵀ for the same numbers (measured on the
+    embedded model: a 2-row decode step 62 ms → 33 ms, faster than one row's 38 ms), which is what makes
+    decoding several columns together cheaper than decoding them one by one. One row gives bit-identical
+    results either way, so a single column still matches ``generate()`` exactly. GPUs and quantized layers
+    keep their own kernels.
+    """
+    patched = [m for m in model.modules() if type(m) is torch.nn.Linear and m.weight.device.type == "cpu"
+               and m.weight.dtype == torch.float32]
+    for module in patched:
+        module.forward = types.MethodType(_decode_linear_forward, module)
+    try:
+        yield
+    finally:
+        for module in patched:
+            del module.forward
 
 
 class _Row:
@@ -267,7 +300,7 @@ class Comparison:
         active = list(range(len(self._rows)))  # original row indices still in the batch, in batch order
         started = time.perf_counter()
         try:
-            with torch.inference_mode():
+            with torch.inference_mode(), _weight_stationary_decode(model):
                 out = model(input_ids=sequences.to(device), attention_mask=mask.to(device),
                             position_ids=positions.to(device), use_cache=True)
                 cache, next_position = out.past_key_values, positions[:, -1] + 1

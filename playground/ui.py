@@ -20,6 +20,7 @@ from .models import LoadedModel, ModelLoadError, load_model
 MAX_COLUMNS = 4
 RAMP = default_params("eos_reward")
 DEFAULT_COLUMNS = [[], ["eos_reward"], ["seed_article"], ["stop_strings"]]
+API_INTERVAL = 0.25  # seconds between /compare updates (each carries the whole trace so far)
 CHART_INTERVAL = 0.3  # seconds between live chart redraws (at most ~3 a second; text refreshes every step)
 EXAMPLES = [
     ["What can I do in Paris?"],  # the article's prompt: rambles to the limit
@@ -342,11 +343,18 @@ def build_app(playground: Playground, *, public: bool = False) -> gr.Blocks:
                     min_new_tokens=min_new_tokens, use_chat_template=use_chat_template, system_prompt=system_prompt)
             except (ValueError, TypeError) as error:
                 raise gr.Error(str(error)) from None
+            last = 0.0
             for trace in comparison.run():
+                done = all(v.finished for v in trace.variants)
+                # Each update is the whole trace so far; at most API_INTERVAL apart keeps a fast model's stream
+                # from spending its time re-sending the same steps.
+                if not done and time.monotonic() - last < API_INTERVAL:
+                    continue
+                last = time.monotonic()
                 data = trace.to_dict()
                 data["texts"] = [v.text for v in trace.variants]
                 data["statuses"] = [v.status() for v in trace.variants]
-                data["done"] = all(v.finished for v in trace.variants)
+                data["done"] = done
                 yield data
 
         gr.api(compare, api_name="compare", concurrency_id="model", concurrency_limit=1)
