@@ -205,7 +205,7 @@ def bench_ui(bundle, new_tokens: int = 96) -> dict:
         # The page's Run handler with the page's inputs: shading, log scale, step, column, prompt, max new tokens,
         # temperature, top-p, top-k, seed, ratio, strength, stop strings, min tokens, template, system prompt,
         # number of columns and the four column pickers.
-        ui_updates = list(client.submit("p", False, 0, 0, prompt, new_tokens, 0, 1, 0, 0, 0.8, 12, "\\n\\n", 32, True, "",
+        ui_updates = list(client.submit("p", True, 0, 0, prompt, new_tokens, 0, 1, 0, 0, 0.8, 12, "\\n\\n", 32, True, "",
                                         2, ["ban_eos"], ["ban_eos", "eos_reward"], [], [], api_name="/run"))
         ui_s = time.perf_counter() - started
     finally:

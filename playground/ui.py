@@ -109,7 +109,9 @@ def _number(value, name: str):
 def token_html(variant, color_by: str = "p") -> str:
     """The column's text, one span per token, shaded by the chosen token's probability or by p(EOS)."""
     parts = []
-    for s in variant.steps:
+    # The EOS token itself is drawn as a badge, not as its text.
+    steps = variant.steps[:-1] if variant.stop_reason == "eos" else variant.steps
+    for s in steps:
         token = s.token
         if not token:
             continue
@@ -182,7 +184,7 @@ def build_app(playground: Playground, *, public: bool = False) -> gr.Blocks:
                     column_boxes.append(box)
             color_by = gr.Radio([("chosen token's probability", "p"), ("p(EOS)", "p_eos")], value="p",
                                 label="Shade tokens by")
-            log_scale = gr.Checkbox(label="Log scale", value=False)
+            log_scale = gr.Checkbox(label="Log scale (p(EOS) of a rambling model is tiny)", value=True)
             p_eos_plot = gr.Plot(label="p(EOS) per step")
             step = gr.Slider(0, 127, value=0, step=1, label="Step to inspect")
             top_k_plot = gr.Plot(label="Top next tokens at the chosen step")

@@ -77,8 +77,11 @@ def app_server(smollm):
     port = free_port()
     root = Path(__file__).resolve().parent.parent
     log = tempfile.NamedTemporaryFile("w+", prefix="app-", suffix=".log", delete=False)  # a pipe could fill and block
+    # One torch thread: on a 2-core machine the server shares the CPU with the browser or the test process, and
+    # two OpenMP threads competing with a busy process run ~10x slower than one.
+    env = dict(os.environ, OMP_NUM_THREADS="1")
     process = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=root, stdout=log,
-                               stderr=subprocess.STDOUT, text=True)
+                               stderr=subprocess.STDOUT, text=True, env=env)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.time() + 120
     while time.time() < deadline:

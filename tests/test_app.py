@@ -80,3 +80,24 @@ def test_load_model_failure_keeps_the_current_model(client):
 def test_doctor_endpoint_reports_on_the_loaded_model(client):
     report = client.predict(None, api_name="/doctor")
     assert "pad" in report.lower() and "eos" in report.lower()
+
+
+def test_app_flags_reach_launch(monkeypatch):
+    """--share/--host/--port are handed to Gradio's launch (the share tunnel itself cannot be reached here)."""
+    import gradio as gr
+
+    import app
+
+    seen = {}
+    monkeypatch.setattr(gr.Blocks, "launch", lambda self, **kwargs: seen.update(kwargs))
+    app.main(["--share", "--host", "0.0.0.0", "--port", "7999"])
+    assert seen["share"] is True
+    assert seen["server_name"] == "0.0.0.0" and seen["server_port"] == 7999
+
+
+def test_app_refuses_a_missing_model_with_a_sentence(capsys):
+    import app
+
+    with pytest.raises(SystemExit) as exit_info:
+        app.main(["--model", "/no/such/model"])
+    assert "No such file or directory" in str(exit_info.value)

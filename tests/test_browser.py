@@ -40,22 +40,28 @@ def set_slider(page, label: str, value) -> None:
     target.press("Enter")
 
 
+def wait_for_both_columns(page) -> None:
+    page.wait_for_function(
+        """() => ['#status-0', '#status-1'].map(id => document.querySelector(id))
+                 .every(e => e && /stopped by EOS|hit max new tokens|stop string|repetition/.test(e.innerText))""",
+        timeout=300_000,
+    )
+
+
 def test_run_streams_both_columns_to_a_stop_and_draws_charts(page):
     set_slider(page, "Max new tokens", 80)
     set_slider(page, "Reward start ratio", 0.5)
     page.get_by_role("button", name="Run", exact=True).click()
-    page.wait_for_function(
-        """() => ['#status-0', '#status-1'].map(id => document.querySelector(id))
-                 .every(e => e && /stopped by EOS|hit max new tokens|stop string|repetition/.test(e.innerText))""",
-        timeout=120_000,
-    )
+    ARTIFACTS.mkdir(exist_ok=True)
+    try:
+        wait_for_both_columns(page)
+        page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot').length >= 2", timeout=30_000)
+    finally:  # what the page showed, finished or not
+        page.screenshot(path=str(ARTIFACTS / "playground.png"), full_page=True)
     texts = [page.locator(f"#status-{i}").inner_text() for i in range(2)]
     assert "hit max new tokens (80)" in texts[0]  # baseline rambles to the limit
     assert "stopped by EOS" in texts[1]  # the ramp column ends it
-    page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot').length >= 2", timeout=30_000)
     assert page.locator(".js-plotly-plot .scatterlayer .trace").count() >= 4  # raw + final for two columns
     assert page.locator(".js-plotly-plot .barlayer").count() >= 1
     assert page.locator("#tokens-0 .token-view span").count() == 80
     assert page.get_by_text("Download trace (JSON)").is_visible()
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "playground.png"), full_page=True)
