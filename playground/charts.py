@@ -97,11 +97,11 @@ def heatmap_figure(trace: Trace, variant_index: int = 0) -> go.Figure:
         for s in variant.steps:
             ranked = sorted(s.top_k, key=lambda t: t.p, reverse=True)
             row_z.append(ranked[rank].p if rank < len(ranked) else None)
-            row_text.append(ranked[rank].token if rank < len(ranked) else "")
+            row_text.append(repr(ranked[rank].token) if rank < len(ranked) else "")
         z.append(row_z)
         text.append(row_text)
     fig = go.Figure(go.Heatmap(x=steps, y=[f"#{r + 1}" for r in range(k)], z=z, text=text, zmin=0, zmax=1,
-                               colorscale="Blues", hovertemplate="step %{x} · %{y}: %{text!r} p=%{z:.3f}<extra></extra>"))
+                               colorscale="Blues", hovertemplate="step %{x} · %{y}: %{text} p=%{z:.3f}<extra></extra>"))
     fig.update_yaxes(autorange="reversed")
     fig.update_xaxes(title="step")
     _layout(fig, f"Top-{k} over all steps — {variant.name}", height=300)

@@ -1,4 +1,4 @@
-"""``python -m playground compare|doctor|bench`` — the playground without a browser."""
+"""``python -m playground compare|doctor|bench|deploy`` — the playground without a browser."""
 
 from __future__ import annotations
 
@@ -114,12 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("doctor", help="check a model and tokenizer for the usual reasons it never emits EOS", add_help=False)
     sub.add_parser("bench", help="measure the engine and interventions against plain generate()", add_help=False)
+    sub.add_parser("deploy", help="create or update the Hugging Face Space from spaces.yaml", add_help=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    # doctor and bench own their flags; hand them the rest of the command line.
+    # doctor, bench and deploy own their flags; hand them the rest of the command line.
     if argv[:1] == ["doctor"]:
         from .doctor import main as doctor_main
 
@@ -128,5 +129,9 @@ def main(argv: list[str] | None = None) -> int:
         from .bench import main as bench_main
 
         return bench_main(argv[1:])
+    if argv[:1] == ["deploy"]:
+        from .space import main as deploy_main
+
+        return deploy_main(argv[1:])
     args = build_parser().parse_args(argv)
     return compare_main(args)

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import torch
 
-from playground.models import LoadedModel, ModelLoadError, load_model
+from playground.models import LoadedModel, ModelLoadError, eos_token_ids
 
 STATUSES = ("ok", "warning", "problem", "not_applicable")
 STATUS_ICONS = {"ok": "✅", "warning": "⚠️", "problem": "❌", "not_applicable": "➖"}
@@ -186,10 +186,7 @@ class _Context:
         self.tokenizer_eos_id = tokenizer.eos_token_id
         self.config_eos_ids = _as_list(getattr(self.base.config, "eos_token_id", None))
         self.stop_ids = _as_list(getattr(self.generation_config, "eos_token_id", None))
-        self.all_eos_ids = []
-        for token_id in [self.tokenizer_eos_id, *self.config_eos_ids, *self.stop_ids]:
-            if token_id is not None and token_id not in self.all_eos_ids:
-                self.all_eos_ids.append(token_id)
+        self.all_eos_ids = eos_token_ids(tokenizer, self.base)
         self.special_ids = set(getattr(tokenizer, "all_special_ids", []) or [])
         candidates = dict(getattr(tokenizer, "added_tokens_decoder", {}) or {})
         for token_id in self.special_ids:
@@ -990,10 +987,11 @@ def report_json(findings: list[Finding]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m playground doctor``: exit 0 when nothing is a problem, 1 when something is, 2 on load errors."""
+    from playground.cli import add_model_arguments, load_from_args
+
     parser = argparse.ArgumentParser(prog="python -m playground doctor",
                                      description="EOS doctor: find out why a model doesn't stop.")
-    parser.add_argument("--model", default="default", help="'default', a local directory, a .gguf file or a hub id")
-    parser.add_argument("--adapter", default=None, help="a PEFT/LoRA adapter directory or hub id")
+    add_model_arguments(parser)
     parser.add_argument("--sample", default=None, help="JSONL training sample: {prompt, response} or {text} per line")
     parser.add_argument("--max-length", type=int, default=512, help="training max_length used for truncation (>= 2)")
     parser.add_argument("--no-probe", action="store_true", help="skip the teacher-forced p(EOS) forward passes")
@@ -1007,7 +1005,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: could not read --sample: {error}", file=sys.stderr)
         return 2
     try:
-        bundle = load_model(args.model, adapter=args.adapter)
+        bundle = load_from_args(args)
     except ModelLoadError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -117,34 +117,48 @@ def _visible(text: str, stop_strings: Sequence[str]) -> str:
 
 
 def _decode_linear_forward(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    rows = x.reshape(-1, x.shape[-1])
-    if rows.shape[0] > 16:  # prefill: the usual path
+    if x.dim() < 2 or x.shape[-2] != 1:  # prefill (several positions per row): the usual path
         return torch.nn.functional.linear(x, self.weight, self.bias)
+    rows = x.reshape(-1, x.shape[-1])
     out = torch.mm(self.weight, rows.T).T
     if self.bias is not None:
         out = out + self.bias
     return out.reshape(*x.shape[:-1], -1)
 
 
+_decode_patch_lock = threading.Lock()
+_decode_patch_users: dict[int, int] = {}  # id(model) -> comparisons running on it
+
+
 @contextlib.contextmanager
 def _weight_stationary_decode(model: torch.nn.Module):
-    """Multiply decode-step activations as W @ xᵀ instead of x @ Wᵀ while the comparison runs.
+    """Multiply decode-step activations as W @ xᵀ instead of x @ Wᵀ while comparisons run on ``model``.
 
-    On CPU, MKL's x @ Wᵀ with 2-16 rows runs at half the speed of W @ xᵀ for the same numbers (measured on the
+    On CPU, MKL's x @ Wᵀ for a few rows runs at half the speed of W @ xᵀ for the same numbers (measured on the
     embedded model: a 2-row decode step 62 ms → 33 ms, faster than one row's 38 ms), which is what makes
-    decoding several columns together cheaper than decoding them one by one. One row gives bit-identical
-    results either way, so a single column still matches ``generate()`` exactly. GPUs and quantized layers
-    keep their own kernels.
+    decoding several columns together cheaper than decoding them one by one. For one row the result is
+    bit-identical, so a single column still matches ``generate()`` exactly; prefill keeps the usual path.
+    GPUs and quantized layers keep their own kernels. Reference-counted: overlapping comparisons on the same
+    model share one patch, and the last one out restores the modules.
     """
-    patched = [m for m in model.modules() if type(m) is torch.nn.Linear and m.weight.device.type == "cpu"
-               and m.weight.dtype == torch.float32]
-    for module in patched:
-        module.forward = types.MethodType(_decode_linear_forward, module)
+    key = id(model)
+    with _decode_patch_lock:
+        if _decode_patch_users.get(key, 0) == 0:
+            for module in model.modules():
+                if (type(module) is torch.nn.Linear and module.weight.device.type == "cpu"
+                        and module.weight.dtype == torch.float32 and "forward" not in module.__dict__):
+                    module.forward = types.MethodType(_decode_linear_forward, module)
+        _decode_patch_users[key] = _decode_patch_users.get(key, 0) + 1
     try:
         yield
     finally:
-        for module in patched:
-            del module.forward
+        with _decode_patch_lock:
+            _decode_patch_users[key] -= 1
+            if _decode_patch_users[key] == 0:
+                del _decode_patch_users[key]
+                for module in model.modules():
+                    if getattr(module.__dict__.get("forward"), "__func__", None) is _decode_linear_forward:
+                        del module.forward
 
 
 class _Row:
@@ -157,6 +171,7 @@ class _Row:
         self.built = None  # BuiltInterventions, once the padded prompt length is known
         self.generator: torch.Generator | None = None
         self.decoded = ""  # decode() of the generated ids so far, EOS excluded
+        self.attributed = 0  # characters of `decoded` already shown as some step's token text
 
 
 class Comparison:
@@ -179,7 +194,9 @@ class Comparison:
         self.bundle, self.settings = bundle, settings
         self._cancel = threading.Event()
         tokenizer = bundle.tokenizer
-        self.eos_ids = list(bundle.info.eos_token_ids)
+        # Stop where generate() would stop (the generation config's EOS ids), so a column behaves like the
+        # user's own code; an EOS the tokenizer knows but generation ignores is the doctor's business.
+        self.eos_ids = list(bundle.info.stop_token_ids)
 
         rows = []
         for variant in variants:
@@ -259,6 +276,8 @@ class Comparison:
             "top_ids": top_ids,
             "top_p_raw": p_raw.gather(-1, top_ids),
             "top_p": p_final.gather(-1, top_ids),
+            "p_chosen_raw": p_raw.gather(-1, chosen[:, None])[:, 0],
+            "p_chosen": p_final.gather(-1, chosen[:, None])[:, 0],
         }
         columns = {k: v.tolist() for k, v in columns.items()}
         stage_lists = [{k: (v.tolist() if isinstance(v, torch.Tensor) else v) for k, v in s.items()} for s in stage_data]
@@ -270,6 +289,8 @@ class Comparison:
                 token=self._token(columns["chosen"][r]),
                 p_eos_raw=columns["p_eos_raw"][r],
                 p_eos=columns["p_eos"][r],
+                p_chosen_raw=columns["p_chosen_raw"][r],
+                p_chosen=columns["p_chosen"][r],
                 entropy_raw=columns["entropy_raw"][r],
                 entropy=columns["entropy"][r],
                 top_k=[TopToken(t, self._token(t), pr, p) for t, pr, p in
@@ -299,10 +320,14 @@ class Comparison:
             row.generator = torch.Generator().manual_seed(int(settings.seed))
         active = list(range(len(self._rows)))  # original row indices still in the batch, in batch order
         started = time.perf_counter()
+        # Gradio may resume this generator on a different worker thread at every step, and inference mode is
+        # per thread: each block below enters it itself and never holds it across a yield.
         try:
-            with torch.inference_mode(), _weight_stationary_decode(model):
-                out = model(input_ids=sequences.to(device), attention_mask=mask.to(device),
-                            position_ids=positions.to(device), use_cache=True)
+            with _weight_stationary_decode(model):
+                with torch.inference_mode():
+                    # logits_to_keep=1: only the last position's logits, as generate() computes them
+                    out = model(input_ids=sequences.to(device), attention_mask=mask.to(device),
+                                position_ids=positions.to(device), use_cache=True, logits_to_keep=1)
                 cache, next_position = out.past_key_values, positions[:, -1] + 1
                 for step in range(settings.max_new_tokens):
                     reason = "cancelled" if self._cancel.is_set() else None
@@ -312,29 +337,31 @@ class Comparison:
                         for i in active:
                             self.trace.variants[i].stop_reason = reason
                         break
-                    raw = out.logits[:, -1, :].float().cpu()
-                    chosen, stages = self._choose(raw, [sequences[i:i + 1] for i in active], active)
-                    records = self._telemetry(raw, stages, chosen)
-                    sequences = torch.cat([sequences, torch.full((len(self._rows), 1), tokenizer.pad_token_id)], dim=1)
-                    sequences[active, -1] = chosen
-                    still = []
-                    for slot, (i, record) in enumerate(zip(active, records)):
-                        record.step = step
-                        if self._advance(i, record, sequences[i:i + 1], raw[slot:slot + 1], started):
-                            still.append(slot)
+                    with torch.inference_mode():
+                        raw = out.logits[:, -1, :].float().cpu()
+                        chosen, stages = self._choose(raw, [sequences[i:i + 1] for i in active], active)
+                        records = self._telemetry(raw, stages, chosen)
+                        sequences = torch.cat([sequences, torch.full((len(self._rows), 1), tokenizer.pad_token_id)], dim=1)
+                        sequences[active, -1] = chosen
+                        still = []
+                        for slot, (i, record) in enumerate(zip(active, records)):
+                            record.step = step
+                            if self._advance(i, record, sequences[i:i + 1], raw[slot:slot + 1], started):
+                                still.append(slot)
                     self._mark_divergence(step)
                     if not still:
                         break
                     yield self.trace
-                    if len(still) < len(active):
-                        cache.batch_select_indices(torch.tensor(still, device=device))
-                        mask, next_position = mask[still], next_position[still]
-                        chosen = chosen[still]
-                        active = [active[s] for s in still]
-                    mask = torch.cat([mask, torch.ones((len(active), 1), dtype=mask.dtype)], dim=1)
-                    out = model(input_ids=chosen[:, None].to(device), attention_mask=mask.to(device),
-                                position_ids=next_position[:, None].to(device), past_key_values=cache, use_cache=True)
-                    next_position = next_position + 1
+                    with torch.inference_mode():
+                        if len(still) < len(active):
+                            cache.batch_select_indices(torch.tensor(still, device=device))
+                            mask, next_position = mask[still], next_position[still]
+                            chosen = chosen[still]
+                            active = [active[s] for s in still]
+                        mask = torch.cat([mask, torch.ones((len(active), 1), dtype=mask.dtype)], dim=1)
+                        out = model(input_ids=chosen[:, None].to(device), attention_mask=mask.to(device),
+                                    position_ids=next_position[:, None].to(device), past_key_values=cache, use_cache=True)
+                        next_position = next_position + 1
         finally:
             # Closing the generator early (a UI Stop) lands here too: whatever still runs is cancelled.
             for i in active:
@@ -374,6 +401,13 @@ class Comparison:
             variant.stop_reason = "eos"
         else:
             row.decoded = self.bundle.tokenizer.decode([t for t in variant.token_ids if t not in self.eos_ids])
+            # The step's text is what it added to the whole decoded text: decoding a token alone drops
+            # SentencePiece's leading space, and an emoji or CJK character split over several byte tokens
+            # decodes to U+FFFD until its last byte arrives, so that text waits for the completing token.
+            if row.decoded.endswith("\ufffd"):
+                record.token = ""
+            else:
+                record.token, row.attributed = row.decoded[row.attributed:], len(row.decoded)
             fired = row.built.stop_reason(ids, scores)
             if fired:
                 variant.stop_reason, variant.stop_detail = fired

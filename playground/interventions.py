@@ -12,6 +12,7 @@ batch pass the padded prompt length: every row then has the same step.
 
 from __future__ import annotations
 
+import collections
 import math
 import weakref
 from dataclasses import dataclass, field
@@ -46,6 +47,9 @@ def _eos_id_list(eos_token_id) -> list[int]:
 
 
 _TOKENIZER_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+STOP_STRING_CACHE_SIZE = 64
 
 
 def _tokenizer_cache(tokenizer) -> dict:
@@ -547,9 +551,15 @@ class _AnswerStopString(StoppingCriteria):
 
     def __init__(self, tokenizer, text: str, prompt_length: int | None):
         # One criterion per string so that a hit says which string it was; the tables are costly, and stateless.
-        cache = _tokenizer_cache(tokenizer).setdefault("stop_strings", {})
-        if text not in cache:
+        # Least recently used first, at most STOP_STRING_CACHE_SIZE tables: in a public app every visitor can
+        # type new stop strings, and each table holds vocabulary-sized arrays.
+        cache = _tokenizer_cache(tokenizer).setdefault("stop_strings", collections.OrderedDict())
+        if text in cache:
+            cache.move_to_end(text)
+        else:
             cache[text] = StopStringCriteria(tokenizer, [text])
+            while len(cache) > STOP_STRING_CACHE_SIZE:
+                cache.popitem(last=False)
         self.criterion, self.tokenizer, self.text, self.prompt_length = cache[text], tokenizer, text, prompt_length
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor | None, **kwargs) -> torch.BoolTensor:

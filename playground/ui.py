@@ -16,6 +16,7 @@ from . import charts
 from .engine import MAX_NEW_TOKENS_CAP, Comparison, Settings, Variant
 from .interventions import DESCRIPTIONS, INTERVENTION_NAMES, default_params, export_code, parse_interventions
 from .models import LoadedModel, ModelLoadError, load_model
+from .space import Policy, normalize_columns
 
 MAX_COLUMNS = 4
 RAMP = default_params("eos_reward")
@@ -34,6 +35,7 @@ CSS = """
               max-height: 420px; overflow-y: auto; padding: 6px; border: 1px solid #e5e7eb; border-radius: 6px; }
 .token-view span { border-radius: 3px; }
 .status { font-weight: 600; }
+#banner { background: #fff7e6; border: 1px solid #f0b429; border-radius: 6px; padding: 4px 10px; }
 """
 
 
@@ -43,15 +45,24 @@ def unescape(text: str) -> str:
 
 
 class Playground:
-    """The app's state: the loaded model (one at a time) and how it was loaded."""
+    """The app's state: the loaded model (one at a time), how it was loaded, and what visitors may ask for.
+
+    ``policy`` (default: :meth:`Policy.local`) is checked on every request, whichever page or API sent it;
+    ``banner`` is a notice shown at the top of the page (e.g. the configured model could not be loaded).
+    """
 
     def __init__(self, bundle: LoadedModel, reference: str = "default", load_options: dict | None = None,
-                 max_new_tokens_cap: int = MAX_NEW_TOKENS_CAP):
+                 max_new_tokens_cap: int = MAX_NEW_TOKENS_CAP, *, policy: Policy | None = None,
+                 banner: str | None = None):
         self.bundle = bundle
         self.reference = reference
         self.load_options = load_options or {}  # quantize / dtype / device / trust_remote_code for later loads
-        self.max_new_tokens_cap = max_new_tokens_cap
+        self.policy = policy or Policy.local()
+        self.max_new_tokens_cap = min(max_new_tokens_cap, self.policy.max_new_tokens)
+        self.banner = banner
         self._lock = threading.Lock()  # a load never swaps the model under a running comparison
+        self._active = 0  # comparisons being decoded right now (a cancelled one leaves within one step)
+        self._active_lock = threading.Lock()
 
     # -- model -------------------------------------------------------------------------------------
 
@@ -64,15 +75,19 @@ class Playground:
                 + (f" · adapter `{i.adapter}`" if i.adapter else "")
                 + f"  \n<small>from {i.source}, loaded in {i.load_seconds:.1f} s</small>")
 
-    def load(self, reference: str, adapter: str | None = None) -> dict:
+    def load(self, reference: str, adapter: str | None = None, trust_remote_code: bool = False) -> dict:
         """Load another model; on failure the current one stays. Returns the new model's info."""
-        reference = (reference or "").strip()
-        if not reference:
-            raise ValueError("model: type a hub id, a local directory, a .gguf path or 'default'")
-        bundle = load_model(reference, adapter=(adapter or "").strip() or None, **self.load_options)
+        reference = self.policy.check_model(reference, adapter, trust_remote_code)
+        options = self.policy.options_for(reference, self.load_options, trust_remote_code)
+        bundle = load_model(reference, adapter=(adapter or "").strip() or None, **options)
         with self._lock:
             self.bundle, self.reference = bundle, reference
         return bundle.info.to_dict()
+
+    def info(self) -> dict:
+        """What the server is serving, its limits, and how many comparisons are decoding right now."""
+        return {"model": self.bundle.info.name, "reference": self.reference, "device": self.bundle.info.device,
+                "banner": self.banner, "limits": self.policy.describe(), "active_generations": self._active}
 
     # -- comparisons -------------------------------------------------------------------------------
 
@@ -81,9 +96,13 @@ class Playground:
                    stop_strings: str = "\\n\\n", min_new_tokens: int = 32, use_chat_template: bool = True,
                    system_prompt: str = "") -> Comparison:
         """Validate the inputs and build a comparison (ValueError with the field's name on bad input)."""
+        if stop_strings is not None and not isinstance(stop_strings, str):
+            raise ValueError("stop_strings must be text: comma-separated strings (\\n = newline)")
+        strings = [unescape(s) for s in (stop_strings or "").split(",") if s.strip(" ")]
+        self.policy.check_request(prompt, system_prompt, columns, strings)
         params = {
             "eos_reward": {"reward_start_ratio": reward_start_ratio, "strength": strength},
-            "stop_strings": {"strings": [unescape(s) for s in (stop_strings or "").split(",") if s.strip(" ")]},
+            "stop_strings": {"strings": strings},
             "min_new_tokens": {"n": min_new_tokens},
         }
         variants, seen = [], set()
@@ -94,9 +113,22 @@ class Playground:
             seen.add(name)
             variants.append(Variant(name, [{"name": n, "params": params.get(n, {})} for n in names]))
         settings = Settings(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
-                            seed=seed, use_chat_template=use_chat_template, system_prompt=system_prompt or None)
+                            seed=seed, use_chat_template=use_chat_template, system_prompt=system_prompt or None,
+                            timeout_seconds=self.policy.time_limit_seconds)
         with self._lock:
-            return Comparison(self.bundle, prompt, variants, settings, max_new_tokens_cap=self.max_new_tokens_cap)
+            comparison = Comparison(self.bundle, prompt, variants, settings, max_new_tokens_cap=self.max_new_tokens_cap)
+        self.policy.check_prompt_tokens(comparison.padded_length)
+        return comparison
+
+    def stream(self, comparison: Comparison) -> Iterator:
+        """``comparison.run()``, counted as active while it decodes; closing this closes the decode."""
+        with self._active_lock:
+            self._active += 1
+        try:
+            yield from comparison.run()
+        finally:
+            with self._active_lock:
+                self._active -= 1
 
 
 def _number(value, name: str):
@@ -115,11 +147,10 @@ def token_html(variant, color_by: str = "p") -> str:
         token = s.token
         if not token:
             continue
-        p_chosen = next((t.p for t in s.top_k if t.token_id == s.token_id), None)
-        value = s.p_eos if color_by == "p_eos" else (p_chosen if p_chosen is not None else 0.0)
+        value = s.p_eos if color_by == "p_eos" else s.p_chosen
         # Low probability (a surprising pick) is red, high is green; for p(EOS), darker orange = closer to stop.
         color = f"rgba(255,140,0,{min(value, 1):.2f})" if color_by == "p_eos" else f"hsla({120 * value:.0f},80%,70%,0.55)"
-        title = f"step {s.step} · p={p_chosen if p_chosen is not None else float('nan'):.3f} · p(EOS) raw {s.p_eos_raw:.3g}, final {s.p_eos:.3g}"
+        title = f"step {s.step} · p={s.p_chosen:.3f} (raw {s.p_chosen_raw:.3f}) · p(EOS) raw {s.p_eos_raw:.3g}, final {s.p_eos:.3g}"
         parts.append(f'<span style="background:{color}" title="{html.escape(title)}">{html.escape(token)}</span>')
     if variant.stop_reason == "eos":
         parts.append('<span style="background:#444;color:white;padding:0 4px" title="end of sequence">⏹ EOS</span>')
@@ -137,18 +168,29 @@ def stages_rows(trace, column: int, step: int) -> list[list]:
     return rows
 
 
-def build_app(playground: Playground, *, public: bool = False) -> gr.Blocks:
+def build_app(playground: Playground) -> gr.Blocks:
     choices = [(f"{name} — {DESCRIPTIONS[name]}", name) for name in INTERVENTION_NAMES]
+    policy = playground.policy
+    max_columns = min(MAX_COLUMNS, policy.max_columns)
+    column_choices = [n for n in range(2, MAX_COLUMNS + 1) if n <= max_columns] or [1]
     with gr.Blocks(title="EOS Playground") as demo:
         holder = gr.State({})  # per session: the running comparison (for Stop) and the last trace
         gr.Markdown("# EOS Playground\nWhy does a language model (not) stop? The same prompt, decoded side "
                     "by side with and without stop interventions, with p(EOS) and the next-token distribution "
                     "at every step.")
+        if playground.banner:
+            gr.Markdown(f"⚠️ {playground.banner}", elem_id="banner")
         with gr.Accordion("Model", open=False):
             model_info = gr.Markdown(playground.model_markdown())
-            with gr.Row(visible=not public):
-                model_ref = gr.Textbox(label="Load another model", placeholder="hub id, local directory, .gguf file or 'default'", scale=3)
-                adapter_ref = gr.Textbox(label="LoRA adapter (optional)", scale=2)
+            with gr.Row():
+                if policy.allowed_models is None:
+                    model_ref = gr.Textbox(label="Load another model", placeholder="hub id, local directory, .gguf file or 'default'", scale=3)
+                else:  # public: only the allowlist (anything else sent to /load_model is refused with a sentence)
+                    model_ref = gr.Dropdown(list(policy.allowed_models), value=playground.reference,
+                                            allow_custom_value=True, label="Load another model", scale=3)
+                adapter_ref = gr.Textbox(label="LoRA adapter (optional)", scale=2, visible=policy.allow_adapters)
+                trust_code = gr.Checkbox(label="Trust remote code (runs the model's own Python code)", value=False,
+                                         visible=policy.allow_trust_remote_code, scale=1)
                 load_button = gr.Button("Load", scale=1)
         with gr.Tab("Compare"):
             with gr.Row():
@@ -169,14 +211,14 @@ def build_app(playground: Playground, *, public: bool = False) -> gr.Blocks:
                         strength = gr.Slider(0, 40, value=RAMP["strength"], step=0.5, label="EOS reward strength (largest bonus, in logits)")
                         stop_strings = gr.Textbox(value="\\n\\n", label="Stop strings (comma-separated, \\n = newline)")
                         min_new = gr.Slider(0, 256, value=32, step=1, label="Min new tokens (for the min_new_tokens intervention)")
-            n_columns = gr.Radio([2, 3, 4], value=2, label="Columns")
+            n_columns = gr.Radio(column_choices, value=min(2, max_columns), label="Columns")
             with gr.Row():
                 run = gr.Button("Run", variant="primary")
                 stop = gr.Button("Stop", variant="stop")
             column_boxes, pickers, statuses, views = [], [], [], []
             with gr.Row(equal_height=False):
                 for index in range(MAX_COLUMNS):
-                    with gr.Column(visible=index < 2, min_width=240) as box:
+                    with gr.Column(visible=index < min(2, max_columns), min_width=240) as box:
                         pickers.append(gr.Dropdown(choices, value=DEFAULT_COLUMNS[index], multiselect=True,
                                                    label=f"Column {index + 1} interventions (none = baseline)"))
                         statuses.append(gr.Markdown("idle", elem_id=f"status-{index}", elem_classes="status"))
@@ -247,7 +289,7 @@ def build_app(playground: Playground, *, public: bool = False) -> gr.Blocks:
             state["comparison"] = comparison
             last_chart = 0.0
             trace = comparison.trace
-            for trace in comparison.run():
+            for trace in playground.stream(comparison):
                 # Text every step; the live p(EOS) chart at most every CHART_INTERVAL. The per-step views
                 # (top-k, heatmap, stages) are drawn once at the end and whenever a step is picked.
                 now = time.monotonic()
@@ -281,7 +323,7 @@ def build_app(playground: Playground, *, public: bool = False) -> gr.Blocks:
                        stops_, min_new_, template_, system_, n_columns_, *picked):
             try:
                 comparison = make_comparison(prompt_, max_new_, temperature_, top_p_, top_k_, seed_, ratio_, strength_,
-                                             stops_, min_new_, template_, system_, MAX_COLUMNS, *picked)
+                                             stops_, min_new_, template_, system_, max_columns, *picked)
             except gr.Error as error:
                 return f"# {error.message}"
             column = min(int(column or 0), len(comparison.trace.variants) - 1)
@@ -292,9 +334,9 @@ def build_app(playground: Playground, *, public: bool = False) -> gr.Blocks:
                                max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p,
                                top_k=s.top_k, seed=s.seed, variant=kind)
 
-        def on_load(reference, adapter):
+        def on_load(reference, adapter, trust_remote_code):
             try:
-                playground.load(reference, adapter)
+                playground.load(reference, adapter, bool(trust_remote_code))
             except (ModelLoadError, ValueError) as error:
                 raise gr.Error(str(error), title="Model not loaded — the previous model is still in use") from None
             return playground.model_markdown()
@@ -324,7 +366,7 @@ def build_app(playground: Playground, *, public: bool = False) -> gr.Blocks:
             control.change(on_snippet, snippet_inputs, snippet, api_visibility="private", queue=False)
         demo.load(on_snippet, snippet_inputs, snippet, api_visibility="private", queue=False)
         run_event.then(on_snippet, snippet_inputs, snippet, api_visibility="private")
-        load_button.click(on_load, [model_ref, adapter_ref], model_info, concurrency_id="model",
+        load_button.click(on_load, [model_ref, adapter_ref, trust_code], model_info, concurrency_id="model",
                           concurrency_limit=1, api_name="load_model")
         doctor_button.click(on_doctor, sample, doctor_report, concurrency_id="model", concurrency_limit=1,
                             api_name="doctor")
@@ -338,7 +380,7 @@ def build_app(playground: Playground, *, public: bool = False) -> gr.Blocks:
             columns: one list of intervention names per column (default: baseline and eos_reward).
             """
             try:
-                columns = [[str(n) for n in (c or [])] for c in (columns if columns is not None else [[], ["eos_reward"]])]
+                columns = normalize_columns(columns)
                 comparison = playground.comparison(
                     prompt, columns, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
                     seed=seed, reward_start_ratio=reward_start_ratio, strength=strength, stop_strings=stop_strings,
@@ -346,7 +388,7 @@ def build_app(playground: Playground, *, public: bool = False) -> gr.Blocks:
             except (ValueError, TypeError) as error:
                 raise gr.Error(str(error)) from None
             last = 0.0
-            for trace in comparison.run():
+            for trace in playground.stream(comparison):
                 done = all(v.finished for v in trace.variants)
                 # Each update is the whole trace so far; at most API_INTERVAL apart keeps a fast model's stream
                 # from spending its time re-sending the same steps.
@@ -360,6 +402,12 @@ def build_app(playground: Playground, *, public: bool = False) -> gr.Blocks:
                 yield data
 
         gr.api(compare, api_name="compare", concurrency_id="model", concurrency_limit=1)
+
+        def info() -> dict:
+            """The model being served, this app's limits, and how many comparisons are decoding right now."""
+            return playground.info()
+
+        gr.api(info, api_name="info", queue=False)
     return demo
 
 
@@ -370,8 +418,15 @@ def _write_trace_files(trace) -> tuple[str, str]:
     return str(directory / "trace.json"), str(directory / "trace.csv")
 
 
-def launch(playground: Playground, *, host: str = "127.0.0.1", port: int | None = None, share: bool = False,
-           public: bool = False, **kwargs):
-    demo = build_app(playground, public=public)
-    demo.queue(default_concurrency_limit=1, max_size=32 if public else None)
-    return demo.launch(server_name=host, server_port=port, share=share, css=CSS, **kwargs)
+def launch(playground: Playground, *, host: str | None = None, port: int | None = None, share: bool = False,
+           auth: tuple[str, str] | None = None, **kwargs):
+    """Serve the page; a public policy bounds the queue, uploads and sessions kept in memory (runs stop at its time
+    limit in the engine: Gradio's own ``time_limit=`` only applies to ``.stream()`` events)."""
+    policy = playground.policy
+    demo = build_app(playground)
+    demo.queue(default_concurrency_limit=1, max_size=policy.queue_size)
+    if policy.max_upload_mb is not None:
+        kwargs.setdefault("max_file_size", int(policy.max_upload_mb * 1024 * 1024))
+    if policy.max_sessions is not None:
+        kwargs.setdefault("state_session_capacity", policy.max_sessions)
+    return demo.launch(server_name=host, server_port=port, share=share, auth=auth, css=CSS, **kwargs)

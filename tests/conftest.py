@@ -10,7 +10,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import pytest
 import torch
 
-from playground.models import LoadedModel, ModelInfo, eos_token_ids, load_model
+from playground.models import LoadedModel, ModelInfo, eos_token_ids, load_model, stop_token_ids
 
 
 @pytest.fixture(scope="session")
@@ -50,6 +50,7 @@ def tiny(tokenizer) -> LoadedModel:
     info = ModelInfo(
         name="tiny-random-llama", source="random", num_parameters=model.num_parameters(), dtype="float32",
         device="cpu", context_length=512, eos_token_ids=eos_token_ids(tokenizer, model),
+        stop_token_ids=stop_token_ids(tokenizer, model),
         pad_token_id=tokenizer.pad_token_id, has_chat_template=True, load_seconds=0.0,
         vocab_size=len(tokenizer),
     )
@@ -64,9 +65,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def app_server(smollm):
-    """`python app.py` on a free local port with the embedded model; yields its URL."""
+class ServerURL(str):
+    """The URL of an app launched for the tests (a str), with the server process's ``pid`` and ``log`` path."""
+
+    pid: int
+    log: str
+
+
+# Variables that switch app.py into public mode or change its model: the launched apps set them explicitly.
+_APP_ENV_KEYS = ("SPACE_ID", "PLAYGROUND_PUBLIC", "PLAYGROUND_MODEL")
+
+
+def _launch_app(*args: str, env: dict | None = None):
+    """Start `python app.py --port P *args` and wait until it serves; yields its ServerURL, then stops it."""
     import subprocess
     import sys
     import tempfile
@@ -76,13 +87,13 @@ def app_server(smollm):
 
     port = free_port()
     root = Path(__file__).resolve().parent.parent
+    environment = {k: v for k, v in os.environ.items() if k not in _APP_ENV_KEYS}
+    environment.update(env or {})
     log = tempfile.NamedTemporaryFile("w+", prefix="app-", suffix=".log", delete=False)  # a pipe could fill and block
-    # One torch thread: on a 2-core machine the server shares the CPU with the browser or the test process, and
-    # two OpenMP threads competing with a busy process run ~10x slower than one.
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    process = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=root, stdout=log,
-                               stderr=subprocess.STDOUT, text=True, env=env)
-    url = f"http://127.0.0.1:{port}/"
+    process = subprocess.Popen([sys.executable, "app.py", "--port", str(port), *args], cwd=root, stdout=log,
+                               stderr=subprocess.STDOUT, text=True, env=environment)
+    url = ServerURL(f"http://127.0.0.1:{port}/")
+    url.pid, url.log = process.pid, log.name
     deadline = time.time() + 120
     while time.time() < deadline:
         if process.poll() is not None:
@@ -101,3 +112,16 @@ def app_server(smollm):
         process.wait(timeout=20)
     except subprocess.TimeoutExpired:
         process.kill()
+
+
+@pytest.fixture(scope="session")
+def app_server(smollm):
+    """`python app.py` on a free local port with the embedded model; yields its URL (with .pid and .log)."""
+    yield from _launch_app()
+
+
+@pytest.fixture(scope="session")
+def public_app_server(smollm):
+    """`python app.py --public`, as in the Space: spaces.yaml's caps and allowlist. Its Llama needs a GPU, so
+    here it serves the default model with a banner saying so. Yields its URL (with .pid and .log)."""
+    yield from _launch_app("--public", env={"HF_HUB_OFFLINE": "1"})

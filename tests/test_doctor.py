@@ -18,7 +18,7 @@ from playground.doctor import (
     report_json,
     report_markdown,
 )
-from playground.models import LoadedModel, ModelInfo, eos_token_ids
+from playground.models import LoadedModel, ModelInfo, eos_token_ids, stop_token_ids
 from tests.conftest import make_tiny_llama
 
 NO_EOS_TEMPLATE = (
@@ -36,7 +36,8 @@ def bundle_of(model, tokenizer, adapter: str | None = None) -> LoadedModel:
     base = model.get_base_model() if adapter else model
     info = ModelInfo(
         name="fixture", source="test", num_parameters=base.num_parameters(), dtype="float32", device="cpu",
-        context_length=512, eos_token_ids=eos_token_ids(tokenizer, base), pad_token_id=tokenizer.pad_token_id,
+        context_length=512, eos_token_ids=eos_token_ids(tokenizer, base),
+        stop_token_ids=stop_token_ids(tokenizer, base), pad_token_id=tokenizer.pad_token_id,
         has_chat_template=bool(tokenizer.chat_template), load_seconds=0.0, adapter=adapter,
         vocab_size=base.get_output_embeddings().weight.shape[0],
     )
@@ -368,11 +369,11 @@ def default_model_loaded_once(smollm, monkeypatch):
     """main() loads through load_model; hand it the session's already-loaded default model."""
     calls = []
 
-    def fake_load_model(reference, *, adapter=None):
+    def fake_load_model(reference, *, adapter=None, **options):
         calls.append((reference, adapter))
         return smollm
 
-    monkeypatch.setattr("playground.doctor.load_model", fake_load_model)
+    monkeypatch.setattr("playground.models.load_model", fake_load_model)
     return calls
 
 

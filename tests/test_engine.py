@@ -201,3 +201,46 @@ def test_the_rambling_patient_runs_300_tokens_and_the_default_ramp_ends_it(smoll
     assert base.stop_reason == "max_new_tokens" and len(base.token_ids) == 300
     assert ramp.stop_reason == "eos" and 240 <= len(ramp.token_ids) < 300  # default ratio 0.8: starts at 240
     assert ramp.token_ids[:240] == base.token_ids[:240]
+
+
+def test_short_raw_prompt_matches_generate_bit_for_bit(smollm):
+    """A 5-token prompt without the chat template: prefill and decode both take generate()'s numbers."""
+    prompt, n = "The capital of France is", 12
+    ids = torch.tensor([encode_prompt(smollm.tokenizer, prompt, use_chat_template=False)])
+    assert ids.shape[1] <= 16
+    out = smollm.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, do_sample=False,
+                                return_dict_in_generate=True, output_logits=True, pad_token_id=2)
+    trace = compare(smollm, prompt, [Variant("baseline")], Settings(max_new_tokens=n, use_chat_template=False))
+    variant = trace.variants[0]
+    assert variant.token_ids == out.sequences[0, ids.shape[1]:].tolist()[: len(variant.token_ids)]
+    expected = [torch.softmax(logits[0].float(), -1)[2].item() for logits in out.logits]
+    assert [s.p_eos_raw for s in variant.steps] == expected[: len(variant.steps)]  # exactly, not approximately
+
+
+def test_a_run_resumed_on_other_threads_keeps_working(tiny):
+    """Gradio advances a streaming handler on whichever worker thread is free; every step must work there."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    comparison = Comparison(tiny, "Hello", [Variant("a", ["ban_eos"]), Variant("b", ["ban_eos"])], Settings(max_new_tokens=8))
+    stream = comparison.run()
+    pools = [ThreadPoolExecutor(1), ThreadPoolExecutor(1)]
+    try:
+        for step in range(8):  # a yield per step, the last one after the rows finished
+            trace = pools[step % 2].submit(next, stream).result()
+    finally:
+        for pool in pools:
+            pool.shutdown()
+    assert [len(v.token_ids) for v in trace.variants] == [8, 8]
+    assert not torch.is_inference_mode_enabled()
+
+
+def test_step_texts_add_up_to_the_column_text(tiny):
+    """Each step shows the text it added; bytes of a split character wait for the token that completes it."""
+    trace = compare(tiny, "Hello", [Variant("a", ["ban_eos"])], Settings(max_new_tokens=60, temperature=1.0, seed=1))
+    variant = trace.variants[0]
+    joined = "".join(s.token for s in variant.steps)
+    assert variant.text.startswith(joined) and len(variant.text) - len(joined) <= 1
+    assert "\ufffd" not in joined.rstrip("\ufffd") or "\ufffd" in variant.text
+    for step in variant.steps:
+        assert step.p_chosen == next((t.p for t in step.top_k if t.token_id == step.token_id), step.p_chosen)
+        assert 0 < step.p_chosen <= 1

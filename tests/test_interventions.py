@@ -558,3 +558,15 @@ def test_exported_snippet_uses_sampling_settings_and_hub_loading():
     with pytest.raises(ValueError, match="variant"):
         export_code([], model_reference="default", prompt="x", system_prompt=None, use_chat_template=True,
                     max_new_tokens=5, temperature=0, top_p=1, top_k=0, seed=0, variant="chat")
+
+
+def test_stop_string_tables_are_bounded_per_tokenizer(tokenizer):
+    """A public app sees endless new stop strings; their tables must not pile up in memory."""
+    from playground.interventions import STOP_STRING_CACHE_SIZE, _tokenizer_cache
+
+    for n in range(STOP_STRING_CACHE_SIZE + 10):
+        build_interventions([{"name": "stop_strings", "params": {"strings": [f"STOP{n}"]}}], tokenizer=tokenizer,
+                            eos_token_ids=[2], max_new_tokens=4, prompt_length=None)
+    cache = _tokenizer_cache(tokenizer)["stop_strings"]
+    assert len(cache) == STOP_STRING_CACHE_SIZE
+    assert f"STOP{STOP_STRING_CACHE_SIZE + 9}" in cache and "STOP0" not in cache

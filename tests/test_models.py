@@ -81,7 +81,6 @@ def test_first_load_converts_the_gguf_and_later_loads_read_the_cache(embedded_ca
     assert str(model_dir) in embedded_cache.warm.info.source
     assert (model_dir / "model.safetensors").is_file() and _cache_is_complete(model_dir)
     assert not list(embedded_cache.cache.glob(".building-*")), "the staging directory was left behind"
-    assert embedded_cache.warm_seconds < embedded_cache.cold_seconds / 5
 
 
 def test_cached_model_is_the_gguf_model(embedded_cache):

