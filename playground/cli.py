@@ -8,7 +8,7 @@ import shutil
 import sys
 import textwrap
 
-from .interventions import INTERVENTION_NAMES
+from .interventions import INTERVENTION_NAMES, unescape
 
 DEFAULT_VARIANTS = ["eos_reward"]
 
@@ -40,7 +40,7 @@ def variants_from_args(args) -> list:
 
     params = {
         "eos_reward": {"reward_start_ratio": args.reward_start_ratio, "strength": args.strength},
-        "stop_strings": {"strings": args.stop_string or ["\n\n"]},
+        "stop_strings": {"strings": [unescape(s) for s in args.stop_string or ["\\n\\n"]]},
     }
     variants = [Variant("baseline", [])]
     for spec in args.intervention or DEFAULT_VARIANTS:
@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "joined with '+' (default: eos_reward)")
     interventions.add_argument("--reward-start-ratio", type=float, help="eos_reward: start at this fraction of max new tokens")
     interventions.add_argument("--strength", type=float, help="eos_reward: the largest bonus added to the EOS logit")
-    interventions.add_argument("--stop-string", action="append", help="stop_strings: a string that ends the answer")
+    interventions.add_argument("--stop-string", action="append", help="stop_strings: a string that ends the answer (type a newline as \\n)")
     compare.add_argument("--json", action="store_true", help="print the whole trace as one JSON object")
     compare.add_argument("--stages", action="store_true", help="with --json: include the per-stage distributions")
 

@@ -447,6 +447,11 @@ DESCRIPTIONS: dict[str, str] = {
 }
 
 
+def unescape(text: str) -> str:
+    """Let people type a newline stop string as \\n (and a tab as \\t) in a text box or a shell."""
+    return text.replace("\\n", "\n").replace("\\t", "\t")
+
+
 def concise_suffix_text(sentences: int) -> str:
     return f" Answer in {sentences} sentence{'s' if sentences != 1 else ''} or fewer."
 

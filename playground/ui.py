@@ -14,7 +14,7 @@ import gradio as gr
 
 from . import charts
 from .engine import MAX_NEW_TOKENS_CAP, Comparison, Settings, Variant
-from .interventions import DESCRIPTIONS, INTERVENTION_NAMES, default_params, export_code, parse_interventions
+from .interventions import DESCRIPTIONS, INTERVENTION_NAMES, default_params, export_code, parse_interventions, unescape
 from .models import LoadedModel, ModelLoadError, load_model
 from .space import Policy, normalize_columns
 
@@ -37,11 +37,6 @@ CSS = """
 .status { font-weight: 600; }
 #banner { background: #fff7e6; border: 1px solid #f0b429; border-radius: 6px; padding: 4px 10px; }
 """
-
-
-def unescape(text: str) -> str:
-    """Let people type a newline stop string as \\n (and a tab as \\t)."""
-    return text.replace("\\n", "\n").replace("\\t", "\t")
 
 
 class Playground:
