@@ -7,7 +7,8 @@ identically, so a difference between columns comes only from the interventions.
 
 At each step, per row::
 
-    raw logits ─► row's interventions ─► temperature ─► top-k ─► top-p ─► sample (or argmax if T = 0)
+    raw logits ─► generation config's processors ─► row's interventions ─► temperature ─► top-k ─► top-p
+               ─► sample (or argmax if T = 0)
 
 and the trace records the chosen token, p(EOS) before and after, the top-k both ways, entropy and the
 distribution after each stage.
@@ -24,6 +25,7 @@ distribution after each stage.
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import threading
 import time
@@ -32,7 +34,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 
 import torch
-from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
 from .interventions import Intervention, build_interventions, parse_interventions
 from .models import LoadedModel
@@ -114,6 +116,21 @@ def _visible(text: str, stop_strings: Sequence[str]) -> str:
                 hold = max(hold, size)
                 break
     return text[: len(text) - hold]
+
+
+def generation_config_processors(model, prompt_length: int, max_new_tokens: int) -> LogitsProcessorList:
+    """The processors ``generate()`` adds on its own from the model's generation config: repetition penalty,
+    suppressed or banned tokens, a minimum length, no-repeat n-grams... so a baseline column decodes the way the
+    user's own ``generate()`` call does. Sampling (temperature, top-k, top-p) stays the playground's, as in an
+    explicit ``generate(temperature=..., top_k=..., top_p=...)``. Built with transformers' own (private)
+    helpers, the same ones ``generate()`` calls."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = copy.deepcopy(base.generation_config)
+    config.update(do_sample=False, max_new_tokens=max_new_tokens)
+    config.max_length = prompt_length + max_new_tokens
+    base._prepare_special_tokens(config, kwargs_has_attention_mask=True, device="cpu")
+    return base._get_logits_processor(config, input_ids_seq_length=prompt_length, encoder_input_ids=None,
+                                      logits_processor=LogitsProcessorList(), device="cpu", model_kwargs={})
 
 
 def _decode_linear_forward(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
@@ -220,6 +237,7 @@ class Comparison:
             row.built = build_interventions(row.interventions, tokenizer=tokenizer, eos_token_ids=self.eos_ids,
                                             max_new_tokens=settings.max_new_tokens, prompt_length=longest)
         self._rows = rows
+        self._model_defaults = generation_config_processors(bundle.model, longest, settings.max_new_tokens)
         # The sampling stages, in generate()'s order; greedy decoding skips them as generate() does.
         self._warpers = []
         if not settings.greedy:
@@ -372,13 +390,19 @@ class Comparison:
         yield self.trace
 
     def _choose(self, raw: torch.Tensor, row_ids: list[torch.Tensor], active: list[int]):
-        """Apply each row's interventions, then the shared warpers; pick the next token per row."""
+        """generate()'s own processors from the generation config, each row's interventions, then the shared
+        sampling warpers; pick the next token per row."""
         processed = raw.clone()  # some processors (the seed article's) write into their input
+        stages = []
+        if self._model_defaults:  # generate() runs these before any custom processor
+            processed = self._model_defaults(torch.cat(row_ids), processed)
+            stages.append(("generation config", processed))
+            processed = processed.clone()
         for slot, (i, ids) in enumerate(zip(active, row_ids)):
             processors = self._rows[i].built.logits_processors
             if processors:
                 processed[slot:slot + 1] = processors(ids, processed[slot:slot + 1])
-        stages = [("interventions", processed)]
+        stages.append(("interventions", processed))
         if self.settings.greedy:
             return processed.argmax(-1), stages
         logits = processed

@@ -7,8 +7,10 @@ import json
 import pytest
 import torch
 
+from conftest import make_tiny_llama
 from playground.engine import Comparison, Settings, Variant, _visible, compare
 from playground.interventions import build_interventions, parse_interventions
+from playground.models import LoadedModel, ModelInfo, eos_token_ids, stop_token_ids
 from playground.prompts import encode_prompt
 
 PARIS = "What can I do in Paris?"
@@ -244,3 +246,23 @@ def test_step_texts_add_up_to_the_column_text(tiny):
     for step in variant.steps:
         assert step.p_chosen == next((t.p for t in step.top_k if t.token_id == step.token_id), step.p_chosen)
         assert 0 < step.p_chosen <= 1
+
+
+def test_the_model_generation_config_applies_as_in_generate(tokenizer):
+    """A model whose generation config penalises repeats decodes in a column exactly as generate() decodes it."""
+    model = make_tiny_llama(tokenizer, seed=3)
+    model.generation_config.repetition_penalty = 1.5
+    model.generation_config.no_repeat_ngram_size = 2
+    info = ModelInfo(name="tiny", source="random", num_parameters=0, dtype="float32", device="cpu",
+                     context_length=512, eos_token_ids=eos_token_ids(tokenizer, model),
+                     stop_token_ids=stop_token_ids(tokenizer, model), pad_token_id=tokenizer.pad_token_id,
+                     has_chat_template=True, load_seconds=0.0, vocab_size=len(tokenizer))
+    trace = compare(LoadedModel(model, tokenizer, info), "Hello", [Variant("baseline")], Settings(max_new_tokens=30))
+    ids = torch.tensor([encode_prompt(tokenizer, "Hello")])
+    expected = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=30, do_sample=False,
+                              pad_token_id=tokenizer.pad_token_id)[0, ids.shape[1]:].tolist()
+    variant = trace.variants[0]
+    assert variant.token_ids == expected[: len(variant.token_ids)]
+    assert variant.steps[0].stages[1].name == "generation config"
+    bigrams = list(zip(variant.token_ids, variant.token_ids[1:]))
+    assert len(bigrams) == len(set(bigrams))  # no repeated bigram, as the generation config demands
