@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import html
-import json
+import shutil
 import tempfile
 import threading
 import time
@@ -21,6 +21,7 @@ from .space import Policy, normalize_columns
 MAX_COLUMNS = 4
 RAMP = default_params("eos_reward")
 DEFAULT_COLUMNS = [[], ["eos_reward"], ["seed_article"], ["stop_strings"]]
+TRACE_MAX_AGE = 3600  # seconds a downloadable trace is kept
 API_INTERVAL = 0.25  # seconds between /compare updates (each carries the whole trace so far)
 CHART_INTERVAL = 0.3  # seconds between live chart redraws (at most ~3 a second; text refreshes every step)
 EXAMPLES = [
@@ -168,7 +169,7 @@ def build_app(playground: Playground) -> gr.Blocks:
     policy = playground.policy
     max_columns = min(MAX_COLUMNS, policy.max_columns)
     column_choices = [n for n in range(2, MAX_COLUMNS + 1) if n <= max_columns] or [1]
-    with gr.Blocks(title="EOS Playground") as demo:
+    with gr.Blocks(title="EOS Playground", delete_cache=(TRACE_MAX_AGE, TRACE_MAX_AGE)) as demo:
         holder = gr.State({})  # per session: the running comparison (for Stop) and the last trace
         gr.Markdown("# EOS Playground\nWhy does a language model (not) stop? The same prompt, decoded side "
                     "by side with and without stop interventions, with p(EOS) and the next-token distribution "
@@ -316,13 +317,13 @@ def build_app(playground: Playground) -> gr.Blocks:
 
         def on_snippet(column, kind, prompt_, max_new_, temperature_, top_p_, top_k_, seed_, ratio_, strength_,
                        stops_, min_new_, template_, system_, n_columns_, *picked):
-            try:
+            column = min(int(column or 0), len(picked) - 1)
+            try:  # only the chosen column: another column's bad settings must not block its snippet
                 comparison = make_comparison(prompt_, max_new_, temperature_, top_p_, top_k_, seed_, ratio_, strength_,
-                                             stops_, min_new_, template_, system_, max_columns, *picked)
+                                             stops_, min_new_, template_, system_, 1, picked[column])
             except gr.Error as error:
                 return f"# {error.message}"
-            column = min(int(column or 0), len(comparison.trace.variants) - 1)
-            variant = comparison.trace.variants[column]
+            variant = comparison.trace.variants[0]
             s = comparison.settings
             return export_code(parse_interventions(variant.interventions), model_reference=playground.reference,
                                prompt=prompt_, system_prompt=s.system_prompt, use_chat_template=s.use_chat_template,
@@ -406,8 +407,16 @@ def build_app(playground: Playground) -> gr.Blocks:
     return demo
 
 
-def _write_trace_files(trace) -> tuple[str, str]:
-    directory = Path(tempfile.mkdtemp(prefix="eos-trace-"))
+def _write_trace_files(trace, root: Path | None = None, max_age_seconds: float = TRACE_MAX_AGE) -> tuple[str, str]:
+    """Write the trace for download; traces older than ``max_age_seconds`` are removed, so a long-running
+    public app does not fill its disk (Gradio serves its own copy, and `delete_cache` ages that out too)."""
+    root = root or Path(tempfile.gettempdir()) / "eos-playground-traces"
+    root.mkdir(parents=True, exist_ok=True)
+    cutoff = time.time() - max_age_seconds
+    for old in root.iterdir():
+        if old.is_dir() and old.stat().st_mtime < cutoff:
+            shutil.rmtree(old, ignore_errors=True)
+    directory = Path(tempfile.mkdtemp(prefix="trace-", dir=root))
     (directory / "trace.json").write_text(trace.to_json(stages=True), encoding="utf-8")
     (directory / "trace.csv").write_text(trace.to_csv(), encoding="utf-8")
     return str(directory / "trace.json"), str(directory / "trace.csv")

@@ -56,3 +56,21 @@ def test_top_k_and_heatmap_show_token_text(tiny):
     first = max(trace.variants[1].steps[0].top_k, key=lambda t: t.p)
     assert heat.data[0].text[0][0] == repr(first.token)
     assert math.isclose(heat.data[0].z[0][0], first.p)
+
+
+def test_downloadable_traces_are_written_and_old_ones_removed(tiny, tmp_path):
+    import json
+    import os
+
+    from playground.ui import _write_trace_files
+
+    trace = compare(tiny, "Hello", [Variant("a")], Settings(max_new_tokens=3))
+    stale = tmp_path / "trace-old"
+    stale.mkdir()
+    os.utime(stale, (0, 0))
+    json_path, csv_path = _write_trace_files(trace, root=tmp_path)
+    assert not stale.exists()
+    assert json.loads(open(json_path).read())["variants"][0]["steps"][0]["stages"]
+    assert open(csv_path).read().count("\n") == 1 + 3
+    _write_trace_files(trace, root=tmp_path)
+    assert len(list(tmp_path.iterdir())) == 2  # recent traces stay
