@@ -25,6 +25,9 @@ import torch
 
 SEED_DIRS = (Path(__file__).resolve().parents[1] / ".." / "shared" / "seeds", Path("/work/shared/seeds"))
 ARTICLE_CLASS = "EosTokenRewardLogitsProcessor"
+RAMBLING_PROMPT = "What can I do in Paris?"
+# Baseline and the ramp, both with EOS banned (a boost cannot undo a ban), so every run has the same length.
+EQUAL_LENGTH_COLUMNS = (("baseline", ["ban_eos"]), ("eos_reward", ["ban_eos", "eos_reward"]))
 
 
 def article_processor_class() -> tuple[type | None, str]:
@@ -131,7 +134,7 @@ def bench_engine(bundle, new_tokens: int = 128, rounds: int = 2) -> dict:
     from playground.engine import Settings, Variant, compare
     from playground.prompts import encode_prompt
 
-    prompt = "What can I do in Paris?"
+    prompt = RAMBLING_PROMPT
     ids = torch.tensor([encode_prompt(bundle.tokenizer, prompt)])
     eos = bundle.info.eos_token_ids
 
@@ -142,8 +145,8 @@ def bench_engine(bundle, new_tokens: int = 128, rounds: int = 2) -> dict:
         assert out.shape[1] - ids.shape[1] == new_tokens
 
     settings = Settings(max_new_tokens=new_tokens)
-    pair = [Variant("baseline", ["ban_eos"]), Variant("eos_reward", ["ban_eos", "eos_reward"])]
-    single = [Variant("eos_reward", ["ban_eos", "eos_reward"])]
+    pair = [Variant(name, interventions) for name, interventions in EQUAL_LENGTH_COLUMNS]
+    single = pair[1:]
 
     def engine(variants):
         trace = compare(bundle, prompt, variants, settings)
@@ -179,8 +182,8 @@ def bench_ui(bundle, new_tokens: int = 96) -> dict:
     from playground.engine import Settings, Variant, compare
     from playground.ui import CSS, Playground, build_app
 
-    prompt = "What can I do in Paris?"
-    variants = [Variant("baseline", ["ban_eos"]), Variant("eos_reward", ["ban_eos", "eos_reward"])]
+    prompt = RAMBLING_PROMPT
+    variants = [Variant(name, interventions) for name, interventions in EQUAL_LENGTH_COLUMNS]
     compare(bundle, prompt, variants, Settings(max_new_tokens=4))  # warm-up
     engine_s = _timed(lambda: compare(bundle, prompt, variants, Settings(max_new_tokens=new_tokens)))
     demo = build_app(Playground(bundle))
@@ -190,7 +193,7 @@ def bench_ui(bundle, new_tokens: int = 96) -> dict:
         client = Client(url, verbose=False)
         submitted = time.perf_counter()
         updates, arrivals = [], []
-        for update in client.submit(api_name="/compare", prompt=prompt, columns=[["ban_eos"], ["ban_eos", "eos_reward"]],
+        for update in client.submit(api_name="/compare", prompt=prompt, columns=[c for _, c in EQUAL_LENGTH_COLUMNS],
                                     max_new_tokens=new_tokens):
             updates.append(update)
             arrivals.append(time.perf_counter())
@@ -206,7 +209,7 @@ def bench_ui(bundle, new_tokens: int = 96) -> dict:
         # temperature, top-p, top-k, seed, ratio, strength, stop strings, min tokens, template, system prompt,
         # number of columns and the four column pickers.
         ui_updates = list(client.submit("p", True, 0, 0, prompt, new_tokens, 0, 1, 0, 0, 0.8, 12, "\\n\\n", 32, True, "",
-                                        2, ["ban_eos"], ["ban_eos", "eos_reward"], [], [], api_name="/run"))
+                                        2, *[c for _, c in EQUAL_LENGTH_COLUMNS], [], [], api_name="/run"))
         ui_s = time.perf_counter() - started
     finally:
         demo.close()

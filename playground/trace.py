@@ -44,7 +44,6 @@ class StepRecord:
     top_k: list[TopToken]
     stages: list[Stage] = field(default_factory=list)
 
-
     def to_dict(self, stages: bool = False) -> dict:
         data = {
             "step": self.step, "token_id": self.token_id, "token": self.token, "p_eos_raw": self.p_eos_raw,

@@ -13,7 +13,7 @@ from pathlib import Path
 import gradio as gr
 
 from . import charts
-from .engine import MAX_NEW_TOKENS_CAP, Comparison, Settings, Variant
+from .engine import Comparison, Settings, Variant
 from .interventions import DESCRIPTIONS, INTERVENTION_NAMES, default_params, export_code, parse_interventions, unescape
 from .models import LoadedModel, ModelLoadError, load_model
 from .space import Policy, normalize_columns
@@ -47,14 +47,12 @@ class Playground:
     ``banner`` is a notice shown at the top of the page (e.g. the configured model could not be loaded).
     """
 
-    def __init__(self, bundle: LoadedModel, reference: str = "default", load_options: dict | None = None,
-                 max_new_tokens_cap: int = MAX_NEW_TOKENS_CAP, *, policy: Policy | None = None,
-                 banner: str | None = None):
+    def __init__(self, bundle: LoadedModel, reference: str = "default", load_options: dict | None = None, *,
+                 policy: Policy | None = None, banner: str | None = None):
         self.bundle = bundle
         self.reference = reference
         self.load_options = load_options or {}  # quantize / dtype / device / trust_remote_code for later loads
         self.policy = policy or Policy.local()
-        self.max_new_tokens_cap = min(max_new_tokens_cap, self.policy.max_new_tokens)
         self.banner = banner
         self._lock = threading.Lock()  # a load never swaps the model under a running comparison
         self._active = 0  # comparisons being decoded right now (a cancelled one leaves within one step)
@@ -112,7 +110,7 @@ class Playground:
                             seed=seed, use_chat_template=use_chat_template, system_prompt=system_prompt or None,
                             timeout_seconds=self.policy.time_limit_seconds)
         with self._lock:
-            comparison = Comparison(self.bundle, prompt, variants, settings, max_new_tokens_cap=self.max_new_tokens_cap)
+            comparison = Comparison(self.bundle, prompt, variants, settings, max_new_tokens_cap=self.policy.max_new_tokens)
         self.policy.check_prompt_tokens(comparison.padded_length)
         return comparison
 
@@ -197,7 +195,7 @@ def build_app(playground: Playground) -> gr.Blocks:
                         system_prompt = gr.Textbox(label="System prompt (optional)", lines=1, scale=3)
                     gr.Examples(EXAMPLES, inputs=[prompt], label="Examples")
                 with gr.Column(scale=2):
-                    max_new = gr.Slider(1, min(1024, playground.max_new_tokens_cap), value=128, step=1, label="Max new tokens")
+                    max_new = gr.Slider(1, min(1024, playground.policy.max_new_tokens), value=128, step=1, label="Max new tokens")
                     ratio = gr.Slider(0, 1, value=RAMP["reward_start_ratio"], step=0.05, label="Reward start ratio (EOS ramp starts at ratio × max new tokens)")
                     temperature = gr.Slider(0, 2, value=0, step=0.05, label="Temperature (0 = greedy)")
                     with gr.Accordion("More decoding settings", open=False):
