@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None):
     from playground.cli import load_from_args
     from playground.models import ModelLoadError
     from playground.space import ServedModel, is_public, load_config, serve_public
-    from playground.ui import Playground, launch
+    from playground.service import Playground
+    from playground.ui import launch
 
     if is_public(args.public):
         if args.trust_remote_code:

@@ -180,7 +180,8 @@ def bench_ui(bundle, new_tokens: int = 96) -> dict:
     from gradio_client import Client
 
     from playground.engine import Settings, Variant, compare
-    from playground.ui import CSS, Playground, build_app
+    from playground.service import Playground
+    from playground.ui import CSS, build_app
 
     prompt = RAMBLING_PROMPT
     variants = [Variant(name, interventions) for name, interventions in EQUAL_LENGTH_COLUMNS]

@@ -247,7 +247,7 @@ def test_local_policy_lets_the_owner_load_anything():
 
 
 def test_playground_enforces_caps_and_time_limit_server_side(tiny):
-    from playground.ui import Playground
+    from playground.service import Playground
 
     policy = Policy(public=True, allowed_models=("default",), max_new_tokens=64, max_prompt_tokens=40, max_columns=2,
                     time_limit_seconds=0.05)

@@ -7,7 +7,7 @@ import math
 from playground import charts
 from playground.engine import Settings, Variant, compare
 from playground.interventions import EosRewardLogitsProcessor
-from playground.ui import stages_rows, token_html
+from playground.ui.views import stages_rows, token_html
 
 
 def test_token_view_escapes_model_text_and_draws_eos_as_a_badge(tiny):
@@ -62,15 +62,15 @@ def test_downloadable_traces_are_written_and_old_ones_removed(tiny, tmp_path):
     import json
     import os
 
-    from playground.ui import _write_trace_files
+    from playground.service import write_trace_files
 
     trace = compare(tiny, "Hello", [Variant("a")], Settings(max_new_tokens=3))
     stale = tmp_path / "trace-old"
     stale.mkdir()
     os.utime(stale, (0, 0))
-    json_path, csv_path = _write_trace_files(trace, root=tmp_path)
+    json_path, csv_path = write_trace_files(trace, root=tmp_path)
     assert not stale.exists()
     assert json.loads(open(json_path).read())["variants"][0]["steps"][0]["stages"]
     assert open(csv_path).read().count("\n") == 1 + 3
-    _write_trace_files(trace, root=tmp_path)
+    write_trace_files(trace, root=tmp_path)
     assert len(list(tmp_path.iterdir())) == 2  # recent traces stay

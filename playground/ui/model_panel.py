@@ -1,0 +1,35 @@
+"""The Model panel: what is loaded, and loading another model without a restart (a failed load keeps the
+current one)."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from ..models import ModelLoadError
+from ..service import Playground
+
+
+def model_panel(playground: Playground) -> None:
+    policy = playground.policy
+    with gr.Accordion("Model", open=False):
+        model_info = gr.Markdown(playground.model_markdown())
+        with gr.Row():
+            if policy.allowed_models is None:
+                model_ref = gr.Textbox(label="Load another model", placeholder="hub id, local directory, .gguf file or 'default'", scale=3)
+            else:  # public: only the allowlist (anything else sent to /load_model is refused with a sentence)
+                model_ref = gr.Dropdown(list(policy.allowed_models), value=playground.reference,
+                                        allow_custom_value=True, label="Load another model", scale=3)
+            adapter_ref = gr.Textbox(label="LoRA adapter (optional)", scale=2, visible=policy.allow_adapters)
+            trust_code = gr.Checkbox(label="Trust remote code (runs the model's own Python code)", value=False,
+                                     visible=policy.allow_trust_remote_code, scale=1)
+            load_button = gr.Button("Load", scale=1)
+
+    def on_load(reference, adapter, trust_remote_code):
+        try:
+            playground.load(reference, adapter, bool(trust_remote_code))
+        except (ModelLoadError, ValueError) as error:
+            raise gr.Error(str(error), title="Model not loaded — the previous model is still in use") from None
+        return playground.model_markdown()
+
+    load_button.click(on_load, [model_ref, adapter_ref, trust_code], model_info, concurrency_id="model",
+                      concurrency_limit=1, api_name="load_model")
