@@ -106,7 +106,7 @@ def test_deploy_dry_run_prints_exactly_what_would_be_uploaded_and_set(capsys):
     out = capsys.readouterr().out
     listed = [line.strip() for line in out.splitlines() if line.startswith("  ") and "=" not in line]
     assert listed == upload_files(ROOT)
-    for needed in ("app.py", "requirements.txt", "README.md", "spaces.yaml", "playground/space.py", "playground/ui.py"):
+    for needed in ("app.py", "requirements.txt", "README.md", "spaces.yaml", "playground/space.py", "playground/ui/compare.py"):
         assert needed in listed
     for path in listed:
         assert not path.startswith(("tests/", ".", "test-artifacts/")) and "__pycache__" not in path
