@@ -118,6 +118,11 @@ def _visible(text: str, stop_strings: Sequence[str]) -> str:
     return text[: len(text) - hold]
 
 
+def _finite(value: float) -> float | None:
+    """A margin for JSON: None where EOS is banned (an infinite or undefined distance)."""
+    return value if math.isfinite(value) else None
+
+
 def generation_config_processors(model, prompt_length: int, max_new_tokens: int) -> LogitsProcessorList:
     """The processors ``generate()`` adds on its own from the model's generation config: repetition penalty,
     suppressed or banned tokens, a minimum length, no-repeat n-grams... so a baseline column decodes the way the
@@ -275,8 +280,15 @@ class Comparison:
             "top_p": top.values,
         }
 
+    def _eos_margin(self, logits: torch.Tensor) -> torch.Tensor:
+        """Best non-EOS logit − best EOS logit per row: how far EOS is from winning (+inf where it is banned)."""
+        eos = torch.tensor(self.eos_ids)
+        others = logits.index_fill(-1, eos, float("-inf")).max(-1).values
+        return others - logits[:, eos].max(-1).values
+
     def _telemetry(self, raw: torch.Tensor, stages: list[tuple[str, torch.Tensor]], chosen: torch.Tensor) -> list[StepRecord]:
         """Turn one step's tensors (rows × vocab) into a StepRecord per row, with one .tolist() per tensor."""
+        after_interventions = dict(stages)["interventions"]
         p_raw, raw_stage = self._stage("raw", raw)
         stage_data = [raw_stage]
         p_final = p_raw
@@ -296,6 +308,8 @@ class Comparison:
             "top_p": p_final.gather(-1, top_ids),
             "p_chosen_raw": p_raw.gather(-1, chosen[:, None])[:, 0],
             "p_chosen": p_final.gather(-1, chosen[:, None])[:, 0],
+            "eos_margin_raw": self._eos_margin(raw),
+            "eos_margin": self._eos_margin(after_interventions),
         }
         columns = {k: v.tolist() for k, v in columns.items()}
         stage_lists = [{k: (v.tolist() if isinstance(v, torch.Tensor) else v) for k, v in s.items()} for s in stage_data]
@@ -311,6 +325,8 @@ class Comparison:
                 p_chosen=columns["p_chosen"][r],
                 entropy_raw=columns["entropy_raw"][r],
                 entropy=columns["entropy"][r],
+                eos_margin_raw=_finite(columns["eos_margin_raw"][r]),
+                eos_margin=_finite(columns["eos_margin"][r]),
                 top_k=[TopToken(t, self._token(t), pr, p) for t, pr, p in
                        zip(columns["top_ids"][r], columns["top_p_raw"][r], columns["top_p"][r])],
                 stages=[Stage(s["name"], s["p_eos"][r], s["kept"][r],

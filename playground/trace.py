@@ -43,12 +43,17 @@ class StepRecord:
     entropy: float
     top_k: list[TopToken]
     stages: list[Stage] = field(default_factory=list)
+    # Distance to stopping, in logits: best non-EOS logit − best EOS logit, from the raw logits and after the
+    # interventions. Positive: EOS trails by that much; ≤ 0: EOS is the top choice. None: EOS is banned (−inf).
+    eos_margin_raw: float | None = None
+    eos_margin: float | None = None
 
     def to_dict(self, stages: bool = False) -> dict:
         data = {
             "step": self.step, "token_id": self.token_id, "token": self.token, "p_eos_raw": self.p_eos_raw,
             "p_eos": self.p_eos, "p_chosen_raw": self.p_chosen_raw, "p_chosen": self.p_chosen,
             "entropy_raw": self.entropy_raw, "entropy": self.entropy,
+            "eos_margin_raw": self.eos_margin_raw, "eos_margin": self.eos_margin,
             "top_k": [{"token_id": t.token_id, "token": t.token, "p_raw": t.p_raw, "p": t.p} for t in self.top_k],
         }
         if stages:
@@ -142,10 +147,12 @@ class Trace:
         """One row per variant per step; top-k as ``token_id:p`` pairs."""
         out = io.StringIO()
         writer = csv.writer(out)
-        writer.writerow(["variant", "step", "token_id", "token", "p_chosen", "p_eos_raw", "p_eos", "entropy_raw", "entropy", "top_k"])
+        writer.writerow(["variant", "step", "token_id", "token", "p_chosen", "p_eos_raw", "p_eos", "eos_margin_raw",
+                         "eos_margin", "entropy_raw", "entropy", "top_k"])
         for variant in self.variants:
             for s in variant.steps:
                 top = " ".join(f"{t.token_id}:{t.p:.4g}" for t in s.top_k)
-                writer.writerow([variant.name, s.step, s.token_id, s.token, f"{s.p_chosen:.6g}", f"{s.p_eos_raw:.6g}", f"{s.p_eos:.6g}",
-                                 f"{s.entropy_raw:.4f}", f"{s.entropy:.4f}", top])
+                margins = ["" if m is None else f"{m:.4f}" for m in (s.eos_margin_raw, s.eos_margin)]
+                writer.writerow([variant.name, s.step, s.token_id, s.token, f"{s.p_chosen:.6g}", f"{s.p_eos_raw:.6g}",
+                                 f"{s.p_eos:.6g}", *margins, f"{s.entropy_raw:.4f}", f"{s.entropy:.4f}", top])
         return out.getvalue()

@@ -1,5 +1,10 @@
-"""The Compare tab: the prompt, the decoding settings, one column per set of interventions streaming side by
-side, the p(EOS) chart, the step inspector and the fix to copy."""
+"""The Compare tab: settings on the left; on the right the columns streaming side by side, what happened in
+words, the live p(EOS) chart with the step inspector beside it, and the fix to copy.
+
+Streaming is append-only: each column's token view and the chart's data only grow while a run decodes, so
+Gradio sends each update as the new part (see ``views``). Selecting a step happens in the browser
+(``page.js``); the server only renders the inspector for it.
+"""
 
 from __future__ import annotations
 
@@ -10,84 +15,107 @@ from collections.abc import Iterator
 import gradio as gr
 
 from .. import charts
-from ..interventions import DESCRIPTIONS, INTERVENTION_NAMES, default_params, export_code, parse_interventions
+from ..interventions import DESCRIPTIONS, INTERVENTION_NAMES, export_code, parse_interventions
+from ..links import FIELDS, MAX_COLUMNS, PAGE_DEFAULTS, from_query, to_query
 from ..service import Playground, write_trace_files
-from .views import require_number, stages_rows, token_html
+from ..story import describe
+from .views import (chart_header, chart_lines, chart_stop, default_selection, inspector_html,
+                    require_number, token_spans)
 
-MAX_COLUMNS = 4
-RAMP = default_params("eos_reward")
-DEFAULT_COLUMNS = [[], ["eos_reward"], ["seed_article"], ["stop_strings"]]
-CHART_INTERVAL = 0.3  # seconds between live chart redraws (at most ~3 a second; text refreshes every step)
+UPDATE_INTERVAL = 0.15  # seconds between streamed page updates; the decode does not wait for them
 EXAMPLES = [
-    ["What can I do in Paris?"],  # the article's prompt: rambles to the limit
-    ["Write a haiku about the sea."],  # short: a model that stops on its own
-    ["List every country in Europe with its capital."],  # long list: looping and rambling
-    ["Repeat after me forever: la la la"],  # repetition loop
-    ["Say only 'yes' or 'no': is water wet?"],  # early stop
+    PAGE_DEFAULTS["prompt"],  # the article's prompt: rambles to the limit
+    "Write a haiku about the sea.",  # short: a model that stops on its own
+    "List every country in Europe with its capital.",  # long list: looping and rambling
+    "Repeat after me forever: la la la",  # repetition loop
+    "Say only 'yes' or 'no': is water wet?",  # early stop
 ]
+IDLE_STATUS = "idle"
+
+
+def _tokens_js(column: int) -> str:
+    return f"(function go() {{ window.eosPlayground ? eosPlayground.tokens(element, {column}, watch) : setTimeout(go, 50); }})();"
+
+
+CHART_JS = "(function go() { window.eosPlayground ? eosPlayground.chart(element, props, trigger, watch) : setTimeout(go, 50); })();"
+SELECTION_JS = "(function go() { window.eosPlayground ? eosPlayground.selection(props, watch) : setTimeout(go, 50); })();"
 
 
 def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
     choices = [(f"{name} — {DESCRIPTIONS[name]}", name) for name in INTERVENTION_NAMES]
     policy = playground.policy
     max_columns = min(MAX_COLUMNS, policy.max_columns)
-    column_choices = [n for n in range(2, MAX_COLUMNS + 1) if n <= max_columns] or [1]
+    default_columns = PAGE_DEFAULTS["columns"][:max_columns]
     holder = gr.State({})  # per session: the running comparison (for Stop) and the last trace
     with gr.Tab("Compare"):
-        with gr.Row():
-            with gr.Column(scale=3):
-                prompt = gr.Textbox(label="Prompt", value=EXAMPLES[0][0], lines=3)
-                with gr.Row():
-                    use_template = gr.Checkbox(label="Use the chat template", value=True)
-                    system_prompt = gr.Textbox(label="System prompt (optional)", lines=1, scale=3)
-                gr.Examples(EXAMPLES, inputs=[prompt], label="Examples")
-            with gr.Column(scale=2):
-                max_new = gr.Slider(1, min(1024, playground.policy.max_new_tokens), value=128, step=1, label="Max new tokens")
-                ratio = gr.Slider(0, 1, value=RAMP["reward_start_ratio"], step=0.05, label="Reward start ratio (EOS ramp starts at ratio × max new tokens)")
-                temperature = gr.Slider(0, 2, value=0, step=0.05, label="Temperature (0 = greedy)")
-                with gr.Accordion("More decoding settings", open=False):
-                    top_p = gr.Slider(0.05, 1, value=1, step=0.05, label="Top-p (1 = off)")
-                    top_k = gr.Slider(0, 200, value=0, step=1, label="Top-k (0 = off)")
-                    seed = gr.Number(value=0, precision=0, label="Seed")
-                    strength = gr.Slider(0, 40, value=RAMP["strength"], step=0.5, label="EOS reward strength (largest bonus, in logits)")
-                    stop_strings = gr.Textbox(value="\\n\\n", label="Stop strings (comma-separated, \\n = newline)")
-                    min_new = gr.Slider(0, 256, value=32, step=1, label="Min new tokens (for the min_new_tokens intervention)")
-        n_columns = gr.Radio(column_choices, value=min(2, max_columns), label="Columns")
-        with gr.Row():
-            run = gr.Button("Run", variant="primary")
-            stop = gr.Button("Stop", variant="stop")
-        column_boxes, pickers, statuses, views = [], [], [], []
         with gr.Row(equal_height=False):
-            for index in range(MAX_COLUMNS):
-                with gr.Column(visible=index < min(2, max_columns), min_width=240) as box:
-                    pickers.append(gr.Dropdown(choices, value=DEFAULT_COLUMNS[index], multiselect=True,
-                                               label=f"Column {index + 1} interventions (none = baseline)"))
-                    statuses.append(gr.Markdown("idle", elem_id=f"status-{index}", elem_classes="status"))
-                    views.append(gr.HTML('<div class="token-view">&nbsp;</div>', elem_id=f"tokens-{index}"))
-                column_boxes.append(box)
-        color_by = gr.Radio([("chosen token's probability", "p"), ("p(EOS)", "p_eos")], value="p",
-                            label="Shade tokens by")
-        log_scale = gr.Checkbox(label="Log scale (p(EOS) of a rambling model is tiny)", value=True)
-        p_eos_plot = gr.Plot(label="p(EOS) per step")
-        step = gr.Slider(0, 127, value=0, step=1, label="Step to inspect")
-        top_k_plot = gr.Plot(label="Top next tokens at the chosen step")
-        with gr.Row():
-            inspect_column = gr.Dropdown([(f"Column {i + 1}", i) for i in range(MAX_COLUMNS)], value=0, label="Column to inspect")
-        heatmap_plot = gr.Plot(label="Top-k over all steps")
-        stages = gr.Dataframe(headers=["stage", "p(EOS)", "tokens kept", "top tokens"], label="Stage by stage at the chosen step: raw → interventions → temperature → top-k → top-p → choice", interactive=False)
-        with gr.Accordion("Copy this fix", open=False):
-            with gr.Row():
-                fix_column = gr.Dropdown([(f"Column {i + 1}", i) for i in range(MAX_COLUMNS)], value=1, label="Column")
-                fix_kind = gr.Radio(["generate", "pipeline"], value="generate", label="Use with")
-            snippet = gr.Code(language="python", label="Runnable Python that reproduces this column")
-        with gr.Row():
-            download_json = gr.DownloadButton("Download trace (JSON)", visible=False)
-            download_csv = gr.DownloadButton("Download trace (CSV)", visible=False)
-
+            with gr.Column(scale=1, min_width=300, elem_id="controls"):
+                prompt = gr.Textbox(label="Prompt", value=PAGE_DEFAULTS["prompt"], lines=2, max_lines=6, elem_id="prompt")
+                with gr.Row():
+                    run = gr.Button("Run", variant="primary", elem_id="run", min_width=60, size="md")
+                    stop = gr.Button("Stop", variant="stop", elem_id="stop", min_width=60, size="md")
+                    copy_link = gr.Button("Copy link", elem_id="copy-link", min_width=60, size="md")
+                link_box = gr.Textbox(label="Link to these settings", visible=False, buttons=["copy"], elem_id="link")
+                example = gr.Dropdown(EXAMPLES, value=None, label="Examples", elem_id="examples")
+                max_new = gr.Slider(1, min(1024, policy.max_new_tokens), value=min(PAGE_DEFAULTS["max_new_tokens"], policy.max_new_tokens),
+                                    step=1, label="Max new tokens", elem_id="max-new-tokens")
+                ratio = gr.Slider(0, 1, value=PAGE_DEFAULTS["reward_start_ratio"], step=0.05,
+                                  label="Reward start ratio (the EOS ramp starts at ratio × max new tokens)", elem_id="ratio")
+                temperature = gr.Slider(0, 2, value=PAGE_DEFAULTS["temperature"], step=0.05, label="Temperature (0 = greedy)",
+                                        elem_id="temperature")
+                n_columns = gr.Radio(list(range(1, max_columns + 1)), value=len(default_columns), label="Columns",
+                                     elem_id="columns")
+                pickers = [gr.Dropdown(choices, value=(PAGE_DEFAULTS["columns"] + [[]] * MAX_COLUMNS)[index], multiselect=True,
+                                       label=f"Column {index + 1} interventions (none = baseline)", visible=index < len(default_columns),
+                                       elem_id=f"picker-{index}")
+                           for index in range(MAX_COLUMNS)]
+                with gr.Accordion("More decoding settings", open=False):
+                    top_p = gr.Slider(0.05, 1, value=PAGE_DEFAULTS["top_p"], step=0.05, label="Top-p (1 = off)")
+                    top_k = gr.Slider(0, 200, value=PAGE_DEFAULTS["top_k"], step=1, label="Top-k (0 = off)")
+                    seed = gr.Number(value=PAGE_DEFAULTS["seed"], precision=0, label="Seed")
+                    strength = gr.Slider(0, 40, value=PAGE_DEFAULTS["strength"], step=0.5,
+                                         label="EOS reward strength (largest bonus, in logits)")
+                    stop_strings = gr.Textbox(value=PAGE_DEFAULTS["stop_strings"], label="Stop strings (comma-separated, \\n = newline)")
+                    min_new = gr.Slider(0, 256, value=PAGE_DEFAULTS["min_new_tokens"], step=1,
+                                        label="Min new tokens (for the min_new_tokens intervention)")
+                    use_template = gr.Checkbox(label="Use the chat template", value=PAGE_DEFAULTS["use_chat_template"])
+                    system_prompt = gr.Textbox(label="System prompt (optional)", lines=1)
+                color_by = gr.Radio([("chosen token's probability", "p"), ("p(EOS), log scale", "p_eos")], value="p",
+                                    label="Shade tokens by", elem_id="shade")
+            with gr.Column(scale=3, min_width=320):
+                column_boxes, statuses, views = [], [], []
+                with gr.Row(equal_height=False):
+                    for index in range(MAX_COLUMNS):
+                        with gr.Column(visible=index < len(default_columns), min_width=200) as box:
+                            statuses.append(gr.Markdown(IDLE_STATUS, elem_id=f"status-{index}", elem_classes="status"))
+                            views.append(gr.HTML("", js_on_load=_tokens_js(index), elem_id=f"tokens-{index}",
+                                                 elem_classes="token-view"))
+                        column_boxes.append(box)
+                story = gr.Markdown("", elem_id="story")
+                with gr.Row(equal_height=False):
+                    chart = gr.HTML("", html_template='<div class="eos-chart"></div>', js_on_load=CHART_JS,
+                                    elem_id="chart", scale=3, min_width=320)
+                    inspector = gr.HTML(inspector_html(None, 0, 0), elem_id="inspector", scale=2, min_width=280,
+                                        js_on_load=None)
+                selection = gr.HTML("", html_template="", js_on_load=SELECTION_JS, elem_id="selection")
+                with gr.Accordion("Copy this fix", open=False):
+                    with gr.Row():
+                        fix_column = gr.Dropdown([(f"Column {i + 1}", i) for i in range(MAX_COLUMNS)], value=1, label="Column")
+                        fix_kind = gr.Radio(["generate", "pipeline"], value="generate", label="Use with")
+                    snippet = gr.Code(language="python", label="Runnable Python that reproduces this column")
+                with gr.Accordion("Top-k over all steps", open=False):
+                    heatmap = gr.Plot(label="Top-k of the inspected column over all steps")
+                with gr.Row():
+                    download_json = gr.DownloadButton("Download trace (JSON)", visible=False)
+                    download_csv = gr.DownloadButton("Download trace (CSV)", visible=False)
 
     # ---- handlers -------------------------------------------------------------------------------
     inputs = [prompt, max_new, temperature, top_p, top_k, seed, ratio, strength, stop_strings, min_new,
               use_template, system_prompt, n_columns, *pickers]
+    # The controls a link restores, by query key (links.FIELDS), in the order of `inputs`.
+    linked = dict(zip(["prompt", "max_new_tokens", "temperature", "top_p", "top_k", "seed", "reward_start_ratio",
+                       "strength", "stop_strings", "min_new_tokens", "use_chat_template", "system_prompt"], inputs))
+    assert set(linked) == set(FIELDS)
 
     def make_comparison(prompt_, max_new_, temperature_, top_p_, top_k_, seed_, ratio_, strength_, stops_,
                         min_new_, template_, system_, n_columns_, *picked):
@@ -102,57 +130,74 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
         except ValueError as error:
             raise gr.Error(str(error), title="Check your input") from None
 
-    def column_updates(trace, color):
-        out = []
-        for index in range(MAX_COLUMNS):
-            if index < len(trace.variants):
-                variant = trace.variants[index]
-                out += [f"**{html.escape(variant.name)}** — {variant.status()}", token_html(variant, color)]
-            else:
-                out += [gr.skip(), gr.skip()]
-        return out
+    def status_line(variant) -> str:
+        return f"**{html.escape(variant.name)}** — {variant.status()}"
 
-    def figures(trace, log, step_, column):
-        column = min(int(column or 0), len(trace.variants) - 1)
-        longest = max(len(v.steps) for v in trace.variants)
-        step_ = min(int(step_ or 0), max(longest - 1, 0))
-        return [charts.p_eos_figure(trace, bool(log)), charts.top_k_figure(trace, step_),
-                charts.heatmap_figure(trace, column), stages_rows(trace, column, step_)]
-
-    def on_run(state, color, log, step_, column, *args) -> Iterator[list]:
+    def on_run(state, *args) -> Iterator[dict]:
         comparison = make_comparison(*args)
         state["comparison"] = comparison
-        last_chart = 0.0
         trace = comparison.trace
+        n = len(trace.variants)
+        # What the browser already has, per column: steps rendered, and whether the stop was announced.
+        sent_steps, stopped = [0] * n, [False] * n
+        token_values, chart_text = [""] * n, chart_header(trace)
+        yield {**{statuses[i]: status_line(v) for i, v in enumerate(trace.variants)},
+               **{views[i]: "" for i in range(n)}, chart: chart_text, selection: "",
+               story: f"Decoding {n} column{'s' * (n > 1)}…", inspector: inspector_html(None, 0, 0), holder: state}
+        last = 0.0
         for trace in playground.stream(comparison):
-            # Text every step; the live p(EOS) chart at most every CHART_INTERVAL. The per-step views
-            # (top-k, heatmap, stages) are drawn once at the end and whenever a step is picked.
-            now = time.monotonic()
-            chart = gr.skip()
-            if now - last_chart >= CHART_INTERVAL:
-                last_chart, chart = now, charts.p_eos_figure(trace, bool(log))
-            yield [*column_updates(trace, color), chart, *[gr.skip()] * 3, gr.skip(), gr.skip(), gr.skip(), state]
+            done = all(v.finished for v in trace.variants)
+            if not done and time.monotonic() - last < UPDATE_INTERVAL:
+                continue  # the decode goes on; the next update carries every step since this one
+            last = time.monotonic()
+            update = {}
+            for i, variant in enumerate(trace.variants):
+                steps = len(variant.steps)
+                if steps == sent_steps[i] and stopped[i] == variant.finished:
+                    continue
+                token_values[i] += token_spans(variant, sent_steps[i])
+                chart_text += chart_lines(variant, i, sent_steps[i])
+                if variant.finished and not stopped[i]:
+                    chart_text += chart_stop(variant, i)
+                    stopped[i] = True
+                sent_steps[i] = steps
+                update[statuses[i]] = status_line(variant)
+                update[views[i]] = token_values[i]
+            if update:
+                update[chart] = chart_text
+                yield update
         state["trace"] = trace
         state.pop("comparison", None)
-        longest = max(len(v.steps) for v in trace.variants)
+        column, step = default_selection(trace)
+        state["heatmap_column"] = column
         files = write_trace_files(trace)
-        yield [*column_updates(trace, color), *figures(trace, log, step_, column),
-               gr.update(maximum=max(longest - 1, 1), value=min(int(step_ or 0), max(longest - 1, 0))),
-               gr.update(value=files[0], visible=True), gr.update(value=files[1], visible=True), state]
+        yield {**{statuses[i]: status_line(v) for i, v in enumerate(trace.variants)},
+               story: "\n".join(f"- {sentence}" for sentence in describe(trace)),
+               inspector: inspector_html(trace, column, step, comparison.eos_ids), selection: f"{column} {step}",
+               heatmap: charts.heatmap_figure(trace, column),
+               download_json: gr.update(value=files[0], visible=True),
+               download_csv: gr.update(value=files[1], visible=True), holder: state}
 
     def on_stop(state):
         comparison = state.get("comparison")
         if comparison is not None:
             comparison.cancel()
 
-    def redraw(state, color, log, step_, column):
+    def on_select(state, event: gr.EventData):
         trace = state.get("trace")
-        if trace is None:
-            return [gr.skip()] * (2 * MAX_COLUMNS + 4)
-        return [*column_updates(trace, color), *figures(trace, log, step_, column)]
+        data = event._data or {}
+        if trace is None or not isinstance(data.get("column"), int) or not isinstance(data.get("step"), int):
+            return gr.skip(), gr.skip(), state
+        column, step = data["column"], data["step"]
+        figure = gr.skip()
+        if state.get("heatmap_column") != column and 0 <= column < len(trace.variants):
+            state["heatmap_column"] = column
+            figure = charts.heatmap_figure(trace, column)
+        return inspector_html(trace, column, step, playground.bundle.info.stop_token_ids), figure, state
 
     def on_columns(n):
-        return [gr.update(visible=i < int(n)) for i in range(MAX_COLUMNS)]
+        visible = [gr.update(visible=i < int(n)) for i in range(MAX_COLUMNS)]
+        return visible + visible
 
     def on_snippet(column, kind, prompt_, max_new_, temperature_, top_p_, top_k_, seed_, ratio_, strength_,
                    stops_, min_new_, template_, system_, n_columns_, *picked):
@@ -169,17 +214,44 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
                            max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p,
                            top_k=s.top_k, seed=s.seed, variant=kind)
 
-    chart_outputs = [p_eos_plot, top_k_plot, heatmap_plot, stages]
-    column_outputs = [c for pair in zip(statuses, views) for c in pair]
-    run_event = run.click(on_run, [holder, color_by, log_scale, step, inspect_column, *inputs],
-                          [*column_outputs, *chart_outputs, step, download_json, download_csv, holder],
-                          concurrency_id="model", concurrency_limit=1, api_name="run",
-                          api_visibility="undocumented")  # the benchmark streams the page's own handler
+    def link_query(*values) -> str:
+        settings = dict(zip(linked, values[: len(linked)]))
+        count = int(values[len(linked)] or 1)
+        settings["columns"] = [list(p or []) for p in values[len(linked) + 1:][:count]]
+        return to_query(settings)
+
+    def on_page_load(request: gr.Request):
+        """Fill the page from the link's query; name anything in it that could not be used."""
+        params = dict(request.query_params) if request is not None else {}
+        settings, problems = from_query(params)
+        for problem in problems:
+            gr.Warning(f"This link: {problem}.", title="Link")
+        columns = settings["columns"][:max_columns]
+        if settings["max_new_tokens"] > policy.max_new_tokens:
+            gr.Warning(f"This link asks for {settings['max_new_tokens']} new tokens; this app allows at most "
+                       f"{policy.max_new_tokens}.", title="Link")
+            settings["max_new_tokens"] = policy.max_new_tokens
+        values = [settings[key] for key in linked] + [len(columns)]
+        values += [gr.update(value=columns[i] if i < len(columns) else [], visible=i < len(columns)) for i in range(MAX_COLUMNS)]
+        return values + [gr.update(visible=i < len(columns)) for i in range(MAX_COLUMNS)]
+
+    link_outputs = [*linked.values(), n_columns, *pickers, *column_boxes]
+    demo.load(on_page_load, None, link_outputs, api_visibility="private", queue=False)
+    run_event = run.click(on_run, [holder, *inputs],
+                          [*statuses, *views, story, chart, inspector, selection, heatmap, download_json,
+                           download_csv, holder],
+                          concurrency_id="model", concurrency_limit=1, api_visibility="private")
     stop.click(on_stop, holder, None, queue=False, api_visibility="private")
-    for control in (color_by, log_scale, step, inspect_column):
-        control.change(redraw, [holder, color_by, log_scale, step, inspect_column],
-                       [*column_outputs, *chart_outputs], api_visibility="private", queue=False)
-    n_columns.change(on_columns, n_columns, column_boxes, api_visibility="private", queue=False)
+    chart.click(on_select, holder, [inspector, heatmap, holder], api_visibility="private", queue=False)
+    color_by.change(None, color_by, None, js="(v) => { document.body.classList.toggle('shade-eos', v === 'p_eos'); }")
+    n_columns.change(on_columns, n_columns, [*column_boxes, *pickers], api_visibility="private", queue=False)
+    example.change(lambda text: text or gr.skip(), example, prompt, api_visibility="private", queue=False)
+    copy_link.click(link_query, [*linked.values(), n_columns, *pickers], link_box, api_visibility="private",
+                    queue=False).then(
+        None, link_box, link_box,
+        js="(query) => { const url = location.origin + location.pathname + (query ? '?' + query : ''); "
+           "history.replaceState(null, '', url); navigator.clipboard && navigator.clipboard.writeText(url).catch(() => {}); "
+           "return url; }").then(lambda: gr.update(visible=True), None, link_box, api_visibility="private", queue=False)
     snippet_inputs = [fix_column, fix_kind, *inputs]
     for control in (fix_column, fix_kind, *inputs):
         control.change(on_snippet, snippet_inputs, snippet, api_visibility="private", queue=False)

@@ -1,8 +1,19 @@
-"""HTML and table views of a trace for the page. Pure functions of the trace: no components here."""
+"""HTML and text views of a trace for the page. Pure functions of the trace: no components here.
+
+Streamed views are append-only: ``token_spans(variant, column, start)`` renders the steps from ``start`` on, and
+``chart_lines`` the chart points from ``start`` on, so while a column runs its value only grows and Gradio
+sends each update as an append of the new part.
+"""
 
 from __future__ import annotations
 
 import html
+import json
+import math
+
+from ..charts import COLORS, ramp_starts
+from ..story import step_explanation
+from ..trace import StepRecord, Trace, VariantTrace
 
 
 def require_number(value, name: str):
@@ -12,33 +23,107 @@ def require_number(value, name: str):
     return value
 
 
-def token_html(variant, color_by: str = "p") -> str:
-    """The column's text, one span per token, shaded by the chosen token's probability or by p(EOS)."""
+def _eos_shade(p: float) -> float:
+    """p(EOS) on a log scale from 1e-8 (0) to 1 (1): a rambling model's p(EOS) is ~1e-6, invisible linearly."""
+    return min(max((math.log10(max(p, 1e-8)) + 8) / 8, 0.0), 1.0)
+
+
+def _step_title(s: StepRecord) -> str:
+    return (f"step {s.step} · p {s.p_chosen:.3f} (raw {s.p_chosen_raw:.3f}) · "
+            f"p(EOS) {s.p_eos_raw:.3g} raw → {s.p_eos:.3g} final · click to inspect")
+
+
+def token_spans(variant: VariantTrace, start: int = 0) -> str:
+    """The column's tokens from step ``start`` on, one span each; the EOS token is drawn as a badge.
+
+    Shading is CSS: ``--p`` is the chosen token's probability, ``--e`` p(EOS) on a log scale; the page picks
+    which one colours the background, so switching needs no redraw.
+    """
     parts = []
-    # The EOS token itself is drawn as a badge, not as its text.
-    steps = variant.steps[:-1] if variant.stop_reason == "eos" else variant.steps
-    for s in steps:
-        token = s.token
-        if not token:
-            continue
-        value = s.p_eos if color_by == "p_eos" else s.p_chosen
-        # Low probability (a surprising pick) is red, high is green; for p(EOS), darker orange = closer to stop.
-        color = f"rgba(255,140,0,{min(value, 1):.2f})" if color_by == "p_eos" else f"hsla({120 * value:.0f},80%,70%,0.55)"
-        title = f"step {s.step} · p={s.p_chosen:.3f} (raw {s.p_chosen_raw:.3f}) · p(EOS) raw {s.p_eos_raw:.3g}, final {s.p_eos:.3g}"
-        parts.append(f'<span style="background:{color}" title="{html.escape(title)}">{html.escape(token)}</span>')
-    if variant.stop_reason == "eos":
-        parts.append('<span style="background:#444;color:white;padding:0 4px" title="end of sequence">⏹ EOS</span>')
-    return f'<div class="token-view">{"".join(parts) or "&nbsp;"}</div>'
+    steps = variant.steps
+    for s in steps[start:]:
+        if s is steps[-1] and variant.stop_reason == "eos":
+            parts.append(f'<span data-s="{s.step}" class="eos-badge" title="{html.escape(_step_title(s))}">EOS</span>')
+        elif s.token:
+            parts.append(f'<span data-s="{s.step}" style="--p:{s.p_chosen:.2f};--e:{_eos_shade(s.p_eos):.2f}" '
+                         f'title="{html.escape(_step_title(s))}">{html.escape(s.token)}</span>')
+    return "".join(parts)
 
 
-def stages_rows(trace, column: int, step: int) -> list[list]:
-    """The teaching view: how the chosen column's distribution changed through each stage at one step."""
-    if trace is None or column >= len(trace.variants) or step >= len(trace.variants[column].steps):
-        return []
-    record = trace.variants[column].steps[step]
-    rows = [[stage.name, f"{stage.p_eos:.4g}", stage.kept, ", ".join(f"{token!r} {p:.3f}" for _, token, p in stage.top[:5])]
-            for stage in record.stages]
-    rows.append(["argmax" if trace.settings["temperature"] == 0 else "sampled", "", "", repr(record.token)])
-    return rows
+def chart_header(trace: Trace) -> str:
+    """The chart's first line: columns, colours, where each ramp starts, the step axis."""
+    ramps = dict(ramp_starts(trace))
+    return json.dumps({
+        "max_new": int(trace.settings["max_new_tokens"]),
+        "columns": [{"name": v.name, "color": COLORS[i % len(COLORS)], "ramp": ramps.get(v.name)}
+                    for i, v in enumerate(trace.variants)],
+    }, ensure_ascii=False) + "\n"
 
 
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+def chart_lines(variant: VariantTrace, column: int, start: int = 0) -> str:
+    """One line per step from ``start`` on: column, step, p(EOS) raw and final, EOS margin raw and after the
+    interventions ("-" where EOS is banned); then ``S column step reason`` once the column has stopped."""
+    lines = [f"{column} {s.step} {s.p_eos_raw:.4g} {s.p_eos:.4g} {_number(s.eos_margin_raw)} {_number(s.eos_margin)}\n"
+             for s in variant.steps[start:]]
+    return "".join(lines)
+
+
+def chart_stop(variant: VariantTrace, column: int) -> str:
+    return f"S {column} {len(variant.steps) - 1} {variant.stop_reason}\n" if variant.steps else ""
+
+
+def default_selection(trace: Trace) -> tuple[int, int]:
+    """What the inspector opens on after a run: the first intervened column's stop by EOS (the step a user wants
+    explained), else the first column's last step."""
+    for index, variant in enumerate(trace.variants):
+        if variant.interventions and variant.stop_reason == "eos" and variant.steps:
+            return index, len(variant.steps) - 1
+    first = trace.variants[0]
+    return 0, max(len(first.steps) - 1, 0)
+
+
+def _p(value: float) -> str:
+    """A probability as a person reads it: 0.658, or 4.3e-04 when it is small."""
+    return f"{value:.3f}" if value >= 0.01 or value == 0 else f"{value:.1e}"
+
+
+def _bar(value: float, css: str) -> str:
+    return f'<span class="bar {css}" style="width:{max(value, 0) * 100:.1f}%"></span>'
+
+
+def inspector_html(trace: Trace | None, column: int, step: int, eos_ids: list[int] | None = None) -> str:
+    """One step of one column: what was chosen, how far EOS was from winning, the top tokens raw vs final, and
+    the distribution after each stage (raw → generation config → interventions → temperature → top-k → top-p)."""
+    if trace is None or not 0 <= column < len(trace.variants) or not 0 <= step < len(trace.variants[column].steps):
+        return '<div class="inspector empty">Click a token in any column, or a point on the chart, to inspect that step.</div>'
+    variant = trace.variants[column]
+    s = variant.steps[step]
+    eos_ids = set(eos_ids or [])
+    chosen = "EOS" if s.token_id in eos_ids else repr(s.token)
+    rows = []
+    for t in sorted(s.top_k, key=lambda t: max(t.p_raw, t.p), reverse=True):
+        label = "EOS" if t.token_id in eos_ids else html.escape(repr(t.token))
+        mark = " ◀" if t.token_id == s.token_id else ""
+        rows.append(f'<tr class="{"eos" if t.token_id in eos_ids else ""}"><td class="tok">{label}{mark}</td>'
+                    f'<td class="bars">{_bar(t.p_raw, "raw")}{_bar(t.p, "final")}</td>'
+                    f'<td class="num">{_p(t.p_raw)}</td><td class="num">{_p(t.p)}</td></tr>')
+    stages = []
+    for stage in s.stages:
+        top = ", ".join(html.escape(f"{token!r} {_p(p)}") for _, token, p in stage.top[:4])
+        stages.append(f"<tr><td>{html.escape(stage.name)}</td><td class='num'>{_p(stage.p_eos)}</td>"
+                      f"<td class='num'>{stage.kept}</td><td>{top}</td></tr>")
+    pick = "argmax" if trace.settings.get("temperature", 0) == 0 else "sampled"
+    stages.append(f"<tr><td>{pick}</td><td></td><td></td><td>{html.escape(chosen)}</td></tr>")
+    return (
+        f'<div class="inspector"><div class="head"><b>{html.escape(variant.name)}</b> · step {s.step} · chose '
+        f'<code>{html.escape(chosen)}</code> (p {_p(s.p_chosen)}, raw {_p(s.p_chosen_raw)})</div>'
+        f'<p class="margin">{html.escape(step_explanation(s))}</p>'
+        f'<table class="topk"><tr><th>top tokens</th><th><span class="key raw"></span>raw '
+        f'<span class="key final"></span>final</th><th>raw</th><th>final</th></tr>{"".join(rows)}</table>'
+        f'<table class="stages"><tr><th>stage</th><th>p(EOS)</th><th>kept</th><th>top tokens after it</th></tr>'
+        f'{"".join(stages)}</table><small>← → move one step</small></div>'
+    )

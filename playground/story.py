@@ -1,0 +1,109 @@
+"""What happened in a comparison, in words: one sentence per column, computed from its trace.
+
+Teaching users read this first, so it names the numbers that explain a stop: how high p(EOS) rose, where the
+column stopped and after which text, whether that was a sentence end, and how many logits the interventions
+moved EOS by ("the ramp at +8.4").
+
+    >>> describe_variant(trace, 1)  # doctest: +SKIP
+    "eos_reward stopped at step 67 right after 'paradise.' (a sentence end): the interventions moved EOS +8.4 logits there"
+"""
+
+from __future__ import annotations
+
+from .trace import StepRecord, Trace, VariantTrace
+
+SENTENCE_END = (".", "!", "?", "…", "。", "！", "？", ":", ";", ")", '"', "'", "*", "`", "\n")
+# Why an intervention stops a column the way it does, said once after the numbers.
+WHY = {
+    "seed_article": "the article's processor pins the EOS logit to 100 at every step, so EOS wins at the first "
+                    "token the model is unsure of",
+    "ban_eos": "EOS is banned, so it can only hit the limit",
+    "min_new_tokens": "EOS is banned until the minimum length",
+    "concise_suffix": "the prompt asked for a short answer",
+}
+
+
+def _tail(text: str, size: int = 24) -> str:
+    """The last words before a stop, shown the way a person reads them."""
+    text = text.rstrip(" ")
+    return ("…" if len(text) > size else "") + text[-size:].lstrip()
+
+
+def ends_sentence(text: str) -> bool:
+    """Whether generated text stops at a sentence end (punctuation, a closing quote or bracket, a newline)."""
+    stripped = text.rstrip(" ")
+    return not stripped or stripped.endswith(SENTENCE_END) or text.endswith("\n")
+
+
+def _peak(steps: list[StepRecord]) -> tuple[float, int]:
+    best = max(steps, key=lambda s: s.p_eos_raw)
+    return best.p_eos_raw, best.step
+
+
+def _shift(step: StepRecord) -> float | None:
+    """Logits the interventions moved EOS by, relative to the best other token (None where EOS is banned)."""
+    if step.eos_margin_raw is None or step.eos_margin is None:
+        return None
+    return step.eos_margin_raw - step.eos_margin
+
+
+def describe_variant(trace: Trace, index: int) -> str:
+    variant: VariantTrace = trace.variants[index]
+    steps, name = variant.steps, variant.name
+    if not steps:
+        return f"{name} has not produced a token yet."
+    last = steps[-1]
+    names = [i["name"] for i in variant.interventions]
+    why = next((WHY[n] for n in names if n in WHY), None)
+    peak, peak_step = _peak(steps)
+    if variant.stop_reason == "eos":
+        before = variant.text
+        where = "a sentence end" if ends_sentence(before) else "mid-sentence"
+        sentence = f"{name} stopped by EOS at step {last.step} right after {_tail(before)!r} ({where})"
+        shift = _shift(last)
+        if shift is not None and abs(shift) >= 0.05:
+            sentence += f"; the interventions moved EOS {shift:+.1f} logits there"
+        elif last.eos_margin_raw is not None:
+            sentence += " on its own"
+    elif variant.stop_reason == "max_new_tokens":
+        sentence = f"{name} hit the {len(steps)}-token limit; p(EOS) never rose above {peak:.2g} (step {peak_step})"
+        closest = min((s for s in steps if s.eos_margin is not None), key=lambda s: s.eos_margin, default=None)
+        if closest is not None:
+            sentence += f", and EOS stayed at least {closest.eos_margin:.1f} logits behind the best token (step {closest.step})"
+    elif variant.stop_reason == "stop_string":
+        sentence = f"{name} stopped at step {last.step} on the stop string {variant.stop_detail!r}"
+    elif variant.stop_reason == "repetition":
+        sentence = f"{name} stopped at step {last.step}: the same words kept repeating"
+    elif variant.stop_reason in ("cancelled", "timeout"):
+        sentence = f"{name} was {'cancelled' if variant.stop_reason == 'cancelled' else 'timed out'} after {len(steps)} tokens"
+    else:
+        sentence = f"{name} is running: {len(steps)} tokens, p(EOS) {last.p_eos_raw:.2g} now"
+    if why and variant.stop_reason is not None:
+        sentence += f" — {why}"
+    return sentence + "."
+
+
+def describe(trace: Trace) -> list[str]:
+    """One sentence per column."""
+    return [describe_variant(trace, i) for i in range(len(trace.variants))]
+
+
+def step_explanation(step: StepRecord, eos_token: str = "EOS") -> str:
+    """For the inspector: how far EOS was from winning at this step, raw and after the interventions."""
+    raw, after = step.eos_margin_raw, step.eos_margin
+    if raw is None:
+        return "The model's raw logits rule EOS out here."
+    if raw <= 0:
+        text = f"{eos_token} is the model's own top choice here ({-raw:.1f} logits ahead of the best other token)."
+    else:
+        text = f"{eos_token} would need +{raw:.1f} logits to win here"
+    if after is None:
+        return text + ("; the interventions ban it." if raw > 0 else " The interventions ban it.")
+    shift = raw - after
+    if abs(shift) < 0.05:
+        return text + ("; the interventions leave it there." if raw > 0 else "")
+    verb = "add" if shift > 0 else "take away"
+    if raw > 0:
+        outcome = "enough: EOS wins" if after <= 0 else f"still {after:.1f} short"
+        return text + f"; the interventions {verb} {abs(shift):.1f} — {outcome}."
+    return text + f" The interventions {verb} {abs(shift):.1f}" + (", and EOS loses." if after > 0 else ".")
