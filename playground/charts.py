@@ -5,13 +5,10 @@ from __future__ import annotations
 import math
 
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
 from .trace import Trace
 
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
-STOP_SYMBOLS = {"eos": "star", "max_new_tokens": "square", "stop_string": "diamond", "repetition": "x",
-                "cancelled": "circle-open", "timeout": "circle-open"}
 
 
 def ramp_starts(trace: Trace) -> list[tuple[str, int]]:
@@ -24,65 +21,6 @@ def ramp_starts(trace: Trace) -> list[tuple[str, int]]:
 def _layout(fig: go.Figure, title: str, height: int = 360) -> go.Figure:
     fig.update_layout(title=dict(text=title, x=0.01), height=height, margin=dict(l=50, r=20, t=50, b=40),
                       template="plotly_white", legend=dict(orientation="h", y=-0.18), hovermode="x unified")
-    return fig
-
-
-def p_eos_figure(trace: Trace, log_scale: bool = False) -> go.Figure:
-    """p(EOS) per step for every column: raw (solid) and after interventions/sampling (dashed).
-
-    Shaded: where a ramp is active. Markers: where each column stopped (symbol by reason) and where it first
-    chose a different token than the first column.
-    """
-    fig = go.Figure()
-    max_new = int(trace.settings["max_new_tokens"])
-    for name, start in ramp_starts(trace):
-        fig.add_vrect(x0=start - 0.5, x1=max_new - 0.5, fillcolor="orange", opacity=0.12, line_width=0,
-                      annotation_text=f"ramp ({name})", annotation_position="top left")
-    floor = 1e-8 if log_scale else 0.0
-    for index, variant in enumerate(trace.variants):
-        color = COLORS[index % len(COLORS)]
-        steps = [s.step for s in variant.steps]
-        raw = [max(s.p_eos_raw, floor) for s in variant.steps]
-        final = [max(s.p_eos, floor) for s in variant.steps]
-        fig.add_trace(go.Scatter(x=steps, y=raw, name=f"{variant.name} raw", mode="lines",
-                                 line=dict(color=color, width=2), legendgroup=variant.name))
-        fig.add_trace(go.Scatter(x=steps, y=final, name=f"{variant.name} final", mode="lines",
-                                 line=dict(color=color, width=2, dash="dash"), legendgroup=variant.name))
-        if variant.finished and steps:
-            fig.add_trace(go.Scatter(
-                x=[steps[-1]], y=[final[-1]], mode="markers", name=f"{variant.name}: {variant.stop_reason}",
-                marker=dict(color=color, size=14, symbol=STOP_SYMBOLS.get(variant.stop_reason, "circle"),
-                            line=dict(color="black", width=1)), legendgroup=variant.name, showlegend=False,
-                hovertext=variant.status()))
-        if variant.diverges_at is not None and variant.diverges_at < len(final):
-            fig.add_trace(go.Scatter(
-                x=[variant.diverges_at], y=[final[variant.diverges_at]], mode="markers", showlegend=False,
-                marker=dict(color=color, size=10, symbol="triangle-up"), legendgroup=variant.name,
-                hovertext=f"{variant.name} diverges from {trace.variants[0].name} at step {variant.diverges_at}"))
-    fig.update_xaxes(title="step (generated tokens)", range=[-0.5, max_new - 0.5])
-    fig.update_yaxes(title="p(EOS)", type="log" if log_scale else "linear",
-                     range=[-8, 0.05] if log_scale else [0, 1.02])
-    return _layout(fig, "p(EOS) per step — solid: model's own, dashed: after interventions and sampling")
-
-
-def top_k_figure(trace: Trace, step: int, k: int = 10) -> go.Figure:
-    """For one step, the top next tokens of every column: raw vs final probability, token text on the bars."""
-    n = len(trace.variants)
-    fig = make_subplots(rows=1, cols=n, subplot_titles=[v.name for v in trace.variants], horizontal_spacing=0.08)
-    for col, variant in enumerate(trace.variants, start=1):
-        if step >= len(variant.steps):
-            continue
-        record = variant.steps[step]
-        top = sorted(record.top_k, key=lambda t: max(t.p_raw, t.p), reverse=True)[:k][::-1]
-        labels = [f"{t.token!r}" + (" ◀" if t.token_id == record.token_id else "") for t in top]
-        fig.add_trace(go.Bar(y=labels, x=[t.p_raw for t in top], orientation="h", name="raw",
-                             marker_color="#9ecae1", showlegend=col == 1, legendgroup="raw"), row=1, col=col)
-        fig.add_trace(go.Bar(y=labels, x=[t.p for t in top], orientation="h", name="final",
-                             marker_color="#08519c", showlegend=col == 1, legendgroup="final"), row=1, col=col)
-    fig.update_layout(barmode="group")
-    fig.update_xaxes(range=[0, 1], title="probability")
-    _layout(fig, f"Top next tokens at step {step} (◀ = chosen)", height=380)
-    fig.update_layout(hovermode="closest")
     return fig
 
 

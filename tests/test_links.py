@@ -1,0 +1,63 @@
+"""The page's defaults and links: the first Run tells the story, and a link restores every setting."""
+
+from __future__ import annotations
+
+import urllib.parse
+
+import pytest
+
+from playground.engine import Settings, Variant, compare
+from playground.links import FIELDS, PAGE_DEFAULTS, column_name, from_query, to_query
+from playground.story import ends_sentence
+
+
+def _query(settings: dict) -> dict:
+    return dict(urllib.parse.parse_qsl(to_query(settings)))
+
+
+def test_the_defaults_tell_the_story_on_the_embedded_model(smollm):
+    """Baseline rambles to the limit, the ramp ends at a sentence end before it, the article's processor cuts the
+    answer mid-sentence within a few tokens: the contrast the page exists to show, on the first click."""
+    d = PAGE_DEFAULTS
+    params = {"eos_reward": {"reward_start_ratio": d["reward_start_ratio"], "strength": d["strength"]}}
+    variants = [Variant(column_name(c), [{"name": n, "params": params.get(n, {})} for n in c]) for c in d["columns"]]
+    trace = compare(smollm, d["prompt"], variants, Settings(max_new_tokens=d["max_new_tokens"]))
+    baseline, ramp, article = trace.variants
+    assert [v.name for v in trace.variants] == ["baseline", "eos_reward", "seed_article"]
+    assert baseline.stop_reason == "max_new_tokens"
+    assert ramp.stop_reason == "eos" and len(ramp.steps) < d["max_new_tokens"] and ends_sentence(ramp.text)
+    assert article.stop_reason == "eos" and len(article.steps) <= 16 and not ends_sentence(article.text)
+
+
+def test_a_link_round_trips_every_setting():
+    settings = {"prompt": "Ünïcode & spaces?", "system_prompt": "Be brief.", "use_chat_template": False,
+                "max_new_tokens": 40, "reward_start_ratio": 0.3, "temperature": 0.7, "top_p": 0.9, "top_k": 50,
+                "seed": 7, "strength": 8.5, "stop_strings": "\\n\\n,END", "min_new_tokens": 10,
+                "columns": [["ban_eos"], ["eos_reward", "stop_strings"], []]}
+    assert set(settings) - {"columns"} == set(FIELDS)
+    restored, problems = from_query(_query(settings))
+    assert problems == [] and restored == settings
+
+
+def test_a_link_with_only_the_defaults_is_empty_and_restores_the_defaults():
+    assert to_query(PAGE_DEFAULTS) == ""
+    assert from_query({}) == (PAGE_DEFAULTS, [])
+
+
+def test_a_link_names_what_it_cannot_use_and_keeps_the_default():
+    restored, problems = from_query({"max_new_tokens": "lots", "temperature": "9", "use_chat_template": "maybe",
+                                     "c2": "eos_reward+nonsense", "columns": "7", "colour": "red"})
+    assert restored["max_new_tokens"] == PAGE_DEFAULTS["max_new_tokens"]
+    assert restored["temperature"] == PAGE_DEFAULTS["temperature"]
+    assert restored["columns"] == PAGE_DEFAULTS["columns"]
+    text = " | ".join(problems)
+    for expected in ("max_new_tokens must be a number, got 'lots'", "temperature must be between 0 and 2",
+                     "use_chat_template must be true or false", "c2: unknown intervention 'nonsense'",
+                     "columns must be between 1 and 4", "unknown setting 'colour'"):
+        assert expected in text
+
+
+@pytest.mark.parametrize("count", [1, 2, 4])
+def test_a_link_sets_the_number_of_columns(count):
+    restored, problems = from_query({"columns": str(count), "c1": "ban_eos"})
+    assert problems == [] and len(restored["columns"]) == count and restored["columns"][0] == ["ban_eos"]
