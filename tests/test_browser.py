@@ -1,67 +1,176 @@
-"""The page in real Chromium: set sliders, Run, both columns finish, charts render, a screenshot is saved."""
+"""The page in real Chromium, as a new user meets it: the first click with the defaults, one screen, click a
+token to inspect it, arrows to move, links that restore settings, a narrow phone screen."""
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
 from pathlib import Path
 
 import pytest
 
 CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--disable-quic", "--no-first-run"]
+FINISHED = r"stopped by EOS|hit max new tokens|stop string|repetition loop|cancelled|timed out"
 
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed (apt-get install -y chromium)"),
 ]
 
+# Every text value each column's token view shows, recorded in the page as it changes.
+RECORD_VIEWS = """() => {
+  window.viewHistory = [[], [], [], []];
+  for (let i = 0; i < 4; i++) {
+    const view = document.querySelector(`#tokens-${i} .token-view`);
+    if (!view) continue;  // a hidden column is not in the page
+    new MutationObserver(() => window.viewHistory[i].push(view.textContent))
+      .observe(view, { childList: true, subtree: true, characterData: true });
+  }
+}"""
+
 
 @pytest.fixture(scope="module")
-def page(app_server):
+def browser():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        page = browser.new_page(viewport={"width": 1400, "height": 2200})
-        page.goto(app_server, wait_until="domcontentloaded")  # Gradio keeps a connection open: never "networkidle"
-        page.get_by_role("button", name="Run", exact=True).wait_for(timeout=60_000)
-        yield page
+        yield browser
         browser.close()
 
 
-def set_slider(page, label: str, value) -> None:
-    box = page.get_by_label(label, exact=False).locator("visible=true").first
-    # A Gradio slider has a number box and a range input with the same label; the number box takes typing.
-    number = page.locator(f'input[type="number"][aria-label*="{label}"]').first
-    target = number if number.count() else box
-    target.fill(str(value))
-    target.press("Enter")
+def open_page(browser, url: str, width: int = 1400, height: int = 900):
+    page = browser.new_page(viewport={"width": width, "height": height})
+    page.goto(url, wait_until="domcontentloaded")  # Gradio keeps a connection open: never "networkidle"
+    page.locator("#run").wait_for(timeout=60_000)
+    page.wait_for_function("() => window.eosPlayground !== undefined", timeout=30_000)
+    page.wait_for_timeout(500)  # the link's settings land just after the page appears
+    return page
 
 
-def wait_for_both_columns(page) -> None:
+def wait_until_finished(page, columns: int) -> list[str]:
     page.wait_for_function(
-        """() => ['#status-0', '#status-1'].map(id => document.querySelector(id))
-                 .every(e => e && /stopped by EOS|hit max new tokens|stop string|repetition/.test(e.innerText))""",
-        timeout=300_000,
-    )
+        f"""() => [...Array({columns}).keys()].map(i => document.querySelector('#status-' + i))
+                 .every(e => e && /{FINISHED}/.test(e.innerText))""", timeout=300_000)
+    page.wait_for_function("() => document.querySelector('#story').innerText.includes('.')", timeout=30_000)
+    return [page.locator(f"#status-{i}").inner_text() for i in range(columns)]
 
 
-def test_run_streams_both_columns_to_a_stop_and_draws_charts(page):
-    set_slider(page, "Max new tokens", 80)
-    set_slider(page, "Reward start ratio", 0.5)
-    page.get_by_role("button", name="Run", exact=True).click()
+def inside_viewport(page, selector: str) -> bool:
+    box = page.locator(selector).bounding_box()
+    viewport = page.viewport_size
+    return box is not None and box["y"] >= 0 and box["y"] + min(box["height"], 120) <= viewport["height"] \
+        and box["x"] >= 0 and box["x"] + box["width"] <= viewport["width"]
+
+
+@pytest.fixture(scope="module")
+def first_run(browser, app_server):
+    """A new user's first click: the defaults, at 1400×900, with the bytes the browser receives counted."""
+    page = open_page(browser, app_server)
+    page.evaluate(RECORD_VIEWS)
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Network.enable")
+    received = {"bytes": 0}
+    cdp.on("Network.dataReceived", lambda event: received.__setitem__("bytes", received["bytes"] + event["dataLength"]))
+    page.locator("#run").click()
     ARTIFACTS.mkdir(exist_ok=True)
     try:
-        wait_for_both_columns(page)
-        page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot').length >= 2", timeout=30_000)
+        statuses = wait_until_finished(page, 3)
+        page.wait_for_function("() => document.querySelector('#inspector').innerText.includes('step')", timeout=30_000)
     finally:  # what the page showed, finished or not
-        page.screenshot(path=str(ARTIFACTS / "playground.png"), full_page=True)
-    texts = [page.locator(f"#status-{i}").inner_text() for i in range(2)]
-    assert "hit max new tokens (80)" in texts[0]  # baseline rambles to the limit
-    assert "stopped by EOS" in texts[1]  # the ramp column ends it
-    assert page.locator(".js-plotly-plot .scatterlayer .trace").count() >= 4  # raw + final for two columns
-    assert page.locator(".js-plotly-plot .barlayer").count() >= 1
-    assert page.locator("#tokens-0 .token-view span").count() == 80
-    assert page.get_by_text("Download trace (JSON)").is_visible()
+        page.screenshot(path=str(ARTIFACTS / "playground.png"))
+    history = page.evaluate("() => window.viewHistory")
+    yield page, statuses, received["bytes"], history
+    page.close()
+
+
+def test_first_click_with_the_defaults_shows_three_different_endings(first_run):
+    page, statuses, _, _ = first_run
+    baseline, ramp, article = statuses
+    assert baseline.startswith("baseline") and "hit max new tokens (80)" in baseline
+    assert ramp.startswith("eos_reward") and "stopped by EOS at step" in ramp
+    assert article.startswith("seed_article") and "stopped by EOS at step" in article
+    assert int(re.search(r"step (\d+)", article).group(1)) < 16  # the article's processor cuts it within a few tokens
+    story = page.locator("#story").inner_text()
+    assert "baseline hit the 80-token limit" in story
+    assert "(a sentence end)" in story and "(mid-sentence)" in story  # in words: the ramp ends cleanly, the article cuts
+    shutil.copy(ARTIFACTS / "playground.png", ROOT / "docs" / "screenshot.png")  # the README's picture, at the defaults
+
+
+def test_the_text_and_the_chart_share_one_screen(first_run):
+    page = first_run[0]
+    for width, height in ((1400, 900), (1920, 1080)):
+        page.set_viewport_size({"width": width, "height": height})
+        page.evaluate("() => window.scrollTo(0, 0)")
+        page.wait_for_timeout(300)
+        for selector in ("#tokens-0", "#chart svg", "#inspector", "#story"):
+            assert inside_viewport(page, selector), f"{selector} is off screen at {width}×{height}"
+    page.set_viewport_size({"width": 1400, "height": 900})
+
+
+def test_streamed_token_views_only_grow_and_carry_only_what_is_new(first_run):
+    page, statuses, received, history = first_run
+    for column in range(3):
+        texts = [t for t in history[column] if t.strip()]
+        assert len(texts) >= 2, "the column should stream in several updates"
+        assert all(later.startswith(earlier) for earlier, later in zip(texts, texts[1:]))
+    tokens = sum(int(n) for n in re.findall(r"hit max new tokens \((\d+)\)", " ".join(statuses)))
+    tokens += sum(int(n) + 1 for n in re.findall(r"stopped by EOS at step (\d+)", " ".join(statuses)))
+    # Re-sending each column's whole view and chart at every update would cost tens of KB per token here.
+    assert received / tokens < 2048, f"{received} bytes for {tokens} tokens"
+
+
+def test_clicking_a_token_inspects_that_step_and_arrows_move_one_step(first_run):
+    page = first_run[0]
+    assert "eos_reward" in page.locator("#inspector").inner_text()  # opens on the ramp's stop
+    assert "would need +" in page.locator("#inspector").inner_text()
+    token = page.locator("#tokens-0 [data-s='5']")
+    token.scroll_into_view_if_needed()
+    token.click()
+    page.wait_for_function("() => document.querySelector('#inspector').innerText.includes('step 5 ·')", timeout=30_000)
+    text = page.locator("#inspector").inner_text()
+    assert text.startswith("baseline") and "chose" in text and "argmax" in text
+    assert page.locator("#tokens-0 [data-s='5'].sel").count() == 1  # marked in the text
+    assert page.locator("#chart line.selected-step").count() == 1  # and on the chart
+    page.locator("#story").click()  # focus leaves the token, as after any click on the page
+    page.keyboard.press("ArrowRight")
+    page.wait_for_function("() => document.querySelector('#inspector').innerText.includes('step 6 ·')", timeout=30_000)
+    assert page.locator("#tokens-0 [data-s='6'].sel").count() == 1
+
+
+def test_a_link_restores_its_settings_and_names_what_it_cannot_use(browser, app_server):
+    page = open_page(browser, app_server + "?prompt=Say%20hello&max_new_tokens=12&temperature=0.5&columns=2"
+                                          "&c1=ban_eos&c2=eos_reward%2Bstop_strings&colour=red")
+    try:
+        page.wait_for_function("() => document.querySelector('#prompt textarea').value === 'Say hello'", timeout=30_000)
+        assert page.locator("#max-new-tokens input[type=number]").input_value() == "12"
+        assert page.locator("#temperature input[type=number]").input_value() == "0.5"
+        assert page.locator("#status-1").is_visible() and not page.locator("#status-2").is_visible()
+        assert "ban_eos" in page.locator("#picker-0").inner_text()
+        assert "stop_strings" in page.locator("#picker-1").inner_text()
+        page.get_by_text("unknown setting 'colour' ignored").wait_for(timeout=10_000)
+        page.locator("#run").click()
+        statuses = wait_until_finished(page, 2)
+        assert "hit max new tokens (12)" in statuses[0]  # EOS banned: it runs to the linked limit
+        page.locator("#copy-link").click()
+        page.wait_for_function("() => (document.querySelector('#link textarea, #link input') || {}).value?.includes('max_new_tokens=12')",
+                               timeout=30_000)
+        link = page.locator("#link textarea, #link input").first.input_value()
+        assert "c1=ban_eos" in link and "temperature=0.5" in link and "prompt=Say%20hello" in link
+    finally:
+        page.close()
+
+
+def test_a_narrow_screen_stays_readable(browser, app_server):
+    page = open_page(browser, app_server, width=390, height=844)
+    try:
+        assert page.evaluate("() => document.documentElement.scrollWidth") <= 400  # no sideways scrolling
+        assert page.locator("#run").is_visible() and page.locator("#prompt textarea").is_visible()
+        page.screenshot(path=str(ARTIFACTS / "narrow.png"), full_page=True)
+    finally:
+        page.close()

@@ -236,7 +236,8 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
         return values + [gr.update(visible=i < len(columns)) for i in range(MAX_COLUMNS)]
 
     link_outputs = [*linked.values(), n_columns, *pickers, *column_boxes]
-    demo.load(on_page_load, None, link_outputs, api_visibility="private", queue=False)
+    # Queued, so its warnings reach the page; never waits behind a run (no concurrency limit).
+    demo.load(on_page_load, None, link_outputs, api_visibility="private", concurrency_limit=None)
     run_event = run.click(on_run, [holder, *inputs],
                           [*statuses, *views, story, chart, inspector, selection, heatmap, download_json,
                            download_csv, holder],
