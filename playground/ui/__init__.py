@@ -25,6 +25,10 @@ CSS = """
 .status p { margin: 0; font-size: 0.9em; }
 #story ul { margin: 0; padding-left: 1.2em; font-size: 0.9em; }
 #selection { display: none; }
+@media (max-width: 720px) {  /* a phone: the inspector goes under the chart, each at full width */
+  .row:has(> #chart) { flex-direction: column; }
+  #chart, #inspector { min-width: 100% !important; }
+}
 #controls button { white-space: nowrap; padding-left: 6px; padding-right: 6px; }
 #banner { background: #fff7e6; border: 1px solid #f0b429; border-radius: 6px; padding: 4px 10px; }
 #title h1 { font-size: 1.4em; margin: 0; }

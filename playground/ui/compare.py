@@ -42,7 +42,7 @@ SELECTION_JS = "(function go() { window.eosPlayground ? eosPlayground.selection(
 
 
 def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
-    choices = [(f"{name} — {DESCRIPTIONS[name]}", name) for name in INTERVENTION_NAMES]
+    choices = list(INTERVENTION_NAMES)  # short chips; what each does is in the accordion below the pickers
     policy = playground.policy
     max_columns = min(MAX_COLUMNS, policy.max_columns)
     default_columns = PAGE_DEFAULTS["columns"][:max_columns]
@@ -69,6 +69,8 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
                                        label=f"Column {index + 1} interventions (none = baseline)", visible=index < len(default_columns),
                                        elem_id=f"picker-{index}")
                            for index in range(MAX_COLUMNS)]
+                with gr.Accordion("What each intervention does", open=False):
+                    gr.Markdown("\n".join(f"- **{name}**: {DESCRIPTIONS[name]}" for name in INTERVENTION_NAMES))
                 with gr.Accordion("More decoding settings", open=False):
                     top_p = gr.Slider(0.05, 1, value=PAGE_DEFAULTS["top_p"], step=0.05, label="Top-p (1 = off)")
                     top_k = gr.Slider(0, 200, value=PAGE_DEFAULTS["top_k"], step=1, label="Top-k (0 = off)")

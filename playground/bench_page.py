@@ -1,0 +1,133 @@
+"""What a person in a browser gets: the page's decode speed against the engine's, and the bytes it receives.
+
+Measured in one run, end to end, as a user meets the app: ``python app.py`` in its own process, headless system
+Chromium (Playwright, ``/usr/bin/chromium``) opening a link with the settings, clicking Run, and reading the
+statuses the page shows. Bytes are what Chromium's network layer received while the run streamed (Chrome
+DevTools Protocol ``Network.dataReceived``). The server and the engine reference both decode with one torch
+thread, so the ratio shows what streaming to a page costs, not a thread-count difference; the browser shares
+the same two cores, as it would on a laptop.
+
+    python -m playground bench          # runs this as part of the whole benchmark
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--disable-quic", "--no-first-run"]
+PROMPT = "What can I do in Paris?"  # rambles for hundreds of tokens: the baseline runs full length
+FINISHED = r"stopped by EOS|hit max new tokens|stop string|repetition loop|cancelled|timed out"
+
+
+def _environment() -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+
+
+def engine_tokens_per_second(new_tokens: int) -> float:
+    """The engine alone (the CLI, one torch thread): tokens/s of each column of baseline + ban_eos, averaged."""
+    out = subprocess.run([sys.executable, "-m", "playground", "compare", "--prompt", PROMPT, "--max-new-tokens",
+                          str(new_tokens), "--intervention", "ban_eos", "--json"], cwd=ROOT, env=_environment(),
+                         capture_output=True, text=True, check=True).stdout
+    summaries = [v["summary"] for v in json.loads(out)["variants"]]
+    assert all(s["generated_tokens"] == new_tokens for s in summaries), summaries
+    return sum(s["tokens_per_second"] for s in summaries) / len(summaries)
+
+
+class _App:
+    """``python app.py`` on a free local port, stopped on exit."""
+
+    def __enter__(self):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        self.log = tempfile.NamedTemporaryFile("w+", prefix="bench-app-", suffix=".log", delete=False)
+        self.process = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=ROOT, env=_environment(),
+                                        stdout=self.log, stderr=subprocess.STDOUT)
+        self.url = f"http://127.0.0.1:{port}/"
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"app.py exited: {Path(self.log.name).read_text()}")
+            try:
+                urllib.request.urlopen(self.url, timeout=2)
+                return self
+            except OSError:
+                time.sleep(0.5)
+        raise RuntimeError("app.py did not serve within 180 s")
+
+    def __exit__(self, *exc):
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def page_run(browser, url: str, new_tokens: int, columns: list[str]) -> dict:
+    """Open a link with these settings, click Run, wait for every column to finish; what the page showed."""
+    query = {"max_new_tokens": new_tokens, "columns": len(columns), "prompt": PROMPT,
+             **{f"c{i + 1}": c for i, c in enumerate(columns)}}
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    try:
+        page.goto(url + "?" + urllib.parse.urlencode(query), wait_until="domcontentloaded")
+        page.locator("#run").wait_for(timeout=60_000)
+        page.wait_for_function(f"() => document.querySelector('#max-new-tokens input[type=number]').value === '{new_tokens}'",
+                               timeout=60_000)
+        cdp = page.context.new_cdp_session(page)
+        cdp.send("Network.enable")
+        received = [0]
+        cdp.on("Network.dataReceived", lambda event: received.__setitem__(0, received[0] + event["dataLength"]))
+        clicked = time.perf_counter()
+        page.locator("#run").click()
+        page.wait_for_function(
+            f"() => [...Array({len(columns)}).keys()].every(i => /{FINISHED}/.test("
+            "(document.querySelector('#status-' + i) || {innerText: ''}).innerText))", timeout=600_000, polling=50)
+        seconds = time.perf_counter() - clicked
+        page.wait_for_timeout(500)  # the last update's bytes
+        statuses = [page.locator(f"#status-{i}").inner_text() for i in range(len(columns))]
+    finally:
+        page.close()
+    assert all(f"hit max new tokens ({new_tokens})" in s for s in statuses), statuses
+    rates = [float(re.search(r"([\d.]+) tok/s", s).group(1)) for s in statuses]
+    tokens = new_tokens * len(columns)
+    return {"tokens": tokens, "bytes": received[0], "seconds": seconds, "column_tokens_per_s": sum(rates) / len(rates)}
+
+
+def bench_page() -> dict:
+    from playwright.sync_api import sync_playwright
+
+    if not os.path.exists(CHROMIUM):
+        return {"skipped": f"{CHROMIUM} is not installed (apt-get install -y chromium)"}
+    engine = engine_tokens_per_second(128)
+    with _App() as app, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page_run(browser, app.url, 8, ["baseline", "ban_eos"])  # warm-up: first page load, first run
+            speed = page_run(browser, app.url, 128, ["baseline", "ban_eos"])
+            long = page_run(browser, app.url, 256, ["ban_eos"] * 4)
+            short = page_run(browser, app.url, 64, ["ban_eos"] * 4)
+        finally:
+            browser.close()
+    return {
+        "engine_column_tokens_per_s": round(engine, 2),
+        "page_column_tokens_per_s": round(speed["column_tokens_per_s"], 2),
+        "page_fraction_of_engine": round(speed["column_tokens_per_s"] / engine, 3),  # target >= 0.8
+        # From the click to the last column's final status, against the engine's own time for the same tokens.
+        "page_end_to_end_fraction": round((128 / engine) / speed["seconds"], 3),
+        "page_bytes_per_token": round(long["bytes"] / long["tokens"]),  # target <= 2048, flat in length
+        "page_bytes_per_token_64": round(short["bytes"] / short["tokens"]),
+        "page_bytes_256x4": long["bytes"],
+    }
