@@ -144,36 +144,44 @@ class Variant:
     branch_of: tuple[int, int] | None = None
 
 
+def _triple(branch) -> Sequence:
+    if isinstance(branch, str) or not isinstance(branch, Sequence) or len(branch) != 3:
+        raise ValueError(f"a branch is [column, step, token_id] (three whole numbers), got {branch!r}")
+    return branch
+
+
+def check_branch(branch, *, columns: int, steps: int, vocab_size: int, steps_reason: str = "") -> tuple[int, int, int]:
+    """A branch request ``(column, step, token_id)`` as whole numbers in range: column from 1 to ``columns``,
+    step from 0 to ``steps - 1``, a token of the vocabulary. Raises ValueError with a sentence naming the field."""
+    values = []
+    for name, value in zip(("column", "step", "token_id"), _triple(branch)):
+        if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+            raise ValueError(f"branch {name} must be a whole number, got {value!r}")
+        values.append(int(value))
+    column, step, token_id = values
+    if not 1 <= column <= columns:
+        raise ValueError(f"branch column must be between 1 and {columns} (columns count from 1), got {column}")
+    if not 0 <= step < steps:
+        raise ValueError(f"branch step must be between 0 and {steps - 1}{steps_reason}, got {step}")
+    if not 0 <= token_id < vocab_size:
+        raise ValueError(f"branch token_id must be between 0 and {vocab_size - 1} (the vocabulary), got {token_id}")
+    return column, step, token_id
+
+
 def branch_variant(bundle: LoadedModel, trace: Trace, column: int, step: int, token_id: int) -> Variant:
     """The column that continues ``trace``'s column number ``column`` (from 1) from ``step`` with
     ``token_id`` instead of what it chose there: same interventions, same tokens before the fork. Decode it
-    with the trace's settings (``Settings(**trace.settings)``), and :meth:`Trace.with_branches` appends it.
+    with the trace's settings; :meth:`Comparison.of_branches` does both and appends it to the trace.
 
     Raises ValueError with a sentence naming the field when the column, step or token does not exist.
     """
-
-    def whole(name, value):
-        if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
-            raise ValueError(f"branch {name} must be a whole number, got {value!r}")
-        return int(value)
-
-    column, step, token_id = whole("column", column), whole("step", step), whole("token_id", token_id)
-    if not 1 <= column <= len(trace.variants):
-        raise ValueError(f"branch column must be between 1 and {len(trace.variants)} (the trace's columns), got {column}")
-    if len(trace.variants) >= MAX_TRACE_COLUMNS:
-        raise ValueError(f"a trace holds at most {MAX_TRACE_COLUMNS} columns, branches included; "
-                         "start a new comparison to branch again")
+    columns = len(trace.variants)
+    column = check_branch((column, 0, 0), columns=columns, steps=1, vocab_size=1)[0]  # the column first: steps depend on it
     parent = trace.variants[column - 1]
-    if not 0 <= step < len(parent.steps):
-        raise ValueError(f"branch step must be between 0 and {len(parent.steps) - 1} (column {column} "
-                         f"{parent.name!r} has {len(parent.steps)} steps), got {step}")
-    vocab_size = bundle.info.vocab_size
-    if not 0 <= token_id < vocab_size:
-        raise ValueError(f"branch token_id must be between 0 and {vocab_size - 1} (the vocabulary), got {token_id}")
+    _, step, token_id = check_branch((column, step, token_id), columns=columns, steps=len(parent.steps),
+                                     vocab_size=bundle.info.vocab_size,
+                                     steps_reason=f" (column {column} {parent.name!r} has {len(parent.steps)} steps)")
     name = f"{parent.name} ⑂ step {step}: {bundle.tokenizer.decode([token_id])!r}"
-    taken = {v.name for v in trace.variants}
-    while name in taken:
-        name += "′"
     return Variant(name, list(parent.interventions), forced_token_ids=[*parent.token_ids[:step], token_id],
                    branch_of=(column, step))
 
@@ -344,7 +352,12 @@ class Comparison:
     """
 
     def __init__(self, bundle: LoadedModel, prompt: str, variants: Sequence[Variant], settings: Settings,
-                 *, max_new_tokens_cap: int = MAX_NEW_TOKENS_CAP):
+                 *, max_new_tokens_cap: int = MAX_NEW_TOKENS_CAP, branches: Sequence = (),
+                 appends_to: Trace | None = None):
+        """``branches``: ``(column, step, token_id)`` requests to decode once this comparison has finished
+        (checked now as far as they can be; :meth:`of_branches` builds their comparison). ``appends_to``: the
+        trace whose columns these are branches of; a caller streaming this comparison shows
+        ``appends_to.with_branches(trace)``."""
         if not isinstance(prompt, str) or not prompt.strip():
             raise ValueError("prompt is empty: type a question or some text for the model to continue")
         if not 1 <= len(variants) <= MAX_VARIANTS:
@@ -359,6 +372,13 @@ class Comparison:
                     isinstance(t, int) and 0 <= t < bundle.info.vocab_size for t in forced):
                 raise ValueError(f"{variant.name}: forced_token_ids must be at most max_new_tokens "
                                  f"({settings.max_new_tokens}) token ids below the vocabulary size {bundle.info.vocab_size}")
+        self.branches = [check_branch(b, columns=len(variants), steps=settings.max_new_tokens,
+                                      vocab_size=bundle.info.vocab_size, steps_reason=" (max_new_tokens - 1)")
+                         for b in branches]
+        if len(variants) + len(self.branches) > MAX_TRACE_COLUMNS:
+            raise ValueError(f"branches: a trace holds at most {MAX_TRACE_COLUMNS} columns, branches included; "
+                             f"{len(variants)} columns leave room for {MAX_TRACE_COLUMNS - len(variants)} branches")
+        self.appends_to = appends_to
         self.bundle, self.settings = bundle, settings
         self._cancel = threading.Event()
         tokenizer = bundle.tokenizer
@@ -402,8 +422,32 @@ class Comparison:
                                    branch_of=r.variant.branch_of) for r in rows],
         )
 
+    @classmethod
+    def of_branches(cls, bundle: LoadedModel, trace: Trace, branches: Sequence, settings: Settings | None = None,
+                    **kwargs) -> Comparison:
+        """One batch decoding ``branches`` (``(column, step, token_id)`` each) of ``trace``'s columns, with
+        the trace's settings unless given; it appends to ``trace`` (see :meth:`Trace.with_branches`)."""
+        if not branches:
+            raise ValueError("branches: give at least one [column, step, token_id]")
+        if len(trace.variants) + len(branches) > MAX_TRACE_COLUMNS:
+            raise ValueError(f"a trace holds at most {MAX_TRACE_COLUMNS} columns, branches included; "
+                             f"this one has {len(trace.variants)}: start a new comparison to branch again")
+        variants, taken = [], {v.name for v in trace.variants}
+        for branch in branches:
+            variant = branch_variant(bundle, trace, *_triple(branch))
+            while variant.name in taken:
+                variant.name += "′"
+            taken.add(variant.name)
+            variants.append(variant)
+        settings = settings or Settings(**trace.settings)
+        return cls(bundle, trace.prompt, variants, settings, appends_to=trace, **kwargs)
+
     def cancel(self) -> None:
         self._cancel.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
 
     # -- one step's telemetry -------------------------------------------------------------------------
 
