@@ -109,6 +109,9 @@ class Playground:
         interventions. :meth:`stream` yields ``trace`` with the branch appended as its last column."""
         settings = Settings(**{**trace.settings, "timeout_seconds": self.policy.time_limit_seconds})
         with self._lock:
+            if trace.model != self.bundle.info.name:
+                raise ValueError(f"this trace was decoded by {trace.model}, and {self.bundle.info.name} is loaded now: "
+                                 "run the comparison again to branch it")
             return Comparison.of_branches(self.bundle, trace, [(column, step, token_id)], settings,
                                           max_new_tokens_cap=self.policy.max_new_tokens)
 

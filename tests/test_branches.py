@@ -23,8 +23,8 @@ def decode_branches(bundle, trace, branches):
 
 
 @pytest.mark.parametrize("settings", [
-    Settings(max_new_tokens=30),
-    Settings(max_new_tokens=30, temperature=0.9, top_p=0.95, min_p=0.02, repetition_penalty=1.1, seed=5),
+    Settings(max_new_tokens=20),
+    Settings(max_new_tokens=20, temperature=0.9, top_p=0.95, min_p=0.02, repetition_penalty=1.1, seed=5),
 ], ids=["greedy", "sampled"])
 def test_a_branch_forced_with_the_columns_own_token_reproduces_the_column(smollm, settings):
     trace = compare(smollm, PARIS, [Variant("baseline"), Variant("ramp", [RAMP])], settings)
@@ -100,6 +100,9 @@ def test_service_branch_streams_the_trace_with_the_new_column_appended(tiny):
     final = streamed[-1].variants[2]
     assert final.branch_of == (2, 3) and final.stop_reason == "eos" and len(final.steps) == 4
     assert playground.info()["active_generations"] == 0
+    trace.model = "another-model"
+    with pytest.raises(ValueError, match="this trace was decoded by another-model, and tiny-random-llama is loaded now"):
+        playground.branch(trace, 1, 0, 2)
 
 
 def test_service_comparison_with_branches_decodes_them_after_the_columns(tiny):
