@@ -235,18 +235,21 @@ def _count(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
-def _processor_stage(processor) -> tuple[str, Callable[[_StageStep], str]]:
-    """A generation-config processor's stage row: its name and the line saying what it did at a step."""
+def _processor_stage(processor: LogitsProcessor) -> tuple[str, LogitsProcessor, Callable[[_StageStep], str]]:
+    """A generation-config processor as a stage: (name, processor, the line saying what it did at a step)."""
     if isinstance(processor, RepetitionPenaltyLogitsProcessor):
         penalty = processor.penalty
         way = "lowered" if penalty > 1 else "raised"
-        return "repetition_penalty", lambda s: f"repetition penalty {penalty:g} {way} {_count(s.changed, 'token')} already in the text"
+        return "repetition_penalty", processor, lambda s: (f"repetition penalty {penalty:g} {way} "
+                                                           f"{_count(s.changed, 'token')} already in the text")
     if isinstance(processor, NoRepeatNGramLogitsProcessor):
         n = processor.ngram_size
-        return "no_repeat_ngram", lambda s: (f"no-repeat {n}-grams banned {_count(s.changed, 'token')} that would repeat a {n}-gram"
-                                             if s.changed else f"no-repeat {n}-grams: no token would repeat a {n}-gram here")
+        return "no_repeat_ngram", processor, lambda s: (
+            f"no-repeat {n}-grams banned {_count(s.changed, 'token')} that would repeat a {n}-gram" if s.changed
+            else f"no-repeat {n}-grams: no token would repeat a {n}-gram here")
     kind = type(processor).__name__
-    return f"generation config: {kind}", lambda s: f"the model's generation config ({kind}) changed {_count(s.changed, 'logit')}"
+    return f"generation config: {kind}", processor, lambda s: (f"the model's generation config ({kind}) changed "
+                                                               f"{_count(s.changed, 'logit')}")
 
 
 def sampling_warpers(settings: Settings) -> list[tuple[str, LogitsProcessor, Callable[[_StageStep], str]]]:
@@ -409,9 +412,9 @@ class Comparison:
                                             max_new_tokens=settings.max_new_tokens, prompt_length=longest)
         self._rows = rows
         # Each processor is its own stage row; generate() runs them before any custom processor.
-        self._processors = [(name, p, note) for p in generation_config_processors(
+        self._processors = [_processor_stage(p) for p in generation_config_processors(
             bundle.model, longest, settings.max_new_tokens, repetition_penalty=settings.repetition_penalty,
-            no_repeat_ngram_size=settings.no_repeat_ngram_size) for name, note in [_processor_stage(p)]]
+            no_repeat_ngram_size=settings.no_repeat_ngram_size)]
         self._warpers = sampling_warpers(settings)
         self._token_text: dict[int, str] = {}
         self.trace = Trace(
