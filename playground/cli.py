@@ -64,21 +64,42 @@ def side_by_side(trace, width: int | None = None) -> str:
     return "\n".join(" │ ".join(cell.ljust(column) for cell in row).rstrip() for row in rows)
 
 
+def parse_branch_spec(spec: str) -> tuple[int, int, int]:
+    """``COLUMN:STEP:TOKEN_ID`` → three whole numbers (their ranges are the engine's to check)."""
+    parts = spec.split(":")
+    if len(parts) != 3 or not all(p.strip().isdigit() for p in parts):
+        raise ValueError(f"--branch must be COLUMN:STEP:TOKEN_ID, three whole numbers such as 1:12:2 "
+                         f"(column 1 from step 12 with token 2), got {spec!r}")
+    column, step, token_id = (int(p) for p in parts)
+    return column, step, token_id
+
+
 def compare_main(args) -> int:
     from .engine import Comparison, Settings
     from .models import ModelLoadError
 
     try:
+        branches = [parse_branch_spec(spec) for spec in args.branch or []]
         bundle = load_from_args(args)
         settings = Settings(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
-                            top_k=args.top_k, seed=args.seed, use_chat_template=not args.no_chat_template,
-                            system_prompt=args.system_prompt)
-        comparison = Comparison(bundle, args.prompt, variants_from_args(args), settings)
+                            top_k=args.top_k, min_p=args.min_p, typical_p=args.typical_p,
+                            repetition_penalty=args.repetition_penalty, no_repeat_ngram_size=args.no_repeat_ngram_size,
+                            seed=args.seed, use_chat_template=not args.no_chat_template, system_prompt=args.system_prompt)
+        comparison = Comparison(bundle, args.prompt, variants_from_args(args), settings, branches=branches)
     except (ModelLoadError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     for trace in comparison.run():
         pass
+    if branches:  # one second batch, from the finished columns
+        try:
+            second = Comparison.of_branches(bundle, trace, branches, settings)
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        for branch_trace in second.run():
+            pass
+        trace = trace.with_branches(branch_trace)
     if args.json:
         print(trace.to_json(stages=args.stages))
     else:
@@ -99,6 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
     decoding.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     decoding.add_argument("--top-p", type=float, default=1.0)
     decoding.add_argument("--top-k", type=int, default=0, help="0 = off")
+    decoding.add_argument("--min-p", type=float, default=0.0,
+                          help="keep tokens with at least this fraction of the top token's probability (0 = off)")
+    decoding.add_argument("--typical-p", type=float, default=1.0, help="typical sampling's probability mass (1 = off)")
+    decoding.add_argument("--repetition-penalty", type=float, default=1.0,
+                          help="divide the logits of tokens already in the text by this (1 = off; applies when greedy too)")
+    decoding.add_argument("--no-repeat-ngram-size", type=int, default=0,
+                          help="ban tokens that would repeat an n-gram of this size (0 = off; applies when greedy too)")
     decoding.add_argument("--seed", type=int, default=0)
     decoding.add_argument("--no-chat-template", action="store_true", help="feed the prompt as plain text")
     decoding.add_argument("--system-prompt")
@@ -109,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     interventions.add_argument("--reward-start-ratio", type=float, help="eos_reward: start at this fraction of max new tokens")
     interventions.add_argument("--strength", type=float, help="eos_reward: the largest bonus added to the EOS logit")
     interventions.add_argument("--stop-string", action="append", help="stop_strings: a string that ends the answer (type a newline as \\n)")
+    compare.add_argument("--branch", action="append", metavar="COLUMN:STEP:TOKEN_ID",
+                         help="after the comparison, decode column COLUMN (from 1, in the order shown) again with "
+                              "TOKEN_ID at step STEP (from 0) and the same tokens before it; one more column. Repeatable")
     compare.add_argument("--json", action="store_true", help="print the whole trace as one JSON object")
     compare.add_argument("--stages", action="store_true", help="with --json: include the per-stage distributions")
 

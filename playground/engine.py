@@ -7,11 +7,12 @@ identically, so a difference between columns comes only from the interventions.
 
 At each step, per row::
 
-    raw logits ─► generation config's processors ─► row's interventions ─► temperature ─► top-k ─► top-p
-               ─► sample (or argmax if T = 0)
+    raw logits ─► generation config's processors (repetition penalty, no-repeat n-grams, ...) ─► row's interventions
+               ─► temperature ─► top-k ─► top-p ─► min-p ─► typical-p ─► sample (or argmax if T = 0)
 
-and the trace records the chosen token, p(EOS) before and after, the top-k both ways, entropy and the
-distribution after each stage.
+which is the order ``generate()`` applies them in, and the trace records the chosen token, p(EOS) before and
+after, the top-k both ways, entropy, and after each stage its distribution and a line saying what it did. A
+branch column forces its first tokens (see :class:`Variant`).
 
     >>> from playground.models import load_model
     >>> from playground.engine import Settings, Variant, compare
@@ -30,11 +31,13 @@ import math
 import threading
 import time
 import types
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 
 import torch
-from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+from transformers import (LogitsProcessor, LogitsProcessorList, MinPLogitsWarper, NoRepeatNGramLogitsProcessor,
+                          RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper, TopKLogitsWarper,
+                          TopPLogitsWarper, TypicalLogitsWarper)
 
 from .interventions import Intervention, build_interventions, parse_interventions
 from .models import LoadedModel
@@ -44,16 +47,27 @@ from .trace import Stage, StepRecord, TopToken, Trace, VariantTrace
 MAX_NEW_TOKENS_CAP = 2048
 MAX_TEMPERATURE = 100.0
 MAX_VARIANTS = 8
+MAX_REPETITION_PENALTY = 100.0
+MAX_TRACE_COLUMNS = 2 * MAX_VARIANTS  # the columns of one trace, branches included
 
 
 @dataclass
 class Settings:
-    """Decoding settings shared by every variant. ``temperature == 0`` means greedy decoding."""
+    """Decoding settings shared by every variant. ``temperature == 0`` means greedy decoding.
+
+    They mean what the same-named ``generate()`` arguments mean. The repetition penalty and no-repeat n-grams
+    change the logits, so they apply under greedy decoding too; temperature, top-k, top-p, min-p and typical-p
+    shape the sampling distribution, so greedy decoding skips them, as ``generate(do_sample=False)`` does.
+    """
 
     max_new_tokens: int = 128
     temperature: float = 0.0
     top_p: float = 1.0
     top_k: int = 0  # 0 = off
+    min_p: float = 0.0  # 0 = off; keeps tokens with at least min_p × the top token's probability
+    typical_p: float = 1.0  # 1 = off; keeps the tokens whose surprise is closest to the entropy, up to this mass
+    repetition_penalty: float = 1.0  # 1 = off; > 1 lowers every token already in the text (prompt included)
+    no_repeat_ngram_size: int = 0  # 0 = off; bans any token that would repeat an n-gram already in the text
     seed: int = 0
     use_chat_template: bool = True
     system_prompt: str | None = None
@@ -89,6 +103,19 @@ class Settings:
         top_k = self.top_k = number("top_k", self.top_k, int)
         if not 0 <= top_k <= vocab_size:
             raise ValueError(f"top_k must be between 0 (off) and the vocabulary size {vocab_size}, got {top_k}")
+        min_p = self.min_p = number("min_p", self.min_p)
+        if not 0 <= min_p <= 1:
+            raise ValueError(f"min_p must be between 0 (off) and 1, got {min_p:g}")
+        typical_p = self.typical_p = number("typical_p", self.typical_p)
+        if not 0 < typical_p <= 1:
+            raise ValueError(f"typical_p must be in (0, 1] (1 = off), got {typical_p:g}")
+        penalty = self.repetition_penalty = number("repetition_penalty", self.repetition_penalty)
+        if not 0 < penalty <= MAX_REPETITION_PENALTY:
+            raise ValueError(f"repetition_penalty must be above 0 and at most {MAX_REPETITION_PENALTY:g} "
+                             f"(1 = off, above 1 discourages repeats), got {penalty:g}")
+        ngram = self.no_repeat_ngram_size = number("no_repeat_ngram_size", self.no_repeat_ngram_size, int)
+        if not 0 <= ngram <= max_new_tokens_cap:
+            raise ValueError(f"no_repeat_ngram_size must be between 0 (off) and {max_new_tokens_cap}, got {ngram}")
         seed = self.seed = number("seed", self.seed, int)
         if not 0 <= seed < 2**32:
             raise ValueError(f"seed must be between 0 and {2**32 - 1}, got {seed}")
@@ -101,10 +128,62 @@ class Settings:
 
 @dataclass
 class Variant:
-    """One column: a name and the interventions applied to it (names, dicts or Intervention objects)."""
+    """One column: a name and the interventions applied to it (names, dicts or Intervention objects).
+
+    A branch ("what if the model had picked that other token here?") also forces its first tokens:
+    ``forced_token_ids`` are the parent column's tokens before the fork followed by the token picked at the
+    fork, and ``branch_of`` is ``(column, step)``, the parent's column number (from 1) and the fork step.
+    At a forced step the telemetry is recorded as usual and the forced token is taken; sampled rows still draw
+    from their generator, so a branch forced with the parent's own token reproduces the parent exactly.
+    :func:`branch_variant` builds one from a finished trace.
+    """
 
     name: str
     interventions: Sequence[Intervention | dict | str] = field(default_factory=list)
+    forced_token_ids: Sequence[int] = ()
+    branch_of: tuple[int, int] | None = None
+
+
+def _triple(branch) -> Sequence:
+    if isinstance(branch, str) or not isinstance(branch, Sequence) or len(branch) != 3:
+        raise ValueError(f"a branch is [column, step, token_id] (three whole numbers), got {branch!r}")
+    return branch
+
+
+def check_branch(branch, *, columns: int, steps: int, vocab_size: int, steps_reason: str = "") -> tuple[int, int, int]:
+    """A branch request ``(column, step, token_id)`` as whole numbers in range: column from 1 to ``columns``,
+    step from 0 to ``steps - 1``, a token of the vocabulary. Raises ValueError with a sentence naming the field."""
+    values = []
+    for name, value in zip(("column", "step", "token_id"), _triple(branch)):
+        if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+            raise ValueError(f"branch {name} must be a whole number, got {value!r}")
+        values.append(int(value))
+    column, step, token_id = values
+    if not 1 <= column <= columns:
+        raise ValueError(f"branch column must be between 1 and {columns} (columns count from 1), got {column}")
+    if not 0 <= step < steps:
+        raise ValueError(f"branch step must be between 0 and {steps - 1}{steps_reason}, got {step}")
+    if not 0 <= token_id < vocab_size:
+        raise ValueError(f"branch token_id must be between 0 and {vocab_size - 1} (the vocabulary), got {token_id}")
+    return column, step, token_id
+
+
+def branch_variant(bundle: LoadedModel, trace: Trace, column: int, step: int, token_id: int) -> Variant:
+    """The column that continues ``trace``'s column number ``column`` (from 1) from ``step`` with
+    ``token_id`` instead of what it chose there: same interventions, same tokens before the fork. Decode it
+    with the trace's settings; :meth:`Comparison.of_branches` does both and appends it to the trace.
+
+    Raises ValueError with a sentence naming the field when the column, step or token does not exist.
+    """
+    columns = len(trace.variants)
+    column = check_branch((column, 0, 0), columns=columns, steps=1, vocab_size=1)[0]  # the column first: steps depend on it
+    parent = trace.variants[column - 1]
+    _, step, token_id = check_branch((column, step, token_id), columns=columns, steps=len(parent.steps),
+                                     vocab_size=bundle.info.vocab_size,
+                                     steps_reason=f" (column {column} {parent.name!r} has {_count(len(parent.steps), 'step')})")
+    name = f"{parent.name} ⑂ step {step}: {bundle.tokenizer.decode([token_id])!r}"
+    return Variant(name, list(parent.interventions), forced_token_ids=[*parent.token_ids[:step], token_id],
+                   branch_of=(column, step))
 
 
 def _visible(text: str, stop_strings: Sequence[str]) -> str:
@@ -123,19 +202,86 @@ def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def generation_config_processors(model, prompt_length: int, max_new_tokens: int) -> LogitsProcessorList:
+def generation_config_processors(model, prompt_length: int, max_new_tokens: int, *, repetition_penalty: float = 1.0,
+                                 no_repeat_ngram_size: int = 0) -> LogitsProcessorList:
     """The processors ``generate()`` adds on its own from the model's generation config: repetition penalty,
     suppressed or banned tokens, a minimum length, no-repeat n-grams... so a baseline column decodes the way the
-    user's own ``generate()`` call does. Sampling (temperature, top-k, top-p) stays the playground's, as in an
-    explicit ``generate(temperature=..., top_k=..., top_p=...)``. Built with transformers' own (private)
-    helpers, the same ones ``generate()`` calls."""
+    user's own ``generate()`` call does. A repetition penalty or n-gram size given here (1 and 0 = not given)
+    overrides the config's, as the same ``generate()`` argument would, and transformers puts it in its own
+    place in the list. Sampling (temperature, top-k, top-p, min-p, typical-p) stays the playground's, as in an
+    explicit ``generate(temperature=..., top_k=..., ...)``. Built with transformers' own (private) helpers,
+    the same ones ``generate()`` calls."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     config = copy.deepcopy(base.generation_config)
     config.update(do_sample=False, max_new_tokens=max_new_tokens)
+    if repetition_penalty != 1:
+        config.repetition_penalty = float(repetition_penalty)
+    if no_repeat_ngram_size:
+        config.no_repeat_ngram_size = int(no_repeat_ngram_size)
     config.max_length = prompt_length + max_new_tokens
     base._prepare_special_tokens(config, kwargs_has_attention_mask=True, device="cpu")
     return base._get_logits_processor(config, input_ids_seq_length=prompt_length, encoder_input_ids=None,
                                       logits_processor=LogitsProcessorList(), device="cpu", model_kwargs={})
+
+
+@dataclass
+class _StageStep:
+    """What one stage did to one row at one step: the facts its note is written from."""
+
+    slot: int  # the row's place in the batch
+    kept: int  # tokens with non-zero probability after the stage
+    kept_before: int
+    changed: int  # logits the stage changed
+    p_eos_before: float
+    p_eos: float
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _processor_stage(processor: LogitsProcessor) -> tuple[str, LogitsProcessor, Callable[[_StageStep], str]]:
+    """A generation-config processor as a stage: (name, processor, the line saying what it did at a step)."""
+    if isinstance(processor, RepetitionPenaltyLogitsProcessor):
+        penalty = processor.penalty
+        way = "lowered" if penalty > 1 else "raised"
+        return "repetition_penalty", processor, lambda s: (f"repetition penalty {penalty:g} {way} "
+                                                           f"{_count(s.changed, 'token')} already in the text")
+    if isinstance(processor, NoRepeatNGramLogitsProcessor):
+        n = processor.ngram_size
+        return "no_repeat_ngram", processor, lambda s: (
+            f"no-repeat {n}-grams banned {_count(s.changed, 'token')} that would repeat a {n}-gram" if s.changed
+            else f"no-repeat {n}-grams: no token would repeat a {n}-gram here")
+    kind = type(processor).__name__
+    return f"generation config: {kind}", processor, lambda s: (f"the model's generation config ({kind}) changed "
+                                                               f"{_count(s.changed, 'logit')}")
+
+
+def sampling_warpers(settings: Settings) -> list[tuple[str, LogitsProcessor, Callable[[_StageStep], str]]]:
+    """The sampling stages as (name, transformers warper, note), in the order ``generate()`` applies them
+    (its ``_get_logits_processor``: temperature, top-k, top-p, min-p, typical-p); none when greedy, as
+    ``generate(do_sample=False)`` skips them all."""
+    if settings.greedy:
+        return []
+    t = float(settings.temperature)
+    shape = "sharpened" if t < 1 else "flattened" if t > 1 else "left as is"
+    warpers = [("temperature", TemperatureLogitsWarper(t), lambda s: f"temperature {t:g} {shape} the distribution (logits ÷ {t:g})")]
+    if settings.top_k:
+        k = int(settings.top_k)
+        warpers.append(("top_k", TopKLogitsWarper(k), lambda s: f"top-k {k} kept {s.kept} of {s.kept_before} tokens"))
+    if settings.top_p < 1:
+        p = float(settings.top_p)
+        warpers.append(("top_p", TopPLogitsWarper(p), lambda s: f"top-p {p:g} kept {s.kept} of {s.kept_before} tokens, "
+                                                              f"the most likely ones adding up to {p:g}"))
+    if settings.min_p > 0:
+        min_p = float(settings.min_p)
+        warpers.append(("min_p", MinPLogitsWarper(min_p), lambda s: f"min-p {min_p:g} kept {s.kept} of {s.kept_before} "
+                                                                    f"tokens, those at least {min_p:g} × the top token's probability"))
+    if settings.typical_p < 1:
+        mass = float(settings.typical_p)
+        warpers.append(("typical_p", TypicalLogitsWarper(mass), lambda s: f"typical-p {mass:g} kept {s.kept} of {s.kept_before} "
+                                                                          f"tokens, those whose surprise is closest to the average, adding up to {mass:g}"))
+    return warpers
 
 
 def _decode_linear_forward(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
@@ -183,6 +329,16 @@ def _weight_stationary_decode(model: torch.nn.Module):
                         del module.forward
 
 
+def _interventions_note(interventions: list[Intervention], s: _StageStep) -> str:
+    if not interventions:
+        return "no interventions in this column"
+    names = ", ".join(i.name for i in interventions)
+    if not s.changed:
+        return f"{names}: no logit changed at this step"
+    eos = f"; p(EOS) {s.p_eos_before:.3g} → {s.p_eos:.3g}" if s.p_eos != s.p_eos_before else ""
+    return f"{names} changed {_count(s.changed, 'logit')}{eos}"
+
+
 class _Row:
     """Decoding state of one variant that the trace does not need to carry."""
 
@@ -204,7 +360,12 @@ class Comparison:
     """
 
     def __init__(self, bundle: LoadedModel, prompt: str, variants: Sequence[Variant], settings: Settings,
-                 *, max_new_tokens_cap: int = MAX_NEW_TOKENS_CAP):
+                 *, max_new_tokens_cap: int = MAX_NEW_TOKENS_CAP, branches: Sequence = (),
+                 appends_to: Trace | None = None):
+        """``branches``: ``(column, step, token_id)`` requests to decode once this comparison has finished
+        (checked now as far as they can be; :meth:`of_branches` builds their comparison). ``appends_to``: the
+        trace whose columns these are branches of; a caller streaming this comparison shows
+        ``appends_to.with_branches(trace)``."""
         if not isinstance(prompt, str) or not prompt.strip():
             raise ValueError("prompt is empty: type a question or some text for the model to continue")
         if not 1 <= len(variants) <= MAX_VARIANTS:
@@ -213,6 +374,19 @@ class Comparison:
         if len(set(names)) != len(names):
             raise ValueError(f"variant names must be unique, got {names}")
         settings.validate(vocab_size=bundle.info.vocab_size, max_new_tokens_cap=max_new_tokens_cap)
+        for variant in variants:
+            forced = variant.forced_token_ids
+            if len(forced) > settings.max_new_tokens or not all(
+                    isinstance(t, int) and 0 <= t < bundle.info.vocab_size for t in forced):
+                raise ValueError(f"{variant.name}: forced_token_ids must be at most max_new_tokens "
+                                 f"({settings.max_new_tokens}) token ids below the vocabulary size {bundle.info.vocab_size}")
+        self.branches = [check_branch(b, columns=len(variants), steps=settings.max_new_tokens,
+                                      vocab_size=bundle.info.vocab_size, steps_reason=" (max_new_tokens - 1)")
+                         for b in branches]
+        if len(variants) + len(self.branches) > MAX_TRACE_COLUMNS:
+            raise ValueError(f"branches: a trace holds at most {MAX_TRACE_COLUMNS} columns, branches included; "
+                             f"{len(variants)} columns leave room for {MAX_TRACE_COLUMNS - len(variants)} branches")
+        self.appends_to = appends_to
         self.bundle, self.settings = bundle, settings
         self._cancel = threading.Event()
         tokenizer = bundle.tokenizer
@@ -242,25 +416,46 @@ class Comparison:
             row.built = build_interventions(row.interventions, tokenizer=tokenizer, eos_token_ids=self.eos_ids,
                                             max_new_tokens=settings.max_new_tokens, prompt_length=longest)
         self._rows = rows
-        self._model_defaults = generation_config_processors(bundle.model, longest, settings.max_new_tokens)
-        # The sampling stages, in generate()'s order; greedy decoding skips them as generate() does.
-        self._warpers = []
-        if not settings.greedy:
-            self._warpers.append(("temperature", TemperatureLogitsWarper(float(settings.temperature))))
-            if settings.top_k:
-                self._warpers.append(("top_k", TopKLogitsWarper(int(settings.top_k))))
-            if settings.top_p < 1:
-                self._warpers.append(("top_p", TopPLogitsWarper(float(settings.top_p))))
+        # Each processor is its own stage row; generate() runs them before any custom processor.
+        self._processors = [_processor_stage(p) for p in generation_config_processors(
+            bundle.model, longest, settings.max_new_tokens, repetition_penalty=settings.repetition_penalty,
+            no_repeat_ngram_size=settings.no_repeat_ngram_size)]
+        self._warpers = sampling_warpers(settings)
         self._token_text: dict[int, str] = {}
         self.trace = Trace(
             model=bundle.info.name,
             prompt=prompt,
             settings=settings.to_dict(),
-            variants=[VariantTrace(r.variant.name, [i.to_dict() for i in r.interventions], len(r.prompt_ids)) for r in rows],
+            variants=[VariantTrace(r.variant.name, [i.to_dict() for i in r.interventions], len(r.prompt_ids),
+                                   branch_of=r.variant.branch_of) for r in rows],
         )
+
+    @classmethod
+    def of_branches(cls, bundle: LoadedModel, trace: Trace, branches: Sequence, settings: Settings | None = None,
+                    **kwargs) -> Comparison:
+        """One batch decoding ``branches`` (``(column, step, token_id)`` each) of ``trace``'s columns, with
+        the trace's settings unless given; it appends to ``trace`` (see :meth:`Trace.with_branches`)."""
+        if not branches:
+            raise ValueError("branches: give at least one [column, step, token_id]")
+        if len(trace.variants) + len(branches) > MAX_TRACE_COLUMNS:
+            raise ValueError(f"a trace holds at most {MAX_TRACE_COLUMNS} columns, branches included; "
+                             f"this one has {len(trace.variants)}: start a new comparison to branch again")
+        variants, taken = [], {v.name for v in trace.variants}
+        for branch in branches:
+            variant = branch_variant(bundle, trace, *_triple(branch))
+            while variant.name in taken:
+                variant.name += "′"
+            taken.add(variant.name)
+            variants.append(variant)
+        settings = settings or Settings(**trace.settings)
+        return cls(bundle, trace.prompt, variants, settings, appends_to=trace, **kwargs)
 
     def cancel(self) -> None:
         self._cancel.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
 
     # -- one step's telemetry -------------------------------------------------------------------------
 
@@ -286,15 +481,20 @@ class Comparison:
         others = logits.index_fill(-1, eos, float("-inf")).max(-1).values
         return others - logits[:, eos].max(-1).values
 
-    def _telemetry(self, raw: torch.Tensor, stages: list[tuple[str, torch.Tensor]], chosen: torch.Tensor) -> list[StepRecord]:
+    def _telemetry(self, raw: torch.Tensor, stages: list[tuple[str, torch.Tensor, Callable[[_StageStep], str]]],
+                   chosen: torch.Tensor) -> list[StepRecord]:
         """Turn one step's tensors (rows × vocab) into a StepRecord per row, with one .tolist() per tensor."""
-        after_interventions = dict(stages)["interventions"]
+        after_interventions = next(logits for name, logits, _ in stages if name == "interventions")
         p_raw, raw_stage = self._stage("raw", raw)
+        raw_stage["changed"] = torch.zeros(raw.shape[0], dtype=torch.long)
         stage_data = [raw_stage]
-        p_final = p_raw
-        for name, logits in stages:
+        p_final, previous = p_raw, raw
+        for name, logits, _ in stages:
             p_final, data = self._stage(name, logits)
+            data["changed"] = (logits != previous).sum(-1)
             stage_data.append(data)
+            previous = logits
+        notes = [lambda s: "the model's own distribution (softmax of its logits)"] + [note for _, _, note in stages]
         # Top-k of whichever is larger, so a token the interventions promoted (EOS) shows beside the raw favourites.
         top_ids = torch.topk(torch.maximum(p_raw, p_final), self.settings.telemetry_top_k, dim=-1).indices
         columns = {
@@ -313,6 +513,14 @@ class Comparison:
         }
         columns = {k: v.tolist() for k, v in columns.items()}
         stage_lists = [{k: (v.tolist() if isinstance(v, torch.Tensor) else v) for k, v in s.items()} for s in stage_data]
+
+        def stage(index: int, r: int) -> Stage:
+            s, before = stage_lists[index], stage_lists[max(index - 1, 0)]
+            facts = _StageStep(slot=r, kept=s["kept"][r], kept_before=before["kept"][r], changed=s["changed"][r],
+                               p_eos_before=before["p_eos"][r], p_eos=s["p_eos"][r])
+            return Stage(s["name"], s["p_eos"][r], s["kept"][r],
+                         [(t, self._token(t), p) for t, p in zip(s["top_ids"][r], s["top_p"][r])], notes[index](facts))
+
         records = []
         for r in range(raw.shape[0]):
             records.append(StepRecord(
@@ -329,9 +537,7 @@ class Comparison:
                 eos_margin=_finite(columns["eos_margin"][r]),
                 top_k=[TopToken(t, self._token(t), pr, p) for t, pr, p in
                        zip(columns["top_ids"][r], columns["top_p_raw"][r], columns["top_p"][r])],
-                stages=[Stage(s["name"], s["p_eos"][r], s["kept"][r],
-                              [(t, self._token(t), p) for t, p in zip(s["top_ids"][r], s["top_p"][r])])
-                        for s in stage_lists],
+                stages=[stage(index, r) for index in range(len(stage_lists))],
             ))
         return records
 
@@ -406,28 +612,40 @@ class Comparison:
         yield self.trace
 
     def _choose(self, raw: torch.Tensor, row_ids: list[torch.Tensor], active: list[int]):
-        """generate()'s own processors from the generation config, each row's interventions, then the shared
-        sampling warpers; pick the next token per row."""
-        processed = raw.clone()  # some processors (the seed article's) write into their input
+        """generate()'s own processors from the generation config (the repetition penalty and no-repeat n-grams
+        among them), each row's interventions, then the shared sampling warpers; pick the next token per row,
+        or take the row's forced token (a branch, up to its fork). Returns the chosen ids and the stages as
+        (name, logits, note)."""
+        rows = [self._rows[i] for i in active]
+        # Each row's own ids, without its left padding: the pad token may be EOS, and a column is penalised for
+        # what its own generate() call would see.
+        own_ids = [ids[:, self.padded_length - len(row.prompt_ids):] for ids, row in zip(row_ids, rows)]
         stages = []
-        if self._model_defaults:  # generate() runs these before any custom processor
-            processed = self._model_defaults(torch.cat(row_ids), processed)
-            stages.append(("generation config", processed))
-            processed = processed.clone()
-        for slot, (i, ids) in enumerate(zip(active, row_ids)):
-            processors = self._rows[i].built.logits_processors
+        logits = raw
+        for name, processor, note in self._processors:
+            logits = torch.cat([processor(ids, logits[slot:slot + 1].clone()) for slot, ids in enumerate(own_ids)])
+            stages.append((name, logits, note))
+        processed = logits.clone()  # some interventions (the seed article's) write into their input
+        for slot, (row, ids) in enumerate(zip(rows, row_ids)):
+            processors = row.built.logits_processors
             if processors:
                 processed[slot:slot + 1] = processors(ids, processed[slot:slot + 1])
-        stages.append(("interventions", processed))
+        stages.append(("interventions", processed, lambda s: _interventions_note(rows[s.slot].interventions, s)))
         if self.settings.greedy:
-            return processed.argmax(-1), stages
-        logits = processed
-        for name, warper in self._warpers:
-            logits = warper(None, logits)
-            stages.append((name, logits))
-        probs = torch.softmax(logits, dim=-1)
-        chosen = torch.cat([torch.multinomial(probs[slot], 1, generator=self._rows[i].generator)
-                            for slot, i in enumerate(active)])
+            chosen = processed.argmax(-1)
+        else:
+            logits = processed
+            for name, warper, note in self._warpers:
+                logits = warper(None, logits)
+                stages.append((name, logits, note))
+            probs = torch.softmax(logits, dim=-1)
+            chosen = torch.cat([torch.multinomial(probs[slot], 1, generator=self._rows[i].generator)
+                                for slot, i in enumerate(active)])
+        # Sampled rows drew above even at a forced step, so a branch's generator stays in step with its parent's.
+        for slot, (row, ids) in enumerate(zip(rows, row_ids)):
+            step = ids.shape[-1] - self.padded_length
+            if step < len(row.variant.forced_token_ids):
+                chosen[slot] = row.variant.forced_token_ids[step]
         return chosen, stages
 
     def _advance(self, i: int, record: StepRecord, ids: torch.Tensor, scores: torch.Tensor, started: float) -> bool:

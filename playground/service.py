@@ -4,6 +4,7 @@ wire these to components."""
 
 from __future__ import annotations
 
+import copy
 import shutil
 import tempfile
 import threading
@@ -15,6 +16,7 @@ from .engine import Comparison, Settings, Variant
 from .interventions import unescape
 from .models import LoadedModel, load_model
 from .space import Policy
+from .trace import Trace
 
 TRACE_MAX_AGE = 3600  # seconds a downloadable trace is kept
 
@@ -67,12 +69,18 @@ class Playground:
     def comparison(self, prompt: str, columns: list[list[str]], *, max_new_tokens: int, temperature: float,
                    top_p: float, top_k: int, seed: int, reward_start_ratio: float, strength: float,
                    stop_strings: str = "\\n\\n", min_new_tokens: int = 32, use_chat_template: bool = True,
-                   system_prompt: str = "") -> Comparison:
-        """Validate the inputs and build a comparison (ValueError with the field's name on bad input)."""
+                   system_prompt: str = "", repetition_penalty: float = 1.0, no_repeat_ngram_size: int = 0,
+                   min_p: float = 0.0, typical_p: float = 1.0, branches: list | None = None) -> Comparison:
+        """Validate the inputs and build a comparison (ValueError with the field's name on bad input).
+
+        ``branches``: ``[column, step, token_id]`` triples (column from 1 in the order of ``columns``, step from
+        0) decoded in one second batch once the columns have finished; :meth:`stream` runs them."""
         if stop_strings is not None and not isinstance(stop_strings, str):
             raise ValueError("stop_strings must be text: comma-separated strings (\\n = newline)")
         strings = [unescape(s) for s in (stop_strings or "").split(",") if s.strip(" ")]
         self.policy.check_request(prompt, system_prompt, columns, strings)
+        if branches is not None and (isinstance(branches, str) or not isinstance(branches, list | tuple)):
+            raise ValueError(f"branches must be a list of [column, step, token_id], got {branches!r}")
         params = {
             "eos_reward": {"reward_start_ratio": reward_start_ratio, "strength": strength},
             "stop_strings": {"strings": strings},
@@ -86,23 +94,59 @@ class Playground:
             seen.add(name)
             variants.append(Variant(name, [{"name": n, "params": params.get(n, {})} for n in names]))
         settings = Settings(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
-                            seed=seed, use_chat_template=use_chat_template, system_prompt=system_prompt or None,
-                            timeout_seconds=self.policy.time_limit_seconds)
+                            min_p=min_p, typical_p=typical_p, repetition_penalty=repetition_penalty,
+                            no_repeat_ngram_size=no_repeat_ngram_size, seed=seed, use_chat_template=use_chat_template,
+                            system_prompt=system_prompt or None, timeout_seconds=self.policy.time_limit_seconds)
         with self._lock:
-            comparison = Comparison(self.bundle, prompt, variants, settings, max_new_tokens_cap=self.policy.max_new_tokens)
+            comparison = Comparison(self.bundle, prompt, variants, settings, max_new_tokens_cap=self.policy.max_new_tokens,
+                                    branches=branches or ())
         self.policy.check_prompt_tokens(comparison.padded_length)
         return comparison
 
-    def stream(self, comparison: Comparison) -> Iterator:
-        """``comparison.run()``, counted as active while it decodes; closing this closes the decode."""
+    def branch(self, trace: Trace, column: int, step: int, token_id: int) -> Comparison:
+        """A comparison decoding one new column: ``trace``'s column number ``column`` (from 1) continued from
+        ``step`` with ``token_id`` (a token of that step's top-k, or EOS), with the trace's settings and
+        interventions. :meth:`stream` yields ``trace`` with the branch appended as its last column."""
+        settings = Settings(**{**trace.settings, "timeout_seconds": self.policy.time_limit_seconds})
+        with self._lock:
+            if trace.model != self.bundle.info.name:
+                raise ValueError(f"this trace was decoded by {trace.model}, and {self.bundle.info.name} is loaded now: "
+                                 "run the comparison again to branch it")
+            return Comparison.of_branches(self.bundle, trace, [(column, step, token_id)], settings,
+                                          max_new_tokens_cap=self.policy.max_new_tokens)
+
+    def stream(self, comparison: Comparison) -> Iterator[Trace]:
+        """``comparison.run()``, counted as active while it decodes; closing this closes the decode. A branch
+        comparison yields the trace it branches from with its columns appended; a comparison with
+        ``branches`` then decodes them in one second batch (within what is left of the time limit) and yields
+        the whole trace, branches appended."""
         with self._active_lock:
             self._active += 1
         try:
-            yield from comparison.run()
+            started = time.perf_counter()
+            trace = yield from self._decode(comparison)
+            if comparison.branches and not comparison.cancelled:
+                settings = copy.copy(comparison.settings)
+                if settings.timeout_seconds:
+                    settings.timeout_seconds = max(settings.timeout_seconds - (time.perf_counter() - started), 1e-3)
+                with self._lock:
+                    branches = Comparison.of_branches(self.bundle, trace, comparison.branches, settings,
+                                                      max_new_tokens_cap=self.policy.max_new_tokens)
+                yield from self._decode(branches)
         finally:
             with self._active_lock:
                 self._active -= 1
 
+    @staticmethod
+    def _decode(comparison: Comparison) -> Iterator[Trace]:
+        """Yield the comparison's trace after every step, appended to the trace it branches from if any;
+        return the last one."""
+        trace = comparison.trace
+        for trace in comparison.run():
+            if comparison.appends_to is not None:
+                trace = comparison.appends_to.with_branches(trace)
+            yield trace
+        return trace
 
 
 def write_trace_files(trace, root: Path | None = None, max_age_seconds: float = TRACE_MAX_AGE) -> tuple[str, str]:

@@ -22,12 +22,14 @@ class TopToken:
 
 @dataclass
 class Stage:
-    """The distribution after one stage of the pipeline raw → interventions → temperature → top-k → top-p."""
+    """The distribution after one stage of the pipeline raw → generation config (repetition penalty, no-repeat
+    n-grams...) → interventions → temperature → top-k → top-p → min-p → typical-p."""
 
     name: str
     p_eos: float
     kept: int  # tokens left with non-zero probability
     top: list[tuple[int, str, float]]  # (token_id, token, probability), most likely first
+    note: str = ""  # what the stage did at this step, e.g. "min-p 0.05 kept 12 of 49152 tokens, ..."
 
 
 @dataclass
@@ -57,7 +59,7 @@ class StepRecord:
             "top_k": [{"token_id": t.token_id, "token": t.token, "p_raw": t.p_raw, "p": t.p} for t in self.top_k],
         }
         if stages:
-            data["stages"] = [{"name": s.name, "p_eos": s.p_eos, "kept": s.kept,
+            data["stages"] = [{"name": s.name, "note": s.note, "p_eos": s.p_eos, "kept": s.kept,
                                "top": [{"token_id": i, "token": tok, "p": p} for i, tok, p in s.top]} for s in self.stages]
         return data
 
@@ -74,6 +76,7 @@ class VariantTrace:
     stop_detail: str | None = None  # e.g. which stop string
     wall_seconds: float = 0.0
     diverges_at: int | None = None  # first step whose token differs from the first variant's
+    branch_of: tuple[int, int] | None = None  # a branch: (parent's column number from 1, fork step)
 
     @property
     def finished(self) -> bool:
@@ -108,6 +111,7 @@ class VariantTrace:
             "token_ids": list(self.token_ids),
             "stop_reason": self.stop_reason,
             "stop_detail": self.stop_detail,
+            "branch_of": self._branch_dict(),
             "steps": [step.to_dict(stages) for step in self.steps],
             "summary": self.summary(),
         }
@@ -121,7 +125,11 @@ class VariantTrace:
             "wall_seconds": round(self.wall_seconds, 4),
             "tokens_per_second": round(self.tokens_per_second, 2),
             "diverges_at": self.diverges_at,
+            "branch_of": self._branch_dict(),
         }
+
+    def _branch_dict(self) -> dict | None:
+        return None if self.branch_of is None else {"column": self.branch_of[0], "step": self.branch_of[1]}
 
 
 @dataclass
@@ -139,6 +147,16 @@ class Trace:
         """
         return {"model": self.model, "prompt": self.prompt, "settings": dict(self.settings),
                 "variants": [variant.to_dict(stages) for variant in self.variants]}
+
+    def with_branches(self, branches: Trace) -> Trace:
+        """This trace with the columns of ``branches`` (decoded from it, with its settings) appended. The
+        columns are shared, not copied, so it follows a branch run that is still decoding; a branch's
+        ``diverges_at`` is recomputed against this trace's first column, as for every other column."""
+        base = self.variants[0].token_ids
+        for variant in branches.variants:
+            ids = variant.token_ids
+            variant.diverges_at = next((step for step, (a, b) in enumerate(zip(ids, base)) if a != b), None)
+        return Trace(self.model, self.prompt, self.settings, [*self.variants, *branches.variants])
 
     def to_json(self, stages: bool = False, indent: int | None = None) -> str:
         return json.dumps(self.to_dict(stages=stages), ensure_ascii=False, indent=indent)
