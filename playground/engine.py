@@ -181,7 +181,7 @@ def branch_variant(bundle: LoadedModel, trace: Trace, column: int, step: int, to
     _, step, token_id = check_branch((column, step, token_id), columns=columns, steps=len(parent.steps),
                                      vocab_size=bundle.info.vocab_size,
                                      steps_reason=f" (column {column} {parent.name!r} has {_count(len(parent.steps), 'step')})")
-    name = f"{parent.name} ⑂ step {step}: {bundle.tokenizer.decode([token_id])!r}"
+    name = f"{parent.name} → {bundle.tokenizer.decode([token_id])!r} at step {step}"
     return Variant(name, list(parent.interventions), forced_token_ids=[*parent.token_ids[:step], token_id],
                    branch_of=(column, step))
 

@@ -48,6 +48,10 @@ FIELDS: dict[str, Field] = {
     "strength": Field(float, 12.0, 0, 40),
     "stop_strings": Field(str, "\\n\\n"),
     "min_new_tokens": Field(int, 32, 0, 256),
+    "repetition_penalty": Field(float, 1.0, 0.5, 2),
+    "no_repeat_ngram_size": Field(int, 0, 0, 10),
+    "min_p": Field(float, 0.0, 0, 1),
+    "typical_p": Field(float, 1.0, 0.01, 1),
 }
 DEFAULT_COLUMNS = [[], ["eos_reward"], ["seed_article"], ["stop_strings"]]
 PAGE_DEFAULTS: dict = {**{name: f.default for name, f in FIELDS.items()}, "columns": DEFAULT_COLUMNS[:3]}

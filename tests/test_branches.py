@@ -36,7 +36,7 @@ def test_a_branch_forced_with_the_columns_own_token_reproduces_the_column(smollm
     assert again.stop_reason == ramp.stop_reason
     assert [s.p_eos for s in again.steps] == pytest.approx([s.p_eos for s in ramp.steps], rel=1e-3, abs=1e-9)
     assert base_again.token_ids == trace.variants[0].token_ids
-    assert again.branch_of == (2, step) and again.name == f"ramp ⑂ step {step}: {smollm.tokenizer.decode([ramp.token_ids[step]])!r}"
+    assert again.branch_of == (2, step) and again.name == f"ramp → {smollm.tokenizer.decode([ramp.token_ids[step]])!r} at step {step}"
 
 
 def test_a_branch_forced_to_eos_ends_at_that_step(smollm):
@@ -143,7 +143,7 @@ def test_cli_branch_adds_one_more_variant_in_json_and_text(smollm, monkeypatch, 
     assert second["token_ids"][0] == 9906 and data["settings"]["repetition_penalty"] == 1.2
     assert main(["compare", "--prompt", PARIS, "--max-new-tokens", "4", "--branch", "1:1:2"]) == 0
     header = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("baseline"))
-    assert "│ baseline ⑂ step 1: '<|im_end|>'" in header
+    assert "│ baseline → '<|im_end|>' at step 1" in header
 
 
 @pytest.mark.parametrize("spec, message", [

@@ -143,6 +143,21 @@ def test_clicking_a_token_inspects_that_step_and_arrows_move_one_step(first_run)
     assert page.locator("#tokens-0 [data-s='6'].sel").count() == 1
 
 
+def test_what_if_it_had_stopped_here_decodes_a_branch_beside_the_columns(first_run):
+    """Pick EOS in the inspector at a baseline step: a fourth column forks there and stops by EOS at that step."""
+    page = first_run[0]
+    page.locator("#tokens-0 [data-s='3']").click()
+    page.wait_for_function("() => document.querySelector('#inspector').innerText.startsWith('baseline · step 3 ·')",
+                           timeout=30_000)
+    page.locator("#inspector tr.eos button.branch").click()
+    page.wait_for_function("() => /stopped by EOS at step 3/.test((document.querySelector('#status-3') || {}).innerText)",
+                           timeout=120_000)
+    assert page.locator("#status-3").inner_text().startswith("baseline → '<|im_end|>' at step 3")
+    page.wait_for_function("() => document.querySelector('#story').innerText.includes('at step 3')", timeout=30_000)
+    assert page.locator("#chart .eos-chart-legend").inner_text().count("→") == 1  # the chart shows the branch
+    assert page.locator("#tokens-3 [data-s]").count() == 4  # three tokens shared with the baseline, then EOS
+
+
 def test_a_link_restores_its_settings_and_names_what_it_cannot_use(browser, app_server):
     page = open_page(browser, app_server + "?prompt=Say%20hello&max_new_tokens=12&temperature=0.5&columns=2"
                                           "&c1=ban_eos&c2=eos_reward%2Bstop_strings&colour=red")

@@ -63,6 +63,8 @@ CSS = """
 .inspector .bar { display: block; height: 5px; margin: 1px 0; border-radius: 2px; }
 .inspector .bar.raw, .inspector .key.raw { background: #9ecae1; }
 .inspector .bar.final, .inspector .key.final { background: #08519c; }
+.inspector button.branch { padding: 0 5px; font-size: 0.8em; line-height: 1.3; border: 1px solid #d1d5db; border-radius: 4px; background: white; }
+.inspector button.branch:hover { background: #fef3c7; }
 .inspector .key { display: inline-block; width: 10px; height: 8px; margin: 0 2px 0 6px; }
 """
 HEAD = f"<script>{(Path(__file__).parent / 'page.js').read_text(encoding='utf-8')}</script>"

@@ -19,7 +19,7 @@ from ..interventions import DESCRIPTIONS, INTERVENTION_NAMES, export_code, parse
 from ..links import FIELDS, MAX_COLUMNS, PAGE_DEFAULTS, from_query, to_query
 from ..service import Playground, write_trace_files
 from ..story import describe
-from .views import (chart_header, chart_lines, chart_stop, default_selection, inspector_html,
+from .views import (chart_column, chart_header, chart_lines, chart_stop, default_selection, inspector_html,
                     require_number, token_spans)
 
 UPDATE_INTERVAL = 0.15  # seconds between streamed page updates; the decode does not wait for them
@@ -38,6 +38,7 @@ def _tokens_js(column: int) -> str:
 
 
 CHART_JS = "(function go() { window.eosPlayground ? eosPlayground.chart(element, props, trigger, watch) : setTimeout(go, 50); })();"
+INSPECTOR_JS = "(function go() { window.eosPlayground ? eosPlayground.inspector(element, trigger) : setTimeout(go, 50); })();"
 SELECTION_JS = "(function go() { window.eosPlayground ? eosPlayground.selection(props, watch) : setTimeout(go, 50); })();"
 
 
@@ -82,6 +83,13 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
                                         label="Min new tokens (for the min_new_tokens intervention)")
                     use_template = gr.Checkbox(label="Use the chat template", value=PAGE_DEFAULTS["use_chat_template"])
                     system_prompt = gr.Textbox(label="System prompt (optional)", lines=1)
+                    repetition_penalty = gr.Slider(0.5, 2, value=PAGE_DEFAULTS["repetition_penalty"], step=0.05,
+                                                   label="Repetition penalty (1 = off)")
+                    no_repeat_ngram = gr.Slider(0, 10, value=PAGE_DEFAULTS["no_repeat_ngram_size"], step=1,
+                                                label="No-repeat n-gram size (0 = off)")
+                    min_p = gr.Slider(0, 1, value=PAGE_DEFAULTS["min_p"], step=0.01, label="Min-p (0 = off; when sampling)")
+                    typical_p = gr.Slider(0.01, 1, value=PAGE_DEFAULTS["typical_p"], step=0.01,
+                                          label="Typical-p (1 = off; when sampling)")
                 color_by = gr.Radio([("chosen token's probability", "p"), ("p(EOS), log scale", "p_eos")], value="p",
                                     label="Shade tokens by", elem_id="shade")
             with gr.Column(scale=3, min_width=320):
@@ -98,13 +106,15 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
                     chart = gr.HTML("", html_template='<div class="eos-chart"></div>', js_on_load=CHART_JS,
                                     elem_id="chart", scale=3, min_width=320)
                     inspector = gr.HTML(inspector_html(None, 0, 0), elem_id="inspector", scale=2, min_width=280,
-                                        js_on_load=None)
+                                        js_on_load=INSPECTOR_JS)
                 selection = gr.HTML("", html_template="", js_on_load=SELECTION_JS, elem_id="selection")
                 with gr.Accordion("Copy this fix", open=False):
                     with gr.Row():
                         fix_column = gr.Dropdown([(f"Column {i + 1}", i) for i in range(MAX_COLUMNS)], value=1, label="Column")
                         fix_kind = gr.Radio(["generate", "pipeline"], value="generate", label="Use with")
                     snippet = gr.Code(language="python", label="Runnable Python that reproduces this column")
+                with gr.Accordion("Stage by stage, as bars", open=False):
+                    stage_chart = gr.Plot(label="The inspected step's top tokens after each stage")
                 with gr.Accordion("Top-k over all steps", open=False):
                     heatmap = gr.Plot(label="Top-k of the inspected column over all steps")
                 with gr.Row():
@@ -113,14 +123,15 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
 
     # ---- handlers -------------------------------------------------------------------------------
     inputs = [prompt, max_new, temperature, top_p, top_k, seed, ratio, strength, stop_strings, min_new,
-              use_template, system_prompt, n_columns, *pickers]
+              use_template, system_prompt, repetition_penalty, no_repeat_ngram, min_p, typical_p, n_columns, *pickers]
     # The controls a link restores, by query key (links.FIELDS), in the order of `inputs`.
     linked = dict(zip(["prompt", "max_new_tokens", "temperature", "top_p", "top_k", "seed", "reward_start_ratio",
-                       "strength", "stop_strings", "min_new_tokens", "use_chat_template", "system_prompt"], inputs))
+                       "strength", "stop_strings", "min_new_tokens", "use_chat_template", "system_prompt",
+                       "repetition_penalty", "no_repeat_ngram_size", "min_p", "typical_p"], inputs))
     assert set(linked) == set(FIELDS)
 
     def make_comparison(prompt_, max_new_, temperature_, top_p_, top_k_, seed_, ratio_, strength_, stops_,
-                        min_new_, template_, system_, n_columns_, *picked):
+                        min_new_, template_, system_, penalty_, ngram_, min_p_, typical_p_, n_columns_, *picked):
         try:
             return playground.comparison(
                 prompt_, [list(p or []) for p in picked[: int(n_columns_)]],
@@ -128,7 +139,10 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
                 top_p=require_number(top_p_, "top-p"), top_k=require_number(top_k_, "top-k"), seed=require_number(seed_, "seed"),
                 reward_start_ratio=require_number(ratio_, "reward start ratio"), strength=require_number(strength_, "strength"),
                 stop_strings=stops_, min_new_tokens=require_number(min_new_, "min new tokens"),
-                use_chat_template=bool(template_), system_prompt=system_ or "")
+                use_chat_template=bool(template_), system_prompt=system_ or "",
+                repetition_penalty=require_number(penalty_, "repetition penalty"),
+                no_repeat_ngram_size=require_number(ngram_, "no-repeat n-gram size"),
+                min_p=require_number(min_p_, "min-p"), typical_p=require_number(typical_p_, "typical-p"))
         except ValueError as error:
             raise gr.Error(str(error), title="Check your input") from None
 
@@ -144,6 +158,7 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
         sent_steps, stopped = [0] * n, [False] * n
         token_values, chart_text = [""] * n, chart_header(trace)
         yield {**{statuses[i]: status_line(v) for i, v in enumerate(trace.variants)},
+               **{box: gr.update(visible=i < n) for i, box in enumerate(column_boxes)},  # a branch's place too
                **{views[i]: "" for i in range(n)}, chart: chart_text, selection: "",
                story: f"Decoding {n} column{'s' * (n > 1)}…", inspector: inspector_html(None, 0, 0), holder: state}
         last = 0.0
@@ -168,17 +183,51 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
             if update:
                 update[chart] = chart_text
                 yield update
-        state["trace"] = trace
+        yield finished(state, trace, chart_text, default_selection(trace))
+
+    def finished(state, trace, chart_text, selected) -> dict:
+        """The last update of a run or a branch: statuses, the story, the inspector on ``selected``, downloads."""
+        state.update(trace=trace, chart_text=chart_text, heatmap_column=selected[0])
         state.pop("comparison", None)
-        column, step = default_selection(trace)
-        state["heatmap_column"] = column
         files = write_trace_files(trace)
-        yield {**{statuses[i]: status_line(v) for i, v in enumerate(trace.variants)},
-               story: "\n".join(f"- {sentence}" for sentence in describe(trace)),
-               inspector: inspector_html(trace, column, step, comparison.eos_ids), selection: f"{column} {step}",
-               heatmap: charts.heatmap_figure(trace, column),
-               download_json: gr.update(value=files[0], visible=True),
-               download_csv: gr.update(value=files[1], visible=True), holder: state}
+        return {**{statuses[i]: status_line(v) for i, v in enumerate(trace.variants)},
+                story: "\n".join(f"- {sentence}" for sentence in describe(trace)),
+                inspector: inspector_html(trace, *selected, playground.bundle.info.stop_token_ids),
+                selection: "{} {}".format(*selected), stage_chart: charts.stages_figure(trace, *selected),
+                heatmap: charts.heatmap_figure(trace, selected[0]),
+                download_json: gr.update(value=files[0], visible=True),
+                download_csv: gr.update(value=files[1], visible=True), holder: state}
+
+    def on_branch(state, event: gr.EventData) -> Iterator[dict]:
+        """"try" in the inspector: decode the inspected column again from that step with the chosen token, as a new
+        column beside the others (the chart and the story show it too)."""
+        trace, data = state.get("trace"), event._data or {}
+        if trace is None or state.get("comparison") is not None:
+            raise gr.Error("Run a comparison first, and let it finish, to branch it.", title="Nothing to branch")
+        if len(trace.variants) >= MAX_COLUMNS:
+            raise gr.Error(f"All {MAX_COLUMNS} column places are in use: run again with fewer columns to branch.",
+                           title="No room for a branch")
+        try:
+            comparison = playground.branch(trace, int(data.get("column", -1)) + 1, int(data.get("step", -1)),
+                                           int(data.get("token_id", -1)))
+        except (TypeError, ValueError) as error:
+            raise gr.Error(str(error), title="Cannot branch here") from None
+        state["comparison"] = comparison
+        slot = len(trace.variants)
+        chart_text = state["chart_text"]
+        sent, last, branched = 0, 0.0, trace
+        for branched in playground.stream(comparison):
+            variant = branched.variants[slot]
+            if not variant.finished and time.monotonic() - last < UPDATE_INTERVAL:
+                continue
+            last = time.monotonic()
+            if sent == 0:
+                chart_text += chart_column(branched, slot)
+            chart_text += chart_lines(variant, slot, sent) + (chart_stop(variant, slot) if variant.finished else "")
+            yield {column_boxes[slot]: gr.update(visible=True), statuses[slot]: status_line(variant),
+                   views[slot]: token_spans(variant), chart: chart_text}
+            sent = len(variant.steps)
+        yield finished(state, branched, chart_text, (slot, variant.branch_of[1]))
 
     def on_stop(state):
         comparison = state.get("comparison")
@@ -189,30 +238,32 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
         trace = state.get("trace")
         data = event._data or {}
         if trace is None or not isinstance(data.get("column"), int) or not isinstance(data.get("step"), int):
-            return gr.skip(), gr.skip(), state
+            return gr.skip(), gr.skip(), gr.skip(), state
         column, step = data["column"], data["step"]
+        if not 0 <= column < len(trace.variants) or not 0 <= step < len(trace.variants[column].steps):
+            return gr.skip(), gr.skip(), gr.skip(), state
         figure = gr.skip()
-        if state.get("heatmap_column") != column and 0 <= column < len(trace.variants):
+        if state.get("heatmap_column") != column:
             state["heatmap_column"] = column
             figure = charts.heatmap_figure(trace, column)
-        return inspector_html(trace, column, step, playground.bundle.info.stop_token_ids), figure, state
+        return (inspector_html(trace, column, step, playground.bundle.info.stop_token_ids),
+                charts.stages_figure(trace, column, step), figure, state)
 
     def on_columns(n):
         visible = [gr.update(visible=i < int(n)) for i in range(MAX_COLUMNS)]
         return visible + visible
 
-    def on_snippet(column, kind, prompt_, max_new_, temperature_, top_p_, top_k_, seed_, ratio_, strength_,
-                   stops_, min_new_, template_, system_, n_columns_, *picked):
+    def on_snippet(column, kind, *values):
+        settings, picked = values[: len(linked)], values[len(linked) + 1:]
         column = min(int(column or 0), len(picked) - 1)
         try:  # only the chosen column: another column's bad settings must not block its snippet
-            comparison = make_comparison(prompt_, max_new_, temperature_, top_p_, top_k_, seed_, ratio_, strength_,
-                                         stops_, min_new_, template_, system_, 1, picked[column])
+            comparison = make_comparison(*settings, 1, picked[column])
         except gr.Error as error:
             return f"# {error.message}"
         variant = comparison.trace.variants[0]
         s = comparison.settings
         return export_code(parse_interventions(variant.interventions), model_reference=playground.reference,
-                           prompt=prompt_, system_prompt=s.system_prompt, use_chat_template=s.use_chat_template,
+                           prompt=comparison.trace.prompt, system_prompt=s.system_prompt, use_chat_template=s.use_chat_template,
                            max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p,
                            top_k=s.top_k, seed=s.seed, variant=kind)
 
@@ -240,12 +291,14 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
     link_outputs = [*linked.values(), n_columns, *pickers, *column_boxes]
     # Queued, so its warnings reach the page; never waits behind a run (no concurrency limit).
     demo.load(on_page_load, None, link_outputs, api_visibility="private", concurrency_limit=None)
-    run_event = run.click(on_run, [holder, *inputs],
-                          [*statuses, *views, story, chart, inspector, selection, heatmap, download_json,
-                           download_csv, holder],
+    run_outputs = [*statuses, *views, *column_boxes, story, chart, inspector, selection, stage_chart, heatmap,
+                   download_json, download_csv, holder]
+    run_event = run.click(on_run, [holder, *inputs], run_outputs,
                           concurrency_id="model", concurrency_limit=1, api_visibility="private")
+    inspector.click(on_branch, holder, run_outputs, concurrency_id="model", concurrency_limit=1,
+                    api_visibility="private")
     stop.click(on_stop, holder, None, queue=False, api_visibility="private")
-    chart.click(on_select, holder, [inspector, heatmap, holder], api_visibility="private", queue=False)
+    chart.click(on_select, holder, [inspector, stage_chart, heatmap, holder], api_visibility="private", queue=False)
     color_by.change(None, color_by, None, js="(v) => { document.body.classList.toggle('shade-eos', v === 'p_eos'); }")
     n_columns.change(on_columns, n_columns, [*column_boxes, *pickers], api_visibility="private", queue=False)
     example.change(lambda text: text or gr.skip(), example, prompt, api_visibility="private", queue=False)

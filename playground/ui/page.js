@@ -18,6 +18,11 @@ window.eosPlayground = window.eosPlayground || (() => {
       if (!line) continue;
       const f = line.split(" ");
       if (f[0] === "S") { series[+f[1]].stop = { step: +f[2], reason: f[3] }; continue; }
+      if (f[0] === "C") {  // a column added after the run: a branch
+        meta.columns.push(JSON.parse(line.slice(2)));
+        series.push({ steps: [], raw: [], final: [], mraw: [], mfinal: [], stop: null });
+        continue;
+      }
       const s = series[+f[0]];
       const num = (x) => (x === "-" ? null : +x);
       s.steps.push(+f[1]); s.raw.push(+f[2]); s.final.push(+f[3]); s.mraw.push(num(f[4])); s.mfinal.push(num(f[5]));
@@ -218,6 +223,17 @@ window.eosPlayground = window.eosPlayground || (() => {
     });
   }
 
+  // The inspector: "try" on a token asks the server to decode a new column from this step with that token.
+  function inspector(element, trigger) {
+    element.addEventListener("click", (event) => {
+      const button = event.target.closest("button.branch");
+      const box = event.target.closest(".inspector");
+      if (!button || !box) return;
+      button.disabled = true;
+      trigger("click", { column: +box.dataset.column, step: +box.dataset.step, token_id: +button.dataset.token });
+    });
+  }
+
   document.addEventListener("keydown", (event) => {
     if (!["ArrowLeft", "ArrowRight"].includes(event.key) || state.column === null) return;
     const target = event.target;
@@ -229,5 +245,5 @@ window.eosPlayground = window.eosPlayground || (() => {
     if (step !== state.step) { event.preventDefault(); select(state.column, step); }
   });
 
-  return { chart, tokens, selection, select, state };
+  return { chart, tokens, selection, inspector, select, state };
 })();

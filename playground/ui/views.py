@@ -60,6 +60,14 @@ def chart_header(trace: Trace) -> str:
     }, ensure_ascii=False) + "\n"
 
 
+def chart_column(trace: Trace, column: int) -> str:
+    """A line that adds a column to a chart already drawn (a branch): ``C {name, color, ramp}``."""
+    ramps = dict(ramp_starts(trace))
+    variant = trace.variants[column]
+    return "C " + json.dumps({"name": variant.name, "color": COLORS[column % len(COLORS)], "ramp": ramps.get(variant.name)},
+                             ensure_ascii=False) + "\n"
+
+
 def _number(value: float | None) -> str:
     return "-" if value is None else f"{value:.4g}"
 
@@ -105,25 +113,36 @@ def inspector_html(trace: Trace | None, column: int, step: int, eos_ids: list[in
     eos_ids = set(eos_ids or [])
     chosen = "EOS" if s.token_id in eos_ids else repr(s.token)
     rows = []
-    for t in sorted(s.top_k, key=lambda t: max(t.p_raw, t.p), reverse=True):
-        label = "EOS" if t.token_id in eos_ids else html.escape(repr(t.token))
-        mark = " ◀" if t.token_id == s.token_id else ""
-        rows.append(f'<tr class="{"eos" if t.token_id in eos_ids else ""}"><td class="tok">{label}{mark}</td>'
-                    f'<td class="bars">{_bar(t.p_raw, "raw")}{_bar(t.p, "final")}</td>'
-                    f'<td class="num">{_p(t.p_raw)}</td><td class="num">{_p(t.p)}</td></tr>')
+    top_k = sorted(s.top_k, key=lambda t: max(t.p_raw, t.p), reverse=True)
+    if eos_ids and not any(t.token_id in eos_ids for t in top_k):  # "what if it had stopped here?" is always a choice
+        top_k.append(None)
+    for t in top_k:
+        token_id = min(eos_ids) if t is None else t.token_id
+        label = "EOS" if token_id in eos_ids else html.escape(repr(t.token))
+        mark = " ◀" if token_id == s.token_id else ""
+        bars = "" if t is None else f'{_bar(t.p_raw, "raw")}{_bar(t.p, "final")}'
+        numbers = '<td class="num" colspan="2">not in the top</td>' if t is None else \
+            f'<td class="num">{_p(t.p_raw)}</td><td class="num">{_p(t.p)}</td>'
+        branch = "" if token_id == s.token_id else \
+            f'<button class="branch" data-token="{token_id}" title="decode a new column from here with this token">try</button>'
+        rows.append(f'<tr class="{"eos" if token_id in eos_ids else ""}"><td class="tok">{label}{mark}</td>'
+                    f'<td class="bars">{bars}</td>{numbers}<td>{branch}</td></tr>')
     stages = []
     for stage in s.stages:
-        top = ", ".join(html.escape(f"{token!r} {_p(p)}") for _, token, p in stage.top[:4])
-        stages.append(f"<tr><td>{html.escape(stage.name)}</td><td class='num'>{_p(stage.p_eos)}</td>"
-                      f"<td class='num'>{stage.kept}</td><td>{top}</td></tr>")
-    pick = "argmax" if trace.settings.get("temperature", 0) == 0 else "sampled"
+        top = ", ".join(html.escape(f"{token!r} {_p(p)}") for _, token, p in stage.top[:3])
+        stages.append(f"<tr><td>{html.escape(stage.name)}</td><td>{html.escape(stage.note)}</td>"
+                      f"<td class='num'>{_p(stage.p_eos)}</td><td>{top}</td></tr>")
+    forced = variant.branch_of is not None and step <= variant.branch_of[1]
+    pick = "forced (branch)" if forced else "argmax" if trace.settings.get("temperature", 0) == 0 else "sampled"
     stages.append(f"<tr><td>{pick}</td><td></td><td></td><td>{html.escape(chosen)}</td></tr>")
     return (
-        f'<div class="inspector"><div class="head"><b>{html.escape(variant.name)}</b> · step {s.step} · chose '
+        f'<div class="inspector" data-column="{column}" data-step="{step}"><div class="head"><b>{html.escape(variant.name)}</b> · step {s.step} · chose '
         f'<code>{html.escape(chosen)}</code> (p {_p(s.p_chosen)}, raw {_p(s.p_chosen_raw)})</div>'
         f'<p class="margin">{html.escape(step_explanation(s))}</p>'
         f'<table class="topk"><tr><th>top tokens</th><th><span class="key raw"></span>raw '
-        f'<span class="key final"></span>final</th><th>raw</th><th>final</th></tr>{"".join(rows)}</table>'
-        f'<table class="stages"><tr><th>stage</th><th>p(EOS)</th><th>kept</th><th>top tokens after it</th></tr>'
-        f'{"".join(stages)}</table><small>← → move one step</small></div>'
+        f'<span class="key final"></span>final</th><th>raw</th><th>final</th><th title="continue from here">what if?</th></tr>'
+        f'{"".join(rows)}</table>'
+        f'<table class="stages"><tr><th>stage</th><th>what it did</th><th>p(EOS)</th><th>top tokens after it</th></tr>'
+        f'{"".join(stages)}</table><small>← → move one step · <b>try</b> continues this column from here with that token instead'
+        f'</small></div>'
     )
