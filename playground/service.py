@@ -41,6 +41,11 @@ class Playground:
 
     # -- model -------------------------------------------------------------------------------------
 
+    def model_label(self) -> str:
+        """The Model panel's title: what is loaded, at a glance."""
+        i = self.bundle.info
+        return f"Model: {i.name} · {i.num_parameters / 1e6:.0f} M parameters · {i.dtype} on {i.device}"
+
     def model_markdown(self) -> str:
         i = self.bundle.info
         eos = ", ".join(f"`{t}` {self.bundle.tokenizer.convert_ids_to_tokens(t)!r}" for t in i.eos_token_ids)

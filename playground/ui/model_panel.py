@@ -11,7 +11,7 @@ from ..service import Playground
 
 def model_panel(playground: Playground) -> None:
     policy = playground.policy
-    with gr.Accordion("Model", open=False):
+    with gr.Accordion(playground.model_label(), open=False) as panel:
         model_info = gr.Markdown(playground.model_markdown())
         with gr.Row():
             if policy.allowed_models is None:
@@ -32,4 +32,5 @@ def model_panel(playground: Playground) -> None:
         return playground.model_markdown()
 
     load_button.click(on_load, [model_ref, adapter_ref, trust_code], model_info, concurrency_id="model",
-                      concurrency_limit=1, api_name="load_model")
+                      concurrency_limit=1, api_name="load_model").success(
+        lambda: gr.update(label=playground.model_label()), None, panel, api_visibility="private", queue=False)
