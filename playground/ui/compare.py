@@ -12,6 +12,7 @@ import gradio as gr
 from .. import charts
 from ..interventions import DESCRIPTIONS, INTERVENTION_NAMES, default_params, export_code, parse_interventions
 from ..service import Playground, write_trace_files
+from .errors import refusal
 from .views import require_number, stages_rows, token_html
 
 MAX_COLUMNS = 4
@@ -91,16 +92,13 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
 
     def make_comparison(prompt_, max_new_, temperature_, top_p_, top_k_, seed_, ratio_, strength_, stops_,
                         min_new_, template_, system_, n_columns_, *picked):
-        try:
-            return playground.comparison(
-                prompt_, [list(p or []) for p in picked[: int(n_columns_)]],
-                max_new_tokens=require_number(max_new_, "max new tokens"), temperature=require_number(temperature_, "temperature"),
-                top_p=require_number(top_p_, "top-p"), top_k=require_number(top_k_, "top-k"), seed=require_number(seed_, "seed"),
-                reward_start_ratio=require_number(ratio_, "reward start ratio"), strength=require_number(strength_, "strength"),
-                stop_strings=stops_, min_new_tokens=require_number(min_new_, "min new tokens"),
-                use_chat_template=bool(template_), system_prompt=system_ or "")
-        except ValueError as error:
-            raise gr.Error(str(error), title="Check your input") from None
+        return playground.comparison(
+            prompt_, playground.page_columns(n_columns_, picked),
+            max_new_tokens=require_number(max_new_, "max new tokens"), temperature=require_number(temperature_, "temperature"),
+            top_p=require_number(top_p_, "top-p"), top_k=require_number(top_k_, "top-k"), seed=require_number(seed_, "seed"),
+            reward_start_ratio=require_number(ratio_, "reward start ratio"), strength=require_number(strength_, "strength"),
+            stop_strings=stops_, min_new_tokens=require_number(min_new_, "min new tokens"),
+            use_chat_template=template_, system_prompt=system_ or "")
 
     def column_updates(trace, color):
         out = []
@@ -120,7 +118,10 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
                 charts.heatmap_figure(trace, column), stages_rows(trace, column, step_)]
 
     def on_run(state, color, log, step_, column, *args) -> Iterator[list]:
-        comparison = make_comparison(*args)
+        try:
+            comparison = make_comparison(*args)
+        except ValueError as error:
+            raise refusal(playground, "/run", error, page=True) from None  # the page's handler (/run: undocumented)
         state["comparison"] = comparison
         last_chart = 0.0
         trace = comparison.trace
@@ -160,11 +161,11 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
         try:  # only the chosen column: another column's bad settings must not block its snippet
             comparison = make_comparison(prompt_, max_new_, temperature_, top_p_, top_k_, seed_, ratio_, strength_,
                                          stops_, min_new_, template_, system_, 1, picked[column])
-        except gr.Error as error:
-            return f"# {error.message}"
+        except ValueError as error:
+            return f"# {playground.user_message(error)}"
         variant = comparison.trace.variants[0]
         s = comparison.settings
-        return export_code(parse_interventions(variant.interventions), model_reference=playground.reference,
+        return export_code(parse_interventions(variant.interventions), model_reference=playground.shown_reference,
                            prompt=prompt_, system_prompt=s.system_prompt, use_chat_template=s.use_chat_template,
                            max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p,
                            top_k=s.top_k, seed=s.seed, variant=kind)
