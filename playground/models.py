@@ -325,6 +325,14 @@ def _unreachable(reference: str, location: str, error: Exception) -> ModelLoadEr
     return _friendly_error(reference, error)
 
 
+def _path_kind(path: Path) -> str | None:
+    """"file", "directory", "other" (a device, pipe or socket) or None (nothing there, or not a usable name)."""
+    try:
+        return "file" if path.is_file() else "directory" if path.is_dir() else "other" if path.exists() else None
+    except (OSError, ValueError):  # a name too long for the filesystem, a NUL byte
+        return None
+
+
 def _check_not_url(reference: str) -> None:
     """A URL is neither a path nor a hub id: say what to give instead (huggingface.co URLs name their id)."""
     match = re.match(r"^[a-z][a-z0-9+.-]*://", reference, re.IGNORECASE)
@@ -387,12 +395,13 @@ def load_model(
     else:
         _check_not_url(reference)
         path = Path(reference).expanduser()
+        kind = _path_kind(path)
         if path.suffix == ".gguf":
-            if not path.is_file():
+            if kind != "file":
                 raise ModelLoadError(f"Model file not found: {path} (a .gguf model must be an existing file)")
             location, source, name, origin = str(path.parent), f"gguf {path}", path.name, "a GGUF file"
             kwargs["gguf_file"] = path.name
-        elif path.is_dir():
+        elif kind == "directory":
             if not (path / "config.json").is_file():
                 ggufs = sorted(path.glob("*.gguf"))
                 hint = f" It holds {ggufs[0].name}: pass that file instead." if ggufs else ""
@@ -400,16 +409,16 @@ def load_model(
                     f"{path} is not a Hugging Face model directory: it has no config.json.{hint}"
                 )
             location, source, name, origin = str(path), f"local directory {path}", path.name, "a local directory"
-        elif path.is_file():
+        elif kind == "file":
             raise ModelLoadError(
-                f"{path} is a file, but a model is a directory (with config.json) or a .gguf file. "
-                f"Did you mean {path.parent}?"
+                f"{path} is a file, but a model is a directory (with config.json) or a .gguf file"
+                + (f". Did you mean {path.parent}?" if path.parent != Path(".") else ".")
             )
-        elif path.exists():
+        elif kind == "other":
             raise ModelLoadError(f"{path} is not a regular file or directory (a device, pipe or socket): a model is "
                                  "a directory with config.json or a .gguf file")
         elif _looks_like_path(reference):
-            raise ModelLoadError(f"Model path not found: no file or directory {path}")
+            raise ModelLoadError(f"No such file or directory: {path} (a model is a local directory, a .gguf file or a hub id)")
         else:
             _check_hub_id(reference)
             location, source, name, origin = reference, f"hub {reference}", reference, f"hub {reference}"

@@ -175,7 +175,7 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
     run_event = run.click(on_run, [holder, color_by, log_scale, step, inspect_column, *inputs],
                           [*column_outputs, *chart_outputs, step, download_json, download_csv, holder],
                           concurrency_id="model", concurrency_limit=1, api_name="run",
-                          api_visibility="undocumented")  # the benchmark streams the page's own handler
+                          api_visibility="private")  # programs use /compare; the page's handler is the page's
     stop.click(on_stop, holder, None, queue=False, api_visibility="private")
     for control in (color_by, log_scale, step, inspect_column):
         control.change(redraw, [holder, color_by, log_scale, step, inspect_column],
