@@ -20,6 +20,8 @@ CSS = """
 .token-view span { border-radius: 3px; }
 .status { font-weight: 600; }
 #banner { background: #fff7e6; border: 1px solid #f0b429; border-radius: 6px; padding: 4px 10px; }
+/* A refused input is explained in the toast; Gradio's "Error" badge over the output would only hide its content. */
+[data-testid="status-tracker"]:has(> span.error) { display: none; }
 """
 
 
