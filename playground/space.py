@@ -232,9 +232,9 @@ class Policy:
     def check_request(self, prompt, system_prompt, columns: Sequence, stop_strings: Sequence[str]) -> None:
         """Cheap checks before anything is tokenized or built."""
         if not isinstance(prompt, str):
-            raise ValueError(f"prompt must be text, got {type(prompt).__name__}")
+            raise ValueError(f"prompt must be text, got {shown(prompt)}")
         if system_prompt is not None and not isinstance(system_prompt, str):
-            raise ValueError(f"system_prompt must be text, got {type(system_prompt).__name__}")
+            raise ValueError(f"system_prompt must be text, got {shown(system_prompt)}")
         limit = self.max_prompt_chars
         for name, text in (("prompt", prompt), ("system_prompt", system_prompt or "")):
             if limit is not None and len(text) > limit:

@@ -155,6 +155,20 @@ def test_model_references_get_sentences_not_library_text(reference, message):
     assert "model" in str(error.value).lower()
 
 
+@pytest.mark.parametrize("n_columns, pickers, message", [
+    (None, [[], []], "Columns must be a whole number from 1 to 2, got None"),  # was an unhandled TypeError
+    ("two", [[], []], "Columns must be a whole number from 1 to 2, got 'two'"),
+    (3, [[], []], "Columns must be a whole number from 1 to 2, got 3"),
+    (1.5, [[], []], "Columns must be a whole number"),
+    (2, [[], 5], "Column 2 interventions must be a list of intervention names, got 5"),
+    (1, [[None]], "Column 1 interventions must be a list of intervention names"),
+])
+def test_the_page_columns_are_checked_like_the_api(tiny, n_columns, pickers, message):
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}"):
+        Playground(tiny).page_columns(n_columns, pickers)
+    assert Playground(tiny).page_columns("2", [None, "eos_reward", ["ban_eos"]]) == [[], ["eos_reward"]]
+
+
 def test_a_prompt_longer_than_the_context_says_to_shorten_it(tiny):
     with pytest.raises(ValueError, match=r"^prompt is \d+ tokens, the model's whole context window is 512: shorten it"):
         Playground(tiny).comparison("word " * 600, [[]], max_new_tokens=8, temperature=0, top_p=1, top_k=0, seed=0,
