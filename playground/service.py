@@ -94,7 +94,8 @@ class Playground:
         """Log a handled input error as one line (no traceback: nothing is wrong with the server) and return the
         message for the visitor."""
         message = self.user_message(error)
-        log.warning("%s refused: %s", endpoint, message.splitlines()[0][:300] if message else "")
+        cause = f" (cause: {type(error.__cause__).__name__})" if error.__cause__ is not None else ""
+        log.warning("%s refused: %s%s", endpoint, message.splitlines()[0][:300] if message else "", cause)
         return message
 
     # -- the EOS doctor ----------------------------------------------------------------------------
