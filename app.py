@@ -2,6 +2,10 @@
 
     python app.py --model meta-llama/Llama-2-7b-chat-hf --quantize 4bit --share --auth ann:secret
     python app.py --public      # what a Hugging Face Space runs: spaces.yaml's model, allowlist and caps
+
+An app other machines can reach (``--share``, or a ``--host`` that is not loopback) serves strangers: the loaded
+model and ``default`` only, spaces.yaml's caps, no paths, adapters or remote code. ``--allow-local-models`` lifts
+the model limits, and only together with ``--auth``.
 """
 
 from __future__ import annotations
@@ -36,7 +40,47 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--public", action="store_true",
                         help="public mode (automatic inside a Hugging Face Space): spaces.yaml's model, only its "
                              "allowlisted models, its caps enforced server-side, no local paths or remote code")
+    parser.add_argument("--allow-local-models", action="store_true",
+                        help="with --share or a non-loopback --host: let visitors load any local path, hub id, "
+                             "adapter or remote code, as on your own machine (requires --auth)")
     return parser.parse_args(argv)
+
+
+def exposed_policy(args: argparse.Namespace):
+    """The policy of an app other machines can reach but that is not in public mode, or None (only this machine
+    can reach it: the owner's local policy). Exits with a sentence for a combination that would hand the host to
+    whoever has the link."""
+    from playground.space import exposed_by, load_config
+
+    exposure = exposed_by(args.share, args.host)
+    if exposure is None:
+        return None
+    if args.allow_local_models and args.auth is None:
+        sys.exit(f"error: --allow-local-models lets everyone who reaches {exposure} load any path on this machine "
+                 "and run a model's code: add --auth USER:PASSWORD")
+    if args.trust_remote_code and not args.allow_local_models:
+        sys.exit(f"error: --trust-remote-code would run the model's own code for everyone who reaches {exposure}: "
+                 "add --allow-local-models --auth USER:PASSWORD if you mean it")
+    try:
+        config = load_config()
+    except ValueError as error:
+        sys.exit(f"error: {error}")
+    options = {"quantize": args.quantize, "dtype": args.dtype, "device": args.device}
+    return config.shared_policy(args.model, options, allow_local_models=args.allow_local_models)
+
+
+def describe_exposure(args: argparse.Namespace, policy) -> str:
+    from playground.space import exposed_by
+
+    exposure = exposed_by(args.share, args.host)
+    caps = (f"at most {policy.max_new_tokens} new tokens, {policy.max_prompt_tokens} prompt tokens, "
+            f"{policy.max_columns} columns, {policy.time_limit_seconds:g} s a run, {policy.max_upload_mb:g} MB uploads, "
+            f"a queue of {policy.queue_size}")
+    if policy.allowed_models is None:
+        return f"Reachable through {exposure}, behind --auth: visitors may load any model ({caps})."
+    return (f"Reachable through {exposure}: visitors may use {', '.join(policy.allowed_models)} only — no local "
+            f"paths, adapters or remote code, and no host path in any message ({caps}). "
+            "For a team that logs in: --allow-local-models --auth USER:PASSWORD.")
 
 
 def main(argv: list[str] | None = None):
@@ -65,13 +109,16 @@ def main(argv: list[str] | None = None):
         playground = Playground(s.bundle, s.reference, s.options, policy=s.policy, banner=s.banner)
     else:
         args.model, args.dtype = args.model or "default", args.dtype or "auto"
+        policy = exposed_policy(args)
         try:
             bundle = load_from_args(args)
         except ModelLoadError as error:
             sys.exit(f"error: {error}")
         options = {"quantize": args.quantize, "dtype": args.dtype, "device": args.device,
                    "trust_remote_code": args.trust_remote_code}
-        playground = Playground(bundle, args.model, options)
+        playground = Playground(bundle, args.model, options, policy=policy)
+        if policy is not None:
+            print(describe_exposure(args, policy), flush=True)
     info = playground.bundle.info
     print(f"Loaded {info.name} ({info.source}) in {info.load_seconds:.1f} s", flush=True)
     return launch(playground, host=args.host, port=args.port, share=args.share, auth=args.auth)

@@ -405,11 +405,14 @@ class Comparison:
             rows.append(_Row(variant, interventions, ids))
         context = bundle.info.context_length
         longest = max(len(r.prompt_ids) for r in rows)
+        if context and longest >= context:
+            raise ValueError(f"prompt is {longest} tokens, the model's whole context window is {context}: shorten it "
+                             f"by at least {longest - context + 1} tokens (and leave room for the answer)")
         if context and longest + settings.max_new_tokens > context:
             raise ValueError(
                 f"prompt is {longest} tokens; with max_new_tokens {settings.max_new_tokens} that exceeds the "
                 f"model's context window of {context} tokens. Shorten the prompt or lower max_new_tokens "
-                f"to at most {max(context - longest, 0)}."
+                f"to at most {context - longest}."
             )
         self.padded_length = longest
         for row in rows:

@@ -20,6 +20,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -65,6 +66,7 @@ class ModelInfo:
     adapter: str | None = None
     vocab_size: int = 0
     warnings: list[str] = field(default_factory=list)
+    origin: str = ""  # ``source`` without host paths (what strangers are shown)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -323,6 +325,41 @@ def _unreachable(reference: str, location: str, error: Exception) -> ModelLoadEr
     return _friendly_error(reference, error)
 
 
+def _path_kind(path: Path) -> str | None:
+    """"file", "directory", "other" (a device, pipe or socket) or None (nothing there, or not a usable name)."""
+    try:
+        return "file" if path.is_file() else "directory" if path.is_dir() else "other" if path.exists() else None
+    except (OSError, ValueError):  # a name too long for the filesystem, a NUL byte
+        return None
+
+
+def _check_not_url(reference: str) -> None:
+    """A URL is neither a path nor a hub id: say what to give instead (huggingface.co URLs name their id)."""
+    match = re.match(r"^[a-z][a-z0-9+.-]*://", reference, re.IGNORECASE)
+    if not match:
+        return
+    hub = re.match(r"^https?://(?:www\.)?(?:huggingface\.co|hf\.co)/([\w.-]+)(?:/([\w.-]+))?", reference, re.IGNORECASE)
+    hint = ""
+    if hub and hub.group(1) not in ("datasets", "spaces"):
+        repo = hub.group(1) if hub.group(2) in (None, "tree", "blob", "resolve") else f"{hub.group(1)}/{hub.group(2)}"
+        hint = f" For this one give {repo}."
+    raise ModelLoadError(f"Model {reference[:100]!r} is a URL: give a hub id (owner/name), a local directory or a "
+                         f".gguf file instead.{hint}")
+
+
+def _check_hub_id(reference: str) -> None:
+    """A reference that is no path must be a well-formed hub id; huggingface_hub's own message names none of ours."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(reference)
+    except HFValidationError:
+        raise ModelLoadError(
+            f"Model {reference[:100]!r} is not a hub id (owner/name: letters, digits, '-', '_' and '.', at most 96 "
+            "characters), an existing local directory or a .gguf file."
+        ) from None
+
+
 def _looks_like_path(reference: str) -> bool:
     # A hub id is "name" or "owner/name"; anything with more slashes can only be a path.
     return (reference.startswith(("/", "./", "../", "~")) or reference.endswith(".gguf")
@@ -354,30 +391,37 @@ def load_model(
         except Exception as error:  # conversion failed: say what to install, keep the cause
             raise ModelLoadError(f"Could not prepare the embedded default model: {error}") from error
         name = "SmolLM2-135M-Instruct"
+        origin = source.split(" (")[0]  # "embedded X.gguf" or "hub owner/name", without the cache path
     else:
+        _check_not_url(reference)
         path = Path(reference).expanduser()
+        kind = _path_kind(path)
         if path.suffix == ".gguf":
-            if not path.is_file():
-                raise ModelLoadError(f"GGUF file not found: {path}")
-            location, source, name = str(path.parent), f"gguf {path}", path.name
+            if kind != "file":
+                raise ModelLoadError(f"Model file not found: {path} (a .gguf model must be an existing file)")
+            location, source, name, origin = str(path.parent), f"gguf {path}", path.name, "a GGUF file"
             kwargs["gguf_file"] = path.name
-        elif path.is_dir():
+        elif kind == "directory":
             if not (path / "config.json").is_file():
                 ggufs = sorted(path.glob("*.gguf"))
                 hint = f" It holds {ggufs[0].name}: pass that file instead." if ggufs else ""
                 raise ModelLoadError(
                     f"{path} is not a Hugging Face model directory: it has no config.json.{hint}"
                 )
-            location, source, name = str(path), f"local directory {path}", path.name
-        elif path.is_file():
+            location, source, name, origin = str(path), f"local directory {path}", path.name, "a local directory"
+        elif kind == "file":
             raise ModelLoadError(
-                f"{path} is a file, but a model is a directory (with config.json) or a .gguf file. "
-                f"Did you mean {path.parent}?"
+                f"{path} is a file, but a model is a directory (with config.json) or a .gguf file"
+                + (f". Did you mean {path.parent}?" if path.parent != Path(".") else ".")
             )
+        elif kind == "other":
+            raise ModelLoadError(f"{path} is not a regular file or directory (a device, pipe or socket): a model is "
+                                 "a directory with config.json or a .gguf file")
         elif _looks_like_path(reference):
-            raise ModelLoadError(f"No such file or directory: {path}")
+            raise ModelLoadError(f"No such file or directory: {path} (a model is a local directory, a .gguf file or a hub id)")
         else:
-            location, source, name = reference, f"hub {reference}", reference
+            _check_hub_id(reference)
+            location, source, name, origin = reference, f"hub {reference}", reference, f"hub {reference}"
 
     config = None
     if "gguf_file" not in kwargs:
@@ -450,5 +494,6 @@ def load_model(
         adapter=adapter,
         vocab_size=int(base.get_output_embeddings().weight.shape[0]) if base.get_output_embeddings() is not None else len(tokenizer),
         warnings=warnings,
+        origin=origin,
     )
     return LoadedModel(model=model, tokenizer=tokenizer, info=info)

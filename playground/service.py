@@ -5,20 +5,31 @@ wire these to components."""
 from __future__ import annotations
 
 import copy
+import logging
+import re
 import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from .engine import Comparison, Settings, Variant
 from .interventions import unescape
 from .models import LoadedModel, load_model
-from .space import Policy
+from .space import Policy, require_flag, shown
 from .trace import Trace
 
 TRACE_MAX_AGE = 3600  # seconds a downloadable trace is kept
+log = logging.getLogger("playground")
+# An absolute or home path in a message ("/root/.cache/x", "~/models"); not a hub id ("owner/name"), a URL
+# ("https://...") or a fraction, where the slash follows a letter, digit, colon or slash.
+HOST_PATH = re.compile(r"(?<![\w.:/~-])~?/[^\s'\"`),;]+")
+
+
+def hide_paths(text: str) -> str:
+    """``text`` with every host path replaced by "<path>" (for messages to strangers)."""
+    return HOST_PATH.sub("<path>", text)
 
 
 class Playground:
@@ -46,17 +57,29 @@ class Playground:
         i = self.bundle.info
         return f"Model: {i.name} · {i.num_parameters / 1e6:.0f} M parameters · {i.dtype} on {i.device}"
 
+    @property
+    def shown_reference(self) -> str:
+        """The loaded model's reference as visitors may see it: a stranger never sees a host path (they get the
+        model's name, e.g. for the copied fix's ``from_pretrained``)."""
+        if self.policy.reveal_paths or self.policy.allowed_models is None or self.reference in self.policy.allowed_models:
+            return self.reference
+        return self.bundle.info.name
+
     def model_markdown(self) -> str:
         i = self.bundle.info
         eos = ", ".join(f"`{t}` {self.bundle.tokenizer.convert_ids_to_tokens(t)!r}" for t in i.eos_token_ids)
+        source = i.source if self.policy.reveal_paths else i.origin
         return (f"**{i.name}** · {i.num_parameters / 1e6:.1f} M parameters · {i.dtype} on {i.device} · "
                 f"context {i.context_length} · EOS ids {eos} · pad id `{i.pad_token_id}` · "
                 f"chat template {'yes' if i.has_chat_template else 'no'}"
-                + (f" · adapter `{i.adapter}`" if i.adapter else "")
-                + f"  \n<small>from {i.source}, loaded in {i.load_seconds:.1f} s</small>")
+                + (f" · adapter `{i.adapter}`" if i.adapter and self.policy.reveal_paths else "")
+                + f"  \n<small>from {source}, loaded in {i.load_seconds:.1f} s</small>")
 
     def load(self, reference: str, adapter: str | None = None, trust_remote_code: bool = False) -> dict:
-        """Load another model; on failure the current one stays. Returns the new model's info."""
+        """Load another model; on failure the current one stays. Returns the new model's info.
+
+        Raises ValueError (a refused request) or ModelLoadError (the load failed), each naming the field."""
+        trust_remote_code = require_flag(trust_remote_code, "trust_remote_code")
         reference = self.policy.check_model(reference, adapter, trust_remote_code)
         options = self.policy.options_for(reference, self.load_options, trust_remote_code)
         bundle = load_model(reference, adapter=(adapter or "").strip() or None, **options)
@@ -66,8 +89,48 @@ class Playground:
 
     def info(self) -> dict:
         """What the server is serving, its limits, and how many comparisons are decoding right now."""
-        return {"model": self.bundle.info.name, "reference": self.reference, "device": self.bundle.info.device,
+        return {"model": self.bundle.info.name, "reference": self.shown_reference, "device": self.bundle.info.device,
                 "banner": self.banner, "limits": self.policy.describe(), "active_generations": self._active}
+
+    def user_message(self, error: BaseException) -> str:
+        """What a visitor is told about a refused request: the error's sentence, without host paths for strangers."""
+        text = str(error) or type(error).__name__
+        return text if self.policy.reveal_paths else hide_paths(text)
+
+    def refused(self, endpoint: str, error: BaseException) -> str:
+        """Log a handled input error as one line (no traceback: nothing is wrong with the server) and return the
+        message for the visitor."""
+        message = self.user_message(error)
+        cause = f" (cause: {type(error.__cause__).__name__})" if error.__cause__ is not None else ""
+        log.warning("%s refused: %s%s", endpoint, message.splitlines()[0][:300] if message else "", cause)
+        return message
+
+    # -- the EOS doctor ----------------------------------------------------------------------------
+
+    def read_sample(self, path) -> list[dict] | None:
+        """The doctor's training sample from an upload (None: no sample). Its size is checked before it is parsed;
+        messages name the file, never where the server keeps it."""
+        from .doctor import load_sample
+
+        if path is None or path == "":
+            return None
+        if not isinstance(path, (str, Path)):
+            raise ValueError(f"training sample must be an uploaded JSONL file, got {type(path).__name__}")
+        path = Path(path)
+        limit = self.policy.max_upload_mb
+        try:
+            size = path.stat().st_size
+        except OSError:
+            raise ValueError(f"training sample {path.name!r} could not be read: upload it again") from None
+        if size > limit * 1024 * 1024:
+            raise ValueError(f"training sample is {size / 1024 / 1024:.1f} MB; this app reads at most {limit:g} MB "
+                             "(a few hundred examples are plenty: e.g. head -n 300 train.jsonl > sample.jsonl)")
+        try:
+            return load_sample(path)
+        except UnicodeDecodeError:
+            raise ValueError(f"training sample {path.name}: not UTF-8 text (upload a JSONL file)") from None
+        except (OSError, ValueError) as error:
+            raise ValueError("training sample " + str(error).replace(str(path), path.name)) from None
 
     # -- comparisons -------------------------------------------------------------------------------
 
@@ -82,6 +145,7 @@ class Playground:
         0) decoded in one second batch once the columns have finished; :meth:`stream` runs them."""
         if stop_strings is not None and not isinstance(stop_strings, str):
             raise ValueError("stop_strings must be text: comma-separated strings (\\n = newline)")
+        use_chat_template = require_flag(use_chat_template, "use_chat_template")
         strings = [unescape(s) for s in (stop_strings or "").split(",") if s.strip(" ")]
         self.policy.check_request(prompt, system_prompt, columns, strings)
         if branches is not None and (isinstance(branches, str) or not isinstance(branches, list | tuple)):
@@ -119,6 +183,22 @@ class Playground:
                                  "run the comparison again to branch it")
             return Comparison.of_branches(self.bundle, trace, [(column, step, token_id)], settings,
                                           max_new_tokens_cap=self.policy.max_new_tokens)
+
+    def page_columns(self, n_columns, pickers: Sequence) -> list[list[str]]:
+        """The page's columns: the first ``n_columns`` pickers, each a list of intervention names."""
+        if isinstance(n_columns, str) and n_columns.strip().isdigit():
+            n_columns = int(n_columns)
+        if isinstance(n_columns, bool) or not isinstance(n_columns, (int, float)) or n_columns != int(n_columns) \
+                or not 1 <= n_columns <= len(pickers):
+            raise ValueError(f"Columns must be a whole number from 1 to {len(pickers)}, got {shown(n_columns)}")
+        columns = []
+        for index, picked in enumerate(pickers[: int(n_columns)]):
+            picked = [] if picked is None else [picked] if isinstance(picked, str) else picked
+            if not isinstance(picked, (list, tuple)) or not all(isinstance(name, str) for name in picked):
+                raise ValueError(f"Column {index + 1} interventions must be a list of intervention names, "
+                                 f"got {shown(picked)}")
+            columns.append(list(picked))
+        return columns
 
     def stream(self, comparison: Comparison) -> Iterator[Trace]:
         """``comparison.run()``, counted as active while it decodes; closing this closes the decode. A branch

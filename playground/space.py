@@ -14,7 +14,10 @@ guards against inputs that would hang the server (a 100 000-character stop strin
     >>> policy.check_model("/etc", None)
     Traceback (most recent call last):
     ...
-    ValueError: model: local paths cannot be loaded on this public app; pick one of: meta-llama/Llama-2-7b-chat-hf, default
+    ValueError: model: local paths cannot be loaded on this app; pick one of: meta-llama/Llama-2-7b-chat-hf, default
+
+An app reachable from other machines (``--share``, or a ``--host`` that is not loopback) gets
+:meth:`SpaceConfig.shared_policy`: the same caps, and only the loaded model and ``default``.
 
 No gradio here: ``ui.py`` wires the policy into the page.
 """
@@ -42,6 +45,8 @@ DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 # A Llama/SmolLM token is rarely longer than 8 characters of ordinary text, so a prompt this many characters
 # per allowed token is refused before it is tokenized (a 200 000-character prompt costs time to tokenize).
 CHARS_PER_TOKEN_BOUND = 8
+# The doctor reads its whole training sample; a few hundred examples are plenty and 2.5 MB already takes ~12 s.
+LOCAL_MAX_UPLOAD_MB = 1.0
 # What the Space needs is app.py, playground/, requirements.txt, README.md (+ its screenshot) and spaces.yaml.
 # Patterns are huggingface_hub's (fnmatch, "*" crosses "/", a trailing "/" means the whole folder); upload_folder
 # adds its own DEFAULT_IGNORE_PATTERNS (.git, .cache/huggingface) on top.
@@ -66,18 +71,66 @@ def _log(message: str) -> None:
 # Policy: what a visitor may ask for
 
 
-def _looks_local(reference: str) -> bool:
-    """A filesystem path rather than "default" or a hub id ("name" or "owner/name")."""
+def _looks_local(reference: str, *, look_on_disk: bool = False) -> bool:
+    """A filesystem path rather than "default" or a hub id ("name" or "owner/name"), judged by its spelling.
+
+    Only the operator's own configuration may ``look_on_disk``: for a visitor's reference the answer would tell
+    them whether a path exists on the host.
+    """
     return (reference.startswith(("/", ".", "~")) or "\\" in reference or reference.endswith(".gguf")
-            or reference.count("/") > 1 or ":" in reference or Path(reference).exists())
+            or reference.count("/") > 1 or ":" in reference or (look_on_disk and Path(reference).exists()))
+
+
+LOOPBACK_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost")
+
+
+def exposed_by(share: bool, host: str | None) -> str | None:
+    """Why an app is reachable from other machines (a share link, a host that is not loopback), or None.
+
+    ``host`` None means Gradio's own choice: $GRADIO_SERVER_NAME, else 127.0.0.1.
+
+        >>> exposed_by(False, "127.0.0.1"), exposed_by(True, None), exposed_by(False, "0.0.0.0")
+        (None, 'the --share link', 'host 0.0.0.0')
+    """
+    import ipaddress
+
+    if share:
+        return "the --share link"
+    host = (host or os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1").strip().strip("[]")
+    if host.lower() in LOOPBACK_NAMES:
+        return None
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return None
+    except ValueError:
+        pass  # a host name other than localhost: assume other machines can reach it
+    return f"host {host}"
+
+
+def require_flag(value, name: str) -> bool:
+    """A yes/no field from a client: True/False, or the strings "true"/"false" (nothing else: ``bool("false")``
+    is True, and "no" switching something on is worse than a refusal)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise ValueError(f"{name} must be true or false, got {shown(value)}")
+
+
+def shown(value, limit: int = 60) -> str:
+    """A client's value quoted in a message, cut short (a message must not echo 100 000 characters back)."""
+    text = repr(value) if not isinstance(value, str) else repr(value[:limit]) + ("…" if len(value) > limit else "")
+    return text if len(text) <= limit + 10 else text[:limit] + "…"
 
 
 @dataclass(frozen=True)
 class Policy:
     """Limits on what a client may ask the server for, enforced server-side (never only in slider ranges).
 
-    ``allowed_models`` None means any reference :func:`~playground.models.load_model` understands (local use).
-    Every ``check_*`` raises ValueError whose message starts with the field's name.
+    ``public`` means visitors are strangers: only ``allowed_models``, no adapters, no remote code, and no message
+    or panel shows a host path. ``allowed_models`` None means any reference
+    :func:`~playground.models.load_model` understands (the owner's own use). Every ``check_*`` raises ValueError
+    whose message starts with the field's name.
     """
 
     public: bool = False
@@ -92,7 +145,7 @@ class Policy:
     max_stop_string_chars: int = 100
     queue_size: int | None = None
     time_limit_seconds: float | None = None
-    max_upload_mb: float | None = None
+    max_upload_mb: float = LOCAL_MAX_UPLOAD_MB  # the doctor's training sample, in every mode
     max_sessions: int | None = None  # None: Gradio's default (10 000)
 
     @classmethod
@@ -105,6 +158,11 @@ class Policy:
 
     @property
     def allow_adapters(self) -> bool:
+        return not self.public
+
+    @property
+    def reveal_paths(self) -> bool:
+        """Whether messages and panels may name paths on the host (never to strangers)."""
         return not self.public
 
     @property
@@ -130,16 +188,20 @@ class Policy:
     # -- models ------------------------------------------------------------------------------------
 
     def check_model(self, reference, adapter=None, trust_remote_code=False) -> str:
-        """The reference to load, stripped; refuses what this app may not load."""
-        if not isinstance(trust_remote_code, bool):
-            raise ValueError(f"trust_remote_code must be true or false, got {trust_remote_code!r}")
+        """The reference to load, stripped; refuses what this app may not load without looking at the disk (a
+        stranger must not learn which paths exist)."""
+        trust_remote_code = require_flag(trust_remote_code, "trust_remote_code")
         if trust_remote_code and not self.allow_trust_remote_code:
-            raise ValueError("trust_remote_code: running a model's own Python code is switched off on this public app")
+            raise ValueError("trust_remote_code: running a model's own Python code is switched off on this app")
         if adapter is not None and not isinstance(adapter, str):
             raise ValueError(f"adapter must be text (a directory or hub id), got {type(adapter).__name__}")
-        if (adapter or "").strip() and not self.allow_adapters:
-            raise ValueError("adapter: LoRA adapters cannot be loaded on this public app")
-        reference = reference.strip() if isinstance(reference, str) else ""
+        adapter = (adapter or "").strip() or None
+        if adapter and not self.allow_adapters:
+            raise ValueError("adapter: LoRA adapters cannot be loaded on this app")
+        if reference is not None and not isinstance(reference, str):
+            raise ValueError(f"model must be text (a hub id, a local directory, a .gguf path or 'default'), "
+                             f"got {type(reference).__name__}")
+        reference = (reference or "").strip()
         if self.allowed_models is None:
             if not reference:
                 raise ValueError("model: type a hub id, a local directory, a .gguf path or 'default'")
@@ -149,8 +211,8 @@ class Policy:
             raise ValueError(f"model: pick one of: {choices}")
         if reference not in self.allowed_models:
             if _looks_local(reference):
-                raise ValueError(f"model: local paths cannot be loaded on this public app; pick one of: {choices}")
-            raise ValueError(f"model: {reference!r} is not available on this public app; pick one of: {choices}")
+                raise ValueError(f"model: local paths cannot be loaded on this app; pick one of: {choices}")
+            raise ValueError(f"model: {shown(reference)} is not available on this app; pick one of: {choices}")
         if reference in self.unavailable:
             raise ValueError(f"model: {reference} {self.unavailable[reference]}")
         return reference
@@ -170,14 +232,15 @@ class Policy:
     def check_request(self, prompt, system_prompt, columns: Sequence, stop_strings: Sequence[str]) -> None:
         """Cheap checks before anything is tokenized or built."""
         if not isinstance(prompt, str):
-            raise ValueError(f"prompt must be text, got {type(prompt).__name__}")
+            raise ValueError(f"prompt must be text, got {shown(prompt)}")
         if system_prompt is not None and not isinstance(system_prompt, str):
-            raise ValueError(f"system_prompt must be text, got {type(system_prompt).__name__}")
+            raise ValueError(f"system_prompt must be text, got {shown(system_prompt)}")
         limit = self.max_prompt_chars
         for name, text in (("prompt", prompt), ("system_prompt", system_prompt or "")):
             if limit is not None and len(text) > limit:
                 raise ValueError(f"{name} is {len(text)} characters; this app accepts at most {limit} "
                                  f"(prompts are limited to {self.max_prompt_tokens} tokens)")
+            check_encodable(text, name)
         if not 1 <= len(columns) <= self.max_columns:
             raise ValueError(f"columns: give between 1 and {self.max_columns}, got {len(columns)}")
         if len(stop_strings) > self.max_stop_strings:
@@ -186,11 +249,23 @@ class Policy:
             if len(text) > self.max_stop_string_chars:
                 raise ValueError(f"stop_strings: each must be at most {self.max_stop_string_chars} characters, "
                                  f"got one of {len(text)}")
+            check_encodable(text, "stop_strings")
 
     def check_prompt_tokens(self, tokens: int) -> None:
         if self.max_prompt_tokens is not None and tokens > self.max_prompt_tokens:
             raise ValueError(f"prompt is {tokens} tokens with the chat template and system prompt; this app "
                              f"accepts at most {self.max_prompt_tokens}")
+
+
+def check_encodable(text: str, name: str) -> None:
+    """Refuse text that is not valid Unicode: a lone surrogate (half of an emoji's UTF-16 pair, e.g. "\\ud83d"
+    sent through JSON) cannot be tokenized, and the tokenizer's own message names none of our fields."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ValueError(f"{name} contains an invalid character at position {error.start} (U+{ord(text[error.start]):04X}, "
+                         "half of a UTF-16 surrogate pair, e.g. a broken emoji): remove it or send the whole "
+                         "character") from None
 
 
 def normalize_columns(columns) -> list[list[str]]:
@@ -252,23 +327,34 @@ class SpaceConfig:
         # Models of the yaml that need a GPU cannot be picked on a machine without one.
         unavailable = {} if cuda else {m.reference: f"needs a GPU ({self.hardware}); this app is running on the CPU"
                                        for m in (self.model, served) if m.gpu_only}
-        caps = self.caps
         return Policy(
             public=True,
             allowed_models=allowed,
             unavailable=unavailable,
             load_options={m.reference: m.options(cuda) for m in (self.model, served)},
             default_load_options={"quantize": None, "dtype": self.model.dtype if cuda else "auto", "device": "auto"},
-            max_new_tokens=caps["max_new_tokens"],
-            max_prompt_tokens=caps["max_prompt_tokens"],
-            max_columns=caps["max_columns"],
-            max_stop_strings=caps["max_stop_strings"],
-            max_stop_string_chars=caps["max_stop_string_chars"],
-            queue_size=caps["queue_size"],
-            time_limit_seconds=caps["time_limit_seconds"],
-            max_upload_mb=caps["max_upload_mb"],
-            max_sessions=caps["max_sessions"],
+            **self.caps,
         )
+
+    def shared_policy(self, loaded: str, load_options: Mapping, *, allow_local_models: bool = False) -> Policy:
+        """The policy of an app other machines can reach (``--share``, a ``--host`` that is not loopback).
+
+        Always spaces.yaml's caps. By default visitors are strangers: only ``loaded`` (the reference the app was
+        started with, unless it is a local path, which must stay private) and ``default``, loaded as the app
+        loaded them; no paths, adapters or remote code. ``allow_local_models`` (``--allow-local-models``, which
+        app.py accepts only with ``--auth``) lifts the model limits for a team that logs in.
+
+            >>> policy = load_config().shared_policy("/home/ann/finetune", {"dtype": "auto"})
+            >>> policy.allowed_models, policy.reveal_paths
+            (('default',), False)
+        """
+        if allow_local_models:
+            return Policy(**self.caps)
+        options = {k: v for k, v in load_options.items() if k != "trust_remote_code"}
+        local = _looks_local(loaded, look_on_disk=True)  # the operator's own reference: looking is fine
+        allowed = (DEFAULT_MODEL,) if loaded == DEFAULT_MODEL or local else (loaded, DEFAULT_MODEL)
+        return Policy(public=True, allowed_models=allowed, load_options={m: options for m in allowed},
+                      default_load_options=options, **self.caps)
 
     def card_data(self):
         """README.md's front matter as huggingface_hub card data; hub ids of the allowed models become ``models``."""
@@ -347,7 +433,7 @@ def load_config(path: str | Path = SPACES_FILE) -> SpaceConfig:
     if DEFAULT_MODEL not in allowed:
         raise ValueError(f"{path}: allowed_models must include {DEFAULT_MODEL!r} (the fallback when the model cannot load)")
     for reference in [*allowed, served.reference]:
-        if reference != DEFAULT_MODEL and _looks_local(reference):
+        if reference != DEFAULT_MODEL and _looks_local(reference, look_on_disk=True):
             raise ValueError(f"{path}: {reference!r} is a local path; a Space serves hub ids and 'default' only")
 
     raw_caps = need(data, "caps", dict)

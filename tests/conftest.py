@@ -125,3 +125,10 @@ def public_app_server(smollm):
     """`python app.py --public`, as in the Space: spaces.yaml's caps and allowlist. Its Llama needs a GPU, so
     here it serves the default model with a banner saying so. Yields its URL (with .pid and .log)."""
     yield from _launch_app("--public", env={"HF_HUB_OFFLINE": "1"})
+
+
+@pytest.fixture(scope="session")
+def shared_app_server(smollm):
+    """`python app.py --host 0.0.0.0`: reachable from other machines, so served with the share policy (the loaded
+    model and default only, spaces.yaml's caps, no paths). Driven on 127.0.0.1; yields its URL (.pid, .log)."""
+    yield from _launch_app("--host", "0.0.0.0")

@@ -339,8 +339,20 @@ def test_share_and_auth_reach_launch(launched):
 
     app.main(["--share", "--auth", "ann:s3cr:et"])
     assert launched["share"] is True and launched["auth"] == ("ann", "s3cr:et")
-    assert launched["queue_max_size"] is None and launched["server_name"] is None  # Gradio's default / env
-    assert "state_session_capacity" not in launched and "max_file_size" not in launched
+    assert launched["server_name"] is None  # Gradio's default / env
+    # A share link serves strangers: public mode's caps (tests/test_security.py checks the rest of its policy).
+    caps = load_config().caps
+    assert launched["queue_max_size"] == caps["queue_size"]
+    assert launched["max_file_size"] == caps["max_upload_mb"] * 1024 * 1024
+    assert launched["state_session_capacity"] == caps["max_sessions"]
+
+
+def test_a_local_app_bounds_only_uploads(launched):
+    import app
+
+    app.main([])
+    assert launched["queue_max_size"] is None and "state_session_capacity" not in launched
+    assert launched["max_file_size"] == 1024 * 1024  # the doctor's sample, in every mode
 
 
 def test_auth_must_be_user_colon_password(launched, capsys):

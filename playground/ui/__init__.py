@@ -3,6 +3,8 @@ components; the app's state and request handling are in :mod:`playground.service
 
 from __future__ import annotations
 
+import logging
+import sys
 from pathlib import Path
 
 import gradio as gr
@@ -66,6 +68,8 @@ CSS = """
 .inspector button.branch { padding: 0 5px; font-size: 0.8em; line-height: 1.3; border: 1px solid #d1d5db; border-radius: 4px; background: white; }
 .inspector button.branch:hover { background: #fef3c7; }
 .inspector .key { display: inline-block; width: 10px; height: 8px; margin: 0 2px 0 6px; }
+/* A refused input is explained in the toast; Gradio's "Error" badge over the output would only hide its content. */
+[data-testid="status-tracker"]:has(> span.error) { display: none; }
 """
 HEAD = f"<script>{(Path(__file__).parent / 'page.js').read_text(encoding='utf-8')}</script>"
 
@@ -83,15 +87,25 @@ def build_app(playground: Playground) -> gr.Blocks:
     return demo
 
 
+def log_to_stderr() -> None:
+    """The app's own log lines (one per refused input) on stderr, next to Gradio's."""
+    logger = logging.getLogger("playground")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s [playground] %(message)s", "%H:%M:%S"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
 def launch(playground: Playground, *, host: str | None = None, port: int | None = None, share: bool = False,
            auth: tuple[str, str] | None = None, **kwargs):
     """Serve the page; a public policy bounds the queue, uploads and sessions kept in memory (runs stop at its time
     limit in the engine: Gradio's own ``time_limit=`` only applies to ``.stream()`` events)."""
     policy = playground.policy
+    log_to_stderr()
     demo = build_app(playground)
     demo.queue(default_concurrency_limit=1, max_size=policy.queue_size)
-    if policy.max_upload_mb is not None:
-        kwargs.setdefault("max_file_size", int(policy.max_upload_mb * 1024 * 1024))
+    kwargs.setdefault("max_file_size", int(policy.max_upload_mb * 1024 * 1024))
     if policy.max_sessions is not None:
         kwargs.setdefault("state_session_capacity", policy.max_sessions)
     return demo.launch(server_name=host, server_port=port, share=share, auth=auth, css=CSS, head=HEAD, **kwargs)

@@ -10,6 +10,7 @@ import gradio as gr
 from ..interventions import default_params
 from ..service import Playground
 from ..space import normalize_columns
+from .errors import refusal
 
 RAMP = default_params("eos_reward")
 API_INTERVAL = 0.25  # seconds between /compare updates (each carries the whole trace so far)
@@ -31,7 +32,7 @@ def api_endpoints(playground: Playground) -> None:
                 seed=seed, reward_start_ratio=reward_start_ratio, strength=strength, stop_strings=stop_strings,
                 min_new_tokens=min_new_tokens, use_chat_template=use_chat_template, system_prompt=system_prompt)
         except (ValueError, TypeError) as error:
-            raise gr.Error(str(error)) from None
+            raise refusal(playground, "/compare", error, page=False) from None
         last = 0.0
         for trace in playground.stream(comparison):
             done = all(v.finished for v in trace.variants)

@@ -19,6 +19,7 @@ from ..interventions import DESCRIPTIONS, INTERVENTION_NAMES, export_code, parse
 from ..links import FIELDS, MAX_COLUMNS, PAGE_DEFAULTS, from_query, to_query
 from ..service import Playground, write_trace_files
 from ..story import describe
+from .errors import refusal
 from .views import (chart_column, chart_header, chart_lines, chart_stop, default_selection, inspector_html,
                     require_number, token_spans)
 
@@ -42,6 +43,18 @@ INSPECTOR_JS = "(function go() { window.eosPlayground ? eosPlayground.inspector(
 SELECTION_JS = "(function go() { window.eosPlayground ? eosPlayground.selection(props, watch) : setTimeout(go, 50); })();"
 
 
+class Slider(gr.Slider):
+    """A slider whose typed value reaches the handler as typed: -5 in Max new tokens is refused with a sentence
+    naming the field (the engine's ranges), where Gradio's own bounds check fails the event with no message."""
+
+    def preprocess(self, payload):
+        return payload
+
+    @classmethod
+    def get_block_name(cls) -> str:
+        return "slider"
+
+
 def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
     choices = list(INTERVENTION_NAMES)  # short chips; what each does is in the accordion below the pickers
     policy = playground.policy
@@ -58,11 +71,11 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
                     copy_link = gr.Button("Copy link", elem_id="copy-link", min_width=60, size="md")
                 link_box = gr.Textbox(label="Link to these settings", visible=False, buttons=["copy"], elem_id="link")
                 example = gr.Dropdown(EXAMPLES, value=None, label="Examples", elem_id="examples")
-                max_new = gr.Slider(1, min(1024, policy.max_new_tokens), value=min(PAGE_DEFAULTS["max_new_tokens"], policy.max_new_tokens),
+                max_new = Slider(1, min(1024, policy.max_new_tokens), value=min(PAGE_DEFAULTS["max_new_tokens"], policy.max_new_tokens),
                                     step=1, label="Max new tokens", elem_id="max-new-tokens")
-                ratio = gr.Slider(0, 1, value=PAGE_DEFAULTS["reward_start_ratio"], step=0.05,
+                ratio = Slider(0, 1, value=PAGE_DEFAULTS["reward_start_ratio"], step=0.05,
                                   label="Reward start ratio (the EOS ramp starts at ratio × max new tokens)", elem_id="ratio")
-                temperature = gr.Slider(0, 2, value=PAGE_DEFAULTS["temperature"], step=0.05, label="Temperature (0 = greedy)",
+                temperature = Slider(0, 2, value=PAGE_DEFAULTS["temperature"], step=0.05, label="Temperature (0 = greedy)",
                                         elem_id="temperature")
                 n_columns = gr.Radio(list(range(1, max_columns + 1)), value=len(default_columns), label="Columns",
                                      elem_id="columns")
@@ -73,22 +86,22 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
                 with gr.Accordion("What each intervention does", open=False):
                     gr.Markdown("\n".join(f"- **{name}**: {DESCRIPTIONS[name]}" for name in INTERVENTION_NAMES))
                 with gr.Accordion("More decoding settings", open=False):
-                    top_p = gr.Slider(0.05, 1, value=PAGE_DEFAULTS["top_p"], step=0.05, label="Top-p (1 = off)")
-                    top_k = gr.Slider(0, 200, value=PAGE_DEFAULTS["top_k"], step=1, label="Top-k (0 = off)")
+                    top_p = Slider(0.05, 1, value=PAGE_DEFAULTS["top_p"], step=0.05, label="Top-p (1 = off)")
+                    top_k = Slider(0, 200, value=PAGE_DEFAULTS["top_k"], step=1, label="Top-k (0 = off)")
                     seed = gr.Number(value=PAGE_DEFAULTS["seed"], precision=0, label="Seed")
-                    strength = gr.Slider(0, 40, value=PAGE_DEFAULTS["strength"], step=0.5,
+                    strength = Slider(0, 40, value=PAGE_DEFAULTS["strength"], step=0.5,
                                          label="EOS reward strength (largest bonus, in logits)")
                     stop_strings = gr.Textbox(value=PAGE_DEFAULTS["stop_strings"], label="Stop strings (comma-separated, \\n = newline)")
-                    min_new = gr.Slider(0, 256, value=PAGE_DEFAULTS["min_new_tokens"], step=1,
+                    min_new = Slider(0, 256, value=PAGE_DEFAULTS["min_new_tokens"], step=1,
                                         label="Min new tokens (for the min_new_tokens intervention)")
                     use_template = gr.Checkbox(label="Use the chat template", value=PAGE_DEFAULTS["use_chat_template"])
                     system_prompt = gr.Textbox(label="System prompt (optional)", lines=1)
-                    repetition_penalty = gr.Slider(0.5, 2, value=PAGE_DEFAULTS["repetition_penalty"], step=0.05,
+                    repetition_penalty = Slider(0.5, 2, value=PAGE_DEFAULTS["repetition_penalty"], step=0.05,
                                                    label="Repetition penalty (1 = off)")
-                    no_repeat_ngram = gr.Slider(0, 10, value=PAGE_DEFAULTS["no_repeat_ngram_size"], step=1,
+                    no_repeat_ngram = Slider(0, 10, value=PAGE_DEFAULTS["no_repeat_ngram_size"], step=1,
                                                 label="No-repeat n-gram size (0 = off)")
-                    min_p = gr.Slider(0, 1, value=PAGE_DEFAULTS["min_p"], step=0.01, label="Min-p (0 = off; when sampling)")
-                    typical_p = gr.Slider(0.01, 1, value=PAGE_DEFAULTS["typical_p"], step=0.01,
+                    min_p = Slider(0, 1, value=PAGE_DEFAULTS["min_p"], step=0.01, label="Min-p (0 = off; when sampling)")
+                    typical_p = Slider(0.01, 1, value=PAGE_DEFAULTS["typical_p"], step=0.01,
                                           label="Typical-p (1 = off; when sampling)")
                 color_by = gr.Radio([("chosen token's probability", "p"), ("p(EOS), log scale", "p_eos")], value="p",
                                     label="Shade tokens by", elem_id="shade")
@@ -132,25 +145,25 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
 
     def make_comparison(prompt_, max_new_, temperature_, top_p_, top_k_, seed_, ratio_, strength_, stops_,
                         min_new_, template_, system_, penalty_, ngram_, min_p_, typical_p_, n_columns_, *picked):
-        try:
-            return playground.comparison(
-                prompt_, [list(p or []) for p in picked[: int(n_columns_)]],
-                max_new_tokens=require_number(max_new_, "max new tokens"), temperature=require_number(temperature_, "temperature"),
-                top_p=require_number(top_p_, "top-p"), top_k=require_number(top_k_, "top-k"), seed=require_number(seed_, "seed"),
-                reward_start_ratio=require_number(ratio_, "reward start ratio"), strength=require_number(strength_, "strength"),
-                stop_strings=stops_, min_new_tokens=require_number(min_new_, "min new tokens"),
-                use_chat_template=bool(template_), system_prompt=system_ or "",
-                repetition_penalty=require_number(penalty_, "repetition penalty"),
-                no_repeat_ngram_size=require_number(ngram_, "no-repeat n-gram size"),
-                min_p=require_number(min_p_, "min-p"), typical_p=require_number(typical_p_, "typical-p"))
-        except ValueError as error:
-            raise gr.Error(str(error), title="Check your input") from None
+        return playground.comparison(
+            prompt_, playground.page_columns(n_columns_, picked),
+            max_new_tokens=require_number(max_new_, "max new tokens"), temperature=require_number(temperature_, "temperature"),
+            top_p=require_number(top_p_, "top-p"), top_k=require_number(top_k_, "top-k"), seed=require_number(seed_, "seed"),
+            reward_start_ratio=require_number(ratio_, "reward start ratio"), strength=require_number(strength_, "strength"),
+            stop_strings=stops_, min_new_tokens=require_number(min_new_, "min new tokens"),
+            use_chat_template=template_, system_prompt=system_ or "",
+            repetition_penalty=require_number(penalty_, "repetition penalty"),
+            no_repeat_ngram_size=require_number(ngram_, "no-repeat n-gram size"),
+            min_p=require_number(min_p_, "min-p"), typical_p=require_number(typical_p_, "typical-p"))
 
     def status_line(variant) -> str:
         return f"**{html.escape(variant.name)}** — {variant.status()}"
 
     def on_run(state, *args) -> Iterator[dict]:
-        comparison = make_comparison(*args)
+        try:
+            comparison = make_comparison(*args)
+        except ValueError as error:
+            raise refusal(playground, "/run", error, page=True) from None
         state["comparison"] = comparison
         trace = comparison.trace
         n = len(trace.variants)
@@ -202,16 +215,15 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
         """"try" in the inspector: decode the inspected column again from that step with the chosen token, as a new
         column beside the others (the chart and the story show it too)."""
         trace, data = state.get("trace"), event._data or {}
-        if trace is None or state.get("comparison") is not None:
-            raise gr.Error("Run a comparison first, and let it finish, to branch it.", title="Nothing to branch")
-        if len(trace.variants) >= MAX_COLUMNS:
-            raise gr.Error(f"All {MAX_COLUMNS} column places are in use: run again with fewer columns to branch.",
-                           title="No room for a branch")
         try:
+            if trace is None or state.get("comparison") is not None:
+                raise ValueError("run a comparison first, and let it finish, to branch it")
+            if len(trace.variants) >= MAX_COLUMNS:
+                raise ValueError(f"all {MAX_COLUMNS} column places are in use: run again with fewer columns to branch")
             comparison = playground.branch(trace, int(data.get("column", -1)) + 1, int(data.get("step", -1)),
                                            int(data.get("token_id", -1)))
         except (TypeError, ValueError) as error:
-            raise gr.Error(str(error), title="Cannot branch here") from None
+            raise refusal(playground, "branch", error, title="Cannot branch here", page=True) from None
         state["comparison"] = comparison
         slot = len(trace.variants)
         chart_text = state["chart_text"]
@@ -258,11 +270,11 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
         column = min(int(column or 0), len(picked) - 1)
         try:  # only the chosen column: another column's bad settings must not block its snippet
             comparison = make_comparison(*settings, 1, picked[column])
-        except gr.Error as error:
-            return f"# {error.message}"
+        except ValueError as error:
+            return f"# {playground.user_message(error)}"
         variant = comparison.trace.variants[0]
         s = comparison.settings
-        return export_code(parse_interventions(variant.interventions), model_reference=playground.reference,
+        return export_code(parse_interventions(variant.interventions), model_reference=playground.shown_reference,
                            prompt=comparison.trace.prompt, system_prompt=s.system_prompt, use_chat_template=s.use_chat_template,
                            max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p,
                            top_k=s.top_k, seed=s.seed, variant=kind)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from ..service import Playground
+from .errors import from_page, refusal
 
 
 def doctor_tab(playground: Playground) -> None:
@@ -15,13 +16,13 @@ def doctor_tab(playground: Playground) -> None:
         doctor_button = gr.Button("Examine the model")
         doctor_report = gr.Markdown()
 
-    def on_doctor(sample_file):
-        from ..doctor import diagnose, load_sample, report_markdown
+    def on_doctor(sample_file, event: gr.EventData):
+        from ..doctor import diagnose, report_markdown
 
         try:
-            records = load_sample(sample_file) if sample_file else None
-        except (OSError, ValueError) as error:
-            raise gr.Error(f"training sample: {error}") from None
+            records = playground.read_sample(sample_file)  # size cap first; messages name no server path
+        except ValueError as error:
+            raise refusal(playground, "/doctor", error, page=from_page(event)) from None
         return report_markdown(diagnose(playground.bundle, sample=records))
 
     doctor_button.click(on_doctor, sample, doctor_report, concurrency_id="model", concurrency_limit=1,

@@ -7,6 +7,7 @@ import gradio as gr
 
 from ..models import ModelLoadError
 from ..service import Playground
+from .errors import MODEL_NOT_LOADED, from_page, refusal
 
 
 def model_panel(playground: Playground) -> None:
@@ -17,18 +18,19 @@ def model_panel(playground: Playground) -> None:
             if policy.allowed_models is None:
                 model_ref = gr.Textbox(label="Load another model", placeholder="hub id, local directory, .gguf file or 'default'", scale=3)
             else:  # public: only the allowlist (anything else sent to /load_model is refused with a sentence)
-                model_ref = gr.Dropdown(list(policy.allowed_models), value=playground.reference,
+                shown = playground.reference if playground.reference in policy.allowed_models else None
+                model_ref = gr.Dropdown(list(policy.allowed_models), value=shown,
                                         allow_custom_value=True, label="Load another model", scale=3)
             adapter_ref = gr.Textbox(label="LoRA adapter (optional)", scale=2, visible=policy.allow_adapters)
             trust_code = gr.Checkbox(label="Trust remote code (runs the model's own Python code)", value=False,
                                      visible=policy.allow_trust_remote_code, scale=1)
             load_button = gr.Button("Load", scale=1)
 
-    def on_load(reference, adapter, trust_remote_code):
+    def on_load(reference, adapter, trust_remote_code, event: gr.EventData):
         try:
-            playground.load(reference, adapter, bool(trust_remote_code))
+            playground.load(reference, adapter, trust_remote_code)
         except (ModelLoadError, ValueError) as error:
-            raise gr.Error(str(error), title="Model not loaded — the previous model is still in use") from None
+            raise refusal(playground, "/load_model", error, title=MODEL_NOT_LOADED, page=from_page(event)) from None
         return playground.model_markdown()
 
     load_button.click(on_load, [model_ref, adapter_ref, trust_code], model_info, concurrency_id="model",
