@@ -33,6 +33,7 @@ def test_a_link_round_trips_every_setting():
     settings = {"prompt": "Ünïcode & spaces?", "system_prompt": "Be brief.", "use_chat_template": False,
                 "max_new_tokens": 40, "reward_start_ratio": 0.3, "temperature": 0.7, "top_p": 0.9, "top_k": 50,
                 "seed": 7, "strength": 8.5, "stop_strings": "\\n\\n,END", "min_new_tokens": 10,
+                "repetition_penalty": 1.3, "no_repeat_ngram_size": 3, "min_p": 0.05, "typical_p": 0.9,
                 "columns": [["ban_eos"], ["eos_reward", "stop_strings"], []]}
     assert set(settings) - {"columns"} == set(FIELDS)
     restored, problems = from_query(_query(settings))

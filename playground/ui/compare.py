@@ -43,18 +43,6 @@ INSPECTOR_JS = "(function go() { window.eosPlayground ? eosPlayground.inspector(
 SELECTION_JS = "(function go() { window.eosPlayground ? eosPlayground.selection(props, watch) : setTimeout(go, 50); })();"
 
 
-class Slider(gr.Slider):
-    """A slider whose typed value reaches the handler as typed: -5 in Max new tokens is refused with a sentence
-    naming the field (the engine's ranges), where Gradio's own bounds check fails the event with no message."""
-
-    def preprocess(self, payload):
-        return payload
-
-    @classmethod
-    def get_block_name(cls) -> str:
-        return "slider"
-
-
 def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
     choices = list(INTERVENTION_NAMES)  # short chips; what each does is in the accordion below the pickers
     policy = playground.policy
@@ -71,11 +59,13 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
                     copy_link = gr.Button("Copy link", elem_id="copy-link", min_width=60, size="md")
                 link_box = gr.Textbox(label="Link to these settings", visible=False, buttons=["copy"], elem_id="link")
                 example = gr.Dropdown(EXAMPLES, value=None, label="Examples", elem_id="examples")
-                max_new = Slider(1, min(1024, policy.max_new_tokens), value=min(PAGE_DEFAULTS["max_new_tokens"], policy.max_new_tokens),
-                                    step=1, label="Max new tokens", elem_id="max-new-tokens")
-                ratio = Slider(0, 1, value=PAGE_DEFAULTS["reward_start_ratio"], step=0.05,
+                # A number box, not a slider: a slider's box clamps -5 to 1 in the browser without a word; this one
+                # sends what was typed, and the engine answers with a sentence naming the field.
+                max_new = gr.Number(value=min(PAGE_DEFAULTS["max_new_tokens"], policy.max_new_tokens), precision=0,
+                                    label=f"Max new tokens (1 to {policy.max_new_tokens})", elem_id="max-new-tokens")
+                ratio = gr.Slider(0, 1, value=PAGE_DEFAULTS["reward_start_ratio"], step=0.05,
                                   label="Reward start ratio (the EOS ramp starts at ratio × max new tokens)", elem_id="ratio")
-                temperature = Slider(0, 2, value=PAGE_DEFAULTS["temperature"], step=0.05, label="Temperature (0 = greedy)",
+                temperature = gr.Slider(0, 2, value=PAGE_DEFAULTS["temperature"], step=0.05, label="Temperature (0 = greedy)",
                                         elem_id="temperature")
                 n_columns = gr.Radio(list(range(1, max_columns + 1)), value=len(default_columns), label="Columns",
                                      elem_id="columns")
@@ -86,22 +76,22 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
                 with gr.Accordion("What each intervention does", open=False):
                     gr.Markdown("\n".join(f"- **{name}**: {DESCRIPTIONS[name]}" for name in INTERVENTION_NAMES))
                 with gr.Accordion("More decoding settings", open=False):
-                    top_p = Slider(0.05, 1, value=PAGE_DEFAULTS["top_p"], step=0.05, label="Top-p (1 = off)")
-                    top_k = Slider(0, 200, value=PAGE_DEFAULTS["top_k"], step=1, label="Top-k (0 = off)")
+                    top_p = gr.Slider(0.05, 1, value=PAGE_DEFAULTS["top_p"], step=0.05, label="Top-p (1 = off)")
+                    top_k = gr.Slider(0, 200, value=PAGE_DEFAULTS["top_k"], step=1, label="Top-k (0 = off)")
                     seed = gr.Number(value=PAGE_DEFAULTS["seed"], precision=0, label="Seed")
-                    strength = Slider(0, 40, value=PAGE_DEFAULTS["strength"], step=0.5,
+                    strength = gr.Slider(0, 40, value=PAGE_DEFAULTS["strength"], step=0.5,
                                          label="EOS reward strength (largest bonus, in logits)")
                     stop_strings = gr.Textbox(value=PAGE_DEFAULTS["stop_strings"], label="Stop strings (comma-separated, \\n = newline)")
-                    min_new = Slider(0, 256, value=PAGE_DEFAULTS["min_new_tokens"], step=1,
+                    min_new = gr.Slider(0, 256, value=PAGE_DEFAULTS["min_new_tokens"], step=1,
                                         label="Min new tokens (for the min_new_tokens intervention)")
                     use_template = gr.Checkbox(label="Use the chat template", value=PAGE_DEFAULTS["use_chat_template"])
                     system_prompt = gr.Textbox(label="System prompt (optional)", lines=1)
-                    repetition_penalty = Slider(0.5, 2, value=PAGE_DEFAULTS["repetition_penalty"], step=0.05,
+                    repetition_penalty = gr.Slider(0.5, 2, value=PAGE_DEFAULTS["repetition_penalty"], step=0.05,
                                                    label="Repetition penalty (1 = off)")
-                    no_repeat_ngram = Slider(0, 10, value=PAGE_DEFAULTS["no_repeat_ngram_size"], step=1,
+                    no_repeat_ngram = gr.Slider(0, 10, value=PAGE_DEFAULTS["no_repeat_ngram_size"], step=1,
                                                 label="No-repeat n-gram size (0 = off)")
-                    min_p = Slider(0, 1, value=PAGE_DEFAULTS["min_p"], step=0.01, label="Min-p (0 = off; when sampling)")
-                    typical_p = Slider(0.01, 1, value=PAGE_DEFAULTS["typical_p"], step=0.01,
+                    min_p = gr.Slider(0, 1, value=PAGE_DEFAULTS["min_p"], step=0.01, label="Min-p (0 = off; when sampling)")
+                    typical_p = gr.Slider(0.01, 1, value=PAGE_DEFAULTS["typical_p"], step=0.01,
                                           label="Typical-p (1 = off; when sampling)")
                 color_by = gr.Radio([("chosen token's probability", "p"), ("p(EOS), log scale", "p_eos")], value="p",
                                     label="Shade tokens by", elem_id="shade")
