@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import copy
 import shutil
+import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,7 +34,8 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack")
 # Files OUT_DIR gets from the repaired objects; copying the originals too could leave two disagreeing versions.
 _REWRITTEN = {"config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
               "special_tokens_map.json", "added_tokens.json", "chat_template.jinja", "chat_template.json",
-              "vocab.json", "merges.txt", "tokenizer.model", "FIXES.md"}
+              "vocab.json", "merges.txt", "tokenizer.model", "FIXES.md",
+              "playground-cache.json"}  # the embedded model's cache marker describes the cache, not OUT_DIR
 
 
 @dataclass
@@ -186,9 +189,9 @@ def _fixes_markdown(bundle: LoadedModel, findings: list[Finding], result: Repair
         load = f"--adapter {bundle.info.adapter} " if bundle.info.adapter else ""
         lines += [f"Weights: {result.weights}. Load it like any model directory: "
                   f"`AutoModelForCausalLM.from_pretrained({str(out)!r})`, and check it: "
-                  f"`python -m playground doctor --model {out} {load}`"
-                  + " ".join(f"--gguf {out / Path(r['gguf']['path']).name}" for f in findings
-                             if f.id in result.fixed for r in [f.data.get("repair", {})] if "gguf" in r) + "."
+                  "`" + " ".join([f"python -m playground doctor --model {out}", load.strip()] + [
+                      f"--gguf {out / Path(r['gguf']['path']).name}" for f in findings if f.id in result.fixed
+                      for r in [f.data.get("repair", {})] if "gguf" in r]).strip() + "`."
                   + (" The adapter was not copied: pass it again." if bundle.info.adapter else ""), ""]
     else:
         lines += ["Only the small files: copy them over a copy of your model directory (weights unchanged).", ""]
@@ -208,3 +211,17 @@ def _fixes_markdown(bundle: LoadedModel, findings: list[Finding], result: Repair
                 for finding in group:
                     lines += [f"#### {finding.title} (`{finding.id}`, {finding.status})", "", finding.fix, ""]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def zip_fixes(bundle: LoadedModel, findings: list[Finding], root, *, max_age_seconds: float = 3600) -> Path:
+    """The small repaired files (``write_fixes(weights="none")``) as a zip under ``root``, for a download; zips
+    older than ``max_age_seconds`` are removed so a long-running app does not fill its disk."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    cutoff = time.time() - max_age_seconds
+    for old in root.iterdir():
+        if old.stat().st_mtime < cutoff:
+            shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
+    directory = Path(tempfile.mkdtemp(prefix="fixes-", dir=root))
+    write_fixes(bundle, findings, directory / "repaired", weights="none")
+    return Path(shutil.make_archive(str(directory / "eos-doctor-fixes"), "zip", directory / "repaired"))
