@@ -211,7 +211,7 @@ def check_stop_strings_survive_decoding(ctx: Context) -> Finding:
                        f"{listed}. Each one survives decode(..., skip_special_tokens=True).", why, "Nothing to fix.",
                        data)
     found = [listed + "."]
-    for row in hidden:
+    for row in {row["string"]: row for row in hidden}.values():
         found.append(f"{row['string']!r} contains the special token(s) {ctx.named_list(row['special_ids'])}: "
                      f"decode(tokenizer('Hello.' + {row['string']!r}), skip_special_tokens=True) = "
                      f"{row['decoded_example']!r}, which never contains it.")

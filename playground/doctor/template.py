@@ -82,8 +82,8 @@ def _run_after_answer(ctx: Context, text: str) -> list[int]:
 
 
 def _single_end_template(ctx: Context, run: list[int]) -> str | None:
-    """A template edit that drops the second end token, kept only if rendering proves it: same text up to the
-    answer, exactly the first end token after it."""
+    """A template edit that drops the second end token, kept only if rendering proves it: the same conversation
+    with each doubled end written once."""
     source = ctx.tokenizer.chat_template
     first, second = (ctx.tokenizer.convert_ids_to_tokens(i) for i in run[:2])
     edits = [(first + second, first)]
@@ -92,9 +92,7 @@ def _single_end_template(ctx: Context, run: list[int]) -> str | None:
             edits += [(f"{quote}{first}{quote} + eos_token", f"{quote}{first}{quote}"),
                       (f"{quote}{first}{quote}+eos_token", f"{quote}{first}{quote}")]
         edits += [("eos_token + eos_token", "eos_token"), ("{{ eos_token }}{{ eos_token }}", "{{ eos_token }}")]
-    original = _render(ctx)
-    answer = PROBE_PAIRS[0][1]
-    keep = original[: original.rfind(answer) + len(answer)]
+    expected = _render(ctx).replace(first + second, first)  # every turn, not just the assistant's
     for old, new in edits:
         if old not in source:
             continue
@@ -103,7 +101,7 @@ def _single_end_template(ctx: Context, run: list[int]) -> str | None:
             text = _render(ctx, candidate)
         except Exception:
             continue
-        if text.startswith(keep) and _run_after_answer(ctx, text) == run[:1]:
+        if text == expected and _run_after_answer(ctx, text) == run[:1]:
             return candidate
     return None
 
