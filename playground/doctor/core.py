@@ -189,7 +189,6 @@ class Context:
         self.generation_config = getattr(self.base, "generation_config", None)
         self.max_length = max_length
         self.gguf_path = Path(gguf) if gguf is not None else source_gguf(bundle)
-        self.gguf_given = gguf is not None
         self.stop_strings = list(stop_strings or [])
         self.tokenizer_eos_id = tokenizer.eos_token_id
         self.config_eos_ids = as_list(getattr(self.base.config, "eos_token_id", None))
@@ -283,6 +282,23 @@ class Context:
     def template_end(self) -> int | None:
         """The first non-whitespace token the template writes after an assistant reply."""
         return self.template.get("end_id") if self.template else None
+
+    def end_run_after_answer(self, text: str) -> list[int]:
+        """The end tokens written right after the probe answer in a rendered ``text`` (whitespace skipped)."""
+        answer = PROBE_PAIRS[0][1]
+        run = []
+        for token_id in self.tokenizer(text[text.rfind(answer) + len(answer):], add_special_tokens=False)["input_ids"]:
+            if self.is_whitespace(token_id):
+                continue
+            if not self.is_end(token_id):
+                break
+            run.append(token_id)
+        return run
+
+    @property
+    def template_end_run(self) -> list[int]:
+        """The end tokens the template writes right after an assistant reply, in order."""
+        return self.end_run_after_answer(self.template["text"]) if self.template_ok else []
 
     @property
     def template_special_ids(self) -> list[int]:

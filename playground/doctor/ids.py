@@ -89,20 +89,6 @@ def check_eos_ids_agree(ctx: Context) -> Finding:
     return Finding("eos_ids_agree", title, "ok", " ".join(found), why, fix, data)
 
 
-def template_end_run(ctx: Context) -> list[int]:
-    """The end tokens the template writes right after an assistant reply (whitespace skipped), in order."""
-    if not ctx.template_ok:
-        return []
-    run = []
-    for token_id in ctx.template["tail_ids"]:
-        if ctx.is_whitespace(token_id):
-            continue
-        if not (ctx.is_end(token_id) or token_id in ctx.all_eos_ids):
-            break
-        run.append(token_id)
-    return run
-
-
 def check_end_tokens_all_stop(ctx: Context) -> Finding:
     """Every end token in use (tokenizer EOS, the template's turn end, model.config's ids) is a stop id."""
     title = "Generation stops on every end token the model uses"
@@ -115,7 +101,7 @@ def check_end_tokens_all_stop(ctx: Context) -> Finding:
     uses: dict[int, list[str]] = {}
     if ctx.tokenizer_eos_id is not None:
         uses.setdefault(ctx.tokenizer_eos_id, []).append("tokenizer.eos_token (raw-text training appends it)")
-    for token_id in template_end_run(ctx):
+    for token_id in ctx.template_end_run:
         uses.setdefault(token_id, []).append("the chat template ends assistant turns with it")
     for token_id in ctx.config_eos_ids:
         uses.setdefault(token_id, []).append("model.config.eos_token_id")
@@ -181,7 +167,7 @@ def check_gguf_end_tokens(ctx: Context) -> Finding:
         text = tokens[token_id] if token_id is not None and 0 <= token_id < len(tokens) else "<not in its vocabulary>"
         return f"{text!r} (id {token_id})"
 
-    turn_end = next(iter(template_end_run(ctx)), None) if ctx.template_ok else None
+    turn_end = next(iter(ctx.template_end_run), None)
     expected = turn_end if turn_end is not None else ctx.tokenizer_eos_id
     role = "the chat template's turn end" if turn_end is not None else "the tokenizer's EOS"
     found = [f"{path.name}: " + ", ".join(f"{name}_token_id = {gguf_named(i) if i is not None else 'not set'}"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from .core import PROBE_PAIRS, Context, Finding
-from .ids import template_end_run
 
 
 def check_chat_template_eos(ctx: Context) -> Finding:
@@ -68,19 +67,6 @@ def _render(ctx: Context, template: str | None = None) -> str:
     return ctx.tokenizer.apply_chat_template(messages, tokenize=False, chat_template=template)
 
 
-def _run_after_answer(ctx: Context, text: str) -> list[int]:
-    answer = PROBE_PAIRS[0][1]
-    tail = text[text.rfind(answer) + len(answer):]
-    run = []
-    for token_id in ctx.tokenizer(tail, add_special_tokens=False)["input_ids"]:
-        if ctx.is_whitespace(token_id):
-            continue
-        if not (ctx.is_end(token_id) or token_id in ctx.all_eos_ids):
-            break
-        run.append(token_id)
-    return run
-
-
 def _single_end_template(ctx: Context, run: list[int]) -> str | None:
     """A template edit that drops the second end token, kept only if rendering proves it: the same conversation
     with each doubled end written once."""
@@ -101,7 +87,7 @@ def _single_end_template(ctx: Context, run: list[int]) -> str | None:
             text = _render(ctx, candidate)
         except Exception:
             continue
-        if text == expected and _run_after_answer(ctx, text) == run[:1]:
+        if text == expected and ctx.end_run_after_answer(text) == run[:1]:
             return candidate
     return None
 
@@ -119,13 +105,13 @@ def check_chat_template_single_end(ctx: Context) -> Finding:
     if not ctx.template_ok:
         return Finding("chat_template_single_end", title, "not_applicable",
                        "No chat template that renders a one-turn conversation.", why, "Nothing to check.")
-    run = template_end_run(ctx)
+    run = ctx.template_end_run
     encoded = ctx.tokenizer(ctx.template["text"], add_special_tokens=True)["input_ids"]
     trailing = []
     for token_id in reversed(encoded):
         if ctx.is_whitespace(token_id):
             continue
-        if not (ctx.is_end(token_id) or token_id in ctx.all_eos_ids):
+        if not ctx.is_end(token_id):
             break
         trailing.insert(0, token_id)
     data = {"template_end_run": run, "tokenized_trailing_ends": trailing}

@@ -41,7 +41,7 @@ def doctor_tab(playground: Playground) -> None:
         from ..doctor import diagnose, report_markdown, zip_fixes
 
         bundle = playground.bundle
-        findings = diagnose(bundle, sample=read_sample(sample_file), probe=False)
+        findings = diagnose(bundle, sample=read_sample(sample_file))
         archive = zip_fixes(bundle, findings, Path(tempfile.gettempdir()) / "eos-playground-fixes",
                             max_age_seconds=TRACE_MAX_AGE)
         fixes = (archive.parent / "repaired" / "FIXES.md").read_text(encoding="utf-8")
