@@ -202,6 +202,7 @@ class Context:
         self.special_ids |= set(candidates)
         self.has_template = bool(getattr(tokenizer, "chat_template", None))
         self._whitespace: dict[int, bool] = {}
+        self.row_stats: dict = {}  # embedding statistics per matrix kind, shared by the weight checks
         # Whether tokenizer(text) appends an EOS by itself (decides how the answer prefix is cut).
         encoded_a = tokenizer("a")["input_ids"]
         self.encoded_a = encoded_a
@@ -227,6 +228,11 @@ class Context:
             return repr(self.tokenizer.convert_ids_to_tokens(int(token_id)))
         except Exception:  # an id beyond the vocabulary
             return "'<out of vocabulary>'"
+
+    def token_id(self, token: str) -> int | None:
+        """The id of a token in the vocabulary, or None (convert_tokens_to_ids answers unknown tokens with unk)."""
+        token_id = self.tokenizer.convert_tokens_to_ids(token)
+        return token_id if token_id is not None and self.tokenizer.convert_ids_to_tokens(token_id) == token else None
 
     def named(self, token_id: int | None) -> str:
         return f"{self.token(token_id)} (id {token_id})"

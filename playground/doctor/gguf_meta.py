@@ -56,6 +56,11 @@ def read_gguf_metadata(path) -> dict:
             if item_type in _SCALARS and not keep:
                 offset += count * struct.calcsize(_SCALARS[GGUFValueType(item_type)])
                 return None
+            if item_type == GGUFValueType.STRING and not keep:  # e.g. 48k merges: step over, do not decode
+                for _ in range(count):
+                    length = read("Q")  # (not `offset += read(...)`: that would add to the offset before the read)
+                    offset += length
+                return None
             items = [read_value(item_type, keep) for _ in range(count)]
             return items if keep else None
 

@@ -106,10 +106,9 @@ def check_end_tokens_all_stop(ctx: Context) -> Finding:
     for token_id in ctx.config_eos_ids:
         uses.setdefault(token_id, []).append("model.config.eos_token_id")
     stop = ctx.stop_ids
-    vocabulary = ctx.tokenizer.get_vocab()
     in_family = set()
     for family in END_FAMILIES:
-        ids = [vocabulary[token] for token in family if token in vocabulary]
+        ids = [ctx.token_id(token) for token in family if ctx.token_id(token) is not None]
         if any(i in uses or i in stop for i in ids):
             in_family |= {i for i in ids if i not in uses and i not in stop}
     missing = [i for i in uses if i not in stop]

@@ -111,7 +111,9 @@ def inspect_rows(ctx: Context, ids: list[int], problems: list, warnings: list, n
                 problems.append(f"{ctx.named(token_id)} has no {kind} embedding row ({weight.shape[0]} rows).")
         if not present:
             continue
-        stats_of = RowStats(weight)
+        if kind not in ctx.row_stats:
+            ctx.row_stats[kind] = RowStats(weight)
+        stats_of = ctx.row_stats[kind]
         for token_id, row in zip(present, effective_rows(ctx, kind, present)):
             stats, severe_reason, mild_reason = stats_of.judge(row, token_id)
             rows[f"{kind}:{token_id}"] = stats
