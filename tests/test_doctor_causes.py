@@ -234,7 +234,8 @@ def test_stop_strings_must_be_strings(tiny):
 
 def test_labels_that_supervise_only_the_last_turns_end(tok):
     sample = [only_last_turn_labelled(tok, CHAT)]
-    turns = by_id(diagnose(bundle_of(make_tiny_llama(tok), tok), sample=sample, probe=False))["every_turn_end_supervised"]
+    found = by_id(diagnose(bundle_of(make_tiny_llama(tok), tok), sample=sample, probe=False))
+    turns = found["every_turn_end_supervised"]
     assert turns.status == "problem" and turns.action == "retrain"
     assert turns.data["assistant_turns"] == 2 and turns.data["ends_masked"] == 1
     assert turns.data["only_last_turn_supervised"] == 1

@@ -245,7 +245,8 @@ class Context:
 
     def is_whitespace(self, token_id: int) -> bool:
         if token_id not in self._whitespace:
-            self._whitespace[token_id] = token_id not in self.special_ids and not self.tokenizer.decode([token_id]).strip()
+            self._whitespace[token_id] = (token_id not in self.special_ids
+                                          and not self.tokenizer.decode([token_id]).strip())
         return self._whitespace[token_id]
 
     def first_non_whitespace(self, ids) -> tuple[int, int] | None:

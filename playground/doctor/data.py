@@ -174,7 +174,8 @@ def check_every_turn_end_supervised(ctx: Context) -> Finding:
                  + (" although the reply before it is supervised." if turn["content_supervised"] else "."))
     end = ctx.tokenizer.convert_ids_to_tokens(ctx.template_end) if ctx.template_end is not None else "<end>"
     fix = ("Supervise the reply and its end token in every assistant turn, then retrain:\n```python\n"
-           "labels = [-100] * len(input_ids)\nfor start, end in assistant_turns:  # first reply token .. its end token\n"
+           "labels = [-100] * len(input_ids)\n"
+           "for start, end in assistant_turns:  # first reply token .. its end token\n"
            "    labels[start:end + 1] = input_ids[start:end + 1]\n```\n"
            f"TRL assistant_only_loss: put the end token inside the block, `{{% generation %}}{{{{ message['content'] + "
            f"{end!r} }}}}{{% endgeneration %}}`; axolotl: `train_on_eos: turn`; a completion-only collator needs the "

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from playground.models import LoadedModel
 
-from .core import Finding
+from .core import ACTIONS, Finding
 from .gguf_meta import write_gguf_with_metadata
 from .report import GROUP_TITLES
 
@@ -125,14 +125,16 @@ def write_fixes(bundle: LoadedModel, findings: list[Finding], out_dir, *, weight
             result.changes.append(f"generation_config.json: eos_token_id {stop or None} -> {stop + added} "
                                   f"({finding.id})")
         if "eos_token" in repair and tokenizer.eos_token != repair["eos_token"]:
-            result.changes.append(f"tokenizer: eos_token {tokenizer.eos_token!r} -> {repair['eos_token']!r} "
+            result.changes.append(f"tokenizer_config.json: eos_token {tokenizer.eos_token!r} -> "
+                                  f"{repair['eos_token']!r} "
                                   f"({finding.id})")
             tokenizer.eos_token = repair["eos_token"]
         if "pad_token" in repair and tokenizer.pad_token != repair["pad_token"]:
             old = tokenizer.pad_token
             tokenizer.pad_token = repair["pad_token"]
             config.pad_token_id = generation_config.pad_token_id = tokenizer.pad_token_id
-            result.changes.append(f"tokenizer: pad_token {old!r} -> {repair['pad_token']!r}; config.json and "
+            result.changes.append(f"tokenizer_config.json: pad_token {old!r} -> {repair['pad_token']!r}; "
+                                  "config.json and "
                                   f"generation_config.json: pad_token_id -> {tokenizer.pad_token_id} ({finding.id})")
         for key, value in repair.get("generation_config", {}).items():
             old = getattr(generation_config, key, None)
@@ -140,7 +142,7 @@ def write_fixes(bundle: LoadedModel, findings: list[Finding], out_dir, *, weight
             result.changes.append(f"generation_config.json: {key} {old!r} -> {value!r} ({finding.id})")
         if "chat_template" in repair:
             tokenizer.chat_template = repair["chat_template"]
-            result.changes.append(f"tokenizer: chat template edited to write one end token ({finding.id})")
+            result.changes.append(f"chat_template.jinja: the template writes one end token after a turn ({finding.id})")
         if "gguf" in repair and weights == "link":
             original = Path(repair["gguf"]["path"])
             target = out_dir / original.name
@@ -203,9 +205,9 @@ def _fixes_markdown(bundle: LoadedModel, findings: list[Finding], result: Repair
     lines.append("")
     if result.not_fixed:
         lines += ["## Not fixed by files", ""]
-        for key in ("generation", "files", "retrain", "unknown"):
-            group = [by_id[i] for i in result.not_fixed if i in by_id
-                     and (by_id[i].action if by_id[i].action in ("generation", "files", "retrain") else "unknown") == key]
+        for key in (*ACTIONS, "unknown"):
+            group = [by_id[i] for i in result.not_fixed
+                     if i in by_id and (by_id[i].action if by_id[i].action in ACTIONS else "unknown") == key]
             if group:
                 lines += [f"### {GROUP_TITLES[key]}", ""]
                 for finding in group:

@@ -71,7 +71,8 @@ class RowStats:
         z = (norm - self.norm_mean) / self.norm_std if self.norm_std > 0 else 0.0
         distance = (row - self.mean_row).norm().item() / self.median_distance if self.median_distance > 0 else 1.0
         copies = self.identical(row, token_id)
-        stats = {"norm": round(norm, 4), "z": round(z, 2), "identical_rows": copies, "mean_distance": round(distance, 4)}
+        stats = {"norm": round(norm, 4), "z": round(z, 2), "identical_rows": copies,
+                 "mean_distance": round(distance, 4)}
         if norm == 0.0:
             return stats, "the row is all zeros", None
         if distance < MEAN_DISTANCE_PROBLEM:
