@@ -68,6 +68,7 @@ def test_fix_writes_a_directory_the_doctor_passes(broken_dir, tmp_path, capsys):
     assert "generation_config.json: suppress_tokens [2] -> None" in fixes
     assert "tokenizer_config.json: pad_token '<|im_end|>' -> '<repo_name>'" in fixes
     assert "chat_template.jinja: the template writes one end token after a turn" in fixes
+    assert "(`end_tokens_all_stop`)" in fixes.split("They fix:")[1].split("\n")[0]
     # What files cannot fix is listed with its fix: here the EOS input row, zeroed as the random model's padding_idx.
     assert "## Not fixed by files" in fixes and "(`eos_embedding`, warning)" in fixes
     assert f"python -m playground doctor --model {out}`" in fixes

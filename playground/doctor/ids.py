@@ -101,7 +101,7 @@ def check_end_tokens_all_stop(ctx: Context) -> Finding:
     uses: dict[int, list[str]] = {}
     if ctx.tokenizer_eos_id is not None:
         uses.setdefault(ctx.tokenizer_eos_id, []).append("tokenizer.eos_token (raw-text training appends it)")
-    for token_id in ctx.template_end_run:
+    for token_id in dict.fromkeys(ctx.template_end_run):
         uses.setdefault(token_id, []).append("the chat template ends assistant turns with it")
     for token_id in ctx.config_eos_ids:
         uses.setdefault(token_id, []).append("model.config.eos_token_id")

@@ -200,6 +200,7 @@ def _fixes_markdown(bundle: LoadedModel, findings: list[Finding], result: Repair
     lines += ["## Changed", ""]
     if result.changes:
         lines += [f"- {change}" for change in result.changes]
+        lines += ["", "They fix: " + ", ".join(f"{by_id[i].title} (`{i}`)" for i in result.fixed) + "."]
     else:
         lines.append("Nothing: no finding can be fixed by files.")
     lines.append("")
