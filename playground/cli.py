@@ -7,7 +7,6 @@ import itertools
 import shutil
 import sys
 import textwrap
-from pathlib import Path
 
 from .interventions import INTERVENTION_NAMES, unescape
 
@@ -90,14 +89,17 @@ def compare_main(args) -> int:
 
 def doctor_main(args) -> int:
     """Exit 0 when nothing is a problem, 1 when something is, 2 on bad input or load errors."""
-    from .doctor import diagnose, load_sample, report_json, report_markdown, write_fixes
+    from .doctor import check_out_dir, diagnose, load_sample, report_json, report_markdown, write_fixes
     from .models import ModelLoadError
 
     if args.max_length < 2:
         print(f"error: --max-length must be an integer >= 2, got {args.max_length}", file=sys.stderr)
         return 2
-    if args.fix and Path(args.fix).exists() and (not Path(args.fix).is_dir() or any(Path(args.fix).iterdir())):
-        print(f"error: --fix: {args.fix} already exists and is not an empty directory", file=sys.stderr)
+    try:
+        if args.fix:
+            check_out_dir(args.fix)  # before the model loads: a used directory is refused at once
+    except ValueError as error:
+        print(f"error: --fix: {error}", file=sys.stderr)
         return 2
     try:
         sample = load_sample(args.sample) if args.sample else None

@@ -46,14 +46,14 @@ from .generation import (
     check_stop_strings_survive_decoding,
 )
 from .ids import check_end_tokens_all_stop, check_eos_ids_agree, check_gguf_end_tokens
-from .repair import RepairResult, write_fixes, zip_fixes
+from .repair import RepairResult, check_out_dir, write_fixes, zip_fixes
 from .report import group_findings, report_json, report_markdown
 from .template import check_chat_template_eos, check_chat_template_single_end
 from .tokenizer import check_eos_string_splits, check_pad_is_eos, check_tokenizer_appends_eos
 from .weights import check_adapter_trains_new_tokens, check_chat_tokens_trained, check_eos_embedding
 
-__all__ = ["ACTIONS", "CHECKS", "STATUSES", "STATUS_ICONS", "Finding", "RepairResult", "diagnose", "group_findings",
-           "load_sample", "report_json", "report_markdown", "write_fixes", "zip_fixes"]
+__all__ = ["ACTIONS", "CHECKS", "STATUSES", "STATUS_ICONS", "Finding", "RepairResult", "check_out_dir", "diagnose",
+           "group_findings", "load_sample", "report_json", "report_markdown", "write_fixes", "zip_fixes"]
 
 CHECKS = (
     check_eos_ids_agree,

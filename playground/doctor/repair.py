@@ -76,10 +76,12 @@ def _source_is_quantized(source: Path | None) -> bool:
         return False
 
 
-def _check_out_dir(out_dir: Path, source: Path | None, gguf_sources: list[Path]) -> None:
+def check_out_dir(out_dir, originals=()) -> None:
+    """Refuse (``ValueError``) an OUT_DIR that exists with files in it or lies inside one of ``originals``."""
+    out_dir = Path(out_dir)
     resolved = out_dir.resolve()
-    for original in [p for p in [source] if p] + [p.parent for p in gguf_sources]:
-        original = original.resolve()
+    for original in originals:
+        original = Path(original).resolve()
         if resolved == original or original in resolved.parents:
             raise ValueError(f"OUT_DIR {out_dir} is inside the original model directory {original}; choose a new "
                              "directory (the original files stay as they are)")
@@ -102,7 +104,7 @@ def write_fixes(bundle: LoadedModel, findings: list[Finding], out_dir, *, weight
                if f.status in ("warning", "problem") and f.action == "files" and f.data.get("repair")]
     gguf_repairs = [r["gguf"] for _, r in repairs if "gguf" in r]
     source = _source_directory(bundle)
-    _check_out_dir(out_dir, source, [Path(g["path"]) for g in gguf_repairs])
+    check_out_dir(out_dir, [p for p in [source] if p] + [Path(g["path"]).parent for g in gguf_repairs])
     out_dir.mkdir(parents=True, exist_ok=True)
     result = RepairResult(out_dir)
 
