@@ -386,6 +386,8 @@ def test_reports_render_every_finding(smollm_findings):
     assert markdown.index("## Passed") > files
     assert "## Fix at generation time" not in markdown and "## Fix the training" not in markdown
     assert markdown.count("**Fix:**") == 1
+    # A token that looks like an HTML tag is escaped in prose (or the page would drop it), not inside code.
+    assert "e.g. '\\<repo_name>' (id 3)" in markdown and "tokenizer.pad_token = '<repo_name>'\n" in markdown
     assert markdown.count("\n- ✅ ") == 11 and markdown.count("\n- ➖ ") == 5
     parsed = json.loads(report_json(findings))
     assert parsed["summary"] == {"ok": 11, "warning": 1, "problem": 0, "not_applicable": 5}

@@ -66,7 +66,8 @@ def test_fix_writes_a_directory_the_doctor_passes(broken_dir, tmp_path, capsys):
     fixes = (out / "FIXES.md").read_text()
     assert "generation_config.json: eos_token_id [0] -> [0, 2]" in fixes
     assert "generation_config.json: suppress_tokens [2] -> None" in fixes
-    assert "tokenizer_config.json: pad_token '<|im_end|>' -> '<repo_name>'" in fixes
+    # <repo_name> is escaped so that Markdown renderers do not take it for an HTML tag and drop it.
+    assert "tokenizer_config.json: pad_token '<|im_end|>' -> '\\<repo_name>'" in fixes
     assert "chat_template.jinja: the template writes one end token after a turn" in fixes
     assert "(`end_tokens_all_stop`)" in fixes.split("They fix:")[1].split("\n")[0]
     # What files cannot fix is listed with its fix: here the EOS input row, zeroed as the random model's padding_idx.
@@ -134,5 +135,5 @@ def test_doctor_fix_endpoint_serves_the_zip(app_server):
 
     archive, fixes, report = Client(app_server, verbose=False).predict(None, api_name="/doctor_fix")
     assert zipfile.ZipFile(archive).read("FIXES.md").decode().startswith("# EOS doctor fixes for SmolLM2")
-    assert "tokenizer_config.json: pad_token '<|im_end|>' -> '<repo_name>'" in fixes
-    assert "## Fix the files" in report
+    assert "tokenizer_config.json: pad_token '<|im_end|>' -> '\\<repo_name>'" in fixes
+    assert "## Fix the files" in report and "e.g. '\\<repo_name>' (id 3)" in report

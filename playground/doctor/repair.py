@@ -28,7 +28,7 @@ from playground.models import LoadedModel
 
 from .core import ACTIONS, Finding
 from .gguf_meta import write_gguf_with_metadata
-from .report import GROUP_TITLES
+from .report import GROUP_TITLES, escape_tags
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack")
 # Files OUT_DIR gets from the repaired objects; copying the originals too could leave two disagreeing versions.
@@ -215,7 +215,7 @@ def _fixes_markdown(bundle: LoadedModel, findings: list[Finding], result: Repair
                 lines += [f"### {GROUP_TITLES[key]}", ""]
                 for finding in group:
                     lines += [f"#### {finding.title} (`{finding.id}`, {finding.status})", "", finding.fix, ""]
-    return "\n".join(lines).rstrip() + "\n"
+    return escape_tags("\n".join(lines).rstrip() + "\n")
 
 
 def zip_fixes(bundle: LoadedModel, findings: list[Finding], root, *, max_age_seconds: float = 3600) -> Path:

@@ -3,8 +3,20 @@
 from __future__ import annotations
 
 import json
+import re
 
 from .core import ACTIONS, STATUS_ICONS, STATUSES, Finding
+
+# Code (fenced blocks, inline spans) is left alone; elsewhere a token such as <repo_name> or </s> would be read as
+# an HTML tag by Markdown renderers (the page, the hub) and vanish.
+_CODE = re.compile(r"(```.*?```|`[^`]*`)", re.DOTALL)
+_TAG_START = re.compile(r"<(?=[A-Za-z/!?])")
+
+
+def escape_tags(markdown: str) -> str:
+    """Backslash-escape ``<`` that would open an HTML tag, outside code, so tokens show as written."""
+    return "".join(part if index % 2 else _TAG_START.sub(r"\\<", part)
+                   for index, part in enumerate(_CODE.split(markdown)))
 
 GROUP_TITLES = {
     "generation": "Fix at generation time (no retraining)",
@@ -51,7 +63,7 @@ def report_markdown(findings: list[Finding], *, title: str = "EOS doctor") -> st
                       f"`{finding.id}`", "", f"**Found:** {finding.found}", "",
                       f"**Why it matters:** {finding.why}", "", f"**Fix:** {finding.fix}", ""]
         parts.append("")
-    return "\n".join(parts).rstrip() + "\n"
+    return escape_tags("\n".join(parts).rstrip() + "\n")
 
 
 def report_json(findings: list[Finding]) -> str:
