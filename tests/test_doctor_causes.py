@@ -147,6 +147,14 @@ def test_gguf_with_the_turn_end_as_eot_passes(tok, tmp_path):
     assert exported.status == "ok"
 
 
+def test_a_model_loaded_from_a_gguf_is_compared_with_its_own_file(tok, tmp_path):
+    write_gguf(tmp_path / "lost.gguf", tok, eos=0)
+    bundle = bundle_of(make_tiny_llama(tok), tok)
+    bundle.info.source = f"gguf {tmp_path / 'lost.gguf'}"  # what load_model records for a .gguf reference
+    exported = by_id(diagnose(bundle, probe=False))["gguf_end_tokens"]
+    assert exported.status == "problem" and exported.data["path"] == str(tmp_path / "lost.gguf")
+
+
 def test_gguf_that_is_not_a_gguf_file(tok, tmp_path):
     (tmp_path / "broken.gguf").write_bytes(b"not a gguf file")
     exported = by_id(diagnose(bundle_of(make_tiny_llama(tok), tok), probe=False,
