@@ -108,6 +108,44 @@ def compare_main(args) -> int:
     return 0
 
 
+def doctor_main(args) -> int:
+    """Exit 0 when nothing is a problem, 1 when something is, 2 on bad input or load errors."""
+    from .doctor import check_out_dir, diagnose, load_sample, report_json, report_markdown, write_fixes
+    from .models import ModelLoadError
+
+    if args.max_length < 2:
+        print(f"error: --max-length must be an integer >= 2, got {args.max_length}", file=sys.stderr)
+        return 2
+    try:
+        if args.fix:
+            check_out_dir(args.fix)  # before the model loads: a used directory is refused at once
+    except ValueError as error:
+        print(f"error: --fix: {error}", file=sys.stderr)
+        return 2
+    try:
+        sample = load_sample(args.sample) if args.sample else None
+    except (OSError, ValueError) as error:
+        print(f"error: could not read --sample: {error}", file=sys.stderr)
+        return 2
+    try:
+        bundle = load_from_args(args)
+        findings = diagnose(bundle, sample=sample, max_length=args.max_length, probe=not args.no_probe,
+                            gguf=args.gguf, stop_strings=[unescape(s) for s in args.stop_string or []] or None)
+    except (ModelLoadError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(report_json(findings) if args.json else report_markdown(findings, title=f"EOS doctor — {bundle.info.name}"))
+    if args.fix:
+        try:
+            result = write_fixes(bundle, findings, args.fix)
+        except (OSError, ValueError) as error:
+            print(f"error: --fix: {error}", file=sys.stderr)
+            return 2
+        print(f"Wrote {args.fix}: {len(result.changes)} change(s) for {', '.join(result.fixed) or 'nothing'}; "
+              f"see {result.out_dir / 'FIXES.md'}.", file=sys.stderr)
+    return 1 if any(f.status == "problem" for f in findings) else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m playground", description="EOS Playground: why does a model (not) stop?")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -143,7 +181,19 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--json", action="store_true", help="print the whole trace as one JSON object")
     compare.add_argument("--stages", action="store_true", help="with --json: include the per-stage distributions")
 
-    sub.add_parser("doctor", help="check a model and tokenizer for the usual reasons it never emits EOS", add_help=False)
+    doctor = sub.add_parser("doctor", help="check a model and tokenizer for the usual reasons it never emits EOS")
+    add_model_arguments(doctor)
+    doctor.add_argument("--sample", help="JSONL training sample: {prompt, response}, {text}, {messages} or "
+                                         "{input_ids, labels} per line")
+    doctor.add_argument("--max-length", type=int, default=512, help="training max_length used for truncation (>= 2)")
+    doctor.add_argument("--gguf", help="a GGUF export of the model: check that its metadata keeps the turn end")
+    doctor.add_argument("--stop-string", action="append",
+                        help="a string your code searches the decoded text for (type a newline as \\n)")
+    doctor.add_argument("--no-probe", action="store_true", help="skip the teacher-forced p(EOS) forward passes")
+    doctor.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
+    doctor.add_argument("--fix", metavar="OUT_DIR",
+                        help="write a repaired copy of the model's files (config, tokenizer, FIXES.md; weights "
+                             "symlinked) to this new directory")
     sub.add_parser("bench", help="measure the engine and interventions against plain generate()", add_help=False)
     sub.add_parser("deploy", help="create or update the Hugging Face Space from spaces.yaml", add_help=False)
     return parser
@@ -151,11 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    # doctor, bench and deploy own their flags; hand them the rest of the command line.
-    if argv[:1] == ["doctor"]:
-        from .doctor import main as doctor_main
-
-        return doctor_main(argv[1:])
+    # bench and deploy own their flags; hand them the rest of the command line.
     if argv[:1] == ["bench"]:
         from .bench import main as bench_main
 
@@ -165,4 +211,6 @@ def main(argv: list[str] | None = None) -> int:
 
         return deploy_main(argv[1:])
     args = build_parser().parse_args(argv)
+    if args.command == "doctor":
+        return doctor_main(args)
     return compare_main(args)

@@ -14,10 +14,10 @@ from playground.doctor import (
     Finding,
     diagnose,
     load_sample,
-    main,
     report_json,
     report_markdown,
 )
+from playground.cli import main as cli_main
 from playground.models import LoadedModel, ModelInfo, eos_token_ids, stop_token_ids
 from tests.conftest import make_tiny_llama
 
@@ -64,18 +64,26 @@ def smollm_findings(smollm):
 
 def test_embedded_smollm_is_healthy_except_pad_equal_to_eos(smollm_findings):
     found = smollm_findings
-    assert len(found) == 10
-    for check in ("eos_ids_agree", "eos_string_splits", "tokenizer_appends_eos", "chat_template_eos",
-                  "generation_config_blocks_eos", "eos_embedding", "p_eos_at_answer_end"):
+    assert len(found) == 17
+    for check in ("eos_ids_agree", "end_tokens_all_stop", "gguf_end_tokens", "eos_string_splits",
+                  "tokenizer_appends_eos", "chat_template_eos", "chat_template_single_end",
+                  "generation_config_blocks_eos", "eos_embedding", "chat_tokens_trained", "p_eos_at_answer_end"):
         assert found[check].status == "ok", (check, found[check].found)
-    assert found["adapter_trains_new_tokens"].status == "not_applicable"
-    assert found["sample_ends_with_eos"].status == "not_applicable"
+    for check in ("stop_strings_survive_decoding", "adapter_trains_new_tokens", "sample_ends_with_eos",
+                  "truncation_keeps_eos", "every_turn_end_supervised"):
+        assert found[check].status == "not_applicable", (check, found[check].found)
+    # The embedded GGUF's own metadata is read: its EOS is the template's turn end.
+    assert found["gguf_end_tokens"].data["eos_token_id"] == 2
+    assert found["gguf_end_tokens"].data["path"].endswith(".gguf")
+    assert found["chat_tokens_trained"].data["template_token_ids"] == [1]  # <|im_start|>
     # SmolLM2 really ships pad_token == eos_token == <|im_end|>: fine for generation, a trap for fine-tuning.
     pad = found["pad_is_eos"]
     assert pad.status == "warning"
     assert "'<|im_end|>' (id 2)" in pad.found
     assert pad.data["eos_label_masked"] == pad.data["collated"] > 0
-    assert "tokenizer.pad_token = tokenizer.unk_token" in pad.fix
+    # Its unknown token <|endoftext|> is an end token too, and <|im_start|> is in the template: pad with id 3.
+    assert "tokenizer.pad_token = '<repo_name>'" in pad.fix
+    assert pad.action == "files" and pad.data["repair"] == {"pad_token": "<repo_name>"}
     assert found["chat_template_eos"].data["tail_ids"][0] == 2
     # The instruct model has learned to stop after short complete answers.
     p_eos = found["p_eos_at_answer_end"]
@@ -91,7 +99,8 @@ def test_pad_equal_to_eos_masks_the_eos_label_of_the_sample(tok):
     found = by_id(diagnose(bundle_of(model, tok), sample=QA_SAMPLE, probe=False))
     pad = found["pad_is_eos"]
     assert pad.status == "problem"
-    assert pad.data == {"pad_token_id": 2, "collated": 3, "eos_label_masked": 3, "eos_appended": 0}
+    assert pad.data == {"pad_token_id": 2, "collated": 3, "eos_label_masked": 3, "eos_appended": 0,
+                        "repair": {"pad_token": "<repo_name>"}}
     assert "became -100 in 3 of 3." in pad.found
 
     tok.pad_token = tok.unk_token  # the suggested fix
@@ -301,12 +310,26 @@ def test_truncation_that_cuts_off_the_eos(tok):
     long_answer = " ".join(["Paris has many museums and parks to visit."] * 20)
     sample = QA_SAMPLE + [{"prompt": "What can I do in Paris?", "response": long_answer}]
     found = by_id(diagnose(bundle_of(make_tiny_llama(tok), tok), sample=sample, max_length=64, probe=False))
-    ends = found["sample_ends_with_eos"]
-    assert ends.status == "warning"
-    assert ends.data["end_with_eos"] == 4
-    assert ends.data["truncated_before_eos"] == 1
-    assert ends.data["fraction_truncated"] == 0.25
-    assert "max_length=64" in ends.found
+    assert found["sample_ends_with_eos"].status == "ok"
+    assert found["sample_ends_with_eos"].data["end_with_eos"] == 4
+    cut = found["truncation_keeps_eos"]
+    assert cut.status == "warning" and cut.action == "retrain"
+    assert cut.data["truncated_before_eos"] == 1
+    assert cut.data["fraction_truncated"] == 0.25
+    needed = cut.data["max_length_that_keeps_every_eos"]
+    assert needed > 64 and f"SFTConfig(max_length={needed})" in cut.fix
+    assert "max_length=64" in cut.found and "'<|im_end|>' (id 2) at index" in cut.found
+
+
+def test_left_truncation_keeps_the_eos(tok):
+    tok.truncation_side = "left"
+    long_answer = " ".join(["Paris has many museums and parks to visit."] * 20)
+    sample = [{"prompt": "What can I do in Paris?", "response": long_answer}]
+    cut = by_id(diagnose(bundle_of(make_tiny_llama(tok), tok), sample=sample, max_length=64,
+                         probe=False))["truncation_keeps_eos"]
+    assert cut.status == "ok"
+    assert cut.data["longer_than_max_length"] == 1 and cut.data["truncated_before_eos"] == 0
+    assert "cuts the start (the prompt) of 1" in cut.found
 
 
 def test_random_model_puts_no_probability_on_eos(tiny):
@@ -356,12 +379,21 @@ def test_load_sample_names_the_bad_line(tmp_path, content, message):
 def test_reports_render_every_finding(smollm_findings):
     findings = list(smollm_findings.values())
     markdown = report_markdown(findings)
-    assert "0 problem(s), 1 warning(s), 7 ok, 2 not applicable" in markdown
-    assert f"### {STATUS_ICONS['warning']} Pad token is distinct from EOS — warning" in markdown
-    assert markdown.count("**Fix:**") == len(findings)
+    assert "0 problem(s), 1 warning(s), 11 ok, 5 not applicable" in markdown
+    # The one warning sits under what fixes it; passed checks are one line each.
+    files = markdown.index("## Fix the files")
+    assert files < markdown.index(f"### {STATUS_ICONS['warning']} Pad token is distinct from EOS — warning")
+    assert markdown.index("## Passed") > files
+    assert "## Fix at generation time" not in markdown and "## Fix the training" not in markdown
+    assert markdown.count("**Fix:**") == 1
+    # A token that looks like an HTML tag is escaped in prose (or the page would drop it), not inside code.
+    assert "e.g. '\\<repo_name>' (id 3)" in markdown and "tokenizer.pad_token = '<repo_name>'\n" in markdown
+    assert markdown.count("\n- ✅ ") == 11 and markdown.count("\n- ➖ ") == 5
     parsed = json.loads(report_json(findings))
-    assert parsed["summary"] == {"ok": 7, "warning": 1, "problem": 0, "not_applicable": 2}
+    assert parsed["summary"] == {"ok": 11, "warning": 1, "problem": 0, "not_applicable": 5}
+    assert parsed["groups"]["files"] == ["pad_is_eos"] and parsed["groups"]["retrain"] == []
     assert [f["id"] for f in parsed["findings"]] == [f.id for f in findings]
+    assert parsed["findings"][[f.id for f in findings].index("pad_is_eos")]["action"] == "files"
 
 
 @pytest.fixture
@@ -378,10 +410,10 @@ def default_model_loaded_once(smollm, monkeypatch):
 
 
 def test_main_json_on_the_default_model(default_model_loaded_once, capsys):
-    assert main(["--json"]) == 0
+    assert cli_main(["doctor", "--json"]) == 0
     assert default_model_loaded_once == [("default", None)]
     report = json.loads(capsys.readouterr().out)
-    assert report["summary"] == {"ok": 7, "warning": 1, "problem": 0, "not_applicable": 2}
+    assert report["summary"] == {"ok": 11, "warning": 1, "problem": 0, "not_applicable": 5}
     statuses = {f["id"]: f["status"] for f in report["findings"]}
     assert statuses["pad_is_eos"] == "warning"
     assert statuses["chat_template_eos"] == "ok"
@@ -391,15 +423,15 @@ def test_main_json_on_the_default_model(default_model_loaded_once, capsys):
 def test_main_exits_1_when_the_sample_shows_a_problem(default_model_loaded_once, tmp_path, capsys):
     path = tmp_path / "sample.jsonl"
     path.write_text("\n".join(json.dumps(example) for example in QA_SAMPLE))
-    assert main(["--sample", str(path), "--no-probe"]) == 1
+    assert cli_main(["doctor", "--sample", str(path), "--no-probe"]) == 1
     out = capsys.readouterr().out
     assert "❌ Pad token is distinct from EOS — problem" in out
 
 
 def test_main_reports_load_errors_on_stderr(tmp_path, capsys):
-    assert main(["--model", str(tmp_path / "missing-model")]) == 2
+    assert cli_main(["doctor", "--model", str(tmp_path / "missing-model")]) == 2
     assert "No such file or directory" in capsys.readouterr().err
     bad = tmp_path / "bad.jsonl"
     bad.write_text("not json\n")
-    assert main(["--sample", str(bad)]) == 2
+    assert cli_main(["doctor", "--sample", str(bad)]) == 2
     assert "line 1: not valid JSON" in capsys.readouterr().err

@@ -1,29 +1,52 @@
-"""The EOS doctor tab: checks the loaded model and tokenizer, optionally against a training sample."""
+"""The EOS doctor tab: checks the loaded model and tokenizer, optionally against a training sample, and hands out
+the repaired config/tokenizer files as a zip."""
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import gradio as gr
 
-from ..service import Playground
+from ..service import TRACE_MAX_AGE, Playground
 from .errors import from_page, refusal
 
 
 def doctor_tab(playground: Playground) -> None:
     with gr.Tab("EOS doctor"):
         gr.Markdown("Checks the loaded model and tokenizer for the usual reasons a fine-tune never emits EOS. "
-                    "Optionally add a JSONL training sample (`prompt`/`response` or `text` per line).")
+                    "Optionally add a JSONL training sample (`prompt`/`response`, `text`, `messages` or "
+                    "`input_ids`/`labels` per line).")
         sample = gr.File(label="Training sample (JSONL, optional)", file_types=[".jsonl"])
-        doctor_button = gr.Button("Examine the model")
+        with gr.Row():
+            doctor_button = gr.Button("Examine the model")
+            fix_button = gr.Button("Download the repaired files (zip)")
+        fixes_file = gr.File(label="Repaired files: generation_config.json, config.json, tokenizer files, FIXES.md")
+        fixes_summary = gr.Markdown()
         doctor_report = gr.Markdown()
+
+    def read_sample(sample_file, event: gr.EventData | None):
+        try:
+            return playground.read_sample(sample_file)  # size cap first; messages name no server path
+        except ValueError as error:
+            raise refusal(playground, "/doctor", error, page=from_page(event)) from None
 
     def on_doctor(sample_file, event: gr.EventData):
         from ..doctor import diagnose, report_markdown
 
-        try:
-            records = playground.read_sample(sample_file)  # size cap first; messages name no server path
-        except ValueError as error:
-            raise refusal(playground, "/doctor", error, page=from_page(event)) from None
-        return report_markdown(diagnose(playground.bundle, sample=records))
+        return report_markdown(diagnose(playground.bundle, sample=read_sample(sample_file, event)))
+
+    def on_fix(sample_file, event: gr.EventData):
+        from ..doctor import diagnose, report_markdown, zip_fixes
+
+        bundle = playground.bundle
+        findings = diagnose(bundle, sample=read_sample(sample_file, event))
+        archive = zip_fixes(bundle, findings, Path(tempfile.gettempdir()) / "eos-playground-fixes",
+                            max_age_seconds=TRACE_MAX_AGE)
+        fixes = (archive.parent / "repaired" / "FIXES.md").read_text(encoding="utf-8")
+        return str(archive), fixes, report_markdown(findings)
 
     doctor_button.click(on_doctor, sample, doctor_report, concurrency_id="model", concurrency_limit=1,
                         api_name="doctor")
+    fix_button.click(on_fix, sample, [fixes_file, fixes_summary, doctor_report], concurrency_id="model",
+                     concurrency_limit=1, api_name="doctor_fix")

@@ -1,0 +1,111 @@
+"""EOS doctor: find out why a model doesn't stop, and write the files that fix what files can fix.
+
+A model stops when ``generate()`` samples a token id listed in ``generation_config.eos_token_id``. That fails in
+a handful of well-known ways, each checked with the real tokenizer, model and (optionally) a training sample:
+
+ids (:mod:`.ids`)
+    ``eos_ids_agree`` tokenizer, model config and generation config name different EOS ids;
+    ``end_tokens_all_stop`` a family's several end tokens (<|eot_id|> + <|end_of_text|>, <|im_end|> +
+    <|endoftext|>) with generation stopping on only one; ``gguf_end_tokens`` a GGUF export without the turn end.
+tokenizer (:mod:`.tokenizer`)
+    ``pad_is_eos`` pad == EOS masks every EOS label; ``eos_string_splits`` the EOS written as text splits;
+    ``tokenizer_appends_eos`` add_eos_token promises an EOS that encoding does not add.
+template (:mod:`.template`)
+    ``chat_template_eos`` assistant turns end with a token generation does not stop on;
+    ``chat_template_single_end`` the end token is written twice.
+generation (:mod:`.generation`)
+    ``generation_config_blocks_eos`` EOS banned or delayed; ``stop_strings_survive_decoding`` stop strings that
+    skip_special_tokens=True deletes; ``p_eos_at_answer_end`` teacher-forced p(EOS) after complete answers.
+weights (:mod:`.weights`)
+    ``eos_embedding`` untrained EOS rows; ``chat_tokens_trained`` untrained chat-token rows;
+    ``adapter_trains_new_tokens`` a LoRA adapter that leaves added tokens untrained.
+data (:mod:`.data`)
+    ``sample_ends_with_eos`` examples without EOS; ``truncation_keeps_eos`` max_length cuts the EOS off;
+    ``every_turn_end_supervised`` multi-turn labels that supervise only the last turn's end.
+
+Each :class:`Finding` says what fixes it (``action``): an argument at generation time, the files
+(:func:`write_fixes` writes them), or the training. Example::
+
+    from playground.models import load_model
+    from playground.doctor import diagnose, report_markdown
+
+    print(report_markdown(diagnose(load_model())))
+
+or ``python -m playground doctor --model default --json``.
+"""
+
+from __future__ import annotations
+
+from playground.models import LoadedModel
+
+from .core import ACTIONS, STATUS_ICONS, STATUSES, Context, Finding, load_sample
+from .data import check_every_turn_end_supervised, check_sample_ends_with_eos, check_truncation_keeps_eos
+from .generation import (
+    check_generation_config_blocks_eos,
+    check_p_eos_at_answer_end,
+    check_stop_strings_survive_decoding,
+)
+from .ids import check_end_tokens_all_stop, check_eos_ids_agree, check_gguf_end_tokens
+from .repair import RepairResult, check_out_dir, write_fixes, zip_fixes
+from .report import group_findings, report_json, report_markdown
+from .template import check_chat_template_eos, check_chat_template_single_end
+from .tokenizer import check_eos_string_splits, check_pad_is_eos, check_tokenizer_appends_eos
+from .weights import check_adapter_trains_new_tokens, check_chat_tokens_trained, check_eos_embedding
+
+__all__ = ["ACTIONS", "CHECKS", "STATUSES", "STATUS_ICONS", "Finding", "RepairResult", "check_out_dir", "diagnose",
+           "group_findings", "load_sample", "report_json", "report_markdown", "write_fixes", "zip_fixes"]
+
+CHECKS = (
+    check_eos_ids_agree,
+    check_end_tokens_all_stop,
+    check_gguf_end_tokens,
+    check_pad_is_eos,
+    check_eos_string_splits,
+    check_tokenizer_appends_eos,
+    check_chat_template_eos,
+    check_chat_template_single_end,
+    check_generation_config_blocks_eos,
+    check_stop_strings_survive_decoding,
+    check_eos_embedding,
+    check_chat_tokens_trained,
+    check_adapter_trains_new_tokens,
+    check_sample_ends_with_eos,
+    check_truncation_keeps_eos,
+    check_every_turn_end_supervised,
+    check_p_eos_at_answer_end,
+)
+
+
+def diagnose(bundle: LoadedModel, *, sample: list[dict] | None = None, max_length: int = 512,
+             probe: bool = True, gguf=None, stop_strings: list[str] | None = None) -> list[Finding]:
+    """Run every check on a loaded model; one Finding per check.
+
+    ``sample``: training examples (see :func:`load_sample`); ``max_length``: the training max_length;
+    ``probe=False`` skips the forward passes of the teacher-forced p(EOS) check; ``gguf``: a GGUF export of this
+    model to compare (a model loaded from a GGUF is compared with its own file); ``stop_strings``: strings your
+    code searches the decoded text for.
+    """
+    if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 2:
+        raise ValueError(f"max_length must be an integer >= 2, got {max_length!r}")
+    if sample is not None and not isinstance(sample, list):
+        raise ValueError(f"sample must be a list of dicts or None, got {type(sample).__name__}")
+    if sample is not None and not sample:
+        raise ValueError("sample must contain at least 1 example, got an empty list")
+    if stop_strings is not None and not all(isinstance(s, str) and s for s in stop_strings):
+        raise ValueError("stop_strings must be a list of non-empty strings")
+    ctx = Context(bundle, sample, max_length, gguf=gguf, stop_strings=stop_strings)
+    findings = []
+    for check in CHECKS:
+        if check is check_p_eos_at_answer_end and not probe:
+            findings.append(Finding("p_eos_at_answer_end", "Model puts probability on EOS where an answer ends",
+                                    "not_applicable", "Skipped (probe=False / --no-probe).",
+                                    "Measures p(EOS) right after complete answers.", "Run without --no-probe."))
+            continue
+        try:
+            findings.append(check(ctx))
+        except Exception as error:  # one odd tokenizer/model must not hide the other findings
+            name = check.__name__.removeprefix("check_")
+            findings.append(Finding(name, name.replace("_", " ").capitalize(), "warning",
+                                    f"The check could not run: {type(error).__name__}: {error}",
+                                    (check.__doc__ or "").strip(), "Report this with the model you used."))
+    return findings

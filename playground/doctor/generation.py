@@ -1,0 +1,226 @@
+"""Checks on generation: the generation config, stop strings, and the model's own p(EOS) at an answer's end."""
+
+from __future__ import annotations
+
+import statistics
+
+import torch
+
+from .core import Context, Example, Finding, as_list
+
+# Teacher forcing runs one forward pass per example; a few dozen are plenty for a distribution.
+MAX_FORCED_EXAMPLES = 16
+# Below these median p(EOS) values the model has (practically) not learned to stop after an answer.
+P_EOS_PROBLEM = 0.01
+P_EOS_WARNING = 0.1
+
+
+def check_generation_config_blocks_eos(ctx: Context) -> Finding:
+    """Generation config settings that ban EOS (suppress_tokens, bad_words_ids) or delay it (min lengths)."""
+    gc = ctx.generation_config
+    title = "Generation config does not ban or delay EOS"
+    why = (
+        "suppress_tokens and bad_words_ids set the EOS logit to -inf, so the model can never stop; "
+        "min_length/min_new_tokens do the same for the first N tokens; a negative sequence_bias or a "
+        "repetition_penalty > 1 (the EOS already appears in a chat prompt) make stopping less likely."
+    )
+    if gc is None:
+        return Finding("generation_config_blocks_eos", title, "not_applicable", "The model has no generation config.",
+                       why, "Nothing to check.")
+    eos_ids = set(ctx.end_ids)
+    problems, warnings = [], []
+    repair: dict = {}  # the generation-config fields that unblock EOS, with their repaired values
+    suppress = as_list(getattr(gc, "suppress_tokens", None))
+    suppressed = [i for i in suppress if i in eos_ids]
+    if suppressed:
+        problems.append(f"suppress_tokens contains {ctx.named_list(suppressed)}: EOS can never be generated.")
+        repair["suppress_tokens"] = [i for i in suppress if i not in eos_ids] or None
+    bad_words = getattr(gc, "bad_words_ids", None) or []
+    bad = [seq for seq in bad_words if len(seq) == 1 and seq[0] in eos_ids]
+    if bad:
+        problems.append(f"bad_words_ids bans {ctx.named_list([s[0] for s in bad])}: EOS can never be generated.")
+        repair["bad_words_ids"] = [seq for seq in bad_words if seq not in bad] or None
+    begin_suppress = as_list(getattr(gc, "begin_suppress_tokens", None))
+    begin = [i for i in begin_suppress if i in eos_ids]
+    if begin:
+        warnings.append(f"begin_suppress_tokens contains {ctx.named_list(begin)}: EOS is banned at the first step.")
+        repair["begin_suppress_tokens"] = [i for i in begin_suppress if i not in eos_ids] or None
+    min_new = getattr(gc, "min_new_tokens", None) or 0
+    if min_new > 0:
+        warnings.append(f"min_new_tokens = {min_new}: EOS is banned for the first {min_new} new tokens.")
+        repair["min_new_tokens"] = None
+    min_length = getattr(gc, "min_length", None) or 0
+    if min_length > 0:
+        warnings.append(f"min_length = {min_length}: EOS is banned until prompt + output reach {min_length} tokens.")
+        repair["min_length"] = 0
+    bias = getattr(gc, "sequence_bias", None) or {}
+    items = list(bias.items() if isinstance(bias, dict) else [(tuple(k), v) for k, v in bias])
+    for key, value in items:
+        if len(key) == 1 and key[0] in eos_ids and value < 0:
+            (problems if value <= -10 else warnings).append(f"sequence_bias gives {ctx.named(key[0])} {value}.")
+            repair["sequence_bias"] = [[list(k), v] for k, v in items
+                                       if not (len(k) == 1 and k[0] in eos_ids and v < 0)] or None
+    penalty = getattr(gc, "repetition_penalty", None) or 1.0
+    if penalty > 1.0:
+        warnings.append(f"repetition_penalty = {penalty}: once an EOS/end token is in the prompt (every chat turn "
+                        "ends with one) its logit is divided by it.")
+    data = {"problems": problems, "warnings": warnings}
+    if repair:  # repetition_penalty stays: it is a sampling choice, and the warning says what it costs
+        data["repair"] = {"generation_config": repair}
+    fields = ("suppress_tokens, bad_words_ids, begin_suppress_tokens, min_new_tokens, min_length, sequence_bias, "
+              "repetition_penalty")
+    if not problems and not warnings:
+        return Finding("generation_config_blocks_eos", title, "ok", f"None of {fields} touches the EOS ids "
+                       f"{ctx.named_list(sorted(eos_ids))}.", why, "Nothing to fix.", data)
+    fix = ("Remove the EOS ids from these settings, e.g.\n```python\ngc = model.generation_config\n"
+           "gc.suppress_tokens = [t for t in (gc.suppress_tokens or []) if t not in eos_ids] or None\n"
+           "gc.bad_words_ids = None\ngc.min_new_tokens = None\ngc.min_length = 0\n"
+           "gc.save_pretrained(output_dir)\n```")
+    return Finding("generation_config_blocks_eos", title, "problem" if problems else "warning",
+                   " ".join(problems + warnings), why, fix, data, action="files" if repair else "generation")
+
+
+def _p_stop(ctx: Context, examples: list[Example], stop_ids: list[int],
+           other_ids: list[int]) -> tuple[list[float], dict[int, list[float]]]:
+    """Teacher-forced next-token probability after each answer: summed over stop ids, and per other end id."""
+    model, device = ctx.model, ctx.bundle.device
+    output = ctx.base.get_output_embeddings()
+    vocab = output.weight.shape[0] if output is not None else None
+    valid = [i for i in stop_ids if vocab is None or i < vocab]
+    others = [i for i in other_ids if vocab is None or i < vocab]
+    p_stop, p_other = [], {i: [] for i in others}
+    sequences = [example.prefix_ids[-ctx.max_length:] for example in examples]
+    for start in range(0, len(sequences), 8):
+        batch = sequences[start:start + 8]
+        width = max(len(ids) for ids in batch)
+        # Right padding under a zero attention mask leaves every real position's logits unchanged.
+        input_ids = torch.zeros((len(batch), width), dtype=torch.long)
+        attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, ids in enumerate(batch):
+            input_ids[row, : len(ids)] = torch.tensor(ids)
+            attention_mask[row, : len(ids)] = 1
+        with torch.inference_mode():
+            logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)).logits
+        for row, ids in enumerate(batch):
+            probabilities = logits[row, len(ids) - 1].float().softmax(-1)
+            p_stop.append(float(probabilities[valid].sum()) if valid else 0.0)
+            for token_id in others:
+                p_other[token_id].append(float(probabilities[token_id]))
+    return p_stop, p_other
+
+
+def _summary(values: list[float]) -> dict:
+    return {"min": min(values), "median": statistics.median(values), "max": max(values)}
+
+
+def _fmt(summary: dict) -> str:
+    return f"min {summary['min']:.3g} / median {summary['median']:.3g} / max {summary['max']:.3g}"
+
+
+def check_p_eos_at_answer_end(ctx: Context) -> Finding:
+    """Teacher-forced p(EOS) right after complete answers: near zero means stopping was never learned."""
+    title = "Model puts probability on EOS where an answer ends"
+    why = (
+        "Feeding a complete answer and reading the next-token distribution shows whether the model learned to "
+        "stop there. A chat model typically gives the stop token tens of percent; near zero means it will go on "
+        "(lack of EOS in training, masked EOS labels, an untrained EOS row, or a base model)."
+    )
+    stop = ctx.stop_ids or ([ctx.tokenizer_eos_id] if ctx.tokenizer_eos_id is not None else [])
+    if not stop:
+        return Finding("p_eos_at_answer_end", title, "not_applicable", "There is no EOS id to measure.", why,
+                       "See eos_ids_agree.")
+    examples = [e for e in ctx.examples if e.prefix_ids][:MAX_FORCED_EXAMPLES]
+    source = (f"{len(examples)} answer(s) from your sample" if ctx.sample is not None
+              else f"{len(examples)} built-in question/answer pairs"
+              + (" rendered with the chat template" if ctx.template and "error" not in ctx.template else ""))
+    template_end = ctx.template.get("end_id") if ctx.template else None
+    template_other = template_end if template_end is not None and template_end not in stop and (
+        template_end in ctx.end_like or template_end in ctx.all_eos_ids) else None
+    other_ids = [i for i in [template_other, *ctx.end_like, *ctx.all_eos_ids] if i is not None and i not in stop]
+    other_ids = list(dict.fromkeys(other_ids))
+    p_stop, p_other = _p_stop(ctx, examples, stop, other_ids)
+    summary = _summary(p_stop)
+    lowest = min(range(len(p_stop)), key=p_stop.__getitem__)
+    data = {"p_eos": [round(p, 6) for p in p_stop], **{k: round(v, 6) for k, v in summary.items()},
+            "examples": [e.label for e in examples], "stop_ids": stop, "other_end_ids": {}}
+    found = [f"p({', '.join(ctx.token(i) for i in stop)}) right after the answer, over {source}: {_fmt(summary)} "
+             f"(lowest: {examples[lowest].label})."]
+    for token_id, values in p_other.items():
+        other_summary = _summary(values)
+        data["other_end_ids"][token_id] = {k: round(v, 6) for k, v in other_summary.items()}
+        role = "the template's turn end, not a stop id" if token_id == template_other else "not a stop id"
+        found.append(f"{ctx.named(token_id)} ({role}) gets {_fmt(other_summary)}.")
+    if ctx.has_adapter:
+        with ctx.bundle.adapter_disabled():
+            p_base, _ = _p_stop(ctx, examples, stop, [])
+        base_summary = _summary(p_base)
+        data["without_adapter"] = {k: round(v, 6) for k, v in base_summary.items()}
+        found.append(f"With the adapter switched off: {_fmt(base_summary)}.")
+    median = summary["median"]
+    if median >= P_EOS_WARNING:
+        return Finding("p_eos_at_answer_end", title, "ok", " ".join(found) + " The model has learned to stop.", why,
+                       "Nothing to fix. If it still rambles on open questions, cap max_new_tokens or bias EOS up "
+                       "with an EOS-reward logits processor.", data)
+    fix = ("Find the cause above (EOS missing from training data, pad == EOS masking, untrained EOS rows), fix it and "
+           "fine-tune again. Until then stop it at inference: set max_new_tokens, add stop strings "
+           "(generate(..., stop_strings=['\\n\\n'], tokenizer=tokenizer)) or raise the EOS logit with a logits "
+           "processor.")
+    preferred = [i for i, values in p_other.items() if statistics.median(values) > max(median, P_EOS_PROBLEM)]
+    action = "retrain"
+    if preferred:
+        fix = (f"The model wants to end with {ctx.named(preferred[0])}, which generation does not stop on; "
+               f"stop on it:\n```python\nmodel.generation_config.eos_token_id = {stop + preferred[:1]}\n```")
+        data["repair"], action = {"stop_on": preferred[:1]}, "files"
+    status = "problem" if median < P_EOS_PROBLEM else "warning"
+    return Finding("p_eos_at_answer_end", title, status, " ".join(found), why, fix, data, action=action)
+
+
+
+def check_stop_strings_survive_decoding(ctx: Context) -> Finding:
+    """Stop strings that are (or contain) special tokens vanish from text decoded with skip_special_tokens=True."""
+    title = "Stop strings can be found in the decoded text"
+    why = (
+        "Code that stops on strings usually searches the decoded text, and decodes with skip_special_tokens=True "
+        "(text-generation pipelines, TextIteratorStreamer(skip_special_tokens=True), vLLM and TGI by default). A "
+        "stop string that is a special token such as '<|im_end|>' is removed by that decoding, so the search never "
+        "matches and the reply runs on to the token limit. (generate(stop_strings=...) matches tokens, not "
+        "decoded text, so it does see special tokens.)"
+    )
+    configured = getattr(ctx.generation_config, "stop_strings", None) or []
+    configured = [configured] if isinstance(configured, str) else list(configured)
+    given = [(s, "--stop-string") for s in ctx.stop_strings] + [(s, "generation_config.stop_strings")
+                                                                 for s in configured]
+    if not given:
+        return Finding("stop_strings_survive_decoding", title, "not_applicable",
+                       "No stop strings given (--stop-string) and generation_config.stop_strings is empty.", why,
+                       "Nothing to check.")
+    tokenizer, rows, hidden = ctx.tokenizer, [], []
+    for string, source in given:
+        ids = tokenizer(string, add_special_tokens=False)["input_ids"]
+        specials = [i for i in ids if i in ctx.special_ids]
+        decoded = tokenizer.decode(tokenizer("Hello." + string, add_special_tokens=False)["input_ids"],
+                                   skip_special_tokens=True)
+        rows.append({"string": string, "source": source, "ids": ids, "special_ids": specials,
+                     "decoded_example": decoded, "found_in_decoded": string in decoded})
+        if string not in decoded:
+            hidden.append(rows[-1])
+    data = {"stop_strings": rows}
+    listed = "; ".join(f"{r['string']!r} ({r['source']}) -> ids {r['ids']}" for r in rows)
+    if not hidden:
+        return Finding("stop_strings_survive_decoding", title, "ok",
+                       f"{listed}. Each one survives decode(..., skip_special_tokens=True).", why, "Nothing to fix.",
+                       data)
+    found = [listed + "."]
+    for row in {row["string"]: row for row in hidden}.values():
+        found.append(f"{row['string']!r} contains the special token(s) {ctx.named_list(row['special_ids'])}: "
+                     f"decode(tokenizer('Hello.' + {row['string']!r}), skip_special_tokens=True) = "
+                     f"{row['decoded_example']!r}, which never contains it.")
+    special = list(dict.fromkeys(i for row in hidden for i in row["special_ids"]))
+    stop = ctx.stop_ids + [i for i in special if i not in ctx.stop_ids]
+    fix = ("Stop on the token id instead of its text:\n```python\n"
+           f"model.generate(..., eos_token_id={stop})\n"
+           f"# vLLM: SamplingParams(stop_token_ids={special}); or decode with skip_special_tokens=False before "
+           "searching\n```")
+    status = "problem" if any(row["source"] == "--stop-string" for row in hidden) else "warning"
+    return Finding("stop_strings_survive_decoding", title, status, " ".join(found), why, fix, data,
+                   action="generation")
