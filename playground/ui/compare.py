@@ -10,7 +10,8 @@ from collections.abc import Iterator
 import gradio as gr
 
 from .. import charts
-from ..interventions import DESCRIPTIONS, INTERVENTION_NAMES, default_params, export_code, parse_interventions
+from ..export import export_column
+from ..interventions import DESCRIPTIONS, INTERVENTION_NAMES, default_params
 from ..service import Playground, write_trace_files
 from .views import require_number, stages_rows, token_html
 
@@ -78,7 +79,9 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
         with gr.Accordion("Copy this fix", open=False):
             with gr.Row():
                 fix_column = gr.Dropdown([(f"Column {i + 1}", i) for i in range(MAX_COLUMNS)], value=1, label="Column")
-                fix_kind = gr.Radio(["generate", "pipeline"], value="generate", label="Use with")
+                fix_kind = gr.Radio([("model.generate() script", "generate"), ("pipeline() script", "pipeline"),
+                                     ("arguments for your own generate() call", "kwargs")], value="generate",
+                                    label="Use with")
             snippet = gr.Code(language="python", label="Runnable Python that reproduces this column")
         with gr.Row():
             download_json = gr.DownloadButton("Download trace (JSON)", visible=False)
@@ -162,12 +165,7 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
                                          stops_, min_new_, template_, system_, 1, picked[column])
         except gr.Error as error:
             return f"# {error.message}"
-        variant = comparison.trace.variants[0]
-        s = comparison.settings
-        return export_code(parse_interventions(variant.interventions), model_reference=playground.reference,
-                           prompt=prompt_, system_prompt=s.system_prompt, use_chat_template=s.use_chat_template,
-                           max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p,
-                           top_k=s.top_k, seed=s.seed, variant=kind)
+        return export_column(comparison, kind=kind, model_reference=playground.reference)
 
     chart_outputs = [p_eos_plot, top_k_plot, heatmap_plot, stages]
     column_outputs = [c for pair in zip(statuses, views) for c in pair]
