@@ -246,6 +246,19 @@ def test_cli_export_prints_the_snippet_for_one_column(smollm, monkeypatch, capsy
     assert "export prints one column" in capsys.readouterr().err
 
 
+def test_api_export_code_writes_the_pages_snippet(app_server):
+    from gradio_client import Client
+
+    client = Client(app_server, verbose=False)
+    code = client.predict(prompt=PARIS, interventions=["eos_reward", "stop_strings"], kind="pipeline",
+                          stop_strings="Louvre", strength=20, api_name="/export_code")
+    compile(code, "fix.py", "exec")
+    assert "generator = pipeline('text-generation', model=model, tokenizer=tokenizer)" in code
+    assert "stop_strings=['Louvre']" in code and "strength=20.0" in code
+    with pytest.raises(Exception, match="kind must be one of generate, pipeline, kwargs"):
+        client.predict(prompt=PARIS, interventions=[], kind="chat", api_name="/export_code")
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Every intervention on its own, and more combinations (slow: a subprocess each)
 
