@@ -119,7 +119,8 @@ def _prompt_lines(chosen: dict, prompt: str, system_prompt: str | None, use_chat
 
 
 def _decay_note(chosen: dict, max_new_tokens: int) -> str | None:
-    """transformers' decay penalty is only unfaithful where it grows past the cap while EOS cannot win anyway."""
+    """transformers' decay penalty differs from the engine's only past the engine's cap on factor**k, which a run
+    reaches only while something else keeps EOS from being chosen (ban_eos, min_new_tokens, seed_article)."""
     start, factor = chosen["decay_penalty"]["start"], chosen["decay_penalty"]["factor"]
     if factor <= 1.0:
         return None
@@ -129,9 +130,9 @@ def _decay_note(chosen: dict, max_new_tokens: int) -> str | None:
         held_until = max(held_until, min(chosen["min_new_tokens"]["n"], max_new_tokens))
     if held_until - start <= capped_after:
         return None
-    return (f"# Not faithful: EOS is held back while exponential_decay_length_penalty's factor**k passes 1e30 "
-            f"({capped_after} tokens after its start). The playground caps it there; generate() grows it on "
-            "(inf in float32, OverflowError past 1e308), so from then on this can decode differently or fail.")
+    return (f"# Not faithful: while EOS is banned or overwritten, exponential_decay_length_penalty's factor**k "
+            f"passes 1e30 ({capped_after} tokens after its start). The playground caps it there; generate() grows it "
+            "on (inf in float32, OverflowError past 1e308), so from then on this can decode differently or fail.")
 
 
 def _stop_string_note(strings: list[str], prompt_text: str | None) -> list[str]:

@@ -191,7 +191,8 @@ def test_unfaithful_combination_says_so_and_faithful_ones_do_not():
     """EOS banned while the decay penalty's growth passes the engine's cap: transformers' own penalty grows on."""
     code = snippet(["ban_eos", {"name": "decay_penalty", "start": 0, "factor": 10.0}], max_new_tokens=64)
     said = " ".join(line.removeprefix("# ") for line in code.splitlines() if line.startswith("#"))
-    assert "Not faithful: EOS is held back while exponential_decay_length_penalty's factor**k passes 1e30 (30 tokens" in said
+    assert ("Not faithful: while EOS is banned or overwritten, exponential_decay_length_penalty's factor**k passes "
+            "1e30 (30 tokens after its start)") in said
     for faithful in (["ban_eos", "decay_penalty"], ["decay_penalty", {"name": "min_new_tokens", "n": 30}],
                      ["eos_reward", "seed_article", "repetition_stop"]):
         assert "Not faithful" not in snippet(faithful)
