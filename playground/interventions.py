@@ -29,15 +29,6 @@ from transformers import (
     SuppressTokensLogitsProcessor,
 )
 
-def _eos_id_list(eos_token_id) -> list[int]:
-    if isinstance(eos_token_id, torch.Tensor):
-        eos_token_id = eos_token_id.tolist()
-    ids = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
-    if not ids or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids):
-        raise ValueError(f"eos_token_id must be a non-negative int or a non-empty list of them, got {eos_token_id!r}")
-    return list(dict.fromkeys(ids))
-
-
 _TOKENIZER_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -122,10 +113,6 @@ class EosRewardLogitsProcessor(LogitsProcessor):
         tokenizer=None,
         boundary_token_ids: list[int] | None = None,
     ):
-        eos = eos_token_id.tolist() if isinstance(eos_token_id, torch.Tensor) else eos_token_id
-        eos = [eos] if isinstance(eos, int) else list(eos)
-        if not eos or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in eos):
-            raise ValueError(f"eos_token_id must be a non-negative int or a non-empty list of them, got {eos_token_id!r}")
         if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be an int >= 1, got {max_new_tokens!r}")
         if prompt_length is not None and (not isinstance(prompt_length, int) or prompt_length < 0):
@@ -136,7 +123,7 @@ class EosRewardLogitsProcessor(LogitsProcessor):
             raise ValueError(f"strength must be a finite number >= 0, got {strength!r}")
         if schedule not in self.SCHEDULES:
             raise ValueError(f"schedule must be one of {', '.join(self.SCHEDULES)}, got {schedule!r}")
-        self.eos_token_ids = torch.tensor(list(dict.fromkeys(eos)), dtype=torch.long)
+        self.eos_token_ids = torch.tensor(self.eos_id_list(eos_token_id), dtype=torch.long)
         self.max_new_tokens = max_new_tokens
         self.prompt_length = prompt_length
         self.reward_start_ratio = float(reward_start_ratio)
@@ -157,6 +144,16 @@ class EosRewardLogitsProcessor(LogitsProcessor):
                 self._boundary, self._bare_period, self._digit = self.sentence_end_masks(tokenizer)
             else:
                 raise ValueError("at_boundary=True needs tokenizer= or boundary_token_ids=")
+
+    @staticmethod
+    def eos_id_list(eos_token_id) -> list[int]:
+        """The EOS id(s) as a list without repeats; ValueError unless they are non-negative ints."""
+        if isinstance(eos_token_id, torch.Tensor):
+            eos_token_id = eos_token_id.tolist()
+        ids = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
+        if not ids or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids):
+            raise ValueError(f"eos_token_id must be a non-negative int or a non-empty list of them, got {eos_token_id!r}")
+        return list(dict.fromkeys(ids))
 
     @classmethod
     def sentence_end_masks(cls, tokenizer) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -612,7 +609,7 @@ def build_interventions(
         raise ValueError(f"max_new_tokens must be an int >= 1, got {max_new_tokens!r}")
     needs_eos = {"eos_reward", "seed_article", "decay_penalty", "min_new_tokens", "ban_eos"} & set(chosen)
     if needs_eos:
-        eos_token_ids = _eos_id_list(eos_token_ids)
+        eos_token_ids = EosRewardLogitsProcessor.eos_id_list(eos_token_ids)
 
     def with_prompt_length(make):
         return make(prompt_length) if prompt_length is not None else _PromptLengthFromFirstCall(make)
