@@ -1,4 +1,4 @@
-"""``python -m playground compare|doctor|bench|deploy`` — the playground without a browser."""
+"""``python -m playground compare|export|doctor|bench|deploy`` — the playground without a browser."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import shutil
 import sys
 import textwrap
 
+from .export import KINDS
 from .interventions import INTERVENTION_NAMES, unescape
 
 DEFAULT_VARIANTS = ["eos_reward"]
@@ -74,18 +75,51 @@ def parse_branch_spec(spec: str) -> tuple[int, int, int]:
     return column, step, token_id
 
 
+def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
+    decoding = parser.add_argument_group("decoding")
+    decoding.add_argument("--max-new-tokens", type=int, default=128)
+    decoding.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    decoding.add_argument("--top-p", type=float, default=1.0)
+    decoding.add_argument("--top-k", type=int, default=0, help="0 = off")
+    decoding.add_argument("--min-p", type=float, default=0.0,
+                          help="keep tokens with at least this fraction of the top token's probability (0 = off)")
+    decoding.add_argument("--typical-p", type=float, default=1.0, help="typical sampling's probability mass (1 = off)")
+    decoding.add_argument("--repetition-penalty", type=float, default=1.0,
+                          help="divide the logits of tokens already in the text by this (1 = off; applies when greedy too)")
+    decoding.add_argument("--no-repeat-ngram-size", type=int, default=0,
+                          help="ban tokens that would repeat an n-gram of this size (0 = off; applies when greedy too)")
+    decoding.add_argument("--seed", type=int, default=0)
+    decoding.add_argument("--no-chat-template", action="store_true", help="feed the prompt as plain text")
+    decoding.add_argument("--system-prompt")
+
+
+def add_intervention_arguments(parser: argparse.ArgumentParser) -> None:
+    interventions = parser.add_argument_group("interventions")
+    interventions.add_argument("--intervention", action="append", metavar="NAME",
+                               help=f"add a column; NAME is one of {', '.join(INTERVENTION_NAMES)} or several "
+                                    "joined with '+' (default: eos_reward)")
+    interventions.add_argument("--reward-start-ratio", type=float, help="eos_reward: start at this fraction of max new tokens")
+    interventions.add_argument("--strength", type=float, help="eos_reward: the largest bonus added to the EOS logit")
+    interventions.add_argument("--stop-string", action="append", help="stop_strings: a string that ends the answer (type a newline as \\n)")
+
+
+def settings_from_args(args):
+    from .engine import Settings
+
+    return Settings(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
+                    top_k=args.top_k, min_p=args.min_p, typical_p=args.typical_p,
+                    repetition_penalty=args.repetition_penalty, no_repeat_ngram_size=args.no_repeat_ngram_size,
+                    seed=args.seed, use_chat_template=not args.no_chat_template, system_prompt=args.system_prompt)
+
+
 def compare_main(args) -> int:
-    from .engine import Comparison, Settings
+    from .engine import Comparison
     from .models import ModelLoadError
 
     try:
         branches = [parse_branch_spec(spec) for spec in args.branch or []]
         bundle = load_from_args(args)
-        settings = Settings(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
-                            top_k=args.top_k, min_p=args.min_p, typical_p=args.typical_p,
-                            repetition_penalty=args.repetition_penalty, no_repeat_ngram_size=args.no_repeat_ngram_size,
-                            seed=args.seed, use_chat_template=not args.no_chat_template, system_prompt=args.system_prompt)
-        comparison = Comparison(bundle, args.prompt, variants_from_args(args), settings, branches=branches)
+        comparison = Comparison(bundle, args.prompt, variants_from_args(args), settings_from_args(args), branches=branches)
     except (ModelLoadError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -93,7 +127,7 @@ def compare_main(args) -> int:
         pass
     if branches:  # one second batch, from the finished columns
         try:
-            second = Comparison.of_branches(bundle, trace, branches, settings)
+            second = Comparison.of_branches(bundle, trace, branches, comparison.settings)
         except ValueError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
@@ -146,6 +180,26 @@ def doctor_main(args) -> int:
     return 1 if any(f.status == "problem" for f in findings) else 0
 
 
+def export_main(args) -> int:
+    """Print the "Copy this fix" snippet for the one column ``--intervention`` describes."""
+    from .engine import Comparison
+    from .export import export_column
+    from .models import ModelLoadError
+
+    columns = variants_from_args(args)[1:]
+    if len(columns) != 1:
+        print("error: export prints one column: give one --intervention (join several with '+')", file=sys.stderr)
+        return 2
+    try:
+        bundle = load_from_args(args)
+        comparison = Comparison(bundle, args.prompt, columns, settings_from_args(args))
+        print(export_column(comparison, kind=args.kind, model_reference=args.model), end="")
+    except (ModelLoadError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m playground", description="EOS Playground: why does a model (not) stop?")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -153,33 +207,21 @@ def build_parser() -> argparse.ArgumentParser:
     compare = sub.add_parser("compare", help="decode a prompt with and without stop interventions, side by side")
     compare.add_argument("--prompt", required=True)
     add_model_arguments(compare)
-    decoding = compare.add_argument_group("decoding")
-    decoding.add_argument("--max-new-tokens", type=int, default=128)
-    decoding.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    decoding.add_argument("--top-p", type=float, default=1.0)
-    decoding.add_argument("--top-k", type=int, default=0, help="0 = off")
-    decoding.add_argument("--min-p", type=float, default=0.0,
-                          help="keep tokens with at least this fraction of the top token's probability (0 = off)")
-    decoding.add_argument("--typical-p", type=float, default=1.0, help="typical sampling's probability mass (1 = off)")
-    decoding.add_argument("--repetition-penalty", type=float, default=1.0,
-                          help="divide the logits of tokens already in the text by this (1 = off; applies when greedy too)")
-    decoding.add_argument("--no-repeat-ngram-size", type=int, default=0,
-                          help="ban tokens that would repeat an n-gram of this size (0 = off; applies when greedy too)")
-    decoding.add_argument("--seed", type=int, default=0)
-    decoding.add_argument("--no-chat-template", action="store_true", help="feed the prompt as plain text")
-    decoding.add_argument("--system-prompt")
-    interventions = compare.add_argument_group("interventions")
-    interventions.add_argument("--intervention", action="append", metavar="NAME",
-                               help=f"add a column; NAME is one of {', '.join(INTERVENTION_NAMES)} or several "
-                                    "joined with '+' (default: eos_reward)")
-    interventions.add_argument("--reward-start-ratio", type=float, help="eos_reward: start at this fraction of max new tokens")
-    interventions.add_argument("--strength", type=float, help="eos_reward: the largest bonus added to the EOS logit")
-    interventions.add_argument("--stop-string", action="append", help="stop_strings: a string that ends the answer (type a newline as \\n)")
+    add_decoding_arguments(compare)
+    add_intervention_arguments(compare)
     compare.add_argument("--branch", action="append", metavar="COLUMN:STEP:TOKEN_ID",
                          help="after the comparison, decode column COLUMN (from 1, in the order shown) again with "
                               "TOKEN_ID at step STEP (from 0) and the same tokens before it; one more column. Repeatable")
     compare.add_argument("--json", action="store_true", help="print the whole trace as one JSON object")
     compare.add_argument("--stages", action="store_true", help="with --json: include the per-stage distributions")
+
+    export = sub.add_parser("export", help="print one column's fix as code for your own generate() or pipeline()")
+    export.add_argument("--prompt", required=True)
+    export.add_argument("--kind", choices=KINDS, default="generate",
+                        help="a generate() script, a pipeline() script, or the arguments for your own generate() call")
+    add_model_arguments(export)
+    add_decoding_arguments(export)
+    add_intervention_arguments(export)
 
     doctor = sub.add_parser("doctor", help="check a model and tokenizer for the usual reasons it never emits EOS")
     add_model_arguments(doctor)
@@ -213,4 +255,4 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "doctor":
         return doctor_main(args)
-    return compare_main(args)
+    return export_main(args) if args.command == "export" else compare_main(args)

@@ -2,8 +2,8 @@
 
 Everything here plugs into plain transformers (``model.generate(logits_processor=..., stopping_criteria=...)`` or
 ``pipeline("text-generation", ...)``). The playground describes a set of interventions declaratively
-(:class:`Intervention`, by registry name), turns it into processors with :func:`build_interventions`, and can
-render a runnable snippet that reproduces a run with :func:`export_code`.
+(:class:`Intervention`, by registry name) and turns it into processors with :func:`build_interventions`;
+:mod:`playground.export` writes the same fix as plain transformers code.
 
 Length convention shared by every processor here: ``step`` counts *generated* tokens, never the prompt. Step 0 is
 the call that chooses the first new token, i.e. ``step = input_ids.shape[-1] - prompt_length``. For a left-padded
@@ -29,23 +29,6 @@ from transformers import (
     SuppressTokensLogitsProcessor,
 )
 
-SCHEDULES = ("linear", "exponential")
-# Curvature of the "exponential" schedule: the bonus is strength * expm1(k * progress) / expm1(k), so it stays
-# small for most of the ramp and reaches full strength only at the last step.
-_EXPONENTIAL_CURVATURE = 3.0
-SENTENCE_END_CHARACTERS = ".!?…。！？"
-CLOSING_CHARACTERS = "\"'”’)]}»」』"
-
-
-def _eos_id_list(eos_token_id) -> list[int]:
-    if isinstance(eos_token_id, torch.Tensor):
-        eos_token_id = eos_token_id.tolist()
-    ids = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
-    if not ids or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids):
-        raise ValueError(f"eos_token_id must be a non-negative int or a non-empty list of them, got {eos_token_id!r}")
-    return list(dict.fromkeys(ids))
-
-
 _TOKENIZER_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -58,34 +41,6 @@ def _tokenizer_cache(tokenizer) -> dict:
         return _TOKENIZER_CACHE.setdefault(tokenizer, {})
     except TypeError:  # not weak-referenceable: no caching
         return {}
-
-
-def _token_masks(tokenizer) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Bool masks over the tokenizer's ids: (ends a sentence or line, is a bare ".", ends with a digit)."""
-    cache = _tokenizer_cache(tokenizer)
-    if "masks" not in cache:
-        texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
-        special = set(tokenizer.all_special_ids)
-        boundary, period, digit = [], [], []
-        for i, text in enumerate(texts):
-            body = text.rstrip(" \t")
-            core = body.rstrip(CLOSING_CHARACTERS)
-            boundary.append(i not in special and (body.endswith(("\n", "\r")) or core.endswith(tuple(SENTENCE_END_CHARACTERS))))
-            period.append(text.strip() == ".")
-            digit.append(text[-1:].isdigit())
-        cache["masks"] = tuple(torch.tensor(mask, dtype=torch.bool) for mask in (boundary, period, digit))
-    return cache["masks"]
-
-
-def boundary_token_ids(tokenizer) -> list[int]:
-    """Ids whose text ends a sentence or a line: ends with . ! ? … (optionally closed by quotes or brackets) or a newline."""
-    return torch.nonzero(_token_masks(tokenizer)[0]).flatten().tolist()
-
-
-def _lookup(mask: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    """mask[ids], False for ids the mask does not cover (a model head may be larger than its tokenizer)."""
-    mask = mask.to(ids.device)
-    return mask[ids.clamp(0, mask.numel() - 1)] & (ids < mask.numel()) & (ids >= 0)
 
 
 class EosRewardLogitsProcessor(LogitsProcessor):
@@ -137,6 +92,13 @@ class EosRewardLogitsProcessor(LogitsProcessor):
     ```
     """
 
+    SCHEDULES = ("linear", "exponential")
+    # Curvature of the "exponential" schedule: the bonus is strength * expm1(k * progress) / expm1(k), so it stays
+    # small for most of the ramp and reaches full strength only at the last step.
+    CURVATURE = 3.0
+    SENTENCE_END = ".!?…。！？"
+    CLOSING = "\"'”’)]}»」』"
+
     def __init__(
         self,
         eos_token_id: int | list[int],
@@ -159,9 +121,9 @@ class EosRewardLogitsProcessor(LogitsProcessor):
             raise ValueError(f"reward_start_ratio must be between 0 and 1, got {reward_start_ratio!r}")
         if not (isinstance(strength, (int, float)) and math.isfinite(strength) and strength >= 0):
             raise ValueError(f"strength must be a finite number >= 0, got {strength!r}")
-        if schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
-        self.eos_token_ids = torch.tensor(_eos_id_list(eos_token_id), dtype=torch.long)
+        if schedule not in self.SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(self.SCHEDULES)}, got {schedule!r}")
+        self.eos_token_ids = torch.tensor(self.eos_id_list(eos_token_id), dtype=torch.long)
         self.max_new_tokens = max_new_tokens
         self.prompt_length = prompt_length
         self.reward_start_ratio = float(reward_start_ratio)
@@ -179,9 +141,33 @@ class EosRewardLogitsProcessor(LogitsProcessor):
                 self._boundary = torch.zeros(int(ids.max()) + 1 if ids.numel() else 1, dtype=torch.bool)
                 self._boundary[ids] = True
             elif tokenizer is not None:
-                self._boundary, self._bare_period, self._digit = _token_masks(tokenizer)
+                self._boundary, self._bare_period, self._digit = self.sentence_end_masks(tokenizer)
             else:
                 raise ValueError("at_boundary=True needs tokenizer= or boundary_token_ids=")
+
+    @staticmethod
+    def eos_id_list(eos_token_id) -> list[int]:
+        """The EOS id(s) as a list without repeats; ValueError unless they are non-negative ints."""
+        if isinstance(eos_token_id, torch.Tensor):
+            eos_token_id = eos_token_id.tolist()
+        ids = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
+        if not ids or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids):
+            raise ValueError(f"eos_token_id must be a non-negative int or a non-empty list of them, got {eos_token_id!r}")
+        return list(dict.fromkeys(ids))
+
+    @classmethod
+    def sentence_end_masks(cls, tokenizer) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Bool masks over the tokenizer's ids: (ends a sentence or a line, is a bare ".", ends with a digit)."""
+        texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
+        special = set(tokenizer.all_special_ids)
+        boundary, period, digit = [], [], []
+        for i, text in enumerate(texts):
+            body = text.rstrip(" \t")
+            core = body.rstrip(cls.CLOSING)
+            boundary.append(i not in special and (body.endswith(("\n", "\r")) or core.endswith(tuple(cls.SENTENCE_END))))
+            period.append(text.strip() == ".")
+            digit.append(text[-1:].isdigit())
+        return tuple(torch.tensor(mask, dtype=torch.bool) for mask in (boundary, period, digit))
 
     def bonus_at(self, step: int) -> float:
         """The bonus added to the EOS logits when choosing token number ``step`` (0-based); 0 before the ramp."""
@@ -190,16 +176,22 @@ class EosRewardLogitsProcessor(LogitsProcessor):
         progress = min(1.0, (step - self.start_step + 1) / max(1, self.max_new_tokens - self.start_step))
         if self.schedule == "linear":
             return self.strength * progress
-        return self.strength * math.expm1(_EXPONENTIAL_CURVATURE * progress) / math.expm1(_EXPONENTIAL_CURVATURE)
+        return self.strength * math.expm1(self.CURVATURE * progress) / math.expm1(self.CURVATURE)
+
+    @staticmethod
+    def _lookup(mask: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """mask[ids], False for ids the mask does not cover (a model head may be larger than its tokenizer)."""
+        mask = mask.to(ids.device)
+        return mask[ids.clamp(0, mask.numel() - 1)] & (ids < mask.numel()) & (ids >= 0)
 
     def _after_boundary(self, input_ids: torch.LongTensor, step: int) -> torch.Tensor:
         """Per row: does the last generated token end a sentence or a line?"""
         if step < 1:  # the last token still belongs to the prompt; never favour an empty answer
             return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
         last = input_ids[:, -1]
-        hit = _lookup(self._boundary, last)
-        if self._digit is not None and input_ids.shape[-1] >= 2:
-            hit &= ~(_lookup(self._bare_period, last) & _lookup(self._digit, input_ids[:, -2]))
+        hit = self._lookup(self._boundary, last)
+        if self._digit is not None and input_ids.shape[-1] >= 2:  # "1." in a numbered list ends no sentence
+            hit &= ~(self._lookup(self._bare_period, last) & self._lookup(self._digit, input_ids[:, -2]))
         return hit
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
@@ -220,6 +212,29 @@ class EosRewardLogitsProcessor(LogitsProcessor):
         if self.at_boundary:
             row_bonus *= self._after_boundary(input_ids, step).to(scores.device).unsqueeze(1)
         return scores.clone().index_add_(1, eos, row_bonus)
+
+
+SCHEDULES = EosRewardLogitsProcessor.SCHEDULES
+
+
+def _sentence_end_masks(tokenizer) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:meth:`EosRewardLogitsProcessor.sentence_end_masks`, scanned once per tokenizer (~0.4 s for 49k tokens)."""
+    cache = _tokenizer_cache(tokenizer)
+    if "masks" not in cache:
+        cache["masks"] = EosRewardLogitsProcessor.sentence_end_masks(tokenizer)
+    return cache["masks"]
+
+
+def boundary_token_ids(tokenizer) -> list[int]:
+    """Ids whose text ends a sentence or a line: ends with . ! ? … (optionally closed by quotes or brackets) or a newline."""
+    return torch.nonzero(_sentence_end_masks(tokenizer)[0]).flatten().tolist()
+
+
+class _MemoizedEosReward(EosRewardLogitsProcessor):
+    """The ramp as :func:`build_interventions` makes it: the at_boundary vocabulary scan runs once per tokenizer.
+    The exported snippet carries the plain class, which scans on each construction."""
+
+    sentence_end_masks = staticmethod(_sentence_end_masks)
 
 
 class SeedEosTokenRewardLogitsProcessor(LogitsProcessor):
@@ -594,7 +609,7 @@ def build_interventions(
         raise ValueError(f"max_new_tokens must be an int >= 1, got {max_new_tokens!r}")
     needs_eos = {"eos_reward", "seed_article", "decay_penalty", "min_new_tokens", "ban_eos"} & set(chosen)
     if needs_eos:
-        eos_token_ids = _eos_id_list(eos_token_ids)
+        eos_token_ids = EosRewardLogitsProcessor.eos_id_list(eos_token_ids)
 
     def with_prompt_length(make):
         return make(prompt_length) if prompt_length is not None else _PromptLengthFromFirstCall(make)
@@ -611,7 +626,7 @@ def build_interventions(
     if "seed_article" in chosen:
         processors.append(SeedEosTokenRewardLogitsProcessor(eos_token_ids[0], max_new_tokens, in_place=False))
     if "eos_reward" in chosen:
-        processors.append(EosRewardLogitsProcessor(
+        processors.append(_MemoizedEosReward(
             eos_token_ids, max_new_tokens, prompt_length, **chosen["eos_reward"],
             tokenizer=tokenizer if chosen["eos_reward"]["at_boundary"] else None,
         ))
@@ -631,118 +646,3 @@ def build_interventions(
         stop_strings=list(stop_strings),
         _checks=checks,
     )
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Exporting a runnable snippet
-
-_LOAD_DEFAULT = """\
-# "default" is SmolLM2-135M-Instruct as the playground loads it (embedded GGUF, converted once and cached).
-loaded = load_model("default")
-model, tokenizer = loaded.model, loaded.tokenizer
-"""
-
-_LOAD_REFERENCE = """\
-tokenizer = AutoTokenizer.from_pretrained({reference!r})
-# float32 is what the playground uses on CPU; on a GPU torch.bfloat16 is the usual choice.
-model = AutoModelForCausalLM.from_pretrained({reference!r}, dtype=torch.float32).eval()
-if tokenizer.pad_token_id is None:
-    tokenizer.pad_token = tokenizer.eos_token
-"""
-
-_RUN_GENERATE = """\
-input_ids = torch.tensor([prompt_ids], device=model.device)
-output = model.generate(input_ids, attention_mask=torch.ones_like(input_ids), **generation)
-new_token_ids = output[0, input_ids.shape[-1]:].tolist()
-"""
-
-_RUN_PIPELINE = """\
-generator = pipeline("text-generation", model=model, tokenizer=tokenizer)
-text = render_prompt(tokenizer, prompt, use_chat_template=use_chat_template, system_prompt=SYSTEM_PROMPT)
-# A rendered chat template already holds its special tokens; the pipeline must not add more.
-templated = use_chat_template and bool(getattr(tokenizer, "chat_template", None))
-[result] = generator(text, add_special_tokens=not templated, return_tensors=True, **generation)
-assert result["generated_token_ids"][:len(prompt_ids)] == prompt_ids, "the pipeline tokenized the prompt differently"
-new_token_ids = result["generated_token_ids"][len(prompt_ids):]
-"""
-
-
-def export_code(
-    interventions,
-    *,
-    model_reference: str,
-    prompt: str,
-    system_prompt: str | None,
-    use_chat_template: bool,
-    max_new_tokens: int,
-    temperature: float,
-    top_p: float,
-    top_k: int,
-    seed: int,
-    variant: str = "generate",
-) -> str:
-    """Runnable Python that reproduces one playground run with plain transformers, through ``model.generate``
-    (``variant="generate"``) or ``pipeline("text-generation")`` (``"pipeline"``). temperature 0 means greedy.
-
-    The snippet imports this package (interventions, prompt encoding, and for ``model_reference="default"`` the
-    model loader), so it runs from a checkout of the playground.
-    """
-    if variant not in ("generate", "pipeline"):
-        raise ValueError(f"variant must be one of generate, pipeline, got {variant!r}")
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be an int >= 1, got {max_new_tokens!r}")
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature!r}")
-    described = "".join(f"    {i.to_dict()!r},\n" for i in parse_interventions(interventions))
-    default_model = model_reference in (None, "", "default")
-    imports = ["import torch"]
-    transformers_names = [] if default_model else ["AutoModelForCausalLM", "AutoTokenizer"]
-    if variant == "pipeline":
-        transformers_names.append("pipeline")
-    if transformers_names:
-        imports.append(f"from transformers import {', '.join(transformers_names)}")
-    imports += [
-        "",
-        "from playground.interventions import build_interventions, parse_interventions",
-        f"from playground.models import {'eos_token_ids, load_model' if default_model else 'eos_token_ids'}",
-        f"from playground.prompts import {'encode_prompt' if variant == 'generate' else 'encode_prompt, render_prompt'}",
-    ]
-    if temperature == 0:
-        sampling, seeding = "do_sample=False", ""
-    else:
-        sampling = f"do_sample=True, temperature={float(temperature)!r}, top_p={float(top_p)!r}, top_k={int(top_k)!r}"
-        seeding = f"torch.manual_seed({int(seed)!r})\n"
-    newline = "\n"
-    return f'''\
-"""EOS Playground run reproduced with plain transformers ({variant}).
-
-Save this file in the playground checkout (or put the checkout on PYTHONPATH) so `playground` is importable, then:
-    HF_HUB_OFFLINE=1 python this_file.py
-"""
-{newline.join(imports)}
-
-{_LOAD_DEFAULT if default_model else _LOAD_REFERENCE.format(reference=model_reference)}
-PROMPT = {prompt!r}
-SYSTEM_PROMPT = {system_prompt!r}
-MAX_NEW_TOKENS = {max_new_tokens!r}
-INTERVENTIONS = parse_interventions([
-{described}])
-
-# prompt_length=None: the processors read the prompt length on their first call, so `built` serves one generation.
-built = build_interventions(
-    INTERVENTIONS, tokenizer=tokenizer, eos_token_ids=eos_token_ids(tokenizer, model),
-    max_new_tokens=MAX_NEW_TOKENS, prompt_length=None,
-)
-use_chat_template = {bool(use_chat_template)!r} if built.use_chat_template is None else built.use_chat_template
-prompt = PROMPT + built.prompt_suffix
-prompt_ids = encode_prompt(tokenizer, prompt, use_chat_template=use_chat_template, system_prompt=SYSTEM_PROMPT)
-
-generation = dict(
-    max_new_tokens=MAX_NEW_TOKENS, {sampling},
-    logits_processor=built.logits_processors, stopping_criteria=built.stopping_criteria,
-    pad_token_id=tokenizer.pad_token_id,
-)
-{seeding}{_RUN_GENERATE if variant == "generate" else _RUN_PIPELINE}
-print(tokenizer.decode(new_token_ids, skip_special_tokens=True))
-print("new token ids:", new_token_ids)
-'''

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import ast
 import json
 import math
-import os
-import subprocess
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import torch
@@ -29,13 +24,10 @@ from playground.interventions import (
     boundary_token_ids,
     build_interventions,
     default_params,
-    export_code,
     parse_interventions,
 )
-from playground.models import resolve_default
 from playground.prompts import encode_prompt, render_prompt
 
-REPO = Path(__file__).resolve().parents[1]
 PARIS = "What can I do in Paris?"  # rambles with the chat template: no EOS within 300 tokens
 SHORT = "What is the capital of France? Answer in one word."  # "The capital of France is Paris." then EOS
 LOOP = "I like Paris. I like Paris. I like Paris. I like Paris."  # raw text: falls into "I'm going to Paris." loops
@@ -516,48 +508,6 @@ def test_concise_suffix_and_chat_template_shape_the_prompt(tokenizer):
     assert built.prompt_suffix == " Answer in 3 sentences or fewer." and built.use_chat_template is False
     templated = tokenizer.decode(encode_prompt(tokenizer, PARIS + built.prompt_suffix, use_chat_template=True))
     assert "Paris? Answer in 3 sentences or fewer.<|im_end|>" in templated
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Exported snippet
-
-
-def test_exported_snippets_reproduce_the_same_tokens(smollm):
-    items = [{"name": "concise_suffix", "sentences": 2}, {"name": "min_new_tokens", "n": 5},
-             {"name": "eos_reward", "reward_start_ratio": 0.25, "at_boundary": True},
-             {"name": "stop_strings", "strings": ["Louvre"]}]
-    common = dict(prompt=PARIS, system_prompt=None, use_chat_template=True, max_new_tokens=40,
-                  temperature=0.0, top_p=0.9, top_k=50, seed=0)
-    snippets = {
-        "generate": export_code(items, model_reference="default", variant="generate", **common),
-        "pipeline": export_code(items, model_reference=resolve_default()[0], variant="pipeline", **common),
-    }
-    for code in snippets.values():
-        compile(code, "snippet", "exec")
-    env = dict(os.environ, HF_HUB_OFFLINE="1")
-    processes = {name: subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=env, text=True,
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-                 for name, code in snippets.items()}
-    expected = run(smollm, items, PARIS, 40).new_ids
-    assert eos_step(smollm, expected) is not None, "the chosen set should end with EOS within the budget"
-    for name, process in processes.items():
-        stdout, stderr = process.communicate(timeout=300)
-        assert process.returncode == 0, f"{name} snippet failed:\n{stderr[-3000:]}"
-        line = stdout.strip().splitlines()[-1]
-        assert line.startswith("new token ids:")
-        assert ast.literal_eval(line.split(":", 1)[1].strip()) == expected, name
-
-
-def test_exported_snippet_uses_sampling_settings_and_hub_loading():
-    code = export_code(["ban_eos"], model_reference="someone/model", prompt="Hi 'there'", system_prompt="Be brief.",
-                       use_chat_template=False, max_new_tokens=12, temperature=0.7, top_p=0.9, top_k=40, seed=123)
-    compile(code, "snippet", "exec")
-    assert "do_sample=True, temperature=0.7, top_p=0.9, top_k=40" in code
-    assert "AutoModelForCausalLM.from_pretrained('someone/model'" in code and "load_model" not in code
-    assert "torch.manual_seed(123)" in code and "PROMPT = \"Hi 'there'\"" in code
-    with pytest.raises(ValueError, match="variant"):
-        export_code([], model_reference="default", prompt="x", system_prompt=None, use_chat_template=True,
-                    max_new_tokens=5, temperature=0, top_p=1, top_k=0, seed=0, variant="chat")
 
 
 def test_stop_string_tables_are_bounded_per_tokenizer(tokenizer):

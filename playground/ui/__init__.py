@@ -10,7 +10,7 @@ from pathlib import Path
 import gradio as gr
 
 from ..service import TRACE_MAX_AGE, Playground
-from .api import api_endpoints
+from .api import api_endpoints, export_endpoint
 from .compare import compare_tab
 from .doctor_tab import doctor_tab
 from .model_panel import model_panel
@@ -84,6 +84,7 @@ def build_app(playground: Playground) -> gr.Blocks:
         compare_tab(playground, demo)
         doctor_tab(playground)
         api_endpoints(playground)
+        export_endpoint(playground)
     return demo
 
 

@@ -15,7 +15,8 @@ from collections.abc import Iterator
 import gradio as gr
 
 from .. import charts
-from ..interventions import DESCRIPTIONS, INTERVENTION_NAMES, export_code, parse_interventions
+from ..export import export_column
+from ..interventions import DESCRIPTIONS, INTERVENTION_NAMES
 from ..links import FIELDS, MAX_COLUMNS, PAGE_DEFAULTS, from_query, to_query
 from ..service import Playground, write_trace_files
 from ..story import describe
@@ -114,7 +115,9 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
                 with gr.Accordion("Copy this fix", open=False):
                     with gr.Row():
                         fix_column = gr.Dropdown([(f"Column {i + 1}", i) for i in range(MAX_COLUMNS)], value=1, label="Column")
-                        fix_kind = gr.Radio(["generate", "pipeline"], value="generate", label="Use with")
+                        fix_kind = gr.Radio([("model.generate() script", "generate"), ("pipeline() script", "pipeline"),
+                                         ("arguments for your own generate() call", "kwargs")], value="generate",
+                                        label="Use with")
                     snippet = gr.Code(language="python", label="Runnable Python that reproduces this column")
                 with gr.Accordion("Stage by stage, as bars", open=False):
                     stage_chart = gr.Plot(label="The inspected step's top tokens after each stage")
@@ -262,12 +265,7 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
             comparison = make_comparison(*settings, 1, picked[column])
         except ValueError as error:
             return f"# {playground.user_message(error)}"
-        variant = comparison.trace.variants[0]
-        s = comparison.settings
-        return export_code(parse_interventions(variant.interventions), model_reference=playground.shown_reference,
-                           prompt=comparison.trace.prompt, system_prompt=s.system_prompt, use_chat_template=s.use_chat_template,
-                           max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p,
-                           top_k=s.top_k, seed=s.seed, variant=kind)
+        return export_column(comparison, kind=kind, model_reference=playground.shown_reference)
 
     def link_query(*values) -> str:
         settings = dict(zip(linked, values[: len(linked)]))
