@@ -252,7 +252,7 @@ def read_prompts(path: str | Path, *, max_bytes: int = MAX_FILE_BYTES, max_promp
         cut = data.count(b"\n") + 1
     prompts = parse_prompts(data, file_kind(path), max_prompts=max_prompts, max_chars=max_chars, source=path.name)
     if cut is not None:
-        prompts.problems.append(f"line {cut}: the file is over the {max_bytes / 1e6:g} MB cap; lines from {cut} on "
+        prompts.problems.append(f"line {cut}: the file is over the cap of {max_bytes:,} bytes; lines from {cut} on "
                                 "were not read")
     return prompts
 
@@ -316,6 +316,8 @@ class Sweep:
         string). Every cell is validated like any eos_reward setting."""
         if isinstance(specs, str):
             specs = specs.split()
+        if not isinstance(specs, (list, tuple)) or not all(isinstance(spec, str) for spec in specs):
+            raise ValueError("sweep: write PARAMETER=V1,V2,... items, e.g. \"reward_start_ratio=0.3,0.5 strength=4,8\"")
         grid: dict[str, list] = {}
         for spec in specs:
             key, sep, values = spec.partition("=")
