@@ -615,12 +615,15 @@ SUMMARY_HEADERS = ["column", "rows", "EOS", "limit", "stop string", "loop", "mid
 
 def compare_query(prompt: Prompt, columns: Sequence[Variant], settings: Settings, seed: int, max_columns: int = 4) -> str | None:
     """The Compare page's query string that opens this prompt with these columns; None when Compare cannot show
-    it (a multi-turn chat, more columns than Compare has, or columns whose eos_reward settings differ)."""
+    it (a multi-turn chat, more columns than Compare has, columns whose eos_reward settings differ or use a
+    setting the page does not offer)."""
     if prompt.history or len(columns) > max_columns:
         return None
     parsed = [parse_interventions(list(v.interventions)) for v in columns]
     ramps = {tuple(sorted(i.params.items())) for column in parsed for i in column if i.name == "eos_reward"}
-    if len(ramps) > 1:
+    page_ramp = {key: value for key, value in default_params("eos_reward").items()
+                 if key not in ("reward_start_ratio", "strength")}  # what Compare cannot set
+    if len(ramps) > 1 or any(dict(ramp)[key] != value for ramp in ramps for key, value in page_ramp.items()):
         return None
     query = {"prompt": prompt.text, "columns": len(columns)}
     for index, column in enumerate(parsed, start=1):

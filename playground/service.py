@@ -166,18 +166,27 @@ def column_variants(columns: list[list[str]], *, reward_start_ratio: float, stre
     return variants
 
 
-def write_trace_files(trace, root: Path | None = None, max_age_seconds: float = TRACE_MAX_AGE) -> tuple[str, str]:
-    """Write the trace for download; traces older than ``max_age_seconds`` are removed, so a long-running
-    public app does not fill its disk (Gradio serves its own copy, and `delete_cache` ages that out too)."""
+def write_downloads(files: dict[str, str], prefix: str, root: Path | None = None,
+                    max_age_seconds: float = TRACE_MAX_AGE) -> list[str]:
+    """Write files (name -> text) for download, in a new folder; folders older than ``max_age_seconds`` are
+    removed, so a long-running public app does not fill its disk (Gradio serves its own copy, and
+    `delete_cache` ages that out too)."""
     root = root or Path(tempfile.gettempdir()) / "eos-playground-traces"
     root.mkdir(parents=True, exist_ok=True)
     cutoff = time.time() - max_age_seconds
     for old in root.iterdir():
         if old.is_dir() and old.stat().st_mtime < cutoff:
             shutil.rmtree(old, ignore_errors=True)
-    directory = Path(tempfile.mkdtemp(prefix="trace-", dir=root))
-    (directory / "trace.json").write_text(trace.to_json(stages=True), encoding="utf-8")
-    (directory / "trace.csv").write_text(trace.to_csv(), encoding="utf-8")
-    return str(directory / "trace.json"), str(directory / "trace.csv")
+    directory = Path(tempfile.mkdtemp(prefix=prefix, dir=root))
+    for name, text in files.items():
+        (directory / name).write_text(text, encoding="utf-8")
+    return [str(directory / name) for name in files]
+
+
+def write_trace_files(trace, root: Path | None = None, max_age_seconds: float = TRACE_MAX_AGE) -> tuple[str, str]:
+    """The trace as JSON (with per-stage distributions) and CSV, for download."""
+    json_path, csv_path = write_downloads({"trace.json": trace.to_json(stages=True), "trace.csv": trace.to_csv()},
+                                          "trace-", root, max_age_seconds)
+    return json_path, csv_path
 
 
