@@ -337,7 +337,8 @@ def test_evaluate_tab_uploads_runs_and_downloads(app_server, tmp_path):
             max_new.fill("8")
             max_new.press("Enter")
             page.locator("#evaluate-run").click()
-            page.locator("#evaluate-summary").get_by_text("eos_reward").first.wait_for(timeout=180_000)
+            page.locator("#evaluate-status").get_by_text("4 of 4 rows").wait_for(timeout=180_000)
+            assert "eos_reward" in page.locator("#evaluate-summary").inner_text()
             page.wait_for_function("() => document.querySelectorAll('#evaluate-lengths .js-plotly-plot, "
                                    "#evaluate-reasons .js-plotly-plot').length == 2", timeout=30_000)
             assert "line 3: not valid JSON" in page.locator("#evaluate-status").inner_text()
