@@ -256,6 +256,11 @@ def test_a_stronger_ramp_never_gives_longer_answers_at_the_same_start(smollm):
         weak = {r.prompt: r.length for r in report.rows_of(cells[(start, 4.0)]["column"])}
         strong = {r.prompt: r.length for r in report.rows_of(cells[(start, 16.0)]["column"])}
         assert all(strong[p] <= weak[p] for p in weak)  # greedy: a larger EOS bonus can only stop sooner
+    from playground import evaluate_charts
+
+    [heatmap] = evaluate_charts.sweep_figure(report).data  # start ratio down, strength across
+    assert [list(row) for row in heatmap.z] == [[cells[(start, strength)]["clean_stop_rate"]["rate"] for strength in (4.0, 16.0)]
+                                                for start in (0.25, 0.5)]
     best = report.best_cell()
     ranked = max(cells.values(), key=lambda c: (c["clean_stop_rate"]["rate"], c["mean_length"]))
     assert best["name"] == ranked["name"] and "clean-stop rate" in best["rule"]
@@ -308,6 +313,21 @@ def test_cli_evaluate_prints_json_and_names_skipped_lines(smollm, monkeypatch, c
     assert "skipped: line 3: the 'prompt' cell is empty" in err
     assert main(["evaluate", "--sweep", "strength=oops"]) == 2
     assert "error: sweep: strength takes numbers, got 'oops'" in capsys.readouterr().err
+
+
+def test_evaluate_api_streams_progress_then_the_report(app_server):
+    from gradio_client import Client
+
+    client = Client(app_server, verbose=False)
+    job = client.submit(api_name="/evaluate", prompts=["What is the capital of France?", {"prompt": " "}],
+                        columns=[[], ["ban_eos"]], max_new_tokens=4)
+    events = list(job)
+    assert events[0] == {"done": 0, "total": 2, "problems": ["item 2: the prompt is empty; skipped"], "report": None}
+    final = events[-1]
+    assert final["done"] == 2 and final["report"]["complete"]
+    assert [c["column"] for c in final["report"]["summary"]] == ["baseline", "ban_eos"]
+    with pytest.raises(Exception, match="sweep: strength takes numbers"):
+        client.predict(api_name="/evaluate", prompts="builtin", sweep="strength=x")
 
 
 # -- the page -----------------------------------------------------------------------------------------------------
