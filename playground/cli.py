@@ -141,7 +141,7 @@ def evaluate_main(args) -> int:
                             system_prompt=args.system_prompt)
         evaluation = Evaluation(bundle, prompts, variants, settings, seeds=args.seeds, sweep=sweep,
                                 model_reference=args.model)
-    except (ModelLoadError, ValueError, OSError) as error:
+    except (ModelLoadError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     for problem in evaluation.problems[len(prompts.problems):]:

@@ -241,10 +241,13 @@ def read_prompts(path: str | Path, *, max_bytes: int = MAX_FILE_BYTES, max_promp
     """Prompts from a file (format from its extension: .jsonl/.json, .csv, anything else one prompt per line).
 
     A file over ``max_bytes`` is read up to the last whole line within the cap, and the first line left out is
-    named. OSError when the file cannot be read."""
+    named. ValueError when the file cannot be read."""
     path = Path(path)
-    with path.open("rb") as handle:
-        data = handle.read(max_bytes + 1)
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(max_bytes + 1)
+    except OSError as error:
+        raise ValueError(f"prompts: cannot read {str(path)!r}: {error.strerror or error}") from None
     cut = None
     if len(data) > max_bytes:
         data = data[:max_bytes]

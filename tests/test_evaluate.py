@@ -313,6 +313,8 @@ def test_cli_evaluate_prints_json_and_names_skipped_lines(smollm, monkeypatch, c
     assert "skipped: line 3: the 'prompt' cell is empty" in err
     assert main(["evaluate", "--sweep", "strength=oops"]) == 2
     assert "error: sweep: strength takes numbers, got 'oops'" in capsys.readouterr().err
+    assert main(["evaluate", "--prompts", str(tmp_path / "missing.jsonl")]) == 2
+    assert "missing.jsonl': No such file or directory" in capsys.readouterr().err
 
 
 def test_evaluate_api_streams_progress_then_the_report(app_server):

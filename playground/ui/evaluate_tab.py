@@ -134,7 +134,7 @@ def evaluate_tab(playground: Playground) -> None:
                 reward_start_ratio=require_number(ratio_, "reward start ratio"),
                 strength=require_number(strength_, "strength"), stop_strings=stops_,
                 min_new_tokens=require_number(min_new_, "min new tokens"))
-        except (ValueError, OSError) as error:
+        except ValueError as error:
             raise gr.Error(str(error), title="Check your input") from None
         state["evaluation"] = evaluation
         progress((0, evaluation.total), desc="decoding", unit="rows")
