@@ -52,8 +52,8 @@ def stop_reasons_figure(report: Report) -> go.Figure:
 
 
 def sweep_figure(report: Report) -> go.Figure:
-    """The sweep grid: colour = clean-stop rate, text = rate and mean length. The first swept parameter runs down,
-    the second across; any further parameters get one panel per combination."""
+    """The sweep grid: colour = clean-stop rate, text = rate and mean length, the best cell framed. The first swept
+    parameter runs down, the second across; any further parameters get one panel per combination."""
     sweep: Sweep | None = report.sweep
     fig = go.Figure()
     if sweep is None:
@@ -68,6 +68,7 @@ def sweep_figure(report: Report) -> go.Figure:
 
     titles = [", ".join(f"{k}={show(v)}" for k, v in zip(panel_keys, panel)) for panel in panels]
     fig = make_subplots(rows=1, cols=len(panels), subplot_titles=titles if panel_keys else None, horizontal_spacing=0.08)
+    best = report.best_cell()
     y_values = sweep.grid[rows_key]
     x_values = sweep.grid[cols_key] if cols_key else [None]
     for position, panel in enumerate(panels, start=1):
@@ -88,6 +89,12 @@ def sweep_figure(report: Report) -> go.Figure:
             colorbar=dict(title="clean stop", tickformat=".0%"),
             hovertemplate=f"{rows_key}=%{{y}}" + (f" {cols_key}=%{{x}}" if cols_key else "")
                           + ": clean stop %{z:.0%}<extra></extra>"), row=1, col=position)
+        if best is not None and all(best["params"][k] == v for k, v in zip(panel_keys, panel)):
+            x = x_values.index(best["params"][cols_key]) if cols_key else 0
+            y = y_values.index(best["params"][rows_key])
+            fig.add_shape(type="rect", x0=x - 0.5, x1=x + 0.5, y0=y - 0.5, y1=y + 0.5, line=dict(color="black", width=3),
+                          row=1, col=position)
         fig.update_yaxes(title=rows_key if position == 1 else None, type="category", row=1, col=position)
         fig.update_xaxes(title=cols_key, type="category", row=1, col=position)
-    return _layout(fig, "Sweep: clean-stop rate (EOS right after a sentence end) and mean length", height=380)
+    return _layout(fig, "Sweep: clean-stop rate (EOS right after a sentence end) and mean length; framed: best",
+                   height=380)

@@ -258,7 +258,9 @@ def test_a_stronger_ramp_never_gives_longer_answers_at_the_same_start(smollm):
         assert all(strong[p] <= weak[p] for p in weak)  # greedy: a larger EOS bonus can only stop sooner
     from playground import evaluate_charts
 
-    [heatmap] = evaluate_charts.sweep_figure(report).data  # start ratio down, strength across
+    figure = evaluate_charts.sweep_figure(report)
+    [heatmap] = figure.data  # start ratio down, strength across
+    assert len(figure.layout.shapes) == 1  # the best cell's frame
     assert [list(row) for row in heatmap.z] == [[cells[(start, strength)]["clean_stop_rate"]["rate"] for strength in (4.0, 16.0)]
                                                 for start in (0.25, 0.5)]
     best = report.best_cell()
@@ -266,6 +268,20 @@ def test_a_stronger_ramp_never_gives_longer_answers_at_the_same_start(smollm):
     assert best["name"] == ranked["name"] and "clean-stop rate" in best["rule"]
     strength = best["params"]["strength"]
     assert f"'strength': {strength!r}" in best["code"] and "model.generate(" in best["code"]
+
+
+def test_sampling_runs_every_prompt_with_k_seeds(smollm):
+    from playground.engine import compare
+
+    prompts = PromptSet(SMALL_SET.prompts[:1])
+    settings = Settings(max_new_tokens=6, temperature=1.0, seed=7)
+    evaluation = Evaluation(smollm, prompts, [Variant("baseline")], settings, seeds=3)
+    for _ in evaluation.run():
+        pass
+    report = evaluation.report()
+    assert report.seeds == [7, 8, 9] and sorted(r.seed for r in report.rows) == [7, 8, 9]
+    alone = compare(smollm, prompts.prompts[0].text, [Variant("baseline")], Settings(max_new_tokens=6, temperature=1.0, seed=8))
+    assert next(r.text for r in report.rows if r.seed == 8) == alone.variants[0].text
 
 
 def test_cancel_keeps_the_rows_that_finished(smollm):
