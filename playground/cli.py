@@ -1,4 +1,4 @@
-"""``python -m playground compare|export|doctor|bench|deploy`` — the playground without a browser."""
+"""``python -m playground compare|export|evaluate|doctor|bench|deploy`` — the playground without a browser."""
 
 from __future__ import annotations
 
@@ -200,6 +200,99 @@ def export_main(args) -> int:
     return 0
 
 
+def table(headers: list[str], rows: list[list]) -> str:
+    """Rows as left-aligned columns under their headers."""
+    cells = [[str(c) for c in row] for row in [headers, *rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+    lines.insert(1, "  ".join("─" * w for w in widths))
+    return "\n".join(lines)
+
+
+def report_text(report) -> str:
+    """An evaluation report for the terminal: the per-column table, then the sweep and its best cell."""
+    from .evaluate import SUMMARY_HEADERS
+
+    done = "" if report.complete else f" — cancelled, {len(report.rows)} of {report.expected_rows} rows"
+    parts = [f"{report.model} · {len(report.prompts)} prompts × {len(report.columns)} columns × "
+             f"{len(report.seeds)} seed(s) · max {report.settings['max_new_tokens']} new tokens{done}",
+             "rates: share of rows [95% Wilson interval]; lengths in generated tokens; NLL/token under the raw model",
+             "", table(SUMMARY_HEADERS, report.summary_rows())]
+    if report.sweep is not None:
+        rows = [[c["name"], f"{c['clean_stop_rate']['rate']:.0%}" if c["clean_stop_rate"]["rate"] is not None else "—",
+                 f"{c['mean_length']:.1f}" if c["mean_length"] is not None else "—",
+                 f"{c['limit_rate']['rate']:.0%}" if c["limit_rate"]["rate"] is not None else "—"]
+                for c in report.sweep_cells()]
+        parts += ["", table(["sweep cell", "clean stop", "mean len", "limit"], rows)]
+        best = report.best_cell()
+        if best is not None:
+            parts += ["", f"best: {best['name']} — by {best['rule']}", "", best["code"]]
+    return "\n".join(parts)
+
+
+def evaluate_main(args) -> int:
+    from tqdm import tqdm
+
+    from .evaluate import Evaluation, Sweep, builtin_prompts, read_prompts
+    from .models import ModelLoadError
+
+    try:
+        prompts = builtin_prompts() if args.prompts == "builtin" else read_prompts(args.prompts)
+        variants = variants_from_args(args)
+        sweep = None
+        if args.sweep:
+            if len(args.intervention or []) > 1:
+                raise ValueError("--sweep varies one column: give at most one --intervention (e.g. eos_reward+stop_strings)")
+            sweep = Sweep.parse(args.sweep)
+            variants = sweep.variants(variants[1])
+        for problem in prompts.problems:
+            print(f"skipped: {problem}", file=sys.stderr)
+        bundle = load_from_args(args)
+        settings = settings_from_args(args)
+        evaluation = Evaluation(bundle, prompts, variants, settings, seeds=args.seeds, sweep=sweep,
+                                model_reference=args.model)
+    except (ModelLoadError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    for problem in evaluation.problems[len(prompts.problems):]:
+        print(f"skipped: {problem}", file=sys.stderr)
+    with tqdm(total=evaluation.total, unit="row", desc="evaluate", file=sys.stderr) as bar:
+        try:
+            for done in evaluation.run():
+                bar.update(done - bar.n)
+        except KeyboardInterrupt:  # Ctrl-C: report what finished
+            evaluation.cancel()
+    report = evaluation.report()
+    if args.json:
+        print(report.to_json(indent=1))
+        return 0
+    if args.csv:
+        with open(args.csv, "w", encoding="utf-8", newline="") as handle:
+            handle.write(report.rows_csv())
+        print(f"wrote {len(report.rows)} rows to {args.csv}", file=sys.stderr)
+    print(report_text(report))
+    return 0
+
+
+def add_evaluate_parser(sub) -> None:
+    evaluate = sub.add_parser("evaluate", help="run columns over a prompt set: stop rates, lengths, NLL; --sweep tunes eos_reward")
+    evaluate.add_argument("--prompts", default="builtin", metavar="FILE|builtin",
+                          help="builtin (shipped, 30 varied prompts) or a file: .jsonl with 'prompt' or 'messages' "
+                               "per line, .csv with a 'prompt' column, anything else one prompt per line")
+    add_model_arguments(evaluate)
+    add_decoding_arguments(evaluate)
+    evaluate.add_argument("--seeds", type=int, default=1, metavar="K",
+                          help="sampling: run every prompt with K seeds, from --seed on")
+    add_intervention_arguments(evaluate)
+    interventions = evaluate.add_argument_group("sweep")
+    interventions.add_argument("--sweep", nargs="+", metavar="PARAM=V1,V2",
+                               help="tune eos_reward over a grid, e.g. --sweep reward_start_ratio=0.3,0.5,0.7 "
+                                    "strength=4,8,12,16 at_boundary=on,off")
+    output = evaluate.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print the whole report as JSON")
+    output.add_argument("--csv", metavar="OUT", help="write one line per prompt × column × seed to OUT")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m playground", description="EOS Playground: why does a model (not) stop?")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -222,6 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_arguments(export)
     add_decoding_arguments(export)
     add_intervention_arguments(export)
+
+    add_evaluate_parser(sub)
 
     doctor = sub.add_parser("doctor", help="check a model and tokenizer for the usual reasons it never emits EOS")
     add_model_arguments(doctor)
@@ -255,4 +350,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "doctor":
         return doctor_main(args)
+    if args.command == "evaluate":
+        return evaluate_main(args)
     return export_main(args) if args.command == "export" else compare_main(args)

@@ -698,3 +698,17 @@ def compare(bundle: LoadedModel, prompt: str, variants: Sequence[Variant], setti
     for trace in comparison.run():
         pass
     return trace
+
+
+# evaluate branch: sequential stand-in, replaced by the shared decode loop's run_all
+def run_all(comparisons: Sequence[Comparison], *, max_rows: int = 32) -> Iterator[Comparison]:
+    """Decode many comparisons together and yield each one when all its rows have finished.
+
+    Rows of different comparisons share forward passes: rows join the batch as others leave, with at most
+    ``max_rows`` rows in flight. Cancelling a comparison stops its rows within one step; closing this generator
+    stops every row still decoding. (This stand-in decodes them one after another.)
+    """
+    for comparison in comparisons:
+        for _ in comparison.run():
+            pass
+        yield comparison

@@ -13,6 +13,7 @@ from ..service import TRACE_MAX_AGE, Playground
 from .api import api_endpoints, export_endpoint
 from .compare import compare_tab
 from .doctor_tab import doctor_tab
+from .evaluate_tab import evaluate_tab
 from .model_panel import model_panel
 
 CSS = """
@@ -83,6 +84,7 @@ def build_app(playground: Playground) -> gr.Blocks:
         model_panel(playground)
         compare_tab(playground, demo)
         doctor_tab(playground)
+        evaluate_tab(playground)
         api_endpoints(playground)
         export_endpoint(playground)
     return demo

@@ -1,0 +1,211 @@
+"""The Evaluate tab and the /evaluate API: columns over a prompt set, rates and lengths per column, the sweep's
+heatmap, every answer per prompt (each openable in Compare) and the report to download."""
+
+from __future__ import annotations
+
+import html
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import gradio as gr
+
+from .. import evaluate_charts
+from ..engine import Settings
+from ..evaluate import SUMMARY_HEADERS, Report, compare_query
+from ..interventions import DESCRIPTIONS, INTERVENTION_NAMES, default_params
+from ..service import Playground, write_downloads
+from ..space import normalize_columns
+from .compare import MAX_COLUMNS
+from .views import require_number
+
+RAMP = default_params("eos_reward")
+API_INTERVAL = 0.5  # seconds between /evaluate progress events
+PREVIEW_CHARS = 160
+TABLE_CSS = """<style>
+.evaluate-prompts { border-collapse: collapse; font-size: 0.9em; width: 100%; }
+.evaluate-prompts th, .evaluate-prompts td { border: 1px solid #e5e7eb; padding: 4px 6px; vertical-align: top; text-align: left; }
+.evaluate-prompts .answer { white-space: pre-wrap; max-height: 240px; overflow-y: auto; font-family: ui-monospace, monospace; }
+</style>"""
+
+
+def prompts_html(report: Report, compare_columns: int = MAX_COLUMNS) -> str:
+    """One table row per prompt and seed: the prompt, each column's stop reason and length (the text unfolds), and
+    a link that opens the prompt in Compare with the same columns (or, for a sweep, the baseline and the best
+    cell)."""
+    settings = Settings(**report.settings)
+    link_columns = report.columns
+    if report.sweep is not None:
+        best = report.best_cell()
+        link_columns = [report.columns[0]] + ([report.columns[best["column"]]] if best else [])
+    head = "".join(f"<th>{html.escape(c.name)}</th>" for c in report.columns)
+    body = []
+    by_key = {(r.prompt, r.seed, r.column): r for r in report.rows}
+    for index, prompt in enumerate(report.prompts):
+        for seed in report.seeds:
+            rows = [by_key.get((index, seed, c)) for c in range(len(report.columns))]
+            if not any(rows):
+                continue
+            query = compare_query(prompt, link_columns, settings, seed, compare_columns)
+            link = (f'<a href="{html.escape(query)}" target="_blank" class="open-compare">open in Compare</a>'
+                    if query else "<small>multi-turn: Compare takes one turn</small>" if prompt.history
+                    else "<small>columns do not fit Compare</small>")
+            text = prompt.text if len(prompt.text) <= PREVIEW_CHARS else prompt.text[:PREVIEW_CHARS] + "…"
+            turns = f" <small>({len(prompt.history) + 1} turns)</small>" if prompt.history else ""
+            seed_note = f" <small>seed {seed}</small>" if len(report.seeds) > 1 else ""
+            cells = []
+            for row in rows:
+                if row is None:
+                    cells.append("<td>—</td>")
+                    continue
+                answer = html.escape(row.text) or "<i>(empty)</i>"
+                cells.append(f'<td><details><summary>{html.escape(row.stop_reason)} · {row.length} tok'
+                             f'{"" if row.ends_sentence else " · mid-sentence"}</summary>'
+                             f'<div class="answer">{answer}</div></details></td>')
+            body.append(f"<tr><td><small>{html.escape(prompt.where)}</small>{seed_note}<br>{html.escape(text)}{turns}"
+                        f"<br>{link}</td>{''.join(cells)}</tr>")
+    return (f'{TABLE_CSS}<table class="evaluate-prompts"><thead><tr><th>prompt</th>{head}</tr></thead>'
+            f'<tbody>{"".join(body)}</tbody></table>')
+
+
+def evaluate_tab(playground: Playground) -> None:
+    choices = [(f"{name} — {DESCRIPTIONS[name]}", name) for name in INTERVENTION_NAMES]
+    policy = playground.policy
+    max_columns = min(MAX_COLUMNS, policy.max_columns)
+    holder = gr.State({})  # per session: the running evaluation (for Stop)
+    with gr.Tab("Evaluate"):
+        gr.Markdown("Run columns over many prompts and compare them in numbers: how often each ends with EOS, "
+                    "hits the limit, loops or stops mid-sentence, how long the answers are, and how far the fix "
+                    "bends the model (NLL per token under the raw model). A **sweep** tunes the EOS ramp over a "
+                    "grid and names the best cell.")
+        with gr.Row():
+            with gr.Column(scale=3):
+                upload = gr.File(label="Prompt file (empty: the built-in set of 30 prompts) — .jsonl with 'prompt' "
+                                       "or 'messages' per line, .csv with a 'prompt' column, or one prompt per line",
+                                 file_types=[".jsonl", ".json", ".csv", ".txt"], elem_id="evaluate-file")
+                sweep = gr.Textbox(label="Sweep eos_reward (optional; columns become baseline + one per cell)",
+                                   placeholder="reward_start_ratio=0.3,0.5,0.7 strength=4,8,12,16 at_boundary=on,off")
+            with gr.Column(scale=2):
+                max_new = gr.Slider(1, min(512, policy.max_new_tokens), value=64, step=1, label="Max new tokens",
+                                    elem_id="evaluate-max-new")
+                temperature = gr.Slider(0, 2, value=0, step=0.05, label="Temperature (0 = greedy)")
+                with gr.Accordion("More settings", open=False):
+                    seeds = gr.Number(value=1, precision=0, label="Seeds per prompt (when sampling)")
+                    seed = gr.Number(value=0, precision=0, label="First seed")
+                    top_p = gr.Slider(0.05, 1, value=1, step=0.05, label="Top-p (1 = off)")
+                    top_k = gr.Slider(0, 200, value=0, step=1, label="Top-k (0 = off)")
+                    ratio = gr.Slider(0, 1, value=RAMP["reward_start_ratio"], step=0.05, label="Reward start ratio")
+                    strength = gr.Slider(0, 40, value=RAMP["strength"], step=0.5, label="EOS reward strength")
+                    stop_strings = gr.Textbox(value="\\n\\n", label="Stop strings (comma-separated, \\n = newline)")
+                    min_new = gr.Slider(0, 256, value=32, step=1, label="Min new tokens (for min_new_tokens)")
+        n_columns = gr.Radio([n for n in range(1, max_columns + 1)], value=min(2, max_columns), label="Columns")
+        pickers, boxes = [], []
+        with gr.Row(equal_height=False):
+            for index in range(max_columns):
+                with gr.Column(visible=index < 2, min_width=200) as box:
+                    pickers.append(gr.Dropdown(choices, value=[[], ["eos_reward"], ["stop_strings"], ["ban_eos"]][index],
+                                               multiselect=True, label=f"Column {index + 1} (none = baseline)"))
+                boxes.append(box)
+        with gr.Row():
+            run = gr.Button("Evaluate", variant="primary", elem_id="evaluate-run")
+            stop = gr.Button("Stop (keeps what finished)", variant="stop")
+        status = gr.Markdown(elem_id="evaluate-status")
+        summary = gr.Dataframe(headers=SUMMARY_HEADERS, label="Per column — rates: share of rows [95 % Wilson interval]",
+                               interactive=False, wrap=True, elem_id="evaluate-summary")
+        with gr.Row():
+            lengths_plot = gr.Plot(label="Answer lengths", elem_id="evaluate-lengths")
+            reasons_plot = gr.Plot(label="Stop reasons", elem_id="evaluate-reasons")
+        sweep_plot = gr.Plot(label="Sweep", visible=False)
+        best_code = gr.Code(language="python", label="The best cell as code", visible=False)
+        prompts_view = gr.HTML(elem_id="evaluate-prompts")
+        with gr.Row():
+            download_json = gr.DownloadButton("Download report (JSON)", visible=False, elem_id="evaluate-json")
+            download_csv = gr.DownloadButton("Download rows (CSV)", visible=False, elem_id="evaluate-csv")
+
+    def on_run(state, upload_, sweep_, max_new_, temperature_, seeds_, seed_, top_p_, top_k_, ratio_, strength_,
+               stops_, min_new_, n_columns_, *picked, progress=gr.Progress()):
+        try:
+            evaluation = playground.evaluation(
+                Path(upload_) if upload_ else "builtin", [list(p or []) for p in picked[: int(n_columns_)]],
+                sweep=sweep_ or "", seeds=int(require_number(seeds_, "seeds")),
+                max_new_tokens=require_number(max_new_, "max new tokens"),
+                temperature=require_number(temperature_, "temperature"), top_p=require_number(top_p_, "top-p"),
+                top_k=require_number(top_k_, "top-k"), seed=require_number(seed_, "seed"),
+                reward_start_ratio=require_number(ratio_, "reward start ratio"),
+                strength=require_number(strength_, "strength"), stop_strings=stops_,
+                min_new_tokens=require_number(min_new_, "min new tokens"))
+        except ValueError as error:
+            raise gr.Error(str(error), title="Check your input") from None
+        state["evaluation"] = evaluation
+        progress((0, evaluation.total), desc="decoding", unit="rows")
+        try:
+            for done in playground.stream(evaluation):
+                progress((done, evaluation.total), desc="decoding", unit="rows")
+        finally:
+            state.pop("evaluation", None)
+        report = evaluation.report()
+        files = write_downloads({"evaluation.json": report.to_json(indent=1), "evaluation.csv": report.rows_csv()},
+                                "evaluation-")
+        best = report.best_cell()
+        lines = [f"**{len(report.rows)} of {report.expected_rows} rows** · {len(report.prompts)} prompts × "
+                 f"{len(report.columns)} columns × {len(report.seeds)} seed(s) in {report.wall_seconds:.1f} s"
+                 + ("" if report.complete else " · **stopped**: the report holds the rows that finished")]
+        if best:
+            lines.append(f"**Best cell: {html.escape(best['name'])}** — clean stop "
+                         f"{best['clean_stop_rate']['rate']:.0%}, mean length {best['mean_length']:.1f} tokens "
+                         f"(rule: {best['rule']}).")
+        lines += [f"- skipped: {html.escape(p)}" for p in report.problems]
+        return [state, "\n\n".join(lines), report.summary_rows(), evaluate_charts.length_figure(report),
+                evaluate_charts.stop_reasons_figure(report),
+                gr.update(value=evaluate_charts.sweep_figure(report), visible=report.sweep is not None),
+                gr.update(value=best["code"] if best else "", visible=best is not None),
+                prompts_html(report, max_columns),
+                gr.update(value=files[0], visible=True), gr.update(value=files[1], visible=True)]
+
+    def on_stop(state):
+        evaluation = state.get("evaluation")
+        if evaluation is not None:
+            evaluation.cancel()
+
+    def on_columns(n):
+        return [gr.update(visible=i < int(n)) for i in range(max_columns)]
+
+    run.click(on_run, [holder, upload, sweep, max_new, temperature, seeds, seed, top_p, top_k, ratio, strength,
+                       stop_strings, min_new, n_columns, *pickers],
+              [holder, status, summary, lengths_plot, reasons_plot, sweep_plot, best_code, prompts_view,
+               download_json, download_csv],
+              concurrency_id="model", concurrency_limit=1, api_visibility="private")
+    stop.click(on_stop, holder, None, queue=False, api_visibility="private")
+    n_columns.change(on_columns, n_columns, boxes, queue=False, api_visibility="private")
+
+    def evaluate(prompts: list | str = "builtin", columns: list | None = None, sweep: str = "", seeds: int = 1,
+                 max_new_tokens: int = 64, temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0, seed: int = 0,
+                 reward_start_ratio: float = RAMP["reward_start_ratio"], strength: float = RAMP["strength"],
+                 stop_strings: str = "\\n\\n", min_new_tokens: int = 32, use_chat_template: bool = True,
+                 system_prompt: str = "") -> Iterator[dict]:
+        """Evaluate columns over a prompt set. Streams {"done", "total", "problems"} as rows finish, then one last
+        event with "report" (the CLI's --json object).
+
+        prompts: "builtin" or a list of strings / {"prompt": ...} / {"messages": [...]} objects.
+        columns: one list of intervention names per column (default: baseline and eos_reward).
+        sweep: e.g. "reward_start_ratio=0.3,0.5,0.7 strength=4,8,12,16" (columns become baseline + one per cell).
+        """
+        try:
+            evaluation = playground.evaluation(
+                prompts, normalize_columns(columns), sweep=sweep, seeds=seeds, max_new_tokens=max_new_tokens,
+                temperature=temperature, top_p=top_p, top_k=top_k, seed=seed, reward_start_ratio=reward_start_ratio,
+                strength=strength, stop_strings=stop_strings, min_new_tokens=min_new_tokens,
+                use_chat_template=use_chat_template, system_prompt=system_prompt)
+        except (ValueError, TypeError) as error:
+            raise gr.Error(str(error)) from None
+        yield {"done": 0, "total": evaluation.total, "problems": evaluation.problems, "report": None}
+        last = time.monotonic()
+        for done in playground.stream(evaluation):
+            if time.monotonic() - last >= API_INTERVAL and done < evaluation.total:
+                last = time.monotonic()
+                yield {"done": done, "total": evaluation.total, "problems": evaluation.problems, "report": None}
+        report = evaluation.report()
+        yield {"done": len(report.rows), "total": evaluation.total, "problems": report.problems,
+               "report": report.to_dict()}
+
+    gr.api(evaluate, api_name="evaluate", concurrency_id="model", concurrency_limit=1)
