@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .engine import Comparison, Settings, Variant, run_all
-from .interventions import CLOSING_CHARACTERS, SENTENCE_END_CHARACTERS, default_params, parse_interventions
+from .interventions import default_params, ends_sentence, parse_interventions
 from .models import LoadedModel
 from .prompts import encode_prompt
 from .trace import VariantTrace
@@ -371,16 +371,6 @@ class Sweep:
 
 # ---------------------------------------------------------------------------------------------------------------
 # Per-row measurements
-
-
-def ends_sentence(text: str) -> bool:
-    """Does the answer end at a sentence end (. ! ? … and CJK forms, before closing quotes/brackets) or after a
-    closed code block?"""
-    body = text.rstrip()
-    if body.endswith("```"):
-        return True
-    core = body.rstrip(CLOSING_CHARACTERS)
-    return bool(core) and core[-1] in SENTENCE_END_CHARACTERS
 
 
 def has_loop(token_ids: Sequence[int], min_tokens: int = LOOP_MIN_TOKENS, max_period: int = LOOP_MAX_PERIOD) -> bool:

@@ -214,6 +214,16 @@ class EosRewardLogitsProcessor(LogitsProcessor):
         return scores.clone().index_add_(1, eos, row_bonus)
 
 
+def ends_sentence(text: str) -> bool:
+    """Does generated text end at a sentence end: . ! ? … (or 。！？) before any closing quotes or brackets, the
+    same ends the ramp's ``at_boundary`` waits for, or a closed code block? An empty text does not."""
+    body = text.rstrip()
+    if body.endswith("```"):
+        return True
+    core = body.rstrip(EosRewardLogitsProcessor.CLOSING)
+    return bool(core) and core[-1] in EosRewardLogitsProcessor.SENTENCE_END
+
+
 SCHEDULES = EosRewardLogitsProcessor.SCHEDULES
 
 

@@ -10,9 +10,9 @@ moved EOS by ("the ramp at +8.4").
 
 from __future__ import annotations
 
+from .interventions import ends_sentence
 from .trace import StepRecord, Trace, VariantTrace
 
-SENTENCE_END = (".", "!", "?", "…", "。", "！", "？", ":", ";", ")", '"', "'", "*", "`", "\n")
 # Why an intervention stops a column the way it does, said once after the numbers.
 WHY = {
     "seed_article": "the article's processor pins the EOS logit to 100 at every step, so EOS wins at the first "
@@ -27,12 +27,6 @@ def _tail(text: str, size: int = 24) -> str:
     """The last words before a stop, shown the way a person reads them."""
     text = text.rstrip(" ")
     return ("…" if len(text) > size else "") + text[-size:].lstrip()
-
-
-def ends_sentence(text: str) -> bool:
-    """Whether generated text stops at a sentence end (punctuation, a closing quote or bracket, a newline)."""
-    stripped = text.rstrip(" ")
-    return not stripped or stripped.endswith(SENTENCE_END) or text.endswith("\n")
 
 
 def _peak(steps: list[StepRecord]) -> tuple[float, int]:

@@ -7,8 +7,8 @@ import urllib.parse
 import pytest
 
 from playground.engine import Settings, Variant, compare
+from playground.interventions import ends_sentence
 from playground.links import FIELDS, PAGE_DEFAULTS, column_name, from_query, to_query
-from playground.story import ends_sentence
 
 
 def _query(settings: dict) -> dict:

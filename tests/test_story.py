@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 
 from playground.engine import Settings, Variant, compare
+from playground.interventions import ends_sentence
 from playground.prompts import encode_prompt
-from playground.story import describe, ends_sentence, step_explanation
+from playground.story import describe, step_explanation
 
 PROMPT = "What can I do in Paris?"
 
@@ -53,5 +54,5 @@ def test_the_sentences_say_what_happened_in_each_column(smollm):
 
 
 def test_sentence_ends():
-    assert ends_sentence("Paris is a culinary paradise.") and ends_sentence("1. Louvre\n") and ends_sentence("Done!  ")
-    assert not ends_sentence("Bonjour, welcome to the City of")
+    assert ends_sentence("Paris is a culinary paradise.") and ends_sentence('He said "yes."') and ends_sentence("Done!  ")
+    assert not ends_sentence("Bonjour, welcome to the City of") and not ends_sentence("1. Louvre\n") and not ends_sentence("")
