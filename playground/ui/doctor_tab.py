@@ -17,11 +17,12 @@ def doctor_tab(playground: Playground) -> None:
         gr.Markdown("Checks the loaded model and tokenizer for the usual reasons a fine-tune never emits EOS. "
                     "Optionally add a JSONL training sample (`prompt`/`response`, `text`, `messages` or "
                     "`input_ids`/`labels` per line).")
-        sample = gr.File(label="Training sample (JSONL, optional)", file_types=[".jsonl"])
+        sample = gr.File(label="Training sample (JSONL, optional)", file_types=[".jsonl"], height=120)
         with gr.Row():
             doctor_button = gr.Button("Examine the model")
             fix_button = gr.Button("Download the repaired files (zip)")
-        fixes_file = gr.File(label="Repaired files: generation_config.json, config.json, tokenizer files, FIXES.md")
+        fixes_file = gr.File(label="Repaired files: generation_config.json, config.json, tokenizer files, FIXES.md",
+                             visible=False)
         fixes_summary = gr.Markdown()
         doctor_report = gr.Markdown()
 
@@ -44,7 +45,7 @@ def doctor_tab(playground: Playground) -> None:
         archive = zip_fixes(bundle, findings, Path(tempfile.gettempdir()) / "eos-playground-fixes",
                             max_age_seconds=TRACE_MAX_AGE)
         fixes = (archive.parent / "repaired" / "FIXES.md").read_text(encoding="utf-8")
-        return str(archive), fixes, report_markdown(findings)
+        return gr.update(value=str(archive), visible=True), fixes, report_markdown(findings)
 
     doctor_button.click(on_doctor, sample, doctor_report, concurrency_id="model", concurrency_limit=1,
                         api_name="doctor")

@@ -13,7 +13,7 @@ import gradio as gr
 from .. import evaluate_charts
 from ..engine import Settings
 from ..evaluate import SUMMARY_HEADERS, Report, compare_query
-from ..interventions import DESCRIPTIONS, INTERVENTION_NAMES, default_params
+from ..interventions import INTERVENTION_NAMES, default_params
 from ..service import Playground, write_downloads
 from ..space import normalize_columns
 from .compare import MAX_COLUMNS
@@ -69,7 +69,7 @@ def prompts_html(report: Report, compare_columns: int = MAX_COLUMNS) -> str:
 
 
 def evaluate_tab(playground: Playground) -> None:
-    choices = [(f"{name} — {DESCRIPTIONS[name]}", name) for name in INTERVENTION_NAMES]
+    choices = list(INTERVENTION_NAMES)  # short chips, as in Compare (its accordion says what each does)
     policy = playground.policy
     max_columns = min(MAX_COLUMNS, policy.max_columns)
     holder = gr.State({})  # per session: the running evaluation (for Stop)
@@ -80,7 +80,7 @@ def evaluate_tab(playground: Playground) -> None:
                     "grid and names the best cell.")
         with gr.Row():
             with gr.Column(scale=3):
-                upload = gr.File(label="Prompt file (empty: the built-in set of 30 prompts) — .jsonl with 'prompt' "
+                upload = gr.File(height=120, label="Prompt file (empty: the built-in set of 30 prompts) — .jsonl with 'prompt' "
                                        "or 'messages' per line, .csv with a 'prompt' column, or one prompt per line",
                                  file_types=[".jsonl", ".json", ".csv", ".txt"], elem_id="evaluate-file")
                 sweep = gr.Textbox(label="Sweep eos_reward (optional; columns become baseline + one per cell)",
