@@ -188,27 +188,31 @@ class Playground:
             columns.append(list(picked))
         return columns
 
-    def stream(self, comparison: Comparison) -> Iterator[Trace]:
-        """``comparison.run()``, counted as active while it decodes; closing this closes the decode. A branch
-        comparison yields the trace it branches from with its columns appended; a comparison with
-        ``branches`` then decodes them in one second batch (within what is left of the time limit) and yields
-        the whole trace, branches appended."""
+    def stream(self, run) -> Iterator:
+        """A comparison's traces (see :meth:`_stream_comparison`) or an evaluation's progress (rows done),
+        counted as active while it decodes; closing this closes the decode."""
         with self._active_lock:
             self._active += 1
         try:
-            started = time.perf_counter()
-            trace = yield from self._decode(comparison)
-            if comparison.branches and not comparison.cancelled:
-                settings = copy.copy(comparison.settings)
-                if settings.timeout_seconds:
-                    settings.timeout_seconds = max(settings.timeout_seconds - (time.perf_counter() - started), 1e-3)
-                with self._lock:
-                    branches = Comparison.of_branches(self.bundle, trace, comparison.branches, settings,
-                                                      max_new_tokens_cap=self.policy.max_new_tokens)
-                yield from self._decode(branches)
+            yield from self._stream_comparison(run) if isinstance(run, Comparison) else run.run()
         finally:
             with self._active_lock:
                 self._active -= 1
+
+    def _stream_comparison(self, comparison: Comparison) -> Iterator[Trace]:
+        """``comparison.run()``'s traces. A branch comparison yields the trace it branches from with its columns
+        appended; a comparison with ``branches`` then decodes them in one second batch (within what is left of
+        the time limit) and yields the whole trace, branches appended."""
+        started = time.perf_counter()
+        trace = yield from self._decode(comparison)
+        if comparison.branches and not comparison.cancelled:
+            settings = copy.copy(comparison.settings)
+            if settings.timeout_seconds:
+                settings.timeout_seconds = max(settings.timeout_seconds - (time.perf_counter() - started), 1e-3)
+            with self._lock:
+                branches = Comparison.of_branches(self.bundle, trace, comparison.branches, settings,
+                                                  max_new_tokens_cap=self.policy.max_new_tokens)
+            yield from self._decode(branches)
 
     @staticmethod
     def _decode(comparison: Comparison) -> Iterator[Trace]:

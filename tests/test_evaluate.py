@@ -267,7 +267,7 @@ def test_a_stronger_ramp_never_gives_longer_answers_at_the_same_start(smollm):
     ranked = max(cells.values(), key=lambda c: (c["clean_stop_rate"]["rate"], c["mean_length"]))
     assert best["name"] == ranked["name"] and "clean-stop rate" in best["rule"]
     strength = best["params"]["strength"]
-    assert f"'strength': {strength!r}" in best["code"] and "model.generate(" in best["code"]
+    assert f"strength={strength!r}" in best["code"] and "model.generate(" in best["code"]
 
 
 def test_sampling_runs_every_prompt_with_k_seeds(smollm):
