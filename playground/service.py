@@ -4,19 +4,25 @@ wire these to components."""
 
 from __future__ import annotations
 
+import collections
 import shutil
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from .decoder import decode_loop
 from .engine import Comparison, Settings, Variant
 from .interventions import unescape
 from .models import LoadedModel, load_model
 from .space import Policy
+from .trace import Trace
 
 TRACE_MAX_AGE = 3600  # seconds a downloadable trace is kept
+TRACES_KEPT = 32  # finished traces /trace can return
+RUNS_AT_ONCE = 16  # runs (page or API) decoding at once; their rows share one batch, more wait in the queue
 
 
 class Playground:
@@ -36,6 +42,7 @@ class Playground:
         self._lock = threading.Lock()  # a load never swaps the model under a running comparison
         self._active = 0  # comparisons being decoded right now (a cancelled one leaves within one step)
         self._active_lock = threading.Lock()
+        self._traces: collections.OrderedDict[str, tuple[float, Trace]] = collections.OrderedDict()
 
     # -- model -------------------------------------------------------------------------------------
 
@@ -52,15 +59,17 @@ class Playground:
         """Load another model; on failure the current one stays. Returns the new model's info."""
         reference = self.policy.check_model(reference, adapter, trust_remote_code)
         options = self.policy.options_for(reference, self.load_options, trust_remote_code)
-        bundle = load_model(reference, adapter=(adapter or "").strip() or None, **options)
-        with self._lock:
+        with self._lock:  # no comparison is built meanwhile; the rows in flight finish on the current model first
+            decode_loop(self.bundle).drain()
+            bundle = load_model(reference, adapter=(adapter or "").strip() or None, **options)
             self.bundle, self.reference = bundle, reference
         return bundle.info.to_dict()
 
     def info(self) -> dict:
-        """What the server is serving, its limits, and how many comparisons are decoding right now."""
+        """What the server is serving, its limits, and how many comparisons (and their rows) are decoding now."""
         return {"model": self.bundle.info.name, "reference": self.reference, "device": self.bundle.info.device,
-                "banner": self.banner, "limits": self.policy.describe(), "active_generations": self._active}
+                "banner": self.banner, "limits": self.policy.describe(), "active_generations": self._active,
+                "rows_in_flight": decode_loop(self.bundle).rows_in_flight}
 
     # -- comparisons -------------------------------------------------------------------------------
 
@@ -102,6 +111,24 @@ class Playground:
         finally:
             with self._active_lock:
                 self._active -= 1
+
+    def keep_trace(self, trace: Trace) -> str:
+        """Keep a finished trace for :meth:`trace` (the latest TRACES_KEPT, for TRACE_MAX_AGE); returns its id."""
+        trace_id = uuid.uuid4().hex
+        with self._active_lock:
+            self._traces[trace_id] = (time.time(), trace)
+            cutoff = time.time() - TRACE_MAX_AGE
+            while self._traces and (len(self._traces) > TRACES_KEPT or next(iter(self._traces.values()))[0] < cutoff):
+                self._traces.popitem(last=False)
+        return trace_id
+
+    def trace(self, trace_id: str) -> Trace:
+        with self._active_lock:
+            kept = self._traces.get(trace_id) if isinstance(trace_id, str) else None
+        if kept is None or kept[0] < time.time() - TRACE_MAX_AGE:
+            raise ValueError(f"trace_id: no trace {str(trace_id)[:64]!r} here (the last {TRACES_KEPT} traces are "
+                             f"kept for {TRACE_MAX_AGE // 60} minutes)")
+        return kept[1]
 
 
 

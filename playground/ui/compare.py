@@ -11,7 +11,7 @@ import gradio as gr
 
 from .. import charts
 from ..interventions import DESCRIPTIONS, INTERVENTION_NAMES, default_params, export_code, parse_interventions
-from ..service import Playground, write_trace_files
+from ..service import RUNS_AT_ONCE, Playground, write_trace_files
 from .views import require_number, stages_rows, token_html
 
 MAX_COLUMNS = 4
@@ -173,7 +173,7 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
     column_outputs = [c for pair in zip(statuses, views) for c in pair]
     run_event = run.click(on_run, [holder, color_by, log_scale, step, inspect_column, *inputs],
                           [*column_outputs, *chart_outputs, step, download_json, download_csv, holder],
-                          concurrency_id="model", concurrency_limit=1, api_name="run",
+                          concurrency_id="decode", concurrency_limit=RUNS_AT_ONCE, api_name="run",
                           api_visibility="undocumented")  # the benchmark streams the page's own handler
     stop.click(on_stop, holder, None, queue=False, api_visibility="private")
     for control in (color_by, log_scale, step, inspect_column):
