@@ -1,8 +1,9 @@
 """Decode several variants of one prompt side by side and record, step by step, why each stops.
 
-All variants share one batch: one forward pass per step for every row that is still running, a KV cache,
-left padding where prompts differ (e.g. a concise-answer suffix). Rows finish independently and are
-dropped from the batch (and its cache) as they do. Every row samples with its own generator seeded
+All variants share one batch — with every other comparison running on the model (``decoder.DecodeLoop``):
+one forward pass per step for every row that is still running, a KV cache, left padding where prompts differ
+(e.g. a concise-answer suffix). Rows finish independently and are dropped from the batch (and its cache) as
+they do. Every row samples with its own generator seeded
 identically, so a difference between columns comes only from the interventions.
 
 At each step, per row::
@@ -281,7 +282,7 @@ class Comparison:
             ))
         return records
 
-    # -- decoding: the model's DecodeLoop calls _begin, then _step until no row is left, then _finish --------
+    # -- decoding: the model's DecodeLoop calls _begin, then _step until no row is left; _publish wakes run() --
 
     def _prefill(self):
         pad = self.bundle.tokenizer.pad_token_id
