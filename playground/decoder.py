@@ -147,12 +147,12 @@ class DecodeLoop:
     def _take_waiting(self) -> tuple[list, list]:
         """(comparisons that join now, cancelled ones that never will); called holding the lock."""
         rows = sum(len(m.active) for m in self._members)
-        joining, dropped = [], []
+        dropped = [c for c in self._waiting if c._cancel.is_set()]
+        if dropped:
+            self._waiting = collections.deque(c for c in self._waiting if not c._cancel.is_set())
+        joining = []
         while self._waiting:
             comparison = self._waiting[0]
-            if comparison._cancel.is_set():
-                dropped.append(self._waiting.popleft())
-                continue
             size = len(comparison._rows)
             if (rows or joining) and (not self._merge or rows + size > self.max_rows):
                 break  # a comparison wider than max_rows joins an empty batch
