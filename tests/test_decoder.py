@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 
-from playground.decoder import decode_loop
+from playground.decoder import MAX_ROWS, decode_loop
 from playground.engine import Comparison, Settings, Variant, compare, run_all
 from playground.prompts import encode_prompt
 from playground.service import Playground
@@ -91,12 +91,22 @@ def test_cancel_and_close_stop_rows_whether_decoding_or_waiting(tiny):
     trace = list(waiting.run())[-1]
     assert trace.variants[0].stop_reason == "cancelled" and trace.variants[0].steps == []
 
-    running = Comparison(tiny, "Hello", [Variant("a", ["ban_eos"])], Settings(max_new_tokens=400))
-    stream = running.run()
-    next(stream)
-    stream.close()  # a closed page: its rows leave the batch
-    assert running.done and running.trace.variants[0].stop_reason == "cancelled"
-    wait_until(lambda: decode_loop(tiny).rows_in_flight == 0, 10)
+    loop = decode_loop(tiny)
+    loop.max_rows = 1  # a full batch: the next run waits for room
+    try:
+        running = Comparison(tiny, "Hello", [Variant("a", ["ban_eos"])], Settings(max_new_tokens=400))
+        queued = Comparison(tiny, "Hi", [Variant("a", ["ban_eos"])], Settings(max_new_tokens=400))
+        stream = running.run()
+        next(stream)
+        queued.submit()
+        queued.cancel()  # cancelled while it waits behind a full batch: it leaves without waiting for room
+        wait_until(lambda: queued.done, 30)
+        assert not running.done and queued.trace.variants[0].steps == []
+        stream.close()  # a closed page: its rows leave the batch
+        assert running.done and running.trace.variants[0].stop_reason == "cancelled"
+    finally:
+        loop.max_rows = MAX_ROWS
+    wait_until(lambda: loop.rows_in_flight == 0, 10)
 
 
 def test_a_failing_run_fails_alone_and_the_loop_keeps_serving(tiny):
