@@ -176,6 +176,11 @@ class DecodeLoop:
             comparison._publish(done=True, error=error)
             return
         cache, logits, positions = out.past_key_values, out.logits[:, -1, :].float().cpu(), positions[:, -1] + 1
+        if self._members and not _mergeable(cache):  # learnt on this model's first prefill: one run at a time
+            self._merge = False
+            with self._cv:
+                self._waiting.appendleft(comparison)  # prefilled again once the batch is empty
+            return
         if not self._members:
             self._cache, self._mask, self._positions, self._logits = cache, mask, positions, logits
             self._merge = self._merge and _mergeable(cache)

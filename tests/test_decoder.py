@@ -138,3 +138,30 @@ def test_a_model_load_waits_for_the_rows_in_flight(smollm):
     assert comparison.trace.variants[0].stop_reason == "max_new_tokens"
     assert playground.bundle is not smollm
     reader.join(30)
+
+
+def test_runs_on_a_sliding_window_model_arriving_together_decode_as_alone(tokenizer):
+    """A sliding-window cache is not a plain growing cache: the loop does not merge it (runs take turns)."""
+    from transformers import MistralConfig, MistralForCausalLM
+
+    from playground.models import LoadedModel, ModelInfo, eos_token_ids, stop_token_ids
+
+    torch.manual_seed(0)
+    model = MistralForCausalLM(MistralConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=512, sliding_window=8, pad_token_id=tokenizer.pad_token_id)).eval()
+    info = ModelInfo(name="tiny-sliding", source="random", num_parameters=0, dtype="float32", device="cpu",
+                     context_length=512, eos_token_ids=eos_token_ids(tokenizer, model),
+                     stop_token_ids=stop_token_ids(tokenizer, model), pad_token_id=tokenizer.pad_token_id,
+                     has_chat_template=True, load_seconds=0.0, vocab_size=len(tokenizer))
+    bundle = LoadedModel(model, tokenizer, info)
+    prompts = ["Hello", "Once upon a time there was", "Why?"]
+    alone = [compare(bundle, p, [Variant("a", ["ban_eos"])], Settings(max_new_tokens=16)).variants[0].token_ids
+             for p in prompts]
+    together, done = [Comparison(bundle, p, [Variant("a", ["ban_eos"])], Settings(max_new_tokens=16)) for p in prompts], []
+    loop = decode_loop(bundle)
+    with loop._cv:  # all three are waiting when the loop looks: they arrive together, before it knows the cache
+        for comparison in together:
+            comparison.submit(on_done=done.append)
+    wait_until(lambda: len(done) == 3)
+    assert [c.trace.variants[0].token_ids for c in together] == alone
