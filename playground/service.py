@@ -123,6 +123,7 @@ class Playground:
         return trace_id
 
     def trace(self, trace_id: str) -> Trace:
+        """A trace kept by :meth:`keep_trace`; ValueError naming trace_id when it is unknown or too old."""
         with self._active_lock:
             kept = self._traces.get(trace_id) if isinstance(trace_id, str) else None
         if kept is None or kept[0] < time.time() - TRACE_MAX_AGE:
