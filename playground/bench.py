@@ -4,8 +4,9 @@ Every ratio compares two things measured in the same run on the same machine, so
 where absolute times do not.
 
 ``bench_engine`` decodes with the embedded model (greedy, EOS banned so every run has the same length) and
-compares the side-by-side engine with plain ``generate()``; ``bench_ui`` measures what reaches a
-``gradio_client`` consumer of the running app.
+compares the side-by-side engine with plain ``generate()``; ``bench_ui`` serves the app in its own process and
+measures what reaches its clients: a ``gradio_client`` consumer against the engine, the REST stream's bytes,
+eight clients at once against one.
 
 ``bench_processors`` times one logits-processor call at a real vocabulary size: our ramp
 (:class:`~playground.interventions.EosRewardLogitsProcessor`) against the article's literal
@@ -16,14 +17,24 @@ executed at run time.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
 import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
 
 SEED_DIRS = (Path(__file__).resolve().parents[1] / ".." / "shared" / "seeds", Path("/work/shared/seeds"))
+APP = Path(__file__).resolve().parents[1] / "app.py"
 ARTICLE_CLASS = "EosTokenRewardLogitsProcessor"
 RAMBLING_PROMPT = "What can I do in Paris?"
 # Baseline and the ramp, both with EOS banned (a boost cannot undo a ban), so every run has the same length.
@@ -168,65 +179,151 @@ def bench_engine(bundle, new_tokens: int = 128, rounds: int = 2) -> dict:
     }
 
 
-def bench_ui(bundle, new_tokens: int = 96) -> dict:
-    """Launch the app in this process; stream the page's own Run handler and /compare through gradio_client.
+@contextlib.contextmanager
+def serve_app(timeout: float = 180):
+    """``python app.py`` on a free local port, in its own process with one torch thread; yields its URL.
 
-    Reports the fraction of the engine's tokens/s that reaches the client and how often the live chart was
-    redrawn per second (the page throttles it to at most 4).
+    A separate process, so the server's decode thread and its streaming (HTTP, JSON) are not slowed by this
+    process's client or its GIL; one thread (OMP_NUM_THREADS=1), because on a 2-core machine a decode on both
+    cores would fight the streaming and the client for them, and a ratio would then measure that contention
+    rather than what streaming costs. The engine reference is measured with one thread too.
     """
-    import os
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+    log = tempfile.TemporaryFile("w+")
+    process = subprocess.Popen([sys.executable, str(APP), "--port", str(port)], cwd=APP.parent, env=env,
+                               stdout=log, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.time() + timeout
+        while True:
+            if process.poll() is not None:
+                log.seek(0)
+                raise RuntimeError(f"app.py exited early:\n{log.read()}")
+            try:
+                urllib.request.urlopen(url, timeout=2)
+                break
+            except OSError:
+                if time.time() > deadline:
+                    raise RuntimeError(f"app.py did not serve within {timeout:.0f} s") from None
+                time.sleep(0.5)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
 
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+def _one_thread(call):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return call()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def rest_stream_bytes(url: str, arguments: dict) -> tuple[int, int]:
+    """(bytes, steps) of /compare's REST stream — what curl or a JS client gets: POST the call, then read its
+    server-sent events to the end."""
+    request = urllib.request.Request(f"{url}gradio_api/call/v2/compare", data=json.dumps(arguments).encode(),
+                                     headers={"Content-Type": "application/json"})
+    event_id = json.load(urllib.request.urlopen(request, timeout=60))["event_id"]
+    size = steps = 0
+    with urllib.request.urlopen(f"{url}gradio_api/call/v2/compare/{event_id}", timeout=600) as response:
+        kind = None
+        for line in response:
+            size += len(line)
+            if line.startswith(b"event: "):
+                kind = line[7:].strip()
+            elif line.startswith(b"data: ") and kind == b"generating":  # "complete" repeats the last event
+                for event in json.loads(line[6:]):
+                    steps += sum(len(column["steps"]) for column in event["columns"].values())
+            elif line.startswith(b"data: ") and kind == b"error":
+                raise RuntimeError(f"/compare failed: {line[6:].decode()}")
+    return size, steps
+
+
+def bench_ui(bundle, url: str, new_tokens: int = 96) -> dict:
+    """Against the app served at ``url`` (see :func:`serve_app`): what reaches a ``gradio_client`` consumer of
+    /compare compared with the engine alone, the bytes of the REST stream for 512 tokens × 4 columns, 8 clients
+    at once compared with one, and how often the page's Run handler redraws the live chart."""
     from gradio_client import Client
 
     from playground.engine import Settings, Variant, compare
-    from playground.service import Playground
-    from playground.ui import CSS, build_app
 
     prompt = RAMBLING_PROMPT
+    columns = [c for _, c in EQUAL_LENGTH_COLUMNS]
     variants = [Variant(name, interventions) for name, interventions in EQUAL_LENGTH_COLUMNS]
-    compare(bundle, prompt, variants, Settings(max_new_tokens=4))  # warm-up
-    engine_s = _timed(lambda: compare(bundle, prompt, variants, Settings(max_new_tokens=new_tokens)))
-    demo = build_app(Playground(bundle))
-    demo.queue(default_concurrency_limit=1)
-    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, css=CSS)
-    try:
-        client = Client(url, verbose=False)
-        submitted = time.perf_counter()
-        updates, arrivals = [], []
-        for update in client.submit(api_name="/compare", prompt=prompt, columns=[c for _, c in EQUAL_LENGTH_COLUMNS],
-                                    max_new_tokens=new_tokens):
-            updates.append(update)
-            arrivals.append(time.perf_counter())
-        api_s = arrivals[-1] - submitted
-        received = sum(len(v["token_ids"]) for v in updates[-1]["variants"])
-        assert received == 2 * new_tokens
-        # Streaming rate: tokens that arrived between the first and the last update, over that time (the
-        # connection and queue set-up before the first update is reported separately).
-        first = sum(len(v["token_ids"]) for v in updates[0]["variants"])
-        stream_rate = (received - first) / (arrivals[-1] - arrivals[0])
-        started = time.perf_counter()
-        # The page's Run handler with the page's inputs: shading, log scale, step, column, prompt, max new tokens,
-        # temperature, top-p, top-k, seed, ratio, strength, stop strings, min tokens, template, system prompt,
-        # number of columns and the four column pickers.
-        ui_updates = list(client.submit("p", True, 0, 0, prompt, new_tokens, 0, 1, 0, 0, 0.8, 12, "\\n\\n", 32, True, "",
-                                        2, *[c for _, c in EQUAL_LENGTH_COLUMNS], [], [], api_name="/run"))
-        ui_s = time.perf_counter() - started
-    finally:
-        demo.close()
-    # Output 8 is the p(EOS) chart: a redraw arrives as a plotly figure, a skipped one as a bare update.
-    redraws = sum(1 for u in ui_updates if isinstance(u[8], dict) and u[8].get("type") == "plotly")
+    _one_thread(lambda: compare(bundle, prompt, variants, Settings(max_new_tokens=4)))  # warm-up
+    engine_s = _one_thread(lambda: _timed(lambda: compare(bundle, prompt, variants, Settings(max_new_tokens=new_tokens))))
+
+    client = Client(url, verbose=False)
+    list(client.submit(api_name="/compare", prompt=prompt, columns=columns, max_new_tokens=4))  # warm-up
+    submitted = time.perf_counter()
+    received, arrivals = 0, []
+    for event in client.submit(api_name="/compare", prompt=prompt, columns=columns, max_new_tokens=new_tokens):
+        arrivals.append(time.perf_counter())
+        received += sum(len(column["steps"]) for column in event["columns"].values())
+    assert received == 2 * new_tokens, received
+    # From the first event (sent as the run starts, before its prefill) to the last: the decode as the client
+    # sees it. Connecting and queueing before the first event are reported separately.
+    stream_rate = received / (arrivals[-1] - arrivals[0])
+
+    # REST: 4 columns that all run to 512 tokens (EOS banned in each).
+    rest_columns = [["ban_eos"], ["ban_eos", "eos_reward"], ["ban_eos", "decay_penalty"], ["ban_eos", "concise_suffix"]]
+    rest_bytes, rest_steps = rest_stream_bytes(url, {"prompt": prompt, "columns": rest_columns, "max_new_tokens": 512})
+    assert rest_steps == 4 * 512, rest_steps
+
+    # 8 clients submit a 2-column, 64-token run at the same moment, against one such run alone.
+    def one_run(own: Client) -> None:
+        events = list(own.submit(api_name="/compare", prompt=prompt, columns=columns, max_new_tokens=64))
+        assert sum(len(column["steps"]) for event in events for column in event["columns"].values()) == 128
+
+    alone_s = _timed(lambda: one_run(client))
+    clients = [Client(url, verbose=False) for _ in range(8)]
+    barrier = threading.Barrier(8)
+
+    def together(own: Client) -> float:
+        barrier.wait()
+        return _timed(lambda: one_run(own))
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(together, clients))
+    eight_s = time.perf_counter() - started
+
     return {
         "new_tokens": new_tokens,
         "engine_tokens_per_s": round(2 * new_tokens / engine_s, 2),
         "client_tokens_per_s": round(stream_rate, 2),
         "client_fraction_of_engine": round(stream_rate / (2 * new_tokens / engine_s), 3),  # target >= 0.9
-        "client_end_to_end_fraction": round(engine_s / api_s, 3),  # includes connecting and queueing
-        "seconds_to_first_update": round(arrivals[0] - submitted, 3),
-        "updates_received": len(updates),
-        "ui_updates_received": len(ui_updates),
-        "chart_redraws_per_s": round(redraws / ui_s, 2),  # target <= 4
+        "seconds_to_first_event": round(arrivals[0] - submitted, 3),
+        "events_received": len(arrivals),
+        "rest_bytes_512x4": rest_bytes,  # target <= 4 MB
+        "rest_bytes_per_token": round(rest_bytes / rest_steps, 1),
+        "one_run_64x2_seconds": round(alone_s, 2),
+        "eight_runs_64x2_seconds": round(eight_s, 2),
+        "concurrent_8_vs_one": round(eight_s / alone_s, 3),  # target <= 2.5
     }
+
+
+def bench_page(bundle, url: str, new_tokens: int = 128) -> dict:
+    """The page in headless Chromium against the app served at ``url``: its decode speed as its statuses show it
+    against the engine alone (one thread, like the server) for the same 2 columns, and the bytes it receives
+    per token (see :mod:`playground.bench_page`)."""
+    from playground.bench_page import PAGE_COLUMNS, measure_page
+    from playground.engine import Settings, Variant, compare
+
+    variants = [Variant(name, [] if name == "baseline" else [name]) for name in PAGE_COLUMNS]
+    trace = _one_thread(lambda: compare(bundle, RAMBLING_PROMPT, variants, Settings(max_new_tokens=new_tokens)))
+    assert all(len(v.steps) == new_tokens for v in trace.variants)
+    engine = sum(v.tokens_per_second for v in trace.variants) / len(trace.variants)
+    return measure_page(url, engine, new_tokens)
 
 
 def bench_evaluate(bundle, prompts: int = 16, new_tokens: int = 32) -> dict:
@@ -288,8 +385,11 @@ def main(argv: list[str] | None = None) -> int:
     from playground.models import load_model
 
     bundle = load_model()
-    results = {"processors": bench_processors(), "engine": bench_engine(bundle), "ui": bench_ui(bundle),
-               "evaluate": bench_evaluate(bundle)}
+    results = {"processors": bench_processors(), "engine": bench_engine(bundle)}
+    with serve_app() as url:
+        results["ui"] = bench_ui(bundle, url)
+        results["page"] = bench_page(bundle, url)
+    results["evaluate"] = bench_evaluate(bundle)
     p = results["processors"]
     print(f"logits processors, one row of {p['vocab_size']} logits, 1 CPU thread (literal article code from {p['literal_seed_source']}):")
     print(f"  article's literal EosTokenRewardLogitsProcessor  {p['literal_seed_ms_per_call']:10.3f} ms/call")
@@ -306,11 +406,24 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  engine, 1 variant + telemetry    {e['engine_single_tokens_per_s']:8.2f} tokens/s  "
           f"time vs one generate() call: {e['single_with_telemetry_vs_generate']:.3f} (target <= 1.10)")
     u = results["ui"]
-    print(f"app, /compare over gradio_client, 2 columns x {u['new_tokens']} tokens:")
+    print(f"app (its own process, 1 thread), /compare over gradio_client, 2 columns x {u['new_tokens']} tokens:")
     print(f"  engine alone {u['engine_tokens_per_s']:.2f} tokens/s, reaching the client {u['client_tokens_per_s']:.2f} tokens/s: "
-          f"fraction {u['client_fraction_of_engine']:.3f} (target >= 0.9), {u['updates_received']} updates;")
-    print(f"  end to end, with {u['seconds_to_first_update']:.2f} s to the first update: fraction {u['client_end_to_end_fraction']:.3f}")
-    print(f"  page's Run stream: {u['chart_redraws_per_s']:.2f} p(EOS) chart redraws per second (target <= 4)")
+          f"fraction {u['client_fraction_of_engine']:.3f} (target >= 0.9), {u['events_received']} events, "
+          f"{u['seconds_to_first_event']:.2f} s to the first")
+    print(f"  REST stream, 512 tokens x 4 columns: {u['rest_bytes_512x4'] / 1e6:.2f} MB "
+          f"({u['rest_bytes_per_token']:.0f} bytes per token; target <= 4 MB)")
+    print(f"  8 clients at once, 2 columns x 64 tokens each: {u['eight_runs_64x2_seconds']:.1f} s vs one alone "
+          f"{u['one_run_64x2_seconds']:.1f} s: {u['concurrent_8_vs_one']:.2f}x (target <= 2.5)")
+    g = results["page"]
+    if "skipped" in g:
+        print(f"page in Chromium: skipped ({g['skipped']})")
+    else:
+        print("page in headless Chromium (the same app), 2 columns x 128 tokens and 4 columns x 256 / 64 tokens:")
+        print(f"  each column {g['page_column_tokens_per_s']:.2f} tokens/s as the page shows it vs the engine's "
+              f"{g['engine_column_tokens_per_s']:.2f}: fraction {g['page_fraction_of_engine']:.3f} (target >= 0.8); "
+              f"click to last status {g['page_end_to_end_fraction']:.3f}")
+        print(f"  {g['page_bytes_per_token']} bytes per token at 256 x 4 ({g['page_bytes_256x4'] / 1e6:.2f} MB), "
+              f"{g['page_bytes_per_token_64']} at 64 x 4 (target <= 2048, flat in length)")
     v = results["evaluate"]
     print(f"evaluate, {v['prompts']} prompts x {v['columns']} columns, greedy, up to {v['new_tokens']} new tokens "
           f"({v['generated_tokens']} generated, same as generate(): {v['same_tokens_as_generate']}):")

@@ -1,7 +1,7 @@
 """What a person in a browser gets: the page's decode speed against the engine's, and the bytes it receives.
 
-Measured in one run, end to end, as a user meets the app: ``python app.py`` in its own process, headless system
-Chromium (Playwright, ``/usr/bin/chromium``) opening a link with the settings, clicking Run, and reading the
+Measured in one run, end to end, as a user meets the app: ``python app.py`` in its own process (the bench's
+``serve_app``), headless system Chromium (Playwright, ``/usr/bin/chromium``) opening a link with the settings, clicking Run, and reading the
 statuses the page shows. Bytes are what Chromium's network layer received while the run streamed (Chrome
 DevTools Protocol ``Network.dataReceived``). The server and the engine reference both decode with one torch
 thread, so the ratio shows what streaming to a page costs, not a thread-count difference; the browser shares
@@ -12,13 +12,8 @@ the same two cores, as it would on a laptop.
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import socket
-import subprocess
-import sys
-import tempfile
 import time
 import urllib.parse
 import urllib.request
@@ -29,51 +24,8 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--disable-quic", "--no-first-run"]
 PROMPT = "What can I do in Paris?"  # rambles for hundreds of tokens: the baseline runs full length
+PAGE_COLUMNS = ["baseline", "ban_eos"]
 FINISHED = r"stopped by EOS|hit max new tokens|stop string|repetition loop|cancelled|timed out"
-
-
-def _environment() -> dict:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
-
-
-def engine_tokens_per_second(new_tokens: int) -> float:
-    """The engine alone (the CLI, one torch thread): tokens/s of each column of baseline + ban_eos, averaged."""
-    out = subprocess.run([sys.executable, "-m", "playground", "compare", "--prompt", PROMPT, "--max-new-tokens",
-                          str(new_tokens), "--intervention", "ban_eos", "--json"], cwd=ROOT, env=_environment(),
-                         capture_output=True, text=True, check=True).stdout
-    summaries = [v["summary"] for v in json.loads(out)["variants"]]
-    assert all(s["generated_tokens"] == new_tokens for s in summaries), summaries
-    return sum(s["tokens_per_second"] for s in summaries) / len(summaries)
-
-
-class _App:
-    """``python app.py`` on a free local port, stopped on exit."""
-
-    def __enter__(self):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        self.log = tempfile.NamedTemporaryFile("w+", prefix="bench-app-", suffix=".log", delete=False)
-        self.process = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=ROOT, env=_environment(),
-                                        stdout=self.log, stderr=subprocess.STDOUT)
-        self.url = f"http://127.0.0.1:{port}/"
-        deadline = time.time() + 180
-        while time.time() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"app.py exited: {Path(self.log.name).read_text()}")
-            try:
-                urllib.request.urlopen(self.url, timeout=2)
-                return self
-            except OSError:
-                time.sleep(0.5)
-        raise RuntimeError("app.py did not serve within 180 s")
-
-    def __exit__(self, *exc):
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
 
 
 def page_run(browser, url: str, new_tokens: int, columns: list[str]) -> dict:
@@ -106,19 +58,22 @@ def page_run(browser, url: str, new_tokens: int, columns: list[str]) -> dict:
     return {"tokens": tokens, "bytes": received[0], "seconds": seconds, "column_tokens_per_s": sum(rates) / len(rates)}
 
 
-def bench_page() -> dict:
+def measure_page(url: str, engine_column_tokens_per_s: float, new_tokens: int = 128) -> dict:
+    """Page runs against the app at ``url``: 2 columns × ``new_tokens`` for speed (each column's tokens/s as its
+    status shows it, against the engine's for the same columns), then 4 columns × 256 and × 64 tokens (EOS
+    banned) for the bytes the browser receives per token."""
     from playwright.sync_api import sync_playwright
 
     if not os.path.exists(CHROMIUM):
         return {"skipped": f"{CHROMIUM} is not installed (apt-get install -y chromium)"}
-    engine = engine_tokens_per_second(128)
-    with _App() as app, sync_playwright() as playwright:
+    engine = engine_column_tokens_per_s
+    with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:
-            page_run(browser, app.url, 8, ["baseline", "ban_eos"])  # warm-up: first page load, first run
-            speed = page_run(browser, app.url, 128, ["baseline", "ban_eos"])
-            long = page_run(browser, app.url, 256, ["ban_eos"] * 4)
-            short = page_run(browser, app.url, 64, ["ban_eos"] * 4)
+            page_run(browser, url, 8, PAGE_COLUMNS)  # warm-up: first page load, first run
+            speed = page_run(browser, url, new_tokens, PAGE_COLUMNS)
+            long = page_run(browser, url, 256, ["ban_eos"] * 4)
+            short = page_run(browser, url, 64, ["ban_eos"] * 4)
         finally:
             browser.close()
     return {
@@ -126,7 +81,7 @@ def bench_page() -> dict:
         "page_column_tokens_per_s": round(speed["column_tokens_per_s"], 2),
         "page_fraction_of_engine": round(speed["column_tokens_per_s"] / engine, 3),  # target >= 0.8
         # From the click to the last column's final status, against the engine's own time for the same tokens.
-        "page_end_to_end_fraction": round((128 / engine) / speed["seconds"], 3),
+        "page_end_to_end_fraction": round((new_tokens / engine) / speed["seconds"], 3),
         "page_bytes_per_token": round(long["bytes"] / long["tokens"]),  # target <= 2048, flat in length
         "page_bytes_per_token_64": round(short["bytes"] / short["tokens"]),
         "page_bytes_256x4": long["bytes"],

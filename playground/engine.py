@@ -1,8 +1,9 @@
 """Decode several variants of one prompt side by side and record, step by step, why each stops.
 
-All variants share one batch: one forward pass per step for every row that is still running, a KV cache,
-left padding where prompts differ (e.g. a concise-answer suffix). Rows finish independently and are
-dropped from the batch (and its cache) as they do. Every row samples with its own generator seeded
+All variants share one batch — with every other comparison running on the model (``decoder.DecodeLoop``):
+one forward pass per step for every row that is still running, a KV cache, left padding where prompts differ
+(e.g. a concise-answer suffix). Rows finish independently and are dropped from the batch (and its cache) as
+they do. Every row samples with its own generator seeded
 identically, so a difference between columns comes only from the interventions.
 
 At each step, per row::
@@ -25,12 +26,12 @@ branch column forces its first tokens (see :class:`Variant`).
 
 from __future__ import annotations
 
-import contextlib
+import collections
 import copy
 import math
+import queue
 import threading
 import time
-import types
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -284,51 +285,6 @@ def sampling_warpers(settings: Settings) -> list[tuple[str, LogitsProcessor, Cal
     return warpers
 
 
-def _decode_linear_forward(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    if x.dim() < 2 or x.shape[-2] != 1:  # prefill (several positions per row): the usual path
-        return torch.nn.functional.linear(x, self.weight, self.bias)
-    rows = x.reshape(-1, x.shape[-1])
-    out = torch.mm(self.weight, rows.T).T
-    if self.bias is not None:
-        out = out + self.bias
-    return out.reshape(*x.shape[:-1], -1)
-
-
-_decode_patch_lock = threading.Lock()
-_decode_patch_users: dict[int, int] = {}  # id(model) -> comparisons running on it
-
-
-@contextlib.contextmanager
-def _weight_stationary_decode(model: torch.nn.Module):
-    """Multiply decode-step activations as W @ xᵀ instead of x @ Wᵀ while comparisons run on ``model``.
-
-    On CPU, MKL's x @ Wᵀ for a few rows runs at half the speed of W @ xᵀ for the same numbers (measured on the
-    embedded model: a 2-row decode step 62 ms → 33 ms, faster than one row's 38 ms), which is what makes
-    decoding several columns together cheaper than decoding them one by one. For one row the result is
-    bit-identical, so a single column still matches ``generate()`` exactly; prefill keeps the usual path.
-    GPUs and quantized layers keep their own kernels. Reference-counted: overlapping comparisons on the same
-    model share one patch, and the last one out restores the modules.
-    """
-    key = id(model)
-    with _decode_patch_lock:
-        if _decode_patch_users.get(key, 0) == 0:
-            for module in model.modules():
-                if (type(module) is torch.nn.Linear and module.weight.device.type == "cpu"
-                        and module.weight.dtype == torch.float32 and "forward" not in module.__dict__):
-                    module.forward = types.MethodType(_decode_linear_forward, module)
-        _decode_patch_users[key] = _decode_patch_users.get(key, 0) + 1
-    try:
-        yield
-    finally:
-        with _decode_patch_lock:
-            _decode_patch_users[key] -= 1
-            if _decode_patch_users[key] == 0:
-                del _decode_patch_users[key]
-                for module in model.modules():
-                    if getattr(module.__dict__.get("forward"), "__func__", None) is _decode_linear_forward:
-                        del module.forward
-
-
 def _interventions_note(interventions: list[Intervention], s: _StageStep) -> str:
     if not interventions:
         return "no interventions in this column"
@@ -355,8 +311,10 @@ class _Row:
 class Comparison:
     """One prompt, several variants, decoded together. Validates everything before any decoding.
 
-    Iterate :meth:`run` to decode; it yields the (same, updated) :class:`Trace` after every step.
-    :meth:`cancel` (from any thread) stops all rows within one step.
+    Iterate :meth:`run` to decode; it yields the (same, updated) :class:`Trace` as rows advance. The rows are
+    decoded by the model's :class:`~playground.decoder.DecodeLoop`, in one batch with every other comparison
+    running on that model. :meth:`cancel` (from any thread) stops all rows within one step. A reader that needs
+    a consistent view of a running trace (every column at the same step) holds :attr:`lock` while reading.
     """
 
     def __init__(self, bundle: LoadedModel, prompt: str, variants: Sequence[Variant], settings: Settings,
@@ -389,6 +347,11 @@ class Comparison:
         self.appends_to = appends_to
         self.bundle, self.settings = bundle, settings
         self._cancel = threading.Event()
+        self.lock = threading.Lock()  # held by the decode loop while it steps this comparison's rows
+        self._progress = threading.Condition()
+        self._version, self._done, self._error = 0, False, None
+        self._on_done = None
+        self._started = 0.0
         tokenizer = bundle.tokenizer
         # Stop where generate() would stop (the generation config's EOS ids), so a column behaves like the
         # user's own code; an EOS the tokenizer knows but generation ignores is the doctor's business.
@@ -544,7 +507,7 @@ class Comparison:
             ))
         return records
 
-    # -- the decode loop ----------------------------------------------------------------------------
+    # -- decoding: the model's DecodeLoop calls _begin, then _step until no row is left; _publish wakes run() --
 
     def _prefill(self):
         pad = self.bundle.tokenizer.pad_token_id
@@ -553,66 +516,91 @@ class Comparison:
         mask = torch.tensor([[0] * (width - len(r.prompt_ids)) + [1] * len(r.prompt_ids) for r in self._rows])
         return ids, mask
 
+    def submit(self, on_done=None) -> None:
+        """Hand this comparison's rows to its model's decode loop; ``on_done(self)`` is called when they finish."""
+        from .decoder import decode_loop
+
+        self._on_done = on_done
+        decode_loop(self.bundle).submit(self)
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
     def run(self) -> Iterator[Trace]:
-        """Decode every variant to its end, yielding the trace after each step."""
-        settings, model, tokenizer = self.settings, self.bundle.model, self.bundle.tokenizer
-        device = self.bundle.device
-        sequences, mask = self._prefill()  # sequences: every row's ids so far (finished rows padded)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        for row in self._rows:
-            row.generator = torch.Generator().manual_seed(int(settings.seed))
-        active = list(range(len(self._rows)))  # original row indices still in the batch, in batch order
-        started = time.perf_counter()
-        # Gradio may resume this generator on a different worker thread at every step, and inference mode is
-        # per thread: each block below enters it itself and never holds it across a yield.
+        """Decode every variant to its end, yielding the (same) trace whenever rows have advanced: after every step
+        for a fast consumer, several steps at once for a slow one (decoding never waits on the consumer). The last
+        yield is the finished trace. Closing the generator early cancels the rows."""
+        self.submit()
+        seen = 0
         try:
-            with _weight_stationary_decode(model):
-                with torch.inference_mode():
-                    # logits_to_keep=1: only the last position's logits, as generate() computes them
-                    out = model(input_ids=sequences.to(device), attention_mask=mask.to(device),
-                                position_ids=positions.to(device), use_cache=True, logits_to_keep=1)
-                cache, next_position = out.past_key_values, positions[:, -1] + 1
-                for step in range(settings.max_new_tokens):
-                    reason = "cancelled" if self._cancel.is_set() else None
-                    if settings.timeout_seconds and time.perf_counter() - started > settings.timeout_seconds:
-                        reason = "timeout"
-                    if reason:
-                        for i in active:
-                            self.trace.variants[i].stop_reason = reason
-                        break
-                    with torch.inference_mode():
-                        raw = out.logits[:, -1, :].float().cpu()
-                        chosen, stages = self._choose(raw, [sequences[i:i + 1] for i in active], active)
-                        records = self._telemetry(raw, stages, chosen)
-                        sequences = torch.cat([sequences, torch.full((len(self._rows), 1), tokenizer.pad_token_id)], dim=1)
-                        sequences[active, -1] = chosen
-                        still = []
-                        for slot, (i, record) in enumerate(zip(active, records)):
-                            record.step = step
-                            if self._advance(i, record, sequences[i:i + 1], raw[slot:slot + 1], started):
-                                still.append(slot)
-                    self._mark_divergence(step)
-                    if not still:
-                        break
-                    yield self.trace
-                    with torch.inference_mode():
-                        if len(still) < len(active):
-                            cache.batch_select_indices(torch.tensor(still, device=device))
-                            mask, next_position = mask[still], next_position[still]
-                            chosen = chosen[still]
-                            active = [active[s] for s in still]
-                        mask = torch.cat([mask, torch.ones((len(active), 1), dtype=mask.dtype)], dim=1)
-                        out = model(input_ids=chosen[:, None].to(device), attention_mask=mask.to(device),
-                                    position_ids=next_position[:, None].to(device), past_key_values=cache, use_cache=True)
-                        next_position = next_position + 1
+            while True:
+                with self._progress:
+                    self._progress.wait_for(lambda: self._version != seen)
+                    seen = self._version
+                if self._done:
+                    break
+                yield self.trace
         finally:
-            # Closing the generator early (a UI Stop) lands here too: whatever still runs is cancelled.
+            if not self._done:  # closed early (a UI Stop, a closed page): cancel and wait for the loop to let go
+                self.cancel()
+                with self._progress:
+                    self._progress.wait_for(lambda: self._done)
+        if self._error is not None:
+            raise self._error
+        yield self.trace
+
+    def _begin(self):
+        """The rows join the batch: reset per-row state; return the prefill's (ids, mask)."""
+        sequences, mask = self._prefill()
+        self._sequences = sequences  # every row's ids so far (finished rows padded)
+        for row in self._rows:
+            row.generator = torch.Generator().manual_seed(int(self.settings.seed))
+        self._started = time.perf_counter()
+        self._step_index = 0
+        return sequences, mask
+
+    def _step(self, raw: torch.Tensor, active: list[int]) -> tuple[torch.Tensor | None, list[int]]:
+        """One step for the rows ``active`` (original indices, in batch order) given their next-token logits
+        ``raw``: choose, record, advance. Returns the chosen tokens and the slots (positions in ``active``) of
+        the rows that keep decoding."""
+        settings, step = self.settings, self._step_index
+        reason = "cancelled" if self._cancel.is_set() else None
+        if settings.timeout_seconds and time.perf_counter() - self._started > settings.timeout_seconds:
+            reason = "timeout"
+        if reason:
             for i in active:
                 variant = self.trace.variants[i]
-                if variant.stop_reason is None:
+                variant.stop_reason, variant.wall_seconds = reason, time.perf_counter() - self._started
+            return None, []
+        sequences = self._sequences
+        chosen, stages = self._choose(raw, [sequences[i:i + 1] for i in active], active)
+        records = self._telemetry(raw, stages, chosen)
+        sequences = self._sequences = torch.cat(
+            [sequences, torch.full((len(self._rows), 1), self.bundle.tokenizer.pad_token_id)], dim=1)
+        sequences[active, -1] = chosen
+        still = []
+        for slot, (i, record) in enumerate(zip(active, records)):
+            record.step = step
+            if self._advance(i, record, sequences[i:i + 1], raw[slot:slot + 1], self._started):
+                still.append(slot)
+        self._mark_divergence(step)
+        self._step_index += 1
+        return chosen, still
+
+    def _publish(self, *, done: bool = False, error: BaseException | None = None) -> None:
+        """Wake the consumer: rows advanced, or (``done``) every row has left the batch."""
+        if done:
+            for variant in self.trace.variants:
+                if variant.stop_reason is None:  # left without a reason of its own: the loop was told to stop
                     variant.stop_reason = "cancelled"
-                variant.wall_seconds = time.perf_counter() - started
-        yield self.trace
+                    variant.wall_seconds = time.perf_counter() - self._started if self._started else 0.0
+        with self._progress:
+            self._version += 1
+            self._done, self._error = done, error
+            self._progress.notify_all()
+        if done and self._on_done is not None:
+            self._on_done(self)
 
     def _choose(self, raw: torch.Tensor, row_ids: list[torch.Tensor], active: list[int]):
         """generate()'s own processors from the generation config (the repetition penalty and no-repeat n-grams
@@ -652,9 +640,9 @@ class Comparison:
         return chosen, stages
 
     def _advance(self, i: int, record: StepRecord, ids: torch.Tensor, scores: torch.Tensor, started: float) -> bool:
-        """Record one step for row ``i``; return whether the row keeps decoding."""
+        """Record one step for row ``i``; return whether the row keeps decoding. The record joins the trace last:
+        a reader on another thread never sees a step whose text is not final yet."""
         row, variant = self._rows[i], self.trace.variants[i]
-        variant.steps.append(record)
         variant.token_ids.append(record.token_id)
         variant.wall_seconds = time.perf_counter() - started
         stop_strings = row.built.stop_strings
@@ -672,7 +660,7 @@ class Comparison:
             fired = row.built.stop_reason(ids, scores)
             if fired:
                 variant.stop_reason, variant.stop_detail = fired
-            elif len(variant.steps) >= self.settings.max_new_tokens:
+            elif len(variant.token_ids) >= self.settings.max_new_tokens:
                 variant.stop_reason = "max_new_tokens"
         if variant.stop_reason == "stop_string" and variant.stop_detail in row.decoded:
             variant.text = row.decoded[: row.decoded.rfind(variant.stop_detail)]
@@ -680,6 +668,7 @@ class Comparison:
             variant.text = _visible(row.decoded, stop_strings)
         else:
             variant.text = row.decoded
+        variant.steps.append(record)
         return variant.stop_reason is None
 
     def _mark_divergence(self, step: int) -> None:
@@ -691,6 +680,36 @@ class Comparison:
                 variant.diverges_at = step
 
 
+def run_all(comparisons: Sequence[Comparison], *, max_rows: int = 32) -> Iterator[Comparison]:
+    """Decode many comparisons, at most ``max_rows`` rows at once (more join as rows finish), sharing forward
+    passes; yield each comparison as it finishes, in finishing order. Closing the iterator cancels the rest.
+
+        >>> for done in run_all([Comparison(bundle, p, variants, settings) for p in prompts]):  # doctest: +SKIP
+        ...     print(done.trace.prompt, [v.stop_reason for v in done.trace.variants])
+    """
+    waiting = collections.deque(comparisons)
+    finished: queue.SimpleQueue[Comparison] = queue.SimpleQueue()
+    running: set[Comparison] = set()
+    rows = 0
+    try:
+        while waiting or running:
+            # A comparison wider than max_rows still runs, alone.
+            while waiting and (not running or rows + len(waiting[0]._rows) <= max_rows):
+                comparison = waiting.popleft()
+                running.add(comparison)
+                rows += len(comparison._rows)
+                comparison.submit(on_done=finished.put)
+            comparison = finished.get()
+            running.discard(comparison)
+            rows -= len(comparison._rows)
+            if comparison._error is not None:
+                raise comparison._error
+            yield comparison
+    finally:
+        for comparison in running:
+            comparison.cancel()
+
+
 def compare(bundle: LoadedModel, prompt: str, variants: Sequence[Variant], settings: Settings | None = None,
             **kwargs) -> Trace:
     """Run a comparison to the end and return its trace."""
@@ -698,17 +717,3 @@ def compare(bundle: LoadedModel, prompt: str, variants: Sequence[Variant], setti
     for trace in comparison.run():
         pass
     return trace
-
-
-# evaluate branch: sequential stand-in, replaced by the shared decode loop's run_all
-def run_all(comparisons: Sequence[Comparison], *, max_rows: int = 32) -> Iterator[Comparison]:
-    """Decode many comparisons together and yield each one when all its rows have finished.
-
-    Rows of different comparisons share forward passes: rows join the batch as others leave, with at most
-    ``max_rows`` rows in flight. Cancelling a comparison stops its rows within one step; closing this generator
-    stops every row still decoding. (This stand-in decodes them one after another.)
-    """
-    for comparison in comparisons:
-        for _ in comparison.run():
-            pass
-        yield comparison

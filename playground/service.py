@@ -4,6 +4,7 @@ wire these to components."""
 
 from __future__ import annotations
 
+import collections
 import copy
 import logging
 import re
@@ -11,9 +12,11 @@ import shutil
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from .decoder import decode_loop
 from .engine import Comparison, Settings, Variant
 from .interventions import unescape
 from .models import LoadedModel, load_model
@@ -21,6 +24,8 @@ from .space import Policy, require_flag, shown
 from .trace import Trace
 
 TRACE_MAX_AGE = 3600  # seconds a downloadable trace is kept
+TRACES_KEPT = 32  # finished traces /trace can return
+RUNS_AT_ONCE = 16  # runs (page or API) decoding at once; their rows share one batch, more wait in the queue
 log = logging.getLogger("playground")
 # An absolute or home path in a message ("/root/.cache/x", "~/models"); not a hub id ("owner/name"), a URL
 # ("https://...") or a fraction, where the slash follows a letter, digit, colon or slash.
@@ -49,6 +54,7 @@ class Playground:
         self._lock = threading.Lock()  # a load never swaps the model under a running comparison
         self._active = 0  # comparisons being decoded right now (a cancelled one leaves within one step)
         self._active_lock = threading.Lock()
+        self._traces: collections.OrderedDict[str, tuple[float, Trace]] = collections.OrderedDict()
 
     # -- model -------------------------------------------------------------------------------------
 
@@ -82,15 +88,17 @@ class Playground:
         trust_remote_code = require_flag(trust_remote_code, "trust_remote_code")
         reference = self.policy.check_model(reference, adapter, trust_remote_code)
         options = self.policy.options_for(reference, self.load_options, trust_remote_code)
-        bundle = load_model(reference, adapter=(adapter or "").strip() or None, **options)
-        with self._lock:
+        with self._lock:  # no comparison is built meanwhile; the rows in flight finish on the current model first
+            decode_loop(self.bundle).drain()
+            bundle = load_model(reference, adapter=(adapter or "").strip() or None, **options)
             self.bundle, self.reference = bundle, reference
         return bundle.info.to_dict()
 
     def info(self) -> dict:
-        """What the server is serving, its limits, and how many comparisons are decoding right now."""
+        """What the server is serving, its limits, and how many comparisons (and their rows) are decoding now."""
         return {"model": self.bundle.info.name, "reference": self.shown_reference, "device": self.bundle.info.device,
-                "banner": self.banner, "limits": self.policy.describe(), "active_generations": self._active}
+                "banner": self.banner, "limits": self.policy.describe(), "active_generations": self._active,
+                "rows_in_flight": decode_loop(self.bundle).rows_in_flight}
 
     def user_message(self, error: BaseException) -> str:
         """What a visitor is told about a refused request: the error's sentence, without host paths for strangers."""
@@ -224,6 +232,26 @@ class Playground:
                 trace = comparison.appends_to.with_branches(trace)
             yield trace
         return trace
+
+    def keep_trace(self, trace: Trace) -> str:
+        """Keep a finished trace for :meth:`trace` (the latest TRACES_KEPT, for TRACE_MAX_AGE); returns its id."""
+        trace_id = uuid.uuid4().hex
+        with self._active_lock:
+            self._traces[trace_id] = (time.time(), trace)
+            cutoff = time.time() - TRACE_MAX_AGE
+            while self._traces and (len(self._traces) > TRACES_KEPT or next(iter(self._traces.values()))[0] < cutoff):
+                self._traces.popitem(last=False)
+        return trace_id
+
+    def trace(self, trace_id: str) -> Trace:
+        """A trace kept by :meth:`keep_trace`; ValueError naming trace_id when it is unknown or too old."""
+        with self._active_lock:
+            kept = self._traces.get(trace_id) if isinstance(trace_id, str) else None
+        if kept is None or kept[0] < time.time() - TRACE_MAX_AGE:
+            raise ValueError(f"trace_id: no trace {str(trace_id)[:64]!r} here (the last {TRACES_KEPT} traces are "
+                             f"kept for {TRACE_MAX_AGE // 60} minutes)")
+        return kept[1]
+
 
     # -- evaluations -------------------------------------------------------------------------------
 

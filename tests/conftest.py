@@ -57,6 +57,22 @@ def tiny(tokenizer) -> LoadedModel:
     return LoadedModel(model=model, tokenizer=tokenizer, info=info)
 
 
+def stream_compare(client, **kwargs) -> list[dict]:
+    """Stream /compare to the end; after each (delta) event, the whole trace so far as rebuilt by TraceBuilder
+    (Trace.to_dict's schema) with the event's "done" flag. Raises the app's error, if any."""
+    import copy
+
+    from playground.stream import TraceBuilder
+
+    job = client.submit(api_name="/compare", **kwargs)
+    builder, states = TraceBuilder(), []
+    for event in job:
+        builder.apply(event)
+        states.append({**copy.deepcopy(builder.trace), "done": event["done"], "event": event})
+    job.result()
+    return states
+
+
 def free_port() -> int:
     import socket
 

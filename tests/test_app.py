@@ -7,6 +7,8 @@ import time
 import pytest
 from gradio_client import Client
 
+from conftest import stream_compare
+
 RAMBLING = "What can I do in Paris?"
 
 
@@ -16,11 +18,8 @@ def client(app_server):
 
 
 def run_compare(client, **kwargs):
-    """Stream /compare to the end; return every update received."""
-    job = client.submit(api_name="/compare", **kwargs)
-    updates = list(job)
-    assert job.status().success, job.exception()
-    return updates
+    """Stream /compare to the end; the trace rebuilt after every event."""
+    return stream_compare(client, **kwargs)
 
 
 def test_compare_streams_updates_and_ramp_stops_no_later_than_baseline(client):
@@ -30,9 +29,8 @@ def test_compare_streams_updates_and_ramp_stops_no_later_than_baseline(client):
     assert not updates[0]["done"] and updates[-1]["done"]
     final = updates[-1]
     baseline, ramp = final["variants"]
-    for variant, text in zip(final["variants"], final["texts"]):
+    for variant in final["variants"]:
         assert len(variant["steps"]) == len(variant["token_ids"]) > 0
-        assert variant["text"] == text
     assert baseline["stop_reason"] == "max_new_tokens"  # SmolLM2 rambles on this prompt
     assert ramp["stop_reason"] == "eos"
     assert 40 <= len(ramp["token_ids"]) < len(baseline["token_ids"])  # ramp starts at step 40
@@ -49,9 +47,11 @@ def test_cancel_stops_a_stream_and_the_next_run_works(client):
         time.sleep(0.05)
     assert len(job.outputs()) >= 3
     job.cancel()
-    time.sleep(1.0)
-    partial = job.outputs()[-1]
-    assert len(partial["variants"][0]["steps"]) < 400
+    deadline = time.time() + 30  # the server's rows leave the batch within a step of the cancel
+    while client.predict(api_name="/info")["rows_in_flight"] and time.time() < deadline:
+        time.sleep(0.05)
+    assert client.predict(api_name="/info")["rows_in_flight"] == 0
+    assert sum(len(next(iter(event["columns"].values()))["steps"]) for event in job.outputs()) < 400
     updates = run_compare(client, prompt="Say hi.", columns=[[]], max_new_tokens=8)
     assert updates[-1]["done"] and len(updates[-1]["variants"][0]["token_ids"]) > 0
 

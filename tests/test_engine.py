@@ -122,16 +122,18 @@ def test_visible_text_holds_back_a_possible_stop_string():
     assert _visible("Answer #1", ["###"]) == "Answer #1"  # "#1" can no longer become "###"
 
 
-def test_streaming_yields_every_step_and_cancel_stops_within_one_step(tiny):
-    comparison = Comparison(tiny, "Hello", [Variant("a"), Variant("b", ["ban_eos"])], Settings(max_new_tokens=50))
+def test_streaming_yields_as_rows_advance_and_cancel_stops_within_one_step(tiny):
+    comparison = Comparison(tiny, "Hello", [Variant("a", ["ban_eos"]), Variant("b", ["ban_eos"])],
+                            Settings(max_new_tokens=200))
     seen = []
     for trace in comparison.run():
         seen.append(len(trace.variants[0].steps))
         if len(seen) == 3:
             comparison.cancel()
-    assert seen[:3] == [1, 2, 3]
+            at_cancel = len(trace.variants[0].steps)
+    assert seen == sorted(seen) and seen[0] >= 1 and len(set(seen[:3])) == 3  # every yield brings new steps
     assert all(v.stop_reason == "cancelled" for v in trace.variants)
-    assert len(trace.variants[0].steps) <= 4
+    assert len(trace.variants[0].steps) <= at_cancel + 1
 
 
 def test_closing_the_stream_marks_running_rows_cancelled(tiny):

@@ -1,21 +1,22 @@
-"""Endpoints for programs (gradio_client, REST): /compare streams a comparison, /info says what is served,
-/export_code writes one column's fix as code."""
+"""Endpoints for programs (gradio_client, REST): /compare streams a comparison as deltas (the event schema is in
+:mod:`playground.stream`), /trace returns a finished one whole, /info says what is served, /export_code writes one
+column's fix as code."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 
 import gradio as gr
 
 from ..export import export_column
 from ..interventions import default_params
-from ..service import Playground
+from ..service import RUNS_AT_ONCE, Playground
 from ..space import normalize_columns
+from ..stream import DeltaStream
 from .errors import refusal
 
 RAMP = default_params("eos_reward")
-API_INTERVAL = 0.25  # seconds between /compare updates (each carries the whole trace so far)
+API_INTERVAL = 0.1  # seconds between /compare events while it runs: at most 10 a second, each with every new step
 
 
 def api_endpoints(playground: Playground) -> None:
@@ -23,7 +24,9 @@ def api_endpoints(playground: Playground) -> None:
                 top_p: float = 1.0, top_k: int = 0, seed: int = 0, reward_start_ratio: float = RAMP["reward_start_ratio"],
                 strength: float = RAMP["strength"], stop_strings: str = "\\n\\n", min_new_tokens: int = 32,
                 use_chat_template: bool = True, system_prompt: str = "") -> Iterator[dict]:
-        """Stream a comparison: the CLI's --json object plus each column's text and status, after every step.
+        """Stream a comparison. Each event carries, per column, only the steps and text added since the previous
+        one and the column's status; the first also says what is decoded (model, prompt, settings, columns), the
+        last ("done": true) each column's summary and a trace_id for /trace.
 
         columns: one list of intervention names per column (default: baseline and eos_reward).
         """
@@ -35,21 +38,21 @@ def api_endpoints(playground: Playground) -> None:
                 min_new_tokens=min_new_tokens, use_chat_template=use_chat_template, system_prompt=system_prompt)
         except (ValueError, TypeError) as error:
             raise refusal(playground, "/compare", error, page=False) from None
-        last = 0.0
-        for trace in playground.stream(comparison):
-            done = all(v.finished for v in trace.variants)
-            # Each update is the whole trace so far; at most API_INTERVAL apart keeps a fast model's stream
-            # from spending its time re-sending the same steps.
-            if not done and time.monotonic() - last < API_INTERVAL:
-                continue
-            last = time.monotonic()
-            data = trace.to_dict()
-            data["texts"] = [v.text for v in trace.variants]
-            data["statuses"] = [v.status() for v in trace.variants]
-            data["done"] = done
-            yield data
+        yield from DeltaStream(comparison).events(playground.stream(comparison), API_INTERVAL, playground.keep_trace)
 
-    gr.api(compare, api_name="compare", concurrency_id="model", concurrency_limit=1)
+    # Runs share the model's decode loop (one batch, one forward pass per step for every visitor's rows): they do
+    # not queue behind each other; /load_model and /doctor keep the "model" group and wait for rows in flight.
+    gr.api(compare, api_name="compare", concurrency_id="decode", concurrency_limit=RUNS_AT_ONCE)
+
+    def trace(trace_id: str, stages: bool = False) -> dict:
+        """A finished comparison's whole trace (the CLI's --json schema), by the trace_id of /compare's last
+        event; stages=True adds the distribution after each stage of every step (large)."""
+        try:
+            return playground.trace(trace_id).to_dict(stages=bool(stages))
+        except ValueError as error:
+            raise gr.Error(str(error)) from None
+
+    gr.api(trace, api_name="trace", queue=False)
 
     def info() -> dict:
         """The model being served, this app's limits, and how many comparisons are decoding right now."""

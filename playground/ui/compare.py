@@ -18,7 +18,7 @@ from .. import charts
 from ..export import export_column
 from ..interventions import DESCRIPTIONS, INTERVENTION_NAMES
 from ..links import FIELDS, MAX_COLUMNS, PAGE_DEFAULTS, from_query, to_query
-from ..service import Playground, write_trace_files
+from ..service import RUNS_AT_ONCE, Playground, write_trace_files
 from ..story import describe
 from .errors import refusal
 from .views import (chart_column, chart_header, chart_lines, chart_stop, default_selection, inspector_html,
@@ -293,9 +293,10 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
     demo.load(on_page_load, None, link_outputs, api_visibility="private", concurrency_limit=None)
     run_outputs = [*statuses, *views, *column_boxes, story, chart, inspector, selection, stage_chart, heatmap,
                    download_json, download_csv, holder]
+    # Runs share the decode loop (their rows share forward passes), so up to RUNS_AT_ONCE decode together.
     run_event = run.click(on_run, [holder, *inputs], run_outputs,
-                          concurrency_id="model", concurrency_limit=1, api_visibility="private")
-    inspector.click(on_branch, holder, run_outputs, concurrency_id="model", concurrency_limit=1,
+                          concurrency_id="decode", concurrency_limit=RUNS_AT_ONCE, api_visibility="private")
+    inspector.click(on_branch, holder, run_outputs, concurrency_id="decode", concurrency_limit=RUNS_AT_ONCE,
                     api_visibility="private")
     stop.click(on_stop, holder, None, queue=False, api_visibility="private")
     chart.click(on_select, holder, [inspector, stage_chart, heatmap, holder], api_visibility="private", queue=False)
