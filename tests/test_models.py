@@ -278,7 +278,7 @@ def _a_weights_file(tmp_path: Path) -> str:
     "make_reference, expected",
     [
         (lambda tmp: "nobody-here/no-such-model-xyz", r"Could not find model 'nobody-here/no-such-model-xyz'.*hub"),
-        (lambda tmp: str(tmp / "missing.gguf"), r"GGUF file not found: .*missing\.gguf"),
+        (lambda tmp: str(tmp / "missing.gguf"), r"Model file not found: .*missing\.gguf"),
         (lambda tmp: str(tmp / "no-such-dir"), r"No such file or directory: .*no-such-dir"),
         (lambda tmp: "some/relative/dir", r"No such file or directory: some/relative/dir"),
         (_bert_directory, r"is not a causal language model.*BertModel"),

@@ -226,6 +226,7 @@ def test_cancel_mid_stream_stops_decoding_and_the_next_run_works(public_app_serv
     assert final["done"] and final["variants"][0]["stop_reason"] in ("eos", "max_new_tokens")
 
 
+@pytest.mark.slow  # a soak: 50 runs
 def test_fifty_runs_do_not_grow_resident_memory(public_app_server, client):
     pid = public_app_server.pid
     prompts = ["What can I do in Paris?", "Write a haiku about the sea.", "Name three colours.", "Say hi."]

@@ -325,7 +325,8 @@ def battery(url: str, tmp_path: Path, *, shared: bool) -> None:
     # Still serving the same model, and decoding.
     info = client.predict(api_name="/info")
     assert info["model"] == MODEL and info["reference"] == "default"
-    assert stream(prompt="Hi", columns=[[]], max_new_tokens=2)["variants"][0]["stop_reason"] in ("eos", "max_new_tokens")
+    [column] = stream(prompt="Hi", columns=[[]], max_new_tokens=2)["columns"].values()
+    assert column["summary"]["stop_reason"] in ("eos", "max_new_tokens")
     # The log: one line per refusal, and no traceback (nothing here was the server's fault).
     added = log.read_text()[len(log_before):]
     assert "Traceback" not in added, added[-3000:]
@@ -342,7 +343,6 @@ def test_battery_under_the_local_policy(app_server, tmp_path):
 
 def test_flags_are_parsed_strictly_over_rest(app_server):
     """use_chat_template "false" switches the template off (bool("false") would have switched it on)."""
-    final = None
     for template in ('"false"', "false"):
         post = urllib.request.Request(f"{app_server}gradio_api/call/compare",
                                       data=compare_args(use_chat_template=template, columns="[[]]").encode(),
@@ -350,8 +350,8 @@ def test_flags_are_parsed_strictly_over_rest(app_server):
         with urllib.request.urlopen(post, timeout=30) as response:
             event_id = json.load(response)["event_id"]
         with urllib.request.urlopen(f"{app_server}gradio_api/call/compare/{event_id}", timeout=120) as response:
-            final = json.loads(response.read().decode().rsplit("data: ", 1)[1])[0]
-        assert final["settings"]["use_chat_template"] is False
+            first = json.loads(response.read().decode().split("data: ", 1)[1].split("\n", 1)[0])[0]
+        assert first["settings"]["use_chat_template"] is False  # the first event names the settings
 
 
 def test_the_page_run_handler_is_not_an_api(app_server):
@@ -378,7 +378,7 @@ def test_the_page_shows_the_error_title_in_the_toast_and_keeps_the_model_line_vi
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.goto(app_server, wait_until="domcontentloaded")
         page.get_by_role("button", name="Run", exact=True).wait_for(timeout=60_000)
-        page.get_by_text("Model", exact=True).first.click()
+        page.get_by_text(re.compile(r"^Model: ")).first.click()  # the Model panel, titled by what is loaded
         page.get_by_label("Load another model").fill("/etc")
         page.get_by_role("button", name="Load", exact=True).click()
         toast = page.locator("[data-testid=toast-body]").first
