@@ -174,18 +174,21 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
                 continue  # the decode goes on; the next update carries every step since this one
             last = time.monotonic()
             update = {}
-            for i, variant in enumerate(trace.variants):
-                steps = len(variant.steps)
-                if steps == sent_steps[i] and stopped[i] == variant.finished:
-                    continue
-                token_values[i] += token_spans(variant, sent_steps[i])
-                chart_text += chart_lines(variant, i, sent_steps[i])
-                if variant.finished and not stopped[i]:
-                    chart_text += chart_stop(variant, i)
-                    stopped[i] = True
-                sent_steps[i] = steps
-                update[statuses[i]] = status_line(variant)
-                update[views[i]] = token_values[i]
+            # Under the run's lock: every column at the same step while this update is built (never across the
+            # yield, so a slow page never holds up the decode).
+            with comparison.lock:
+                for i, variant in enumerate(trace.variants):
+                    steps = len(variant.steps)
+                    if steps == sent_steps[i] and stopped[i] == variant.finished:
+                        continue
+                    token_values[i] += token_spans(variant, sent_steps[i])
+                    chart_text += chart_lines(variant, i, sent_steps[i])
+                    if variant.finished and not stopped[i]:
+                        chart_text += chart_stop(variant, i)
+                        stopped[i] = True
+                    sent_steps[i] = steps
+                    update[statuses[i]] = status_line(variant)
+                    update[views[i]] = token_values[i]
             if update:
                 update[chart] = chart_text
                 yield update
@@ -226,12 +229,14 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
             if not variant.finished and time.monotonic() - last < UPDATE_INTERVAL:
                 continue
             last = time.monotonic()
-            if sent == 0:
-                chart_text += chart_column(branched, slot)
-            chart_text += chart_lines(variant, slot, sent) + (chart_stop(variant, slot) if variant.finished else "")
-            yield {column_boxes[slot]: gr.update(visible=True), statuses[slot]: status_line(variant),
-                   views[slot]: token_spans(variant), chart: chart_text}
-            sent = len(variant.steps)
+            with comparison.lock:  # as in on_run: one consistent step while the update is built
+                if sent == 0:
+                    chart_text += chart_column(branched, slot)
+                chart_text += chart_lines(variant, slot, sent) + (chart_stop(variant, slot) if variant.finished else "")
+                update = {column_boxes[slot]: gr.update(visible=True), statuses[slot]: status_line(variant),
+                          views[slot]: token_spans(variant), chart: chart_text}
+                sent = len(variant.steps)
+            yield update
         yield finished(state, branched, chart_text, (slot, variant.branch_of[1]))
 
     def on_stop(state):
