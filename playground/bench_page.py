@@ -62,10 +62,12 @@ def measure_page(url: str, engine_column_tokens_per_s: float, new_tokens: int = 
     """Page runs against the app at ``url``: 2 columns × ``new_tokens`` for speed (each column's tokens/s as its
     status shows it, against the engine's for the same columns), then 4 columns × 256 and × 64 tokens (EOS
     banned) for the bytes the browser receives per token."""
-    from playwright.sync_api import sync_playwright
-
     if not os.path.exists(CHROMIUM):
         return {"skipped": f"{CHROMIUM} is not installed (apt-get install -y chromium)"}
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        return {"skipped": "playwright is not installed (bash .ci/install --dev)"}
     engine = engine_column_tokens_per_s
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
