@@ -19,18 +19,21 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from .bench import (
+    RAMBLING_PROMPT,  # the engine reference's prompt: the page must decode the same
+)
+
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--disable-quic", "--no-first-run"]
-PROMPT = "What can I do in Paris?"  # rambles for hundreds of tokens: the baseline runs full length
 PAGE_COLUMNS = ["baseline", "ban_eos"]
 FINISHED = r"stopped by EOS|hit max new tokens|stop string|repetition loop|cancelled|timed out"
 
 
 def page_run(browser, url: str, new_tokens: int, columns: list[str]) -> dict:
     """Open a link with these settings, click Run, wait for every column to finish; what the page showed."""
-    query = {"max_new_tokens": new_tokens, "columns": len(columns), "prompt": PROMPT,
+    query = {"max_new_tokens": new_tokens, "columns": len(columns), "prompt": RAMBLING_PROMPT,
              **{f"c{i + 1}": c for i, c in enumerate(columns)}}
     page = browser.new_page(viewport={"width": 1400, "height": 900})
     try:

@@ -10,12 +10,10 @@ from pathlib import Path
 
 import pytest
 
-CHROMIUM = "/usr/bin/chromium"
+from playground.bench_page import CHROMIUM, CHROMIUM_ARGS, FINISHED  # the bench drives the page the same way
+
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--disable-quic", "--no-first-run"]
-FINISHED = r"stopped by EOS|hit max new tokens|stop string|repetition loop|cancelled|timed out"
 
 pytestmark = [
     pytest.mark.browser,

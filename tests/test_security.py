@@ -369,12 +369,11 @@ def test_the_page_shows_the_error_title_in_the_toast_and_keeps_the_model_line_vi
     cover the Model panel's line."""
     from playwright.sync_api import sync_playwright
 
-    args = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--disable-quic", "--no-first-run"]
+    from tests.test_browser import CHROMIUM_ARGS
     artifacts = Path(__file__).resolve().parent.parent / "test-artifacts"
     artifacts.mkdir(exist_ok=True)
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=args, headless=True)
+        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS, headless=True)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.goto(app_server, wait_until="domcontentloaded")
         page.get_by_role("button", name="Run", exact=True).wait_for(timeout=60_000)

@@ -21,8 +21,14 @@ from ..links import FIELDS, MAX_COLUMNS, PAGE_DEFAULTS, from_query, to_query
 from ..service import RUNS_AT_ONCE, Playground, write_trace_files
 from ..story import describe
 from .errors import refusal
-from .views import (chart_column, chart_header, chart_lines, chart_stop, default_selection, inspector_html,
-                    require_number, token_spans)
+from .views import (
+    chart_column,
+    chart_header,
+    column_delta,
+    default_selection,
+    inspector_html,
+    require_number,
+)
 
 # Seconds between streamed page updates (the decode does not wait for them). Each update costs the browser a
 # redraw, and on 2 cores the browser's work slows the decode: bench measured the page at 0.76 of the engine's
@@ -181,15 +187,12 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
             # yield, so a slow page never holds up the decode).
             with comparison.lock:
                 for i, variant in enumerate(trace.variants):
-                    steps = len(variant.steps)
-                    if steps == sent_steps[i] and stopped[i] == variant.finished:
+                    if len(variant.steps) == sent_steps[i] and stopped[i] == variant.finished:
                         continue
-                    token_values[i] += token_spans(variant, sent_steps[i])
-                    chart_text += chart_lines(variant, i, sent_steps[i])
-                    if variant.finished and not stopped[i]:
-                        chart_text += chart_stop(variant, i)
-                        stopped[i] = True
-                    sent_steps[i] = steps
+                    spans, lines = column_delta(variant, i, sent_steps[i], stopped[i])
+                    token_values[i] += spans
+                    chart_text += lines
+                    sent_steps[i], stopped[i] = len(variant.steps), variant.finished
                     update[statuses[i]] = status_line(variant)
                     update[views[i]] = token_values[i]
             if update:
@@ -225,20 +228,20 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
             raise refusal(playground, "branch", error, title="Cannot branch here", page=True) from None
         state["comparison"] = comparison
         slot = len(trace.variants)
-        chart_text = state["chart_text"]
-        sent, last, branched = 0, 0.0, trace
+        # The chart learns of the new column first; then, as in on_run, each update appends what is new.
+        chart_text = state["chart_text"] + chart_column(trace.with_branches(comparison.trace), slot)
+        tokens, sent, stopped, last, branched = "", 0, False, 0.0, trace
         for branched in playground.stream(comparison):
             variant = branched.variants[slot]
             if not variant.finished and time.monotonic() - last < UPDATE_INTERVAL:
                 continue
             last = time.monotonic()
-            with comparison.lock:  # as in on_run: one consistent step while the update is built
-                if sent == 0:
-                    chart_text += chart_column(branched, slot)
-                chart_text += chart_lines(variant, slot, sent) + (chart_stop(variant, slot) if variant.finished else "")
+            with comparison.lock:  # one consistent step while the update is built
+                spans, lines = column_delta(variant, slot, sent, stopped)
+                tokens, chart_text = tokens + spans, chart_text + lines
+                sent, stopped = len(variant.steps), variant.finished
                 update = {column_boxes[slot]: gr.update(visible=True), statuses[slot]: status_line(variant),
-                          views[slot]: token_spans(variant), chart: chart_text}
-                sent = len(variant.steps)
+                          views[slot]: tokens, chart: chart_text}
             yield update
         yield finished(state, branched, chart_text, (slot, variant.branch_of[1]))
 

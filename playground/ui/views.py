@@ -84,6 +84,15 @@ def chart_stop(variant: VariantTrace, column: int) -> str:
     return f"S {column} {len(variant.steps) - 1} {variant.stop_reason}\n" if variant.steps else ""
 
 
+def column_delta(variant: VariantTrace, column: int, sent: int, stop_sent: bool) -> tuple[str, str]:
+    """What a streaming column adds to the page since it had ``sent`` steps: (token spans, chart lines), the chart's
+    stop line included once the column has stopped and ``stop_sent`` says it is not drawn yet."""
+    lines = chart_lines(variant, column, sent)
+    if variant.finished and not stop_sent:
+        lines += chart_stop(variant, column)
+    return token_spans(variant, sent), lines
+
+
 def default_selection(trace: Trace) -> tuple[int, int]:
     """What the inspector opens on after a run: the first intervened column's stop by EOS (the step a user wants
     explained), else the first column's last step."""
