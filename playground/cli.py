@@ -283,7 +283,7 @@ def add_evaluate_parser(sub) -> None:
     interventions = evaluate.add_argument_group("sweep")
     interventions.add_argument("--sweep", nargs="+", metavar="PARAM=V1,V2",
                                help="tune eos_reward over a grid, e.g. --sweep reward_start_ratio=0.3,0.5,0.7 "
-                                    "strength=4,8,12,16 at_boundary=on,off")
+                                    "strength=4,8,12,16 at_boundary=true,false")
     output = evaluate.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print the whole report as JSON")
     output.add_argument("--csv", metavar="OUT", help="write one line per prompt × column × seed to OUT")

@@ -312,7 +312,7 @@ class Sweep:
 
     @classmethod
     def parse(cls, specs: Sequence[str] | str) -> Sweep:
-        """From ``["reward_start_ratio=0.3,0.5", "strength=4,8", "at_boundary=on,off"]`` (or one space-separated
+        """From ``["reward_start_ratio=0.3,0.5", "strength=4,8", "at_boundary=true,false"]`` (or one space-separated
         string). Every cell is validated like any eos_reward setting."""
         if isinstance(specs, str):
             specs = specs.split()

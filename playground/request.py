@@ -384,7 +384,8 @@ def column_from_json(value) -> Column:
         elif isinstance(item, dict) and isinstance(item.get("name"), str) and set(item) <= {"name", "params"}:
             items.append(_intervention(item["name"], item.get("params") or {}))
         else:
-            raise ValueError(f"an intervention is a name or {{\"name\": ..., \"params\": {{...}}}}, got {shown(item)}")
+            raise ValueError(f"columns hold interventions, each a name or {{\"name\": ..., \"params\": {{...}}}}; "
+                             f"got {shown(item)}")
     return _column(items, model)
 
 
@@ -426,3 +427,13 @@ def resolve(column: Column, settings: Mapping) -> list[Intervention]:
         resolved.append(Intervention(item.name, check_params(item.name, params) | dict(item.params)))
     return resolved
 
+
+
+def settings_table() -> str:
+    """The README's table of run settings (tests/test_request.py checks that the README holds this one)."""
+    rows = ["| setting (API, URL) | CLI | default | range | what |", "| --- | --- | --- | --- | --- |"]
+    for s in SETTINGS.values():
+        default = s.text(s.default).replace("|", "\\|") if s.default != "" else "(empty)"
+        span = (f"{s.low:.0f}–{s.high:.0f}" if s.kind is int else f"{s.low:g}–{s.high:g}") if s.low is not None else "true, false" if s.kind is bool else "text"
+        rows.append(f"| `{s.name}` | `{s.flag}` | `{default}` | {span} | {s.help.replace('|', '/')} |")
+    return "\n".join(rows)

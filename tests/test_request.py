@@ -175,3 +175,24 @@ def test_a_link_with_column_parameters_runs_the_same_columns_in_chromium(smollm,
     for status, variant in zip(statuses, cli["variants"]):
         assert status.startswith(variant["name"])
         assert f"({len(variant['token_ids'])})" in status or f"step {len(variant['steps']) - 1}" in status
+
+
+def test_the_readme_lists_every_setting_as_the_schema_declares_it():
+    from pathlib import Path
+
+    from playground.request import settings_table
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    assert settings_table() in readme  # regenerate: python -c "from playground.request import settings_table; print(settings_table())"
+
+
+def test_docstring_examples_run():
+    """The examples in these modules' docstrings are part of the suite (cheap: no model). interventions.py's are
+    inside Markdown fences (transformers' docstring style), which doctest reads as expected output."""
+    import doctest
+
+    from playground import links, request
+
+    for module in (request, links):
+        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+        assert result.failed == 0 and result.attempted > 0, module.__name__

@@ -87,7 +87,7 @@ def evaluate_tab(playground: Playground) -> None:
                                        "or 'messages' per line, .csv with a 'prompt' column, or one prompt per line",
                                  file_types=[".jsonl", ".json", ".csv", ".txt"], elem_id="evaluate-file")
                 sweep = gr.Textbox(label="Sweep eos_reward (optional; columns become baseline + one per cell)",
-                                   placeholder="reward_start_ratio=0.3,0.5,0.7 strength=4,8,12,16 at_boundary=on,off")
+                                   placeholder="reward_start_ratio=0.3,0.5,0.7 strength=4,8,12,16 at_boundary=true,false")
             with gr.Column(scale=2):
                 shown_first = ("max_new_tokens", "temperature")
                 controls = {name: control(name, elem_id=f"evaluate-{name.replace('_', '-')}") for name in shown_first}
