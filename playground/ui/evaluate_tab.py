@@ -89,12 +89,12 @@ def evaluate_tab(playground: Playground) -> None:
                 sweep = gr.Textbox(label="Sweep eos_reward (optional; columns become baseline + one per cell)",
                                    placeholder="reward_start_ratio=0.3,0.5,0.7 strength=4,8,12,16 at_boundary=true,false")
             with gr.Column(scale=2):
-                shown_first = ("max_new_tokens", "temperature")
-                controls = {name: control(name, elem_id=f"evaluate-{name.replace('_', '-')}") for name in shown_first}
-                controls["max_new_tokens"].maximum = policy.max_new_tokens
+                controls = {"max_new_tokens": control("max_new_tokens", elem_id="evaluate-max-new",
+                                                      value=min(D["max_new_tokens"], policy.max_new_tokens)),
+                            "temperature": control("temperature")}
                 with gr.Accordion("More settings", open=False):
                     seeds = gr.Number(value=1, precision=0, label="Seeds per prompt (when sampling)")
-                    controls.update({name: control(name) for name in EVALUATE_SETTINGS if name not in shown_first})
+                    controls.update({name: control(name) for name in EVALUATE_SETTINGS if name not in controls})
         n_columns = gr.Radio([n for n in range(1, max_columns + 1)], value=min(2, max_columns), label="Columns")
         pickers, boxes = [], []
         with gr.Row(equal_height=False):
