@@ -345,9 +345,12 @@ def column_from_page(names: Sequence[str], params_text: str | None, model: str |
 
 
 def _intervention(name, params) -> Intervention:
+    """The intervention with its given parameters checked, in the order it declares them: a column has one name
+    however its parameters were written."""
     if name not in SPECS:
         raise ValueError(f"unknown intervention {name!r}; allowed: {', '.join(SPECS)}")
-    return Intervention(name, check_params(name, params))
+    checked = check_params(name, params)
+    return Intervention(name, {key: checked[key] for key in SPECS[name].params if key in checked})
 
 
 def _column(interventions: list[Intervention], model) -> Column:
