@@ -77,17 +77,18 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
                 controls["temperature"] = control("temperature", elem_id="temperature")
                 n_columns = gr.Radio(list(range(1, max_columns + 1)), value=len(default_columns), label="Columns",
                                      elem_id="columns")
-                pickers, param_boxes = [], []
-                for index in range(MAX_COLUMNS):
-                    column = (PAGE_DEFAULTS["columns"] + [Column()] * MAX_COLUMNS)[index]
-                    pickers.append(gr.Dropdown(choices, value=column.names, multiselect=True,
-                                               label=f"Column {index + 1} interventions (none = baseline)",
-                                               visible=index < len(default_columns), elem_id=f"picker-{index}"))
-                    # The column's own parameters; what it leaves out takes the shared settings below.
-                    param_boxes.append(gr.Textbox(column_params_text(column), label=f"Column {index + 1} own parameters",
-                                                  placeholder="e.g. strength=8, reward_start_ratio=0.4 (empty: shared)",
-                                                  visible=index < len(default_columns), elem_id=f"params-{index}",
-                                                  max_lines=1))
+                defaults = PAGE_DEFAULTS["columns"] + [Column()] * MAX_COLUMNS
+                pickers = [gr.Dropdown(choices, value=defaults[index].names, multiselect=True,
+                                       label=f"Column {index + 1} interventions (none = baseline)",
+                                       visible=index < len(default_columns), elem_id=f"picker-{index}")
+                           for index in range(MAX_COLUMNS)]
+                # Each column's own parameters; what a column leaves out takes the shared settings. Opened by a
+                # link that sets some.
+                with gr.Accordion("Each column's own parameters", open=False, elem_id="column-params") as own_params:
+                    param_boxes = [gr.Textbox(column_params_text(defaults[index]), label=f"Column {index + 1}",
+                                              placeholder="e.g. strength=8, reward_start_ratio=0.4 (empty: shared)",
+                                              visible=index < len(default_columns), elem_id=f"params-{index}", max_lines=1)
+                                   for index in range(MAX_COLUMNS)]
                 with gr.Accordion("What each intervention does", open=False):
                     gr.Markdown("\n".join(f"- **{name}**: {DESCRIPTIONS[name]} Parameters: "
                                           + (", ".join(f"`{key}` (default {value!r})" for key, value in default_params(name).items())
@@ -283,9 +284,10 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
                    for i in range(MAX_COLUMNS)]
         values += [gr.update(value=column_params_text(columns[i]) if i < len(columns) else "", visible=i < len(columns))
                    for i in range(MAX_COLUMNS)]
+        values.append(gr.update(open=any(column_params_text(c) for c in columns)))
         return values + [gr.update(visible=i < len(columns)) for i in range(MAX_COLUMNS)]
 
-    link_outputs = [*linked.values(), n_columns, *pickers, *param_boxes, *column_boxes]
+    link_outputs = [*linked.values(), n_columns, *pickers, *param_boxes, own_params, *column_boxes]
     # Queued, so its warnings reach the page; never waits behind a run (no concurrency limit).
     demo.load(on_page_load, None, link_outputs, api_visibility="private", concurrency_limit=None)
     run_outputs = [*statuses, *views, *column_boxes, story, chart, inspector, selection, stage_chart, heatmap,
