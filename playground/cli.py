@@ -10,6 +10,7 @@ import textwrap
 
 from .export import KINDS
 from .interventions import INTERVENTION_NAMES, unescape
+from .request import SETTINGS
 
 DEFAULT_VARIANTS = ["eos_reward"]
 
@@ -35,20 +36,23 @@ def load_from_args(args):
                       device=args.device, trust_remote_code=args.trust_remote_code)
 
 
-def variants_from_args(args) -> list:
-    """Baseline first, then one column per ``--intervention`` (``a+b`` combines several in one column)."""
-    from .engine import Variant
+def columns_from_args(args) -> list[str]:
+    """The columns, as text: every ``--column`` in the order given; ``--intervention NAME`` (the older flag) adds
+    a column after a baseline. Neither: baseline and eos_reward."""
+    if args.column:
+        return [*args.column, *(args.intervention or [])]
+    return ["baseline", *(args.intervention or DEFAULT_VARIANTS)]
 
-    params = {
-        "eos_reward": {"reward_start_ratio": args.reward_start_ratio, "strength": args.strength},
-        "stop_strings": {"strings": [unescape(s) for s in args.stop_string or ["\\n\\n"]]},
-    }
-    variants = [Variant("baseline", [])]
-    for spec in args.intervention or DEFAULT_VARIANTS:
-        names = [name.strip() for name in spec.split("+") if name.strip()]
-        variants.append(Variant(spec, [{"name": n, "params": {k: v for k, v in params.get(n, {}).items() if v is not None}}
-                                       for n in names]))
-    return variants
+
+def request_from_args(args) -> dict:
+    """The run settings given on the command line (as text: :func:`playground.request.check_setting` reads them
+    by the same rule as every other door); the rest take the schema's defaults."""
+    given = {name: getattr(args, name) for name in SETTINGS if getattr(args, name, None) is not None}
+    if args.no_chat_template:
+        given["use_chat_template"] = "false"
+    if args.stop_string:  # the older, repeatable flag
+        given["stop_strings"] = ",".join(args.stop_string)
+    return given
 
 
 def side_by_side(trace, width: int | None = None) -> str:
@@ -75,69 +79,67 @@ def parse_branch_spec(spec: str) -> tuple[int, int, int]:
     return column, step, token_id
 
 
-def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
+INTERVENTION_SETTINGS = ("reward_start_ratio", "strength", "stop_strings", "min_new_tokens")
+
+
+def add_decoding_arguments(parser: argparse.ArgumentParser, *, prompt: bool = True) -> None:
+    """A flag per run setting of :data:`playground.request.SETTINGS` (``--max-new-tokens`` for max_new_tokens),
+    with its help and default."""
     decoding = parser.add_argument_group("decoding")
-    decoding.add_argument("--max-new-tokens", type=int, default=128)
-    decoding.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    decoding.add_argument("--top-p", type=float, default=1.0)
-    decoding.add_argument("--top-k", type=int, default=0, help="0 = off")
-    decoding.add_argument("--min-p", type=float, default=0.0,
-                          help="keep tokens with at least this fraction of the top token's probability (0 = off)")
-    decoding.add_argument("--typical-p", type=float, default=1.0, help="typical sampling's probability mass (1 = off)")
-    decoding.add_argument("--repetition-penalty", type=float, default=1.0,
-                          help="divide the logits of tokens already in the text by this (1 = off; applies when greedy too)")
-    decoding.add_argument("--no-repeat-ngram-size", type=int, default=0,
-                          help="ban tokens that would repeat an n-gram of this size (0 = off; applies when greedy too)")
-    decoding.add_argument("--seed", type=int, default=0)
-    decoding.add_argument("--no-chat-template", action="store_true", help="feed the prompt as plain text")
-    decoding.add_argument("--system-prompt")
+    for name, s in SETTINGS.items():
+        if name in INTERVENTION_SETTINGS or (name == "prompt" and not prompt):
+            continue
+        metavar = "true|false" if s.kind is bool else "TEXT" if s.kind is str else "N" if s.kind is int else "X"
+        decoding.add_argument(s.flag, metavar=metavar, required=name == "prompt",
+                              help=f"{s.help}" + ("" if name == "prompt" else f" (default: {s.text(s.default)!r})"))
+    decoding.add_argument("--no-chat-template", action="store_true", help="the same as --use-chat-template false")
 
 
 def add_intervention_arguments(parser: argparse.ArgumentParser) -> None:
-    interventions = parser.add_argument_group("interventions")
+    interventions = parser.add_argument_group("columns and interventions")
+    interventions.add_argument("--column", action="append", metavar="SPEC",
+                               help="add a column, in the order given: interventions joined with '+', each NAME or "
+                                    "NAME(key=value,...), 'baseline' for none, e.g. "
+                                    "'eos_reward(strength=8,reward_start_ratio=0.4)+stop_strings'. Repeatable")
     interventions.add_argument("--intervention", action="append", metavar="NAME",
-                               help=f"add a column; NAME is one of {', '.join(INTERVENTION_NAMES)} or several "
-                                    "joined with '+' (default: eos_reward)")
-    interventions.add_argument("--reward-start-ratio", type=float, help="eos_reward: start at this fraction of max new tokens")
-    interventions.add_argument("--strength", type=float, help="eos_reward: the largest bonus added to the EOS logit")
-    interventions.add_argument("--stop-string", action="append", help="stop_strings: a string that ends the answer (type a newline as \\n)")
+                               help=f"add a column after a baseline; NAME is one of {', '.join(INTERVENTION_NAMES)} or "
+                                    "several joined with '+' (default without --column: eos_reward)")
+    for name in INTERVENTION_SETTINGS:
+        s = SETTINGS[name]
+        interventions.add_argument(s.flag, metavar="TEXT" if s.kind is str else "N" if s.kind is int else "X",
+                                   help=f"{s.help}; a column's own parameters override it (default: {s.text(s.default)!r})")
+    interventions.add_argument("--stop-string", action="append", help="one stop string (repeatable; the older form "
+                                                                      "of --stop-strings)")
 
 
-def settings_from_args(args):
-    from .engine import Settings
+def playground_from_args(args):
+    """The service every door goes through, on the model the flags load, with the owner's (local) policy."""
+    from .service import Playground
 
-    return Settings(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
-                    top_k=args.top_k, min_p=args.min_p, typical_p=args.typical_p,
-                    repetition_penalty=args.repetition_penalty, no_repeat_ngram_size=args.no_repeat_ngram_size,
-                    seed=args.seed, use_chat_template=not args.no_chat_template, system_prompt=args.system_prompt)
+    return Playground(load_from_args(args), args.model)
 
 
 def compare_main(args) -> int:
-    from .engine import Comparison
     from .models import ModelLoadError
 
     try:
         branches = [parse_branch_spec(spec) for spec in args.branch or []]
-        bundle = load_from_args(args)
-        comparison = Comparison(bundle, args.prompt, variants_from_args(args), settings_from_args(args), branches=branches)
+        playground = playground_from_args(args)
+        comparison = playground.comparison(columns=columns_from_args(args), branches=branches or None,
+                                           **request_from_args(args))
     except (ModelLoadError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    for trace in comparison.run():
-        pass
-    if branches:  # one second batch, from the finished columns
-        try:
-            second = Comparison.of_branches(bundle, trace, branches, comparison.settings)
-        except ValueError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
-        for branch_trace in second.run():
+    try:
+        for trace in playground.stream(comparison):  # the columns, then the branches in one second batch
             pass
-        trace = trace.with_branches(branch_trace)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     if args.json:
         print(trace.to_json(stages=args.stages))
     else:
-        print(f"{bundle.info.name} · {args.prompt!r}\n")
+        print(f"{playground.bundle.info.name} · {comparison.trace.prompt!r}\n")
         print(side_by_side(trace))
     return 0
 
@@ -181,18 +183,17 @@ def doctor_main(args) -> int:
 
 
 def export_main(args) -> int:
-    """Print the "Copy this fix" snippet for the one column ``--intervention`` describes."""
-    from .engine import Comparison
+    """Print the "Copy this fix" snippet for the one column ``--column`` (or ``--intervention``) describes."""
     from .export import export_column
     from .models import ModelLoadError
 
-    columns = variants_from_args(args)[1:]
+    columns = [*(args.column or []), *(args.intervention or [])]
     if len(columns) != 1:
-        print("error: export prints one column: give one --intervention (join several with '+')", file=sys.stderr)
+        print("error: export prints one column: give one --column (or --intervention)", file=sys.stderr)
         return 2
     try:
-        bundle = load_from_args(args)
-        comparison = Comparison(bundle, args.prompt, columns, settings_from_args(args))
+        playground = playground_from_args(args)
+        comparison = playground.comparison(columns=columns, **request_from_args(args))
         print(export_column(comparison, kind=args.kind, model_reference=args.model), end="")
     except (ModelLoadError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -233,28 +234,23 @@ def report_text(report) -> str:
 def evaluate_main(args) -> int:
     from tqdm import tqdm
 
-    from .evaluate import Evaluation, Sweep, builtin_prompts, read_prompts
+    from pathlib import Path
+
     from .models import ModelLoadError
 
     try:
-        prompts = builtin_prompts() if args.prompts == "builtin" else read_prompts(args.prompts)
-        variants = variants_from_args(args)
-        sweep = None
-        if args.sweep:
-            if len(args.intervention or []) > 1:
-                raise ValueError("--sweep varies one column: give at most one --intervention (e.g. eos_reward+stop_strings)")
-            sweep = Sweep.parse(args.sweep)
-            variants = sweep.variants(variants[1])
-        for problem in prompts.problems:
-            print(f"skipped: {problem}", file=sys.stderr)
-        bundle = load_from_args(args)
-        settings = settings_from_args(args)
-        evaluation = Evaluation(bundle, prompts, variants, settings, seeds=args.seeds, sweep=sweep,
-                                model_reference=args.model)
+        prompts = "builtin" if args.prompts == "builtin" else Path(args.prompts)
+        columns = columns_from_args(args)
+        if args.sweep and len(columns) > 2:
+            raise ValueError("--sweep varies one column: give at most one --intervention or --column besides the "
+                             "baseline (e.g. eos_reward+stop_strings)")
+        playground = playground_from_args(args)
+        evaluation = playground.evaluation(prompts, columns, sweep=args.sweep or "", seeds=args.seeds,
+                                           **request_from_args(args))
     except (ModelLoadError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    for problem in evaluation.problems[len(prompts.problems):]:
+    for problem in evaluation.problems:
         print(f"skipped: {problem}", file=sys.stderr)
     with tqdm(total=evaluation.total, unit="row", desc="evaluate", file=sys.stderr) as bar:
         try:
@@ -280,14 +276,14 @@ def add_evaluate_parser(sub) -> None:
                           help="builtin (shipped, 30 varied prompts) or a file: .jsonl with 'prompt' or 'messages' "
                                "per line, .csv with a 'prompt' column, anything else one prompt per line")
     add_model_arguments(evaluate)
-    add_decoding_arguments(evaluate)
+    add_decoding_arguments(evaluate, prompt=False)
     evaluate.add_argument("--seeds", type=int, default=1, metavar="K",
                           help="sampling: run every prompt with K seeds, from --seed on")
     add_intervention_arguments(evaluate)
     interventions = evaluate.add_argument_group("sweep")
     interventions.add_argument("--sweep", nargs="+", metavar="PARAM=V1,V2",
                                help="tune eos_reward over a grid, e.g. --sweep reward_start_ratio=0.3,0.5,0.7 "
-                                    "strength=4,8,12,16 at_boundary=on,off")
+                                    "strength=4,8,12,16 at_boundary=true,false")
     output = evaluate.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print the whole report as JSON")
     output.add_argument("--csv", metavar="OUT", help="write one line per prompt × column × seed to OUT")
@@ -298,7 +294,6 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     compare = sub.add_parser("compare", help="decode a prompt with and without stop interventions, side by side")
-    compare.add_argument("--prompt", required=True)
     add_model_arguments(compare)
     add_decoding_arguments(compare)
     add_intervention_arguments(compare)
@@ -309,7 +304,6 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--stages", action="store_true", help="with --json: include the per-stage distributions")
 
     export = sub.add_parser("export", help="print one column's fix as code for your own generate() or pipeline()")
-    export.add_argument("--prompt", required=True)
     export.add_argument("--kind", choices=KINDS, default="generate",
                         help="a generate() script, a pipeline() script, or the arguments for your own generate() call")
     add_model_arguments(export)

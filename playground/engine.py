@@ -137,12 +137,16 @@ class Variant:
     At a forced step the telemetry is recorded as usual and the forced token is taken; sampled rows still draw
     from their generator, so a branch forced with the parent's own token reproduces the parent exactly.
     :func:`branch_variant` builds one from a finished trace.
+
+    ``model``: the model the column runs on, by a name of ``Playground.column_models()`` (e.g. "base"); None:
+    the loaded model as it is.
     """
 
     name: str
     interventions: Sequence[Intervention | dict | str] = field(default_factory=list)
     forced_token_ids: Sequence[int] = ()
     branch_of: tuple[int, int] | None = None
+    model: str | None = None
 
 
 def _triple(branch) -> Sequence:

@@ -41,13 +41,13 @@ import json
 import math
 import threading
 import time
-import urllib.parse
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .engine import Comparison, Settings, Variant, run_all
-from .interventions import default_params, ends_sentence, parse_interventions
+from .interventions import Intervention, default_params, ends_sentence, parse_interventions
+from .request import DEFAULTS, SETTINGS, Column, format_column, parse_bool, resolve
 from .models import LoadedModel
 from .prompts import encode_prompt
 from .trace import VariantTrace
@@ -295,10 +295,7 @@ def prompts_from_items(items: Sequence, *, max_prompts: int = MAX_PROMPTS, max_c
 def _sweep_value(key: str, text: str):
     text = text.strip()
     if key in ("at_boundary", "force_at_end"):
-        flags = {"on": True, "true": True, "yes": True, "1": True, "off": False, "false": False, "no": False, "0": False}
-        if text.lower() not in flags:
-            raise ValueError(f"sweep: {key} takes on or off, got {text!r}")
-        return flags[text.lower()]
+        return parse_bool(text, f"sweep: {key}")
     if key == "schedule":
         return text
     try:
@@ -315,7 +312,7 @@ class Sweep:
 
     @classmethod
     def parse(cls, specs: Sequence[str] | str) -> Sweep:
-        """From ``["reward_start_ratio=0.3,0.5", "strength=4,8", "at_boundary=on,off"]`` (or one space-separated
+        """From ``["reward_start_ratio=0.3,0.5", "strength=4,8", "at_boundary=true,false"]`` (or one space-separated
         string). Every cell is validated like any eos_reward setting."""
         if isinstance(specs, str):
             specs = specs.split()
@@ -345,24 +342,17 @@ class Sweep:
     def cells(self) -> list[dict]:
         return [dict(zip(self.grid, values)) for values in itertools.product(*self.grid.values())]
 
-    @staticmethod
-    def cell_name(cell: dict) -> str:
-        def show(value):
-            return ("on" if value else "off") if isinstance(value, bool) else f"{value:g}" if isinstance(value, float) else str(value)
-
-        return "eos_reward " + " ".join(f"{key}={show(value)}" for key, value in cell.items())
-
     def variants(self, base: Variant) -> list[Variant]:
-        """Baseline, then one column per cell: ``base``'s interventions with eos_reward's parameters set by the cell."""
-        items = [i.to_dict() for i in parse_interventions(list(base.interventions))]
-        if not any(item["name"] == "eos_reward" for item in items):
+        """Baseline, then one column per cell: ``base``'s interventions with eos_reward's parameters set by the
+        cell, named by its column spec (``eos_reward(strength=4)+stop_strings``)."""
+        items = parse_interventions(list(base.interventions))
+        if not any(item.name == "eos_reward" for item in items):
             raise ValueError("sweep: the swept column must include eos_reward")
         variants = [Variant("baseline", [])]
         for cell in self.cells():
-            column = [{"name": i["name"], "params": {**i["params"], **cell}} if i["name"] == "eos_reward" else i
-                      for i in items]
-            others = "".join(f" + {i['name']}" for i in items if i["name"] != "eos_reward")
-            variants.append(Variant(self.cell_name(cell) + others, column))
+            column = [Intervention(i.name, {**i.params, **cell}) if i.name == "eos_reward" else i for i in items]
+            name = format_column(Column(tuple(Intervention(i.name, cell if i.name == "eos_reward" else {}) for i in items)))
+            variants.append(Variant(name, column))
         return variants
 
     def to_dict(self) -> dict:
@@ -609,25 +599,22 @@ SUMMARY_HEADERS = ["column", "rows", "EOS", "limit", "stop string", "loop", "mid
 
 
 def compare_query(prompt: Prompt, columns: Sequence[Variant], settings: Settings, seed: int, max_columns: int = 4) -> str | None:
-    """The Compare page's query string that opens this prompt with these columns; None when Compare cannot show
-    it (a multi-turn chat, more columns than Compare has, columns whose eos_reward settings differ or use a
-    setting the page does not offer)."""
+    """The Compare page's query string that opens this prompt with these columns (each with the parameters that
+    differ from what the page's shared settings give it) and settings; None when Compare cannot show it (a
+    multi-turn chat, more columns than Compare has)."""
+    from .links import to_query
+
     if prompt.history or len(columns) > max_columns:
         return None
-    parsed = [parse_interventions(list(v.interventions)) for v in columns]
-    ramps = {tuple(sorted(i.params.items())) for column in parsed for i in column if i.name == "eos_reward"}
-    page_ramp = {key: value for key, value in default_params("eos_reward").items()
-                 if key not in ("reward_start_ratio", "strength")}  # what Compare cannot set
-    if len(ramps) > 1 or any(dict(ramp)[key] != value for ramp in ramps for key, value in page_ramp.items()):
-        return None
-    query = {"prompt": prompt.text, "columns": len(columns)}
-    for index, column in enumerate(parsed, start=1):
-        query[f"c{index}"] = "+".join(i.name for i in column) or "baseline"
-    query.update(max_new_tokens=settings.max_new_tokens, temperature=f"{settings.temperature:g}", seed=seed)
-    if ramps:
-        ramp = dict(next(iter(ramps)))
-        query.update(reward_start_ratio=f"{ramp['reward_start_ratio']:g}", strength=f"{ramp['strength']:g}")
-    return "?" + urllib.parse.urlencode(query, quote_via=urllib.parse.quote)
+    page = {**DEFAULTS, **{k: v for k, v in settings.to_dict().items() if k in SETTINGS}, "prompt": prompt.text,
+            "system_prompt": settings.system_prompt or "", "seed": seed}
+    specs = []
+    for variant in columns:
+        resolved = parse_interventions(list(variant.interventions))
+        shared = resolve(Column(tuple(Intervention(i.name) for i in resolved)), page)
+        specs.append(Column(tuple(Intervention(i.name, {k: v for k, v in i.params.items() if v != s.params[k]})
+                                  for i, s in zip(resolved, shared))))
+    return "?" + to_query({**page, "columns": specs})
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -230,6 +230,7 @@ def export_code(
     no_repeat_ngram_size: int = 0,
     min_p: float = 0.0,
     typical_p: float = 1.0,
+    column_name: str | None = None,
 ) -> str:
     """Python that reproduces one playground column with torch and transformers only (see the module docstring).
 
@@ -250,7 +251,7 @@ def export_code(
         raise ValueError("prompt is empty: type a question or some text for the model to continue")
     parsed = parse_interventions(interventions)
     chosen = {i.name: i.params for i in parsed}
-    column = " + ".join(chosen) or "baseline"
+    column = column_name or "+".join(chosen) or "baseline"  # the column's spec, as the page and the API name it
     if "chat_template" in chosen:
         use_chat_template = chosen["chat_template"]["enabled"]
 
@@ -338,4 +339,5 @@ def export_column(comparison, *, kind: str = "generate", model_reference: str = 
         repetition_penalty=settings.repetition_penalty, no_repeat_ngram_size=settings.no_repeat_ngram_size,
         min_p=settings.min_p, typical_p=settings.typical_p,
         dtype=info.dtype if info.quantize is None else "float32", quantize=info.dtype if info.quantize else None,
+        column_name=variant.name,
     )

@@ -397,10 +397,14 @@ class _PromptLengthFromFirstCall(LogitsProcessor):
 # Declarative description
 
 
-def _flag(value):
-    if not isinstance(value, bool):
-        raise ValueError("must be true or false")
-    return value
+def _flag(value) -> bool:
+    """The one rule for a yes/no value in every door: True/False, or the text "true"/"false" (nothing else:
+    ``bool("false")`` is True, and "no" or "0" switching something on or off is worse than a refusal)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise ValueError("must be true or false")
 
 
 def _integer(low: int, high: int):
@@ -440,36 +444,59 @@ def _strings(value):
     return list(dict.fromkeys(value))
 
 
-# name -> {param: (default, check)}
-_PARAMS: dict[str, dict[str, tuple]] = {
-    "eos_reward": {
-        "reward_start_ratio": (0.8, _number(0.0, 1.0)),
-        "strength": (12.0, _number(0.0, 100.0)),
-        "schedule": ("linear", _choice(*SCHEDULES)),
-        "at_boundary": (False, _flag),
-        "force_at_end": (False, _flag),
-    },
-    "seed_article": {},
-    "stop_strings": {"strings": (["\n\n"], _strings)},
-    "decay_penalty": {"start": (20, _integer(0, 100_000)), "factor": (1.1, _number(1.0, 10.0))},
-    "min_new_tokens": {"n": (10, _integer(0, 100_000))},
-    "ban_eos": {},
-    "repetition_stop": {"ngram_size": (4, _integer(1, 256)), "repeats": (3, _integer(2, 1000))},
-    "concise_suffix": {"sentences": (5, _integer(1, 100))},
-    "chat_template": {"enabled": (True, _flag)},
+@dataclass(frozen=True)
+class Param:
+    """One parameter of an intervention: its default, the check that validates (and normalises) a value, and the
+    request's shared setting that fills it when a column leaves it out (see :mod:`playground.request`)."""
+
+    default: object
+    check: object  # value -> normalised value; ValueError with the rule (e.g. "must be a number from 0 to 1")
+    shared: str | None = None
+
+
+@dataclass(frozen=True)
+class InterventionSpec:
+    """An intervention, declared once: what it does (one line) and its parameters."""
+
+    description: str
+    params: dict[str, Param] = field(default_factory=dict)
+
+
+# The defaults are the Compare page's measured story (playground/request.py): the ramp from half of the budget at
+# strength 12 ends SmolLM2's rambling Paris answer at a sentence end; a column that leaves a parameter out takes
+# the request's shared setting named by ``shared``.
+SPECS: dict[str, InterventionSpec] = {
+    "eos_reward": InterventionSpec(
+        "Ramp up a bonus on the EOS logit over the last part of the token budget (corrected article idea).", {
+            "reward_start_ratio": Param(0.5, _number(0.0, 1.0), shared="reward_start_ratio"),
+            "strength": Param(12.0, _number(0.0, 100.0), shared="strength"),
+            "schedule": Param("linear", _choice(*SCHEDULES)),
+            "at_boundary": Param(False, _flag),
+            "force_at_end": Param(False, _flag),
+        }),
+    "seed_article": InterventionSpec(
+        "The article's EosTokenRewardLogitsProcessor as written: rescales all logits, pins EOS to 100."),
+    "stop_strings": InterventionSpec(
+        "Stop as soon as the answer contains one of these strings (may span several tokens).",
+        {"strings": Param(["\n\n"], _strings, shared="stop_strings")}),
+    "decay_penalty": InterventionSpec(
+        "transformers' exponential decay length penalty: EOS logit grows by factor^k after `start` tokens.",
+        {"start": Param(20, _integer(0, 100_000)), "factor": Param(1.1, _number(1.0, 10.0))}),
+    "min_new_tokens": InterventionSpec(
+        "Forbid EOS until at least n new tokens exist.", {"n": Param(32, _integer(0, 100_000), shared="min_new_tokens")}),
+    "ban_eos": InterventionSpec(
+        "Forbid EOS entirely, reproducing a model that never stops (runs to max_new_tokens)."),
+    "repetition_stop": InterventionSpec(
+        "Stop when the last n-gram has repeated `repeats` times in a row (degenerate loop).",
+        {"ngram_size": Param(4, _integer(1, 256)), "repeats": Param(3, _integer(2, 1000))}),
+    "concise_suffix": InterventionSpec(
+        "Append 'Answer in N sentences or fewer.' to the prompt (the article's prompt fix).",
+        {"sentences": Param(5, _integer(1, 100))}),
+    "chat_template": InterventionSpec(
+        "Wrap the prompt in the model's chat template (on) or send raw text (off).", {"enabled": Param(True, _flag)}),
 }
-INTERVENTION_NAMES: tuple[str, ...] = tuple(_PARAMS)
-DESCRIPTIONS: dict[str, str] = {
-    "eos_reward": "Ramp up a bonus on the EOS logit over the last part of the token budget (corrected article idea).",
-    "seed_article": "The article's EosTokenRewardLogitsProcessor as written: rescales all logits, pins EOS to 100.",
-    "stop_strings": "Stop as soon as the answer contains one of these strings (may span several tokens).",
-    "decay_penalty": "transformers' exponential decay length penalty: EOS logit grows by factor^k after `start` tokens.",
-    "min_new_tokens": "Forbid EOS until at least n new tokens exist.",
-    "ban_eos": "Forbid EOS entirely, reproducing a model that never stops (runs to max_new_tokens).",
-    "repetition_stop": "Stop when the last n-gram has repeated `repeats` times in a row (degenerate loop).",
-    "concise_suffix": "Append 'Answer in N sentences or fewer.' to the prompt (the article's prompt fix).",
-    "chat_template": "Wrap the prompt in the model's chat template (on) or send raw text (off).",
-}
+INTERVENTION_NAMES: tuple[str, ...] = tuple(SPECS)
+DESCRIPTIONS: dict[str, str] = {name: spec.description for name, spec in SPECS.items()}
 
 
 def unescape(text: str) -> str:
@@ -498,9 +525,30 @@ class Intervention:
 
 
 def default_params(name: str) -> dict:
-    if name not in _PARAMS:
+    if name not in SPECS:
         raise ValueError(f"unknown intervention {name!r}; allowed: {', '.join(INTERVENTION_NAMES)}")
-    return {key: (list(default) if isinstance(default, list) else default) for key, (default, _) in _PARAMS[name].items()}
+    return {key: (list(p.default) if isinstance(p.default, list) else p.default) for key, p in SPECS[name].params.items()}
+
+
+def check_params(name: str, params) -> dict:
+    """``params`` given for intervention ``name``, validated and normalised, without defaults filled in.
+    Raises ValueError naming the intervention, the parameter and its range."""
+    if name not in SPECS:
+        raise ValueError(f"unknown intervention {name!r}; allowed: {', '.join(INTERVENTION_NAMES)}")
+    if not isinstance(params, dict):
+        raise ValueError(f"{name}: params must be a dict, got {type(params).__name__}")
+    spec = SPECS[name].params
+    unknown = sorted(set(params) - set(spec))
+    if unknown:
+        allowed = ", ".join(spec) or "none"
+        raise ValueError(f"{name}: unknown parameter(s) {', '.join(unknown)}; allowed: {allowed}")
+    checked = {}
+    for key, value in params.items():
+        try:
+            checked[key] = spec[key].check(value)
+        except ValueError as error:
+            raise ValueError(f"{name}.{key} {error}, got {value!r}") from None
+    return checked
 
 
 def _parse_one(item) -> Intervention:
@@ -515,22 +563,7 @@ def _parse_one(item) -> Intervention:
         params = item["params"] if "params" in item else {k: v for k, v in item.items() if k != "name"}
     else:
         raise ValueError(f"an intervention must be an Intervention, a dict or a name, got {type(item).__name__}")
-    if name not in _PARAMS:
-        raise ValueError(f"unknown intervention {name!r}; allowed: {', '.join(INTERVENTION_NAMES)}")
-    if not isinstance(params, dict):
-        raise ValueError(f"{name}: params must be a dict, got {type(params).__name__}")
-    spec = _PARAMS[name]
-    unknown = sorted(set(params) - set(spec))
-    if unknown:
-        allowed = ", ".join(spec) or "none"
-        raise ValueError(f"{name}: unknown parameter(s) {', '.join(unknown)}; allowed: {allowed}")
-    resolved = default_params(name)
-    for key, value in params.items():
-        try:
-            resolved[key] = spec[key][1](value)
-        except ValueError as error:
-            raise ValueError(f"{name}.{key} {error}, got {value!r}") from None
-    return Intervention(name, resolved)
+    return Intervention(name, default_params(name) | check_params(name, params))
 
 
 def parse_interventions(items) -> list[Intervention]:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .decoder import decode_loop
 from .engine import Comparison, Settings, Variant
-from .interventions import unescape
+from .request import DEFAULTS, Column, check_settings, column_from_page, columns_from_json, parse_column, resolve
 from .models import LoadedModel, load_model
 from .space import Policy, require_flag, shown
 from .trace import Trace
@@ -142,29 +142,48 @@ class Playground:
 
     # -- comparisons -------------------------------------------------------------------------------
 
-    def comparison(self, prompt: str, columns: list[list[str]], *, max_new_tokens: int, temperature: float,
-                   top_p: float, top_k: int, seed: int, reward_start_ratio: float, strength: float,
-                   stop_strings: str = "\\n\\n", min_new_tokens: int = 32, use_chat_template: bool = True,
-                   system_prompt: str = "", repetition_penalty: float = 1.0, no_repeat_ngram_size: int = 0,
-                   min_p: float = 0.0, typical_p: float = 1.0, branches: list | None = None) -> Comparison:
-        """Validate the inputs and build a comparison (ValueError with the field's name on bad input).
+    def column_models(self) -> list[str]:
+        """The model names a column may run on (``eos_reward@NAME``; no name = the loaded model): "base" (the
+        loaded model without its adapter) and the loaded adapter's name, if one is loaded."""
+        adapter = self.bundle.info.adapter
+        return ["base"] + ([Path(str(adapter)).name] if adapter else [])
 
+    def variants(self, columns, settings: dict) -> list[Variant]:
+        """One :class:`Variant` per column (text, JSON or :class:`~playground.request.Column`, see
+        :func:`~playground.request.columns_from_json`), named by its text form, its parameters resolved with the
+        shared ``settings``. A repeated name gets a prime (′): the API keys columns by name."""
+        parsed = columns_from_json(columns)
+        allowed = self.column_models()
+        variants, seen = [], set()
+        for index, column in enumerate(parsed, start=1):
+            if column.model is not None and column.model not in allowed:
+                raise ValueError(f"column {index}: model {column.model!r} is not loaded here; a column may use "
+                                 f"{', '.join(allowed)} (or no @model: the loaded model)")
+            name = column.name
+            while name in seen:
+                name += "′"
+            seen.add(name)
+            variants.append(Variant(name, resolve(column, settings), model=column.model))
+        return variants
+
+    def comparison(self, prompt=DEFAULTS["prompt"], columns=None, *, branches: list | None = None,
+                   **settings) -> Comparison:
+        """Validate a request and build its comparison (ValueError with the field's name on bad input).
+
+        ``columns``: one column each, as text (``"eos_reward(strength=8)+stop_strings"``), a list of
+        interventions (names or ``{"name", "params"}``) or ``{"model", "interventions"}``; None: baseline and
+        eos_reward. ``settings``: any of :data:`~playground.request.SETTINGS` (the rest take their defaults).
         ``branches``: ``[column, step, token_id]`` triples (column from 1 in the order of ``columns``, step from
         0) decoded in one second batch once the columns have finished; :meth:`stream` runs them."""
-        use_chat_template = require_flag(use_chat_template, "use_chat_template")
-        strings = split_stop_strings(stop_strings)
-        self.policy.check_request(prompt, system_prompt, columns, strings)
+        values = check_settings({"prompt": prompt, **settings})
+        variants = self.variants(columns, values)
+        strings = [s for v in variants for i in v.interventions if i.name == "stop_strings" for s in i.params["strings"]]
+        self.policy.check_request(values["prompt"], values["system_prompt"], variants, list(dict.fromkeys(strings)))
         if branches is not None and (isinstance(branches, str) or not isinstance(branches, list | tuple)):
             raise ValueError(f"branches must be a list of [column, step, token_id], got {branches!r}")
-        variants = column_variants(columns, reward_start_ratio=reward_start_ratio, strength=strength,
-                                   stop_strings=strings, min_new_tokens=min_new_tokens)
-        settings = Settings(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
-                            min_p=min_p, typical_p=typical_p, repetition_penalty=repetition_penalty,
-                            no_repeat_ngram_size=no_repeat_ngram_size, seed=seed, use_chat_template=use_chat_template,
-                            system_prompt=system_prompt or None, timeout_seconds=self.policy.time_limit_seconds)
         with self._lock:
-            comparison = Comparison(self.bundle, prompt, variants, settings, max_new_tokens_cap=self.policy.max_new_tokens,
-                                    branches=branches or ())
+            comparison = Comparison(self.bundle, values["prompt"], variants, engine_settings(values, self.policy),
+                                    max_new_tokens_cap=self.policy.max_new_tokens, branches=branches or ())
         self.policy.check_prompt_tokens(comparison.padded_length)
         return comparison
 
@@ -180,20 +199,27 @@ class Playground:
             return Comparison.of_branches(self.bundle, trace, [(column, step, token_id)], settings,
                                           max_new_tokens_cap=self.policy.max_new_tokens)
 
-    def page_columns(self, n_columns, pickers: Sequence) -> list[list[str]]:
-        """The page's columns: the first ``n_columns`` pickers, each a list of intervention names."""
+    def page_columns(self, n_columns, pickers: Sequence, params: Sequence = ()) -> list[Column]:
+        """The page's columns: the first ``n_columns`` pickers (each a list of intervention names) with their
+        parameter boxes (``key=value, ...``; empty: the shared settings)."""
         if isinstance(n_columns, str) and n_columns.strip().isdigit():
             n_columns = int(n_columns)
         if isinstance(n_columns, bool) or not isinstance(n_columns, (int, float)) or n_columns != int(n_columns) \
                 or not 1 <= n_columns <= len(pickers):
             raise ValueError(f"Columns must be a whole number from 1 to {len(pickers)}, got {shown(n_columns)}")
         columns = []
+        params = list(params) + [""] * (len(pickers) - len(params))
         for index, picked in enumerate(pickers[: int(n_columns)]):
             picked = [] if picked is None else [picked] if isinstance(picked, str) else picked
             if not isinstance(picked, (list, tuple)) or not all(isinstance(name, str) for name in picked):
                 raise ValueError(f"Column {index + 1} interventions must be a list of intervention names, "
                                  f"got {shown(picked)}")
-            columns.append(list(picked))
+            if params[index] is not None and not isinstance(params[index], str):
+                raise ValueError(f"Column {index + 1} parameters must be text, got {shown(params[index])}")
+            try:
+                columns.append(column_from_page(list(picked), params[index]))
+            except ValueError as error:
+                raise ValueError(f"column {index + 1}: {error}") from None
         return columns
 
     def stream(self, run) -> Iterator:
@@ -255,10 +281,7 @@ class Playground:
 
     # -- evaluations -------------------------------------------------------------------------------
 
-    def evaluation(self, prompts, columns: list[list[str]], *, sweep: str = "", seeds: int = 1, max_new_tokens: int,
-                   temperature: float, top_p: float, top_k: int, seed: int, reward_start_ratio: float, strength: float,
-                   stop_strings: str = "\\n\\n", min_new_tokens: int = 32, use_chat_template: bool = True,
-                   system_prompt: str = ""):
+    def evaluation(self, prompts="builtin", columns=None, *, sweep: str = "", seeds: int = 1, **settings):
         """Validate an evaluation request and build it (ValueError naming the field on bad input).
 
         ``prompts``: "builtin", a file (:class:`~pathlib.Path`) or a list of strings / ``{"prompt"}`` /
@@ -277,55 +300,34 @@ class Playground:
             prompt_set = evaluate.builtin_prompts()
         else:
             prompt_set = evaluate.prompts_from_items(prompts, max_chars=max_chars)
-        strings = split_stop_strings(stop_strings)
-        policy.check_request("", system_prompt, columns, strings)
-        variants = column_variants(columns, reward_start_ratio=reward_start_ratio, strength=strength,
-                                   stop_strings=strings, min_new_tokens=min_new_tokens)
+        values = check_settings(settings)
+        variants = self.variants(columns, values)
+        strings = [s for v in variants for i in v.interventions if i.name == "stop_strings" for s in i.params["strings"]]
+        policy.check_request("", values["system_prompt"], variants, list(dict.fromkeys(strings)))
         grid = None
         if isinstance(sweep, str):
             sweep = sweep.split()
         if sweep:
             grid = evaluate.Sweep.parse(sweep)
-            base = next((v for v in variants if any(i["name"] == "eos_reward" for i in v.interventions)),
-                        Variant("eos_reward", [{"name": "eos_reward", "params": {}}]))
+            base = next((v for v in variants if any(i.name == "eos_reward" for i in v.interventions)),
+                        Variant("eos_reward", resolve(parse_column("eos_reward"), values)))
             variants = grid.variants(base)
         if policy.public:
-            evaluate.check_budget(len(prompt_set.prompts), len(variants), seeds, max_new_tokens)
-        settings = Settings(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
-                            seed=seed, use_chat_template=use_chat_template, system_prompt=system_prompt or None,
-                            timeout_seconds=policy.time_limit_seconds)
+            evaluate.check_budget(len(prompt_set.prompts), len(variants), seeds, values["max_new_tokens"])
         with self._lock:
             bundle = self.bundle
-        return evaluate.Evaluation(bundle, prompt_set, variants, settings, seeds=seeds, sweep=grid,
+        return evaluate.Evaluation(bundle, prompt_set, variants, engine_settings(values, policy), seeds=seeds, sweep=grid,
                                    model_reference=self.reference, max_new_tokens_cap=policy.max_new_tokens,
                                    prompt_token_check=policy.check_prompt_tokens)
 
 
 
-def split_stop_strings(text: str | None) -> list[str]:
-    """The stop-strings box: comma-separated, \\n typed for a newline."""
-    if text is not None and not isinstance(text, str):
-        raise ValueError("stop_strings must be text: comma-separated strings (\\n = newline)")
-    return [unescape(s) for s in (text or "").split(",") if s.strip(" ")]
-
-
-def column_variants(columns: list[list[str]], *, reward_start_ratio: float, strength: float, stop_strings: list[str],
-                    min_new_tokens: int) -> list[Variant]:
-    """One Variant per column, named by its interventions joined with " + " (or "baseline"), with the page's
-    shared parameters for the interventions that take them."""
-    params = {
-        "eos_reward": {"reward_start_ratio": reward_start_ratio, "strength": strength},
-        "stop_strings": {"strings": stop_strings},
-        "min_new_tokens": {"n": min_new_tokens},
-    }
-    variants, seen = [], set()
-    for names in columns:
-        name = " + ".join(names) or "baseline"
-        while name in seen:
-            name += "′"
-        seen.add(name)
-        variants.append(Variant(name, [{"name": n, "params": params.get(n, {})} for n in names]))
-    return variants
+def engine_settings(values: dict, policy: Policy | None = None) -> Settings:
+    """The engine's :class:`Settings` from checked request settings (and the policy's time limit)."""
+    names = ("max_new_tokens", "temperature", "top_p", "top_k", "min_p", "typical_p", "repetition_penalty",
+             "no_repeat_ngram_size", "seed", "use_chat_template")
+    return Settings(**{name: values[name] for name in names}, system_prompt=values["system_prompt"] or None,
+                    timeout_seconds=policy.time_limit_seconds if policy else None)
 
 
 def write_downloads(files: dict[str, str], prefix: str, root: Path | None = None,

@@ -148,13 +148,13 @@ def test_the_builtin_set_ships_with_the_package_and_varies():
 
 
 def test_sweep_parsing():
-    sweep = Sweep.parse(["reward_start_ratio=0.3,0.5,0.7", "strength=4,8,12,16", "at_boundary=on,off"])
+    sweep = Sweep.parse(["reward_start_ratio=0.3,0.5,0.7", "strength=4,8,12,16", "at_boundary=true,false"])
     assert len(sweep.cells()) == 24
     assert sweep.cells()[0] == {"reward_start_ratio": 0.3, "strength": 4.0, "at_boundary": True}
     variants = sweep.variants(Variant("eos_reward+stop_strings", [{"name": "eos_reward"}, {"name": "stop_strings"}]))
     assert variants[0].name == "baseline" and len(variants) == 25
-    assert variants[1].name == "eos_reward reward_start_ratio=0.3 strength=4 at_boundary=on + stop_strings"
-    for bad, message in [("strength=x", "strength takes numbers"), ("temperature=1", "not an eos_reward parameter"),
+    assert variants[1].name == "eos_reward(reward_start_ratio=0.3,strength=4,at_boundary=true)+stop_strings"
+    for bad, message in [("strength=x", "strength takes numbers"), ("at_boundary=on", "at_boundary must be true or false"), ("temperature=1", "not an eos_reward parameter"),
                          ("strength", "PARAMETER=V1,V2"), ("strength=200", "strength must be")]:
         with pytest.raises(ValueError, match=message):
             Sweep.parse(bad)
@@ -162,16 +162,19 @@ def test_sweep_parsing():
 
 def test_compare_query_opens_the_prompt_with_the_same_columns():
     settings = Settings(max_new_tokens=48, temperature=0.7)
-    columns = [Variant("baseline"), Variant("eos_reward + stop_strings",
-                                            [{"name": "eos_reward", "params": {"reward_start_ratio": 0.5}}, "stop_strings"])]
+    columns = [Variant("baseline"), Variant("eos_reward(reward_start_ratio=0.3)+stop_strings",
+                                            [{"name": "eos_reward", "params": {"reward_start_ratio": 0.3}}, "stop_strings"])]
     query = compare_query(Prompt([{"role": "user", "content": "Où aller à Paris ?"}]), columns, settings, seed=3)
     assert urllib.parse.parse_qs(query[1:]) == {
-        "prompt": ["Où aller à Paris ?"], "columns": ["2"], "c1": ["baseline"], "c2": ["eos_reward+stop_strings"],
-        "max_new_tokens": ["48"], "temperature": ["0.7"], "seed": ["3"], "reward_start_ratio": ["0.5"], "strength": ["12"]}
+        "prompt": ["Où aller à Paris ?"], "columns": ["2"], "c1": ["baseline"],
+        "c2": ["eos_reward(reward_start_ratio=0.3)+stop_strings"],
+        "max_new_tokens": ["48"], "temperature": ["0.7"], "seed": ["3"]}
     chat = Prompt([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}, {"role": "user", "content": "c"}])
     assert compare_query(chat, columns, settings, seed=0) is None
+    # A parameter the page has no shared control for travels in the column's own spec.
     forced = [Variant("eos_reward", [{"name": "eos_reward", "params": {"force_at_end": True}}])]
-    assert compare_query(Prompt([{"role": "user", "content": "a"}]), forced, settings, seed=0) is None
+    query = compare_query(Prompt([{"role": "user", "content": "a"}]), forced, settings, seed=0)
+    assert urllib.parse.parse_qs(query[1:])["c1"] == ["eos_reward(force_at_end=true)"]
 
 
 def test_charts_of_a_synthetic_report():

@@ -240,7 +240,7 @@ def test_cli_export_prints_the_snippet_for_one_column(smollm, monkeypatch, capsy
     assert code == 0
     out = capsys.readouterr().out
     compile(out, "fix.py", "exec")
-    assert out.startswith('"""EOS Playground fix for column "eos_reward + stop_strings"')
+    assert out.startswith('"""EOS Playground fix for column "eos_reward+stop_strings"')
     assert "stop_strings=['\\n'], tokenizer=tokenizer" in out and "strength=20.0" in out
     assert "# torch.manual_seed(9)" in out
     assert main(["export", "--prompt", PARIS, "--intervention", "ban_eos", "--intervention", "eos_reward"]) == 2

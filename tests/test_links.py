@@ -8,7 +8,8 @@ import pytest
 
 from playground.engine import Settings, Variant, compare
 from playground.interventions import ends_sentence
-from playground.links import FIELDS, PAGE_DEFAULTS, column_name, from_query, to_query
+from playground.links import PAGE_DEFAULTS, from_query, to_query
+from playground.request import DEFAULTS, SETTINGS, parse_column, resolve
 
 
 def _query(settings: dict) -> dict:
@@ -19,8 +20,7 @@ def test_the_defaults_tell_the_story_on_the_embedded_model(smollm):
     """Baseline rambles to the limit, the ramp ends at a sentence end before it, the article's processor cuts the
     answer mid-sentence within a few tokens: the contrast the page exists to show, on the first click."""
     d = PAGE_DEFAULTS
-    params = {"eos_reward": {"reward_start_ratio": d["reward_start_ratio"], "strength": d["strength"]}}
-    variants = [Variant(column_name(c), [{"name": n, "params": params.get(n, {})} for n in c]) for c in d["columns"]]
+    variants = [Variant(c.name, resolve(c, DEFAULTS)) for c in d["columns"]]
     trace = compare(smollm, d["prompt"], variants, Settings(max_new_tokens=d["max_new_tokens"]))
     baseline, ramp, article = trace.variants
     assert [v.name for v in trace.variants] == ["baseline", "eos_reward", "seed_article"]
@@ -34,8 +34,9 @@ def test_a_link_round_trips_every_setting():
                 "max_new_tokens": 40, "reward_start_ratio": 0.3, "temperature": 0.7, "top_p": 0.9, "top_k": 50,
                 "seed": 7, "strength": 8.5, "stop_strings": "\\n\\n,END", "min_new_tokens": 10,
                 "repetition_penalty": 1.3, "no_repeat_ngram_size": 3, "min_p": 0.05, "typical_p": 0.9,
-                "columns": [["ban_eos"], ["eos_reward", "stop_strings"], []]}
-    assert set(settings) - {"columns"} == set(FIELDS)
+                "columns": [parse_column(c) for c in ("ban_eos", "eos_reward(strength=16)+stop_strings(strings=\"\\n\"|END)",
+                                                      "baseline@base")]}
+    assert set(settings) - {"columns"} == set(SETTINGS)
     restored, problems = from_query(_query(settings))
     assert problems == [] and restored == settings
 
@@ -52,7 +53,7 @@ def test_a_link_names_what_it_cannot_use_and_keeps_the_default():
     assert restored["temperature"] == PAGE_DEFAULTS["temperature"]
     assert restored["columns"] == PAGE_DEFAULTS["columns"]
     text = " | ".join(problems)
-    for expected in ("max_new_tokens must be a number, got 'lots'", "temperature must be between 0 and 2",
+    for expected in ("max_new_tokens must be a whole number, got 'lots'", "temperature must be between 0 and 2",
                      "use_chat_template must be true or false", "c2: unknown intervention 'nonsense'",
                      "columns must be between 1 and 4", "unknown setting 'colour'"):
         assert expected in text
@@ -61,4 +62,9 @@ def test_a_link_names_what_it_cannot_use_and_keeps_the_default():
 @pytest.mark.parametrize("count", [1, 2, 4])
 def test_a_link_sets_the_number_of_columns(count):
     restored, problems = from_query({"columns": str(count), "c1": "ban_eos"})
-    assert problems == [] and len(restored["columns"]) == count and restored["columns"][0] == ["ban_eos"]
+    assert problems == [] and len(restored["columns"]) == count and restored["columns"][0].name == "ban_eos"
+
+
+def test_links_shared_before_column_specs_open_the_same_columns():
+    restored, problems = from_query({"columns": "2", "c1": "baseline", "c2": "eos_reward+stop_strings"})
+    assert problems == [] and [c.name for c in restored["columns"]] == ["baseline", "eos_reward+stop_strings"]

@@ -166,7 +166,7 @@ def test_model_references_get_sentences_not_library_text(reference, message):
 def test_the_page_columns_are_checked_like_the_api(tiny, n_columns, pickers, message):
     with pytest.raises(ValueError, match=f"^{re.escape(message)}"):
         Playground(tiny).page_columns(n_columns, pickers)
-    assert Playground(tiny).page_columns("2", [None, "eos_reward", ["ban_eos"]]) == [[], ["eos_reward"]]
+    assert [c.name for c in Playground(tiny).page_columns("2", [None, "eos_reward", ["ban_eos"]])] == ["baseline", "eos_reward"]
 
 
 def test_a_prompt_longer_than_the_context_says_to_shorten_it(tiny):

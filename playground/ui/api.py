@@ -1,6 +1,7 @@
 """Endpoints for programs (gradio_client, REST): /compare streams a comparison as deltas (the event schema is in
 :mod:`playground.stream`), /trace returns a finished one whole, /info says what is served, /export_code writes one
-column's fix as code."""
+column's fix as code. Their parameters are the run settings of :mod:`playground.request` (same names, defaults
+and rules as the page, the links and the CLI; tests/test_request.py checks that none is missing)."""
 
 from __future__ import annotations
 
@@ -9,37 +10,44 @@ from collections.abc import Iterator
 import gradio as gr
 
 from ..export import export_column
-from ..interventions import default_params
+from ..request import DEFAULTS as D
+from ..request import SETTINGS
 from ..service import RUNS_AT_ONCE, Playground
-from ..space import normalize_columns
 from ..stream import DeltaStream
 from .errors import refusal
 
-RAMP = default_params("eos_reward")
+COMPARE_FIELDS = (*SETTINGS, "columns", "branches")
 API_INTERVAL = 0.1  # seconds between /compare events while it runs: at most 10 a second, each with every new step
+COLUMNS_HELP = """columns: one column each, as text ("baseline", "eos_reward(strength=8)+stop_strings",
+        "ban_eos@base") or JSON (a list of names or {"name": ..., "params": {...}}, or {"model": ..., "interventions":
+        [...]}); parameters a column leaves out take the shared settings (default: baseline and eos_reward)."""
 
 
 def api_endpoints(playground: Playground) -> None:
-    def compare(prompt: str, columns: list | None = None, max_new_tokens: int = 128, temperature: float = 0.0,
-                top_p: float = 1.0, top_k: int = 0, seed: int = 0, reward_start_ratio: float = RAMP["reward_start_ratio"],
-                strength: float = RAMP["strength"], stop_strings: str = "\\n\\n", min_new_tokens: int = 32,
-                use_chat_template: bool = True, system_prompt: str = "") -> Iterator[dict]:
+    def compare(prompt: str = D["prompt"], columns: list | None = None, max_new_tokens: int = D["max_new_tokens"],
+                temperature: float = D["temperature"], top_p: float = D["top_p"], top_k: int = D["top_k"],
+                seed: int = D["seed"], reward_start_ratio: float = D["reward_start_ratio"],
+                strength: float = D["strength"], stop_strings: str = D["stop_strings"],
+                min_new_tokens: int = D["min_new_tokens"], use_chat_template: bool = D["use_chat_template"],
+                system_prompt: str = D["system_prompt"], repetition_penalty: float = D["repetition_penalty"],
+                no_repeat_ngram_size: int = D["no_repeat_ngram_size"], min_p: float = D["min_p"],
+                typical_p: float = D["typical_p"], branches: list | None = None) -> Iterator[dict]:
         """Stream a comparison. Each event carries, per column, only the steps and text added since the previous
         one and the column's status; the first also says what is decoded (model, prompt, settings, columns), the
-        last ("done": true) each column's summary and a trace_id for /trace.
+        last ("done": true) each column's summary and a trace_id for /trace. Columns are keyed by their name, the
+        column's text form.
 
-        columns: one list of intervention names per column (default: baseline and eos_reward).
+        {columns}
+        branches: [column, step, token_id] triples decoded once the columns have finished.
         """
+        request = {name: value for name, value in locals().items() if name in COMPARE_FIELDS}
         try:
-            columns = normalize_columns(columns)
-            comparison = playground.comparison(
-                prompt, columns, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
-                seed=seed, reward_start_ratio=reward_start_ratio, strength=strength, stop_strings=stop_strings,
-                min_new_tokens=min_new_tokens, use_chat_template=use_chat_template, system_prompt=system_prompt)
+            comparison = playground.comparison(**request)
         except (ValueError, TypeError) as error:
             raise refusal(playground, "/compare", error, page=False) from None
         yield from DeltaStream(comparison).events(playground.stream(comparison), API_INTERVAL, playground.keep_trace)
 
+    compare.__doc__ = compare.__doc__.format(columns=COLUMNS_HELP)
     # Runs share the model's decode loop (one batch, one forward pass per step for every visitor's rows): they do
     # not queue behind each other; /load_model and /doctor keep the "model" group and wait for rows in flight.
     gr.api(compare, api_name="compare", concurrency_id="decode", concurrency_limit=RUNS_AT_ONCE)
@@ -50,7 +58,7 @@ def api_endpoints(playground: Playground) -> None:
         try:
             return playground.trace(trace_id).to_dict(stages=bool(stages))
         except ValueError as error:
-            raise gr.Error(str(error)) from None
+            raise refusal(playground, "/trace", error, page=False) from None
 
     gr.api(trace, api_name="trace", queue=False)
 
@@ -62,24 +70,26 @@ def api_endpoints(playground: Playground) -> None:
 
 
 def export_endpoint(playground: Playground) -> None:
-    def export_code(prompt: str, interventions: list | None = None, kind: str = "generate", max_new_tokens: int = 128,
-                    temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0, seed: int = 0,
-                    reward_start_ratio: float = RAMP["reward_start_ratio"], strength: float = RAMP["strength"],
-                    stop_strings: str = "\\n\\n", min_new_tokens: int = 32, use_chat_template: bool = True,
-                    system_prompt: str = "") -> str:
+    def export_code(prompt: str = D["prompt"], interventions: list | str | None = None, kind: str = "generate",
+                    max_new_tokens: int = D["max_new_tokens"], temperature: float = D["temperature"],
+                    top_p: float = D["top_p"], top_k: int = D["top_k"], seed: int = D["seed"],
+                    reward_start_ratio: float = D["reward_start_ratio"], strength: float = D["strength"],
+                    stop_strings: str = D["stop_strings"], min_new_tokens: int = D["min_new_tokens"],
+                    use_chat_template: bool = D["use_chat_template"], system_prompt: str = D["system_prompt"],
+                    repetition_penalty: float = D["repetition_penalty"],
+                    no_repeat_ngram_size: int = D["no_repeat_ngram_size"], min_p: float = D["min_p"],
+                    typical_p: float = D["typical_p"]) -> str:
         """The page's "Copy this fix" for one column: Python that needs only torch and transformers.
 
-        interventions: the column's intervention names (none = baseline); kind: "generate" (a script), "pipeline"
-        (a script) or "kwargs" (the arguments for your own generate() call). The other fields are /compare's.
+        interventions: the column, in any form one of /compare's columns takes (none = baseline); kind:
+        "generate" (a script), "pipeline" (a script) or "kwargs" (the arguments for your own generate() call).
+        The other fields are /compare's.
         """
+        settings = {name: value for name, value in locals().items() if name in SETTINGS}
         try:
-            [names] = normalize_columns([interventions])
-            comparison = playground.comparison(
-                prompt, [names], max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
-                seed=seed, reward_start_ratio=reward_start_ratio, strength=strength, stop_strings=stop_strings,
-                min_new_tokens=min_new_tokens, use_chat_template=use_chat_template, system_prompt=system_prompt)
-            return export_column(comparison, kind=kind, model_reference=playground.reference)
+            comparison = playground.comparison(columns=[interventions], **settings)
+            return export_column(comparison, kind=kind, model_reference=playground.shown_reference)
         except (ValueError, TypeError) as error:
-            raise gr.Error(str(error)) from None
+            raise refusal(playground, "/export_code", error, page=False) from None
 
     gr.api(export_code, api_name="export_code", queue=False)

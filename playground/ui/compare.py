@@ -16,10 +16,12 @@ import gradio as gr
 
 from .. import charts
 from ..export import export_column
-from ..interventions import DESCRIPTIONS, INTERVENTION_NAMES
-from ..links import FIELDS, MAX_COLUMNS, PAGE_DEFAULTS, from_query, to_query
+from ..interventions import DESCRIPTIONS, INTERVENTION_NAMES, default_params
+from ..links import MAX_COLUMNS, PAGE_DEFAULTS, from_query, to_query
+from ..request import SETTINGS, Column, column_params_text
 from ..service import RUNS_AT_ONCE, Playground, write_trace_files
 from ..story import describe
+from .controls import control
 from .errors import refusal
 from .views import (
     chart_column,
@@ -27,7 +29,6 @@ from .views import (
     column_delta,
     default_selection,
     inspector_html,
-    require_number,
 )
 
 # Seconds between streamed page updates (the decode does not wait for them). Each update costs the browser a
@@ -62,47 +63,38 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
     with gr.Tab("Compare"):
         with gr.Row(equal_height=False):
             with gr.Column(scale=1, min_width=300, elem_id="controls"):
-                prompt = gr.Textbox(label="Prompt", value=PAGE_DEFAULTS["prompt"], lines=2, max_lines=6, elem_id="prompt")
+                controls = {"prompt": control("prompt", lines=2, max_lines=6, elem_id="prompt")}
                 with gr.Row():
                     run = gr.Button("Run", variant="primary", elem_id="run", min_width=60, size="md")
                     stop = gr.Button("Stop", variant="stop", elem_id="stop", min_width=60, size="md")
                     copy_link = gr.Button("Copy link", elem_id="copy-link", min_width=60, size="md")
                 link_box = gr.Textbox(label="Link to these settings", visible=False, buttons=["copy"], elem_id="link")
                 example = gr.Dropdown(EXAMPLES, value=None, label="Examples", elem_id="examples")
-                # A number box, not a slider: a slider's box clamps -5 to 1 in the browser without a word; this one
-                # sends what was typed, and the engine answers with a sentence naming the field.
-                max_new = gr.Number(value=min(PAGE_DEFAULTS["max_new_tokens"], policy.max_new_tokens), precision=0,
-                                    label=f"Max new tokens (1 to {policy.max_new_tokens})", elem_id="max-new-tokens")
-                ratio = gr.Slider(0, 1, value=PAGE_DEFAULTS["reward_start_ratio"], step=0.05,
-                                  label="Reward start ratio (the EOS ramp starts at ratio × max new tokens)", elem_id="ratio")
-                temperature = gr.Slider(0, 2, value=PAGE_DEFAULTS["temperature"], step=0.05, label="Temperature (0 = greedy)",
-                                        elem_id="temperature")
+                controls["max_new_tokens"] = control(
+                    "max_new_tokens", value=min(PAGE_DEFAULTS["max_new_tokens"], policy.max_new_tokens),
+                    label=f"Max new tokens (1 to {policy.max_new_tokens})", elem_id="max-new-tokens")
+                controls["reward_start_ratio"] = control("reward_start_ratio", elem_id="ratio")
+                controls["temperature"] = control("temperature", elem_id="temperature")
                 n_columns = gr.Radio(list(range(1, max_columns + 1)), value=len(default_columns), label="Columns",
                                      elem_id="columns")
-                pickers = [gr.Dropdown(choices, value=(PAGE_DEFAULTS["columns"] + [[]] * MAX_COLUMNS)[index], multiselect=True,
-                                       label=f"Column {index + 1} interventions (none = baseline)", visible=index < len(default_columns),
-                                       elem_id=f"picker-{index}")
+                defaults = PAGE_DEFAULTS["columns"] + [Column()] * MAX_COLUMNS
+                pickers = [gr.Dropdown(choices, value=defaults[index].names, multiselect=True,
+                                       label=f"Column {index + 1} interventions (none = baseline)",
+                                       visible=index < len(default_columns), elem_id=f"picker-{index}")
                            for index in range(MAX_COLUMNS)]
+                # Each column's own parameters; what a column leaves out takes the shared settings. Opened by a
+                # link that sets some.
+                with gr.Accordion("Each column's own parameters", open=False, elem_id="column-params") as own_params:
+                    param_boxes = [gr.Textbox(column_params_text(defaults[index]), label=f"Column {index + 1}",
+                                              placeholder="e.g. strength=8, reward_start_ratio=0.4 (empty: shared)",
+                                              visible=index < len(default_columns), elem_id=f"params-{index}", max_lines=1)
+                                   for index in range(MAX_COLUMNS)]
                 with gr.Accordion("What each intervention does", open=False):
-                    gr.Markdown("\n".join(f"- **{name}**: {DESCRIPTIONS[name]}" for name in INTERVENTION_NAMES))
+                    gr.Markdown("\n".join(f"- **{name}**: {DESCRIPTIONS[name]} Parameters: "
+                                          + (", ".join(f"`{key}` (default {value!r})" for key, value in default_params(name).items())
+                                             or "none") for name in INTERVENTION_NAMES))
                 with gr.Accordion("More decoding settings", open=False):
-                    top_p = gr.Slider(0.05, 1, value=PAGE_DEFAULTS["top_p"], step=0.05, label="Top-p (1 = off)")
-                    top_k = gr.Slider(0, 200, value=PAGE_DEFAULTS["top_k"], step=1, label="Top-k (0 = off)")
-                    seed = gr.Number(value=PAGE_DEFAULTS["seed"], precision=0, label="Seed")
-                    strength = gr.Slider(0, 40, value=PAGE_DEFAULTS["strength"], step=0.5,
-                                         label="EOS reward strength (largest bonus, in logits)")
-                    stop_strings = gr.Textbox(value=PAGE_DEFAULTS["stop_strings"], label="Stop strings (comma-separated, \\n = newline)")
-                    min_new = gr.Slider(0, 256, value=PAGE_DEFAULTS["min_new_tokens"], step=1,
-                                        label="Min new tokens (for the min_new_tokens intervention)")
-                    use_template = gr.Checkbox(label="Use the chat template", value=PAGE_DEFAULTS["use_chat_template"])
-                    system_prompt = gr.Textbox(label="System prompt (optional)", lines=1)
-                    repetition_penalty = gr.Slider(0.5, 2, value=PAGE_DEFAULTS["repetition_penalty"], step=0.05,
-                                                   label="Repetition penalty (1 = off)")
-                    no_repeat_ngram = gr.Slider(0, 10, value=PAGE_DEFAULTS["no_repeat_ngram_size"], step=1,
-                                                label="No-repeat n-gram size (0 = off)")
-                    min_p = gr.Slider(0, 1, value=PAGE_DEFAULTS["min_p"], step=0.01, label="Min-p (0 = off; when sampling)")
-                    typical_p = gr.Slider(0.01, 1, value=PAGE_DEFAULTS["typical_p"], step=0.01,
-                                          label="Typical-p (1 = off; when sampling)")
+                    controls.update({name: control(name) for name in SETTINGS if name not in controls})
                 color_by = gr.Radio([("chosen token's probability", "p"), ("p(EOS), log scale", "p_eos")], value="p",
                                     label="Shade tokens by", elem_id="shade")
             with gr.Column(scale=3, min_width=320):
@@ -137,26 +129,14 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
                     download_csv = gr.DownloadButton("Download trace (CSV)", visible=False)
 
     # ---- handlers -------------------------------------------------------------------------------
-    inputs = [prompt, max_new, temperature, top_p, top_k, seed, ratio, strength, stop_strings, min_new,
-              use_template, system_prompt, repetition_penalty, no_repeat_ngram, min_p, typical_p, n_columns, *pickers]
-    # The controls a link restores, by query key (links.FIELDS), in the order of `inputs`.
-    linked = dict(zip(["prompt", "max_new_tokens", "temperature", "top_p", "top_k", "seed", "reward_start_ratio",
-                       "strength", "stop_strings", "min_new_tokens", "use_chat_template", "system_prompt",
-                       "repetition_penalty", "no_repeat_ngram_size", "min_p", "typical_p"], inputs))
-    assert set(linked) == set(FIELDS)
+    linked = {name: controls[name] for name in SETTINGS}  # every setting, in the schema's order
+    inputs = [*linked.values(), n_columns, *pickers, *param_boxes]
 
-    def make_comparison(prompt_, max_new_, temperature_, top_p_, top_k_, seed_, ratio_, strength_, stops_,
-                        min_new_, template_, system_, penalty_, ngram_, min_p_, typical_p_, n_columns_, *picked):
-        return playground.comparison(
-            prompt_, playground.page_columns(n_columns_, picked),
-            max_new_tokens=require_number(max_new_, "max new tokens"), temperature=require_number(temperature_, "temperature"),
-            top_p=require_number(top_p_, "top-p"), top_k=require_number(top_k_, "top-k"), seed=require_number(seed_, "seed"),
-            reward_start_ratio=require_number(ratio_, "reward start ratio"), strength=require_number(strength_, "strength"),
-            stop_strings=stops_, min_new_tokens=require_number(min_new_, "min new tokens"),
-            use_chat_template=template_, system_prompt=system_ or "",
-            repetition_penalty=require_number(penalty_, "repetition penalty"),
-            no_repeat_ngram_size=require_number(ngram_, "no-repeat n-gram size"),
-            min_p=require_number(min_p_, "min-p"), typical_p=require_number(typical_p_, "typical-p"))
+    def make_comparison(*values):
+        settings = dict(zip(linked, values))
+        n_columns_, rest = values[len(linked)], values[len(linked) + 1:]
+        columns = playground.page_columns(n_columns_, rest[:MAX_COLUMNS], rest[MAX_COLUMNS:])
+        return playground.comparison(columns=columns, **settings)
 
     def status_line(variant) -> str:
         return f"**{html.escape(variant.name)}** — {variant.status()}"
@@ -164,7 +144,7 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
     def on_run(state, *args) -> Iterator[dict]:
         try:
             comparison = make_comparison(*args)
-        except ValueError as error:
+        except (ValueError, TypeError) as error:
             raise refusal(playground, "/run", error, page=True) from None
         state["comparison"] = comparison
         trace = comparison.trace
@@ -267,21 +247,25 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
 
     def on_columns(n):
         visible = [gr.update(visible=i < int(n)) for i in range(MAX_COLUMNS)]
-        return visible + visible
+        return visible * 3
 
     def on_snippet(column, kind, *values):
-        settings, picked = values[: len(linked)], values[len(linked) + 1:]
-        column = min(int(column or 0), len(picked) - 1)
+        settings, rest = values[: len(linked)], values[len(linked) + 1:]
+        column = min(int(column or 0), MAX_COLUMNS - 1)
         try:  # only the chosen column: another column's bad settings must not block its snippet
-            comparison = make_comparison(*settings, 1, picked[column])
-        except ValueError as error:
+            comparison = make_comparison(*settings, 1, rest[column], *[None] * (MAX_COLUMNS - 1),
+                                         rest[MAX_COLUMNS + column], *[""] * (MAX_COLUMNS - 1))
+        except (ValueError, TypeError) as error:
             return f"# {playground.user_message(error)}"
         return export_column(comparison, kind=kind, model_reference=playground.shown_reference)
 
     def link_query(*values) -> str:
         settings = dict(zip(linked, values[: len(linked)]))
-        count = int(values[len(linked)] or 1)
-        settings["columns"] = [list(p or []) for p in values[len(linked) + 1:][:count]]
+        count, rest = int(values[len(linked)] or 1), values[len(linked) + 1:]
+        try:
+            settings["columns"] = playground.page_columns(count, rest[:MAX_COLUMNS], rest[MAX_COLUMNS:])
+        except ValueError as error:
+            gr.Warning(f"The link leaves the columns at their defaults: {playground.user_message(error)}", title="Link")
         return to_query(settings)
 
     def on_page_load(request: gr.Request):
@@ -296,10 +280,14 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
                        f"{policy.max_new_tokens}.", title="Link")
             settings["max_new_tokens"] = policy.max_new_tokens
         values = [settings[key] for key in linked] + [len(columns)]
-        values += [gr.update(value=columns[i] if i < len(columns) else [], visible=i < len(columns)) for i in range(MAX_COLUMNS)]
+        values += [gr.update(value=columns[i].names if i < len(columns) else [], visible=i < len(columns))
+                   for i in range(MAX_COLUMNS)]
+        values += [gr.update(value=column_params_text(columns[i]) if i < len(columns) else "", visible=i < len(columns))
+                   for i in range(MAX_COLUMNS)]
+        values.append(gr.update(open=any(column_params_text(c) for c in columns)))
         return values + [gr.update(visible=i < len(columns)) for i in range(MAX_COLUMNS)]
 
-    link_outputs = [*linked.values(), n_columns, *pickers, *column_boxes]
+    link_outputs = [*linked.values(), n_columns, *pickers, *param_boxes, own_params, *column_boxes]
     # Queued, so its warnings reach the page; never waits behind a run (no concurrency limit).
     demo.load(on_page_load, None, link_outputs, api_visibility="private", concurrency_limit=None)
     run_outputs = [*statuses, *views, *column_boxes, story, chart, inspector, selection, stage_chart, heatmap,
@@ -312,16 +300,17 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
     stop.click(on_stop, holder, None, queue=False, api_visibility="private")
     chart.click(on_select, holder, [inspector, stage_chart, heatmap, holder], api_visibility="private", queue=False)
     color_by.change(None, color_by, None, js="(v) => { document.body.classList.toggle('shade-eos', v === 'p_eos'); }")
-    n_columns.change(on_columns, n_columns, [*column_boxes, *pickers], api_visibility="private", queue=False)
-    example.change(lambda text: text or gr.skip(), example, prompt, api_visibility="private", queue=False)
-    copy_link.click(link_query, [*linked.values(), n_columns, *pickers], link_box, api_visibility="private",
+    n_columns.change(on_columns, n_columns, [*column_boxes, *pickers, *param_boxes], api_visibility="private",
+                     queue=False)
+    example.change(lambda text: text or gr.skip(), example, controls["prompt"], api_visibility="private", queue=False)
+    copy_link.click(link_query, inputs, link_box, api_visibility="private",
                     queue=False).then(
         None, link_box, link_box,
         js="(query) => { const url = location.origin + location.pathname + (query ? '?' + query : ''); "
            "history.replaceState(null, '', url); navigator.clipboard && navigator.clipboard.writeText(url).catch(() => {}); "
            "return url; }").then(lambda: gr.update(visible=True), None, link_box, api_visibility="private", queue=False)
     snippet_inputs = [fix_column, fix_kind, *inputs]
-    for control in (fix_column, fix_kind, *inputs):
-        control.change(on_snippet, snippet_inputs, snippet, api_visibility="private", queue=False)
+    for component in (fix_column, fix_kind, *inputs):
+        component.change(on_snippet, snippet_inputs, snippet, api_visibility="private", queue=False)
     demo.load(on_snippet, snippet_inputs, snippet, api_visibility="private", queue=False)
     run_event.then(on_snippet, snippet_inputs, snippet, api_visibility="private")

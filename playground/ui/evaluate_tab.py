@@ -13,13 +13,16 @@ import gradio as gr
 from .. import evaluate_charts
 from ..engine import Settings
 from ..evaluate import SUMMARY_HEADERS, Report, compare_query
-from ..interventions import INTERVENTION_NAMES, default_params
+from ..interventions import INTERVENTION_NAMES
+from ..request import DEFAULTS as D
+from ..request import SETTINGS
 from ..service import Playground, write_downloads
-from ..space import normalize_columns
 from .compare import MAX_COLUMNS
-from .views import require_number
+from .controls import control
+from .errors import refusal
 
-RAMP = default_params("eos_reward")
+# The Evaluate tab's settings: every run setting but the prompt (the prompt set replaces it), in this order.
+EVALUATE_SETTINGS = [name for name in SETTINGS if name != "prompt"]
 API_INTERVAL = 0.5  # seconds between /evaluate progress events
 PREVIEW_CHARS = 160
 TABLE_CSS = """<style>
@@ -84,20 +87,14 @@ def evaluate_tab(playground: Playground) -> None:
                                        "or 'messages' per line, .csv with a 'prompt' column, or one prompt per line",
                                  file_types=[".jsonl", ".json", ".csv", ".txt"], elem_id="evaluate-file")
                 sweep = gr.Textbox(label="Sweep eos_reward (optional; columns become baseline + one per cell)",
-                                   placeholder="reward_start_ratio=0.3,0.5,0.7 strength=4,8,12,16 at_boundary=on,off")
+                                   placeholder="reward_start_ratio=0.3,0.5,0.7 strength=4,8,12,16 at_boundary=true,false")
             with gr.Column(scale=2):
-                max_new = gr.Slider(1, min(512, policy.max_new_tokens), value=64, step=1, label="Max new tokens",
-                                    elem_id="evaluate-max-new")
-                temperature = gr.Slider(0, 2, value=0, step=0.05, label="Temperature (0 = greedy)")
+                controls = {"max_new_tokens": control("max_new_tokens", elem_id="evaluate-max-new",
+                                                      value=min(D["max_new_tokens"], policy.max_new_tokens)),
+                            "temperature": control("temperature")}
                 with gr.Accordion("More settings", open=False):
                     seeds = gr.Number(value=1, precision=0, label="Seeds per prompt (when sampling)")
-                    seed = gr.Number(value=0, precision=0, label="First seed")
-                    top_p = gr.Slider(0.05, 1, value=1, step=0.05, label="Top-p (1 = off)")
-                    top_k = gr.Slider(0, 200, value=0, step=1, label="Top-k (0 = off)")
-                    ratio = gr.Slider(0, 1, value=RAMP["reward_start_ratio"], step=0.05, label="Reward start ratio")
-                    strength = gr.Slider(0, 40, value=RAMP["strength"], step=0.5, label="EOS reward strength")
-                    stop_strings = gr.Textbox(value="\\n\\n", label="Stop strings (comma-separated, \\n = newline)")
-                    min_new = gr.Slider(0, 256, value=32, step=1, label="Min new tokens (for min_new_tokens)")
+                    controls.update({name: control(name) for name in EVALUATE_SETTINGS if name not in controls})
         n_columns = gr.Radio([n for n in range(1, max_columns + 1)], value=min(2, max_columns), label="Columns")
         pickers, boxes = [], []
         with gr.Row(equal_height=False):
@@ -122,20 +119,14 @@ def evaluate_tab(playground: Playground) -> None:
             download_json = gr.DownloadButton("Download report (JSON)", visible=False, elem_id="evaluate-json")
             download_csv = gr.DownloadButton("Download rows (CSV)", visible=False, elem_id="evaluate-csv")
 
-    def on_run(state, upload_, sweep_, max_new_, temperature_, seeds_, seed_, top_p_, top_k_, ratio_, strength_,
-               stops_, min_new_, n_columns_, *picked, progress=gr.Progress()):
+    def on_run(state, upload_, sweep_, seeds_, n_columns_, *values, progress=gr.Progress()):
+        settings, picked = dict(zip(EVALUATE_SETTINGS, values)), values[len(EVALUATE_SETTINGS):]
         try:
             evaluation = playground.evaluation(
                 Path(upload_) if upload_ else "builtin", [list(p or []) for p in picked[: int(n_columns_)]],
-                sweep=sweep_ or "", seeds=int(require_number(seeds_, "seeds")),
-                max_new_tokens=require_number(max_new_, "max new tokens"),
-                temperature=require_number(temperature_, "temperature"), top_p=require_number(top_p_, "top-p"),
-                top_k=require_number(top_k_, "top-k"), seed=require_number(seed_, "seed"),
-                reward_start_ratio=require_number(ratio_, "reward start ratio"),
-                strength=require_number(strength_, "strength"), stop_strings=stops_,
-                min_new_tokens=require_number(min_new_, "min new tokens"))
-        except ValueError as error:
-            raise gr.Error(str(error), title="Check your input") from None
+                sweep=sweep_ or "", seeds=seeds_, **settings)
+        except (ValueError, TypeError) as error:
+            raise refusal(playground, "/evaluate", error, page=True) from None
         state["evaluation"] = evaluation
         progress((0, evaluation.total), desc="decoding", unit="rows")
         try:
@@ -170,8 +161,7 @@ def evaluate_tab(playground: Playground) -> None:
     def on_columns(n):
         return [gr.update(visible=i < int(n)) for i in range(max_columns)]
 
-    run.click(on_run, [holder, upload, sweep, max_new, temperature, seeds, seed, top_p, top_k, ratio, strength,
-                       stop_strings, min_new, n_columns, *pickers],
+    run.click(on_run, [holder, upload, sweep, seeds, n_columns, *[controls[name] for name in EVALUATE_SETTINGS], *pickers],
               [holder, status, summary, lengths_plot, reasons_plot, sweep_plot, best_code, prompts_view,
                download_json, download_csv],
               concurrency_id="model", concurrency_limit=1, api_visibility="private")
@@ -179,25 +169,25 @@ def evaluate_tab(playground: Playground) -> None:
     n_columns.change(on_columns, n_columns, boxes, queue=False, api_visibility="private")
 
     def evaluate(prompts: list | str = "builtin", columns: list | None = None, sweep: str = "", seeds: int = 1,
-                 max_new_tokens: int = 64, temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0, seed: int = 0,
-                 reward_start_ratio: float = RAMP["reward_start_ratio"], strength: float = RAMP["strength"],
-                 stop_strings: str = "\\n\\n", min_new_tokens: int = 32, use_chat_template: bool = True,
-                 system_prompt: str = "") -> Iterator[dict]:
+                 max_new_tokens: int = D["max_new_tokens"], temperature: float = D["temperature"],
+                 top_p: float = D["top_p"], top_k: int = D["top_k"], seed: int = D["seed"],
+                 reward_start_ratio: float = D["reward_start_ratio"], strength: float = D["strength"],
+                 stop_strings: str = D["stop_strings"], min_new_tokens: int = D["min_new_tokens"],
+                 use_chat_template: bool = D["use_chat_template"], system_prompt: str = D["system_prompt"],
+                 repetition_penalty: float = D["repetition_penalty"], no_repeat_ngram_size: int = D["no_repeat_ngram_size"],
+                 min_p: float = D["min_p"], typical_p: float = D["typical_p"]) -> Iterator[dict]:
         """Evaluate columns over a prompt set. Streams {"done", "total", "problems"} as rows finish, then one last
         event with "report" (the CLI's --json object).
 
         prompts: "builtin" or a list of strings / {"prompt": ...} / {"messages": [...]} objects.
-        columns: one list of intervention names per column (default: baseline and eos_reward).
+        columns: as /compare's (default: baseline and eos_reward).
         sweep: e.g. "reward_start_ratio=0.3,0.5,0.7 strength=4,8,12,16" (columns become baseline + one per cell).
         """
+        settings = {name: value for name, value in locals().items() if name in SETTINGS}
         try:
-            evaluation = playground.evaluation(
-                prompts, normalize_columns(columns), sweep=sweep, seeds=seeds, max_new_tokens=max_new_tokens,
-                temperature=temperature, top_p=top_p, top_k=top_k, seed=seed, reward_start_ratio=reward_start_ratio,
-                strength=strength, stop_strings=stop_strings, min_new_tokens=min_new_tokens,
-                use_chat_template=use_chat_template, system_prompt=system_prompt)
+            evaluation = playground.evaluation(prompts, columns, sweep=sweep, seeds=seeds, **settings)
         except (ValueError, TypeError) as error:
-            raise gr.Error(str(error)) from None
+            raise refusal(playground, "/evaluate", error, page=False) from None
         yield {"done": 0, "total": evaluation.total, "problems": evaluation.problems, "report": None}
         last = time.monotonic()
         for done in playground.stream(evaluation):

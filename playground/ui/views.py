@@ -16,13 +16,6 @@ from ..story import step_explanation
 from ..trace import StepRecord, Trace, VariantTrace
 
 
-def require_number(value, name: str):
-    """Gradio hands over None for a cleared number box: say which field is empty (ranges are the engine's)."""
-    if value is None or value == "":
-        raise ValueError(f"{name} is empty: give a number")
-    return value
-
-
 def _eos_shade(p: float) -> float:
     """p(EOS) on a log scale from 1e-8 (0) to 1 (1): a rambling model's p(EOS) is ~1e-6, invisible linearly."""
     return min(max((math.log10(max(p, 1e-8)) + 8) / 8, 0.0), 1.0)
