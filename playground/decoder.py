@@ -214,9 +214,9 @@ class DecodeLoop:
         needed = peak_positions(prompt, [new - 1] * rows)
         if needed > self.budget_positions:
             raise ValueError(
-                f"max_new_tokens: this run needs up to {needed * self.position_bytes / MB:.1f} MB of KV cache "
+                f"max_new_tokens: this run needs up to {needed * self.position_bytes / MB:.3g} MB of KV cache "
                 f"({rows} column{'s' * (rows > 1)} × ({prompt} prompt + {new} new tokens)), more than this server's "
-                f"KV budget of {self.kv_budget / MB:.1f} MB (kv_budget_mb): lower max_new_tokens, use fewer columns "
+                f"KV budget of {self.kv_budget / MB:.3g} MB (kv_budget_mb): lower max_new_tokens, use fewer columns "
                 "or shorten the prompt")
 
     def memory(self) -> dict:

@@ -13,7 +13,8 @@ from ..interventions import default_params
 from ..service import RUNS_AT_ONCE, Playground
 from ..space import normalize_columns
 from ..stream import DeltaStream
-from .errors import refusal
+from ..decoder import RunStopped
+from .errors import refusal, stopped
 
 RAMP = default_params("eos_reward")
 API_INTERVAL = 0.1  # seconds between /compare events while it runs: at most 10 a second, each with every new step
@@ -38,7 +39,10 @@ def api_endpoints(playground: Playground) -> None:
                 min_new_tokens=min_new_tokens, use_chat_template=use_chat_template, system_prompt=system_prompt)
         except (ValueError, TypeError) as error:
             raise refusal(playground, "/compare", error, page=False) from None
-        yield from DeltaStream(comparison).events(playground.stream(comparison), API_INTERVAL, playground.keep_trace)
+        try:
+            yield from DeltaStream(comparison).events(playground.stream(comparison), API_INTERVAL, playground.keep_trace)
+        except RunStopped as error:  # out of memory, or a failed step: this run only, said in a sentence
+            raise stopped(playground, error, page=False) from None
 
     # Runs share the model's decode loop (one batch, one forward pass per step for every visitor's rows): they do
     # not queue behind each other; /load_model and /doctor keep the "model" group and wait for rows in flight.
