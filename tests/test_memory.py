@@ -186,3 +186,23 @@ def test_the_decode_thread_restarts_after_it_dies(bundle, loop, monkeypatch):
     again = run(bundle, "Hi", new=4)
     assert all(len(v.token_ids) == 4 or v.stop_reason == "eos" for v in list(again.run())[-1].variants)
     assert again._error is None
+
+
+def test_the_device_check_runs_concurrent_four_column_runs_within_its_budget(bundle, loop):
+    from playground.bench_device import device_check, report
+
+    result = device_check("cpu", bundle, runs=(1, 2), new_tokens=3, kv_budget_mb=0.25)
+    assert [load["runs"] for load in result["loads"]] == [1, 2]
+    assert all(load["all_finished"] and load["tokens_per_s"] > 0 and load["first_token_worst_s"] is not None
+               for load in result["loads"])
+    assert 0 < result["loads"][1]["kv_peak_mb"] <= result["kv_budget_mb"] == 0.25
+    assert "every run finished: True" in report(result)
+
+
+@pytest.mark.slow
+def test_bench_device_cpu_from_the_command_line(capsys):
+    from playground.cli import main
+
+    assert main(["bench", "--device", "cpu", "--runs", "1", "2", "--new-tokens", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "SmolLM2-135M-Instruct" in out and out.count("every run finished: True") == 2
