@@ -369,6 +369,7 @@ class DecodeLoop:
         except Exception as error:  # the traceback (which holds the cache) goes with `error` at the end of this block
             message = stopped_sentence(error, self.device)
         if message is not None:
+            cache = None  # a prefilled cache that could not be merged goes before the memory is handed back
             self._stopped(comparison, message)
             return
         self._record()
