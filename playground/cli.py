@@ -113,6 +113,7 @@ def settings_from_args(args):
 
 
 def compare_main(args) -> int:
+    from .decoder import decode_loop
     from .engine import Comparison
     from .models import ModelLoadError
 
@@ -120,6 +121,7 @@ def compare_main(args) -> int:
         branches = [parse_branch_spec(spec) for spec in args.branch or []]
         bundle = load_from_args(args)
         comparison = Comparison(bundle, args.prompt, variants_from_args(args), settings_from_args(args), branches=branches)
+        decode_loop(bundle).check_fits(comparison)  # the KV budget ($PLAYGROUND_KV_BUDGET_MB)
     except (ModelLoadError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -59,7 +59,8 @@ def api_endpoints(playground: Playground) -> None:
     gr.api(trace, api_name="trace", queue=False)
 
     def info() -> dict:
-        """The model being served, this app's limits, and how many comparisons are decoding right now."""
+        """The model being served, this app's limits, how many comparisons are decoding right now, and the KV cache
+        against its budget: kv_budget_mb, kv_in_use_mb, kv_peak_mb (since start), kv_padding_fraction, rows_waiting."""
         return playground.info()
 
     gr.api(info, api_name="info", queue=False)
