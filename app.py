@@ -24,6 +24,15 @@ def parse_auth(value: str) -> tuple[str, str]:
     return user, password
 
 
+def kv_budget_mb(value: str) -> float:
+    from playground.decoder import check_budget_mb
+
+    try:
+        return check_budget_mb(value, "--kv-budget-mb")
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     from playground.cli import add_model_arguments
 
@@ -40,6 +49,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--public", action="store_true",
                         help="public mode (automatic inside a Hugging Face Space): spaces.yaml's model, only its "
                              "allowlisted models, its caps enforced server-side, no local paths or remote code")
+    parser.add_argument("--kv-budget-mb", type=kv_budget_mb, metavar="MB",
+                        help="the KV cache budget of the decode loop: runs wait for room beyond it (default: "
+                             "$PLAYGROUND_KV_BUDGET_MB, spaces.yaml's kv_budget_mb in public mode, else on a GPU the "
+                             "memory free after loading minus a reserve, on the CPU 2048)")
     parser.add_argument("--allow-local-models", action="store_true",
                         help="with --share or a non-loopback --host: let visitors load any local path, hub id, "
                              "adapter or remote code, as on your own machine (requires --auth)")
@@ -86,6 +99,7 @@ def describe_exposure(args: argparse.Namespace, policy) -> str:
 def main(argv: list[str] | None = None):
     args = parse_args(argv)
     from playground.cli import load_from_args
+    from playground.decoder import KV_BUDGET_ENV
     from playground.models import ModelLoadError
     from playground.space import ServedModel, is_public, load_config, serve_public
     from playground.service import Playground
@@ -106,7 +120,11 @@ def main(argv: list[str] | None = None):
             s = serve_public(config, served)
         except ModelLoadError as error:
             sys.exit(f"error: {error}")
-        playground = Playground(s.bundle, s.reference, s.options, policy=s.policy, banner=s.banner)
+        budget = args.kv_budget_mb
+        if budget is None and not os.environ.get(KV_BUDGET_ENV, "").strip():
+            budget = config.kv_budget_mb
+        playground = Playground(s.bundle, s.reference, s.options, policy=s.policy, banner=s.banner,
+                                kv_budget_mb=budget)
     else:
         args.model, args.dtype = args.model or "default", args.dtype or "auto"
         policy = exposed_policy(args)
@@ -116,7 +134,7 @@ def main(argv: list[str] | None = None):
             sys.exit(f"error: {error}")
         options = {"quantize": args.quantize, "dtype": args.dtype, "device": args.device,
                    "trust_remote_code": args.trust_remote_code}
-        playground = Playground(bundle, args.model, options, policy=policy)
+        playground = Playground(bundle, args.model, options, policy=policy, kv_budget_mb=args.kv_budget_mb)
         if policy is not None:
             print(describe_exposure(args, policy), flush=True)
     info = playground.bundle.info

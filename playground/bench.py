@@ -384,6 +384,11 @@ def bench_evaluate(bundle, prompts: int = 16, new_tokens: int = 32) -> dict:
 def main(argv: list[str] | None = None) -> int:
     from playground.models import load_model
 
+    if argv and any(arg == "--device" or arg.startswith("--device=") for arg in argv):
+        from playground.bench_device import main as device_main  # the device check (concurrent runs, memory)
+
+        return device_main(argv)
+
     bundle = load_model()
     results = {"processors": bench_processors(), "engine": bench_engine(bundle)}
     with serve_app() as url:

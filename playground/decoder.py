@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import logging
+import math
+import os
 import threading
 import types
 import weakref
@@ -27,6 +30,14 @@ from transformers.cache_utils import DynamicLayer
 
 IDLE_SECONDS = 2.0  # an idle loop's thread ends after this; the next submit starts another
 MAX_ROWS = 64  # rows decoding at once; more wait and join as rows finish
+KV_BUDGET_ENV = "PLAYGROUND_KV_BUDGET_MB"
+CPU_KV_BUDGET_MB = 2048  # on the CPU the cache shares RAM with everything else: a configured size, not a measure
+# On CUDA the budget is the memory free after loading minus this reserve: the forward pass's activations, a
+# prefill's attention and the float32 logits of every row, and the allocator's fragmentation.
+CUDA_RESERVE_FRACTION = 0.15
+CUDA_RESERVE_MIN_BYTES = 1 << 30
+MB = 1 << 20
+log = logging.getLogger("playground")
 
 
 def _decode_linear_forward(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
@@ -72,6 +83,89 @@ def _mergeable(cache) -> bool:
     return type(cache) is DynamicCache and all(type(layer) is DynamicLayer for layer in cache.layers)
 
 
+# -- the KV budget ---------------------------------------------------------------------------------
+
+
+class RunStopped(RuntimeError):
+    """The decode loop stopped a run (out of memory, a failed step, over the KV budget); the message is a sentence
+    for the person who started it."""
+
+
+def check_budget_mb(value, name: str = "kv_budget_mb") -> float:
+    """A KV budget in MB as given by an operator (flag, environment, spaces.yaml): a positive number.
+
+        >>> check_budget_mb("512"), check_budget_mb(0.5)
+        (512.0, 0.5)
+        >>> check_budget_mb("lots", "--kv-budget-mb")
+        Traceback (most recent call last):
+        ...
+        ValueError: --kv-budget-mb must be a number of megabytes above 0, got 'lots'
+    """
+    try:
+        number = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number) or number <= 0:
+        raise ValueError(f"{name} must be a number of megabytes above 0, got {value!r}")
+    return number
+
+
+def kv_bytes_per_position(model: torch.nn.Module) -> int:
+    """Bytes one cached position of one row takes: keys and values in every layer, for the model's key/value heads
+    (fewer than its query heads under grouped-query attention), in the dtype the model computes in."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = base.config.get_text_config()
+    heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    # A 4-bit model's `dtype` is its compute dtype, which its cache is kept in.
+    return 2 * config.num_hidden_layers * heads * head_dim * torch.finfo(base.dtype).bits // 8
+
+
+def kv_budget_bytes(device, kv_budget_mb: float | None = None) -> int:
+    """The decode loop's KV budget: ``kv_budget_mb``, else $PLAYGROUND_KV_BUDGET_MB, else on CUDA the memory free
+    now (after loading) minus a reserve for activations and logits, else (the CPU) CPU_KV_BUDGET_MB."""
+    if kv_budget_mb is None and os.environ.get(KV_BUDGET_ENV, "").strip():
+        kv_budget_mb = check_budget_mb(os.environ[KV_BUDGET_ENV].strip(), KV_BUDGET_ENV)
+    if kv_budget_mb is not None:
+        return int(check_budget_mb(kv_budget_mb) * MB)
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return max(free - max(CUDA_RESERVE_MIN_BYTES, int(free * CUDA_RESERVE_FRACTION)), 0)
+    return CPU_KV_BUDGET_MB * MB
+
+
+def peak_positions(width: int, forwards: list[int]) -> int:
+    """The most cached positions (rows × width) a batch can hold from now on: each row holds ``width`` positions
+    now, every forward pass adds one, and row i leaves after ``forwards[i]`` more passes.
+
+        >>> peak_positions(10, [0, 0])     # both rows choose their last token next: no pass adds a position
+        20
+        >>> peak_positions(10, [5, 1, 1])  # 3 rows × 11 after one pass; later 1 row × 15
+        33
+    """
+    peak = len(forwards) * width
+    for rows, passes in enumerate(sorted(forwards, reverse=True), start=1):
+        peak = max(peak, rows * (width + passes))
+    return peak
+
+
+def _forwards_left(comparison, rows) -> list[int]:
+    """Forward passes each of ``rows`` may still take: one per token still to choose, except the last."""
+    limit = comparison.settings.max_new_tokens
+    return [max(limit - len(comparison.trace.variants[i].token_ids) - 1, 0) for i in rows]
+
+
+def stopped_sentence(error: BaseException, device) -> str:
+    """What the person whose run a failure stopped is told."""
+    if isinstance(error, (torch.OutOfMemoryError, MemoryError)):
+        where = "the GPU" if torch.device(device).type == "cuda" else "the server"
+        return (f"{where} ran out of memory for this run; the others continue. Run it again in a moment, or with "
+                "fewer columns or new tokens.")
+    detail = (str(error).splitlines() or [""])[0][:200]
+    return f"this run stopped: the model failed ({type(error).__name__}{': ' + detail if detail else ''}); the others continue."
+
+
 class _Member:
     """A comparison in the batch: its rows still decoding (original row indices, in batch order)."""
 
@@ -81,14 +175,25 @@ class _Member:
 
 
 class DecodeLoop:
-    """The batch of rows decoding on one model, stepped by one daemon thread. Get it with :func:`decode_loop`."""
+    """The batch of rows decoding on one model, stepped by one daemon thread. Get it with :func:`decode_loop`.
 
-    def __init__(self, model: torch.nn.Module, device, max_rows: int = MAX_ROWS):
+    Its KV cache stays within ``kv_budget`` bytes: a run joins only when the batch's padded positions (rows ×
+    width, padding included) can hold every row's prompt and every token it may still generate; until then it
+    waits, and its columns' status says so. An out-of-memory error (or any error) in a prefill, a merge or a step
+    stops the newest run with a sentence and frees its cache; the other runs retry and decode what they would have.
+    """
+
+    def __init__(self, model: torch.nn.Module, device, max_rows: int = MAX_ROWS, kv_budget: int | None = None):
         self._model = weakref.ref(model)  # the thread holds the model while it runs; an idle loop does not
         self.device, self.max_rows = device, max_rows
+        self.position_bytes = kv_bytes_per_position(model)
+        self.kv_budget = kv_budget_bytes(device) if kv_budget is None else kv_budget
+        self.peak_positions = 0  # the most positions the cache has held since start (a prefill's included)
+        self._in_use = 0
+        self._padding = 0.0  # fraction of the cached positions that are padding
         self._cv = threading.Condition()
         self._waiting: collections.deque = collections.deque()  # submitted comparisons not yet in the batch
-        self._members: list[_Member] = []  # in batch order; each member's rows are contiguous
+        self._members: list[_Member] = []  # in batch order (the newest last); each member's rows are contiguous
         self._thread: threading.Thread | None = None
         self._merge = True  # False once a prefill returns a cache that cannot be merged: one comparison at a time
         # The batch, touched by the loop thread only: KV cache, attention mask (rows × cached positions, on the
@@ -96,8 +201,50 @@ class DecodeLoop:
         self._cache = self._mask = self._positions = self._logits = None
         self._patch = contextlib.ExitStack()
 
+    # -- memory ------------------------------------------------------------------------------------
+
+    @property
+    def budget_positions(self) -> int:
+        """Cached positions (rows × width) the KV budget holds."""
+        return self.kv_budget // self.position_bytes
+
+    def check_fits(self, comparison) -> None:
+        """ValueError with a sentence naming the limit when ``comparison`` cannot fit the KV budget even alone."""
+        rows, prompt, new = len(comparison._rows), comparison.padded_length, comparison.settings.max_new_tokens
+        needed = peak_positions(prompt, [new - 1] * rows)
+        if needed > self.budget_positions:
+            raise ValueError(
+                f"max_new_tokens: this run needs up to {needed * self.position_bytes / MB:.3g} MB of KV cache "
+                f"({rows} column{'s' * (rows > 1)} × ({prompt} prompt + {new} new tokens)), more than this server's "
+                f"KV budget of {self.kv_budget / MB:.3g} MB (kv_budget_mb): lower max_new_tokens, use fewer columns "
+                "or shorten the prompt")
+
+    def memory(self) -> dict:
+        """The KV cache against its budget, in MB (peak since start), and the rows waiting to join."""
+        with self._cv:
+            waiting = sum(len(c._rows) for c in self._waiting)
+        return {"kv_budget_mb": round(self.kv_budget / MB, 2),
+                "kv_in_use_mb": round(self._in_use * self.position_bytes / MB, 2),
+                "kv_peak_mb": round(self.peak_positions * self.position_bytes / MB, 2),
+                "kv_padding_fraction": round(self._padding, 3), "rows_waiting": waiting}
+
+    def _record(self, beside: int = 0) -> None:
+        """Note the positions the batch's cache holds now, plus ``beside`` held next to it (a prefill's)."""
+        held = self._mask.numel() if self._mask is not None else 0
+        self._padding = 1 - int(self._mask.sum()) / held if held else 0.0
+        self._in_use = held + beside
+        self.peak_positions = max(self.peak_positions, self._in_use)
+
+    # -- the callers' side -------------------------------------------------------------------------
+
     def submit(self, comparison) -> None:
-        """Queue a comparison's rows; they join the batch before the next step (room permitting)."""
+        """Queue a comparison's rows; they join the batch before the next step (room and memory permitting). A
+        comparison that cannot fit the KV budget even alone ends at once with a sentence saying so."""
+        try:
+            self.check_fits(comparison)
+        except ValueError as error:
+            comparison._publish(done=True, error=RunStopped(str(error)))
+            return
         with self._cv:
             self._waiting.append(comparison)
             if self._thread is None:
@@ -119,86 +266,162 @@ class DecodeLoop:
     # -- the loop thread ---------------------------------------------------------------------------
 
     def _serve(self) -> None:
-        model = self._model()
-        with torch.inference_mode():
-            while True:
-                with self._cv:
-                    if not self._waiting and not self._members:
-                        self._cv.notify_all()  # wake drain()
-                        if model is None or not self._cv.wait_for(lambda: self._waiting, IDLE_SECONDS):
-                            self._thread = None
-                            return
-                    joining, dropped = self._take_waiting()
-                for comparison in dropped:  # cancelled before it joined
-                    comparison._publish(done=True)
-                try:
-                    for comparison in joining:
-                        self._join(model, comparison)
-                    if self._members:
-                        self._step(model)
-                except Exception as error:  # a failed forward pass fails every row in the batch
-                    with self._cv:
-                        members, self._members = self._members, []
-                    self._reset()
-                    for comparison in {*(m.comparison for m in members), *joining}:
-                        if not comparison.done:
-                            comparison._publish(done=True, error=error)
+        try:
+            with torch.inference_mode():
+                model = self._model()
+                while self._turn(model):
+                    pass
+        except BaseException as error:  # a fault in the loop itself: the runs in flight stop; the next submit restarts it
+            log.error("the decode loop failed and restarts with the next run: %s: %s", type(error).__name__, error)
+            message = (f"this run stopped: the server's decode loop failed ({type(error).__name__}); run it again, "
+                       "it restarts")
+            del error
+            with self._cv:
+                stopped = [m.comparison for m in self._members] + list(self._waiting)
+                self._members, self._waiting, self._thread = [], collections.deque(), None
+                self._cv.notify_all()
+            self._reset()
+            for comparison in stopped:
+                comparison._publish(done=True, error=RunStopped(message))
 
-    def _take_waiting(self) -> tuple[list, list]:
-        """(comparisons that join now, cancelled ones that never will); called holding the lock."""
-        rows = sum(len(m.active) for m in self._members)
+    def _turn(self, model) -> bool:
+        """Runs join, then one step for the batch. False once the loop has been idle long enough to end its thread."""
+        with self._cv:
+            if not self._waiting and not self._members:
+                self._cv.notify_all()  # wake drain()
+                if model is None or not self._cv.wait_for(lambda: self._waiting, IDLE_SECONDS):
+                    self._thread = None
+                    return False
+            joining, dropped, told = self._take_waiting()
+        for comparison in dropped:  # cancelled before it joined
+            comparison._publish(done=True)
+        for comparison in told:  # its status now says why it waits
+            comparison._publish()
+        for comparison in joining:
+            self._join(model, comparison)
+        if self._members:
+            self._step(model)
+        return True
+
+    def _take_waiting(self) -> tuple[list, list, list]:
+        """(comparisons that join now, cancelled ones that never will, waiting ones whose status changed); called
+        holding the lock. The queue is first come, first served: a run joins when the batch's rows and its KV
+        cache at its fullest (every row generating all its tokens) stay within max_rows and the budget."""
         dropped = [c for c in self._waiting if c._cancel.is_set()]
         if dropped:
             self._waiting = collections.deque(c for c in self._waiting if not c._cancel.is_set())
-        joining = []
+        rows = sum(len(m.active) for m in self._members)
+        width = self._mask.shape[1] if self._mask is not None else 0
+        forwards = [f for m in self._members for f in _forwards_left(m.comparison, m.active)]
+        joining, blocked = [], None
         while self._waiting:
             comparison = self._waiting[0]
             size = len(comparison._rows)
-            if (rows or joining) and (not self._merge or rows + size > self.max_rows):
-                break  # a comparison wider than max_rows joins an empty batch
+            after_width = max(width, comparison.padded_length)
+            after_forwards = forwards + [comparison.settings.max_new_tokens - 1] * size
+            if rows or joining:  # a comparison wider than max_rows, or the budget, joins an empty batch alone
+                if not self._merge or rows + size > self.max_rows:
+                    blocked = "room"
+                elif peak_positions(after_width, after_forwards) > self.budget_positions:
+                    blocked = "memory"
+                if blocked:
+                    break
             joining.append(self._waiting.popleft())
-            rows += size
-        return joining, dropped
+            rows, width, forwards = rows + size, after_width, after_forwards
+        return joining, dropped, self._tell_waiting(blocked)
+
+    def _tell_waiting(self, reason: str | None) -> list:
+        """Set each waiting comparison's status to what it waits for and how many runs are ahead of it; returns
+        those whose status changed."""
+        told = []
+        for ahead, comparison in enumerate(self._waiting):
+            note = (f"waiting for {reason}: " + ("next in line" if not ahead else f"{ahead} run{'s' * (ahead > 1)} ahead")
+                    if reason else None)
+            if comparison.trace.variants[0].waiting != note:
+                with comparison.lock:
+                    for variant in comparison.trace.variants:
+                        variant.waiting = note
+                told.append(comparison)
+        return told
 
     def _join(self, model, comparison) -> None:
-        """Prefill the comparison's prompts on their own, then merge their cache into the batch's."""
+        """Prefill the comparison's prompts on their own, then merge their cache into the batch's. A failure in
+        either stops this comparison alone, with a sentence; the batch is left as it was."""
         if not self._members:
             self._patch.enter_context(_weight_stationary_decode(model))
+        with comparison.lock:
+            for variant in comparison.trace.variants:
+                variant.waiting = None
+        message = None
         try:
-            ids, mask = comparison._begin()
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            # logits_to_keep=1: only the last position's logits, as generate() computes them
-            out = model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                        position_ids=positions.to(self.device), use_cache=True, logits_to_keep=1)
-        except Exception as error:  # this comparison fails; the batch goes on
-            if not self._members:
-                self._patch.close()
-            comparison._publish(done=True, error=error)
+            cache, mask, positions, logits = self._prefill(model, comparison)
+            if self._members and not _mergeable(cache):  # learnt on this model's first prefill: one run at a time
+                self._merge = False
+                with self._cv:
+                    self._waiting.appendleft(comparison)  # prefilled again once the batch is empty
+                return
+            if self._members:
+                self._record(beside=mask.numel())
+                self._merge_rows(cache, mask, positions, logits)
+            else:
+                self._cache, self._mask, self._positions, self._logits = cache, mask, positions, logits
+                self._merge = self._merge and _mergeable(cache)
+        except Exception as error:  # the traceback (which holds the cache) goes with `error` at the end of this block
+            message = stopped_sentence(error, self.device)
+        if message is not None:
+            cache = None  # a prefilled cache that could not be merged goes before the memory is handed back
+            self._stopped(comparison, message)
             return
-        cache, logits, positions = out.past_key_values, out.logits[:, -1, :].float().cpu(), positions[:, -1] + 1
-        if self._members and not _mergeable(cache):  # learnt on this model's first prefill: one run at a time
-            self._merge = False
-            with self._cv:
-                self._waiting.appendleft(comparison)  # prefilled again once the batch is empty
-            return
-        if not self._members:
-            self._cache, self._mask, self._positions, self._logits = cache, mask, positions, logits
-            self._merge = self._merge and _mergeable(cache)
-        else:
-            width = max(self._mask.shape[1], mask.shape[1])
-            old, new = width - self._mask.shape[1], width - mask.shape[1]
-            for batch_layer, layer in zip(self._cache.layers, cache.layers):
-                batch_layer.keys = torch.cat([_left_pad(batch_layer.keys, old), _left_pad(layer.keys, new)])
-                batch_layer.values = torch.cat([_left_pad(batch_layer.values, old), _left_pad(layer.values, new)])
-            pad = torch.nn.functional.pad
-            self._mask = torch.cat([pad(self._mask, (old, 0)), pad(mask, (new, 0))])
-            self._positions = torch.cat([self._positions, positions])
-            self._logits = torch.cat([self._logits, logits])
+        self._record()
         with self._cv:
             self._members = [*self._members, _Member(comparison, list(range(len(comparison._rows))))]
 
+    def _prefill(self, model, comparison):
+        """The comparison's prompts through the model: (cache, mask, each row's next position, last logits)."""
+        ids, mask = comparison._begin()
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        # logits_to_keep=1: only the last position's logits, as generate() computes them
+        out = model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                    position_ids=positions.to(self.device), use_cache=True, logits_to_keep=1)
+        return out.cache, mask, positions[:, -1] + 1, out.logits[:, -1, :].float().cpu()
+
+    def _merge_rows(self, cache, mask, positions, logits) -> None:
+        """Append prefilled rows to the batch, the narrower side left-padded. If it fails (out of memory), the
+        batch's layers go back to what they were and the error is raised."""
+        rows, width = self._mask.shape
+        merged = max(width, mask.shape[1])
+        old, new = merged - width, merged - mask.shape[1]
+        pad = torch.nn.functional.pad
+        merged_mask = torch.cat([pad(self._mask, (old, 0)), pad(mask, (new, 0))])
+        try:
+            for batch_layer, layer in zip(self._cache.layers, cache.layers):
+                batch_layer.keys = torch.cat([_left_pad(batch_layer.keys, old), _left_pad(layer.keys, new)])
+                batch_layer.values = torch.cat([_left_pad(batch_layer.values, old), _left_pad(layer.values, new)])
+        except BaseException:
+            self._restore(rows, width, slice(old, None))  # the layers merged so far: the batch's rows, unpadded
+            raise
+        self._mask = merged_mask
+        self._positions = torch.cat([self._positions, positions])
+        self._logits = torch.cat([self._logits, logits])
+
+    def _restore(self, rows: int, width: int, positions: slice) -> None:
+        """After a failed merge or forward pass: the layers it changed (they no longer hold ``rows`` × ``width``)
+        back to the batch's first ``rows`` and ``positions``."""
+        for layer in self._cache.layers:
+            for name in ("keys", "values"):
+                states = getattr(layer, name)
+                if states.shape[0] != rows or states.shape[-2] != width:
+                    setattr(layer, name, states[:rows, :, positions, :])
+
     def _step(self, model) -> None:
         """Every comparison takes its step on its rows' logits; finished rows leave; one forward pass for the rest."""
+        tokens = self._choose()
+        if tokens is not None:
+            self._forward_batch(model, tokens)
+
+    def _choose(self) -> torch.Tensor | None:
+        """Each comparison chooses its rows' next tokens; finished rows leave the batch. Returns the tokens of the
+        rows that go on (None when none does)."""
         offset, keep, tokens, staying, leaving = 0, [], [], [], []
         for member in self._members:
             size = len(member.active)
@@ -206,7 +429,7 @@ class DecodeLoop:
                 with member.comparison.lock:
                     chosen, still = member.comparison._step(self._logits[offset:offset + size], member.active)
             except Exception as error:  # a failing processor fails its own comparison only
-                member.error, still = error, []
+                member.error, still = RunStopped(f"this run stopped: {type(error).__name__}: {error}"), []
             keep += [offset + slot for slot in still]
             if still:
                 tokens.append(chosen[still])
@@ -223,15 +446,45 @@ class DecodeLoop:
             member.comparison._publish()
         for member in leaving:
             member.comparison._publish(done=True, error=member.error)
-        if not staying:
-            return
-        tokens = torch.cat(tokens)
-        self._mask = torch.cat([self._mask, torch.ones((len(tokens), 1), dtype=self._mask.dtype)], dim=1)
-        out = model(input_ids=tokens[:, None].to(self.device), attention_mask=self._mask.to(self.device),
-                    position_ids=self._positions[:, None].to(self.device), past_key_values=self._cache,
-                    use_cache=True)
-        self._positions = self._positions + 1
+        return torch.cat(tokens) if staying else None
+
+    def _forward_batch(self, model, tokens: torch.Tensor) -> None:
+        """One forward pass for every row. If it fails (out of memory), the newest run stops with a sentence and
+        leaves, and the others retry with the same tokens: they decode what they would have without the fault."""
+        while True:
+            width, message = self._mask.shape[1], None
+            try:
+                self._forward(model, tokens)
+                return
+            except Exception as error:  # the traceback (which holds the cache) goes with `error` at the end of this block
+                message = stopped_sentence(error, self.device)
+            self._restore(len(tokens), width, slice(0, width))  # layers the pass reached had grown by one position
+            with self._cv:
+                newest, self._members = self._members[-1], self._members[:-1]
+            rows = len(tokens) - len(newest.active)  # the newest run's rows are the batch's last
+            self._select(list(range(rows)))
+            self._stopped(newest.comparison, message)
+            if not rows:
+                return
+            tokens = tokens[:rows]
+
+    def _forward(self, model, tokens: torch.Tensor) -> None:
+        mask = torch.cat([self._mask, torch.ones((len(tokens), 1), dtype=self._mask.dtype)], dim=1)
+        out = model(input_ids=tokens[:, None].to(self.device), attention_mask=mask.to(self.device),
+                    position_ids=self._positions[:, None].to(self.device), cache=self._cache, use_cache=True)
+        self._mask, self._positions = mask, self._positions + 1
         self._logits = out.logits[:, -1, :].float().cpu()
+        self._record()
+
+    def _stopped(self, comparison, message: str) -> None:
+        """A run the loop stopped: its memory goes back to the device, then it ends with ``message``."""
+        if not self._members:
+            self._reset()
+        if torch.device(self.device).type == "cuda":
+            torch.cuda.empty_cache()
+        self._record()
+        log.warning("a run stopped: %s", message)
+        comparison._publish(done=True, error=RunStopped(message))
 
     def _select(self, keep: list[int]) -> None:
         """Keep only the batch rows ``keep``; drop cached positions that no remaining row attends."""
@@ -245,20 +498,26 @@ class DecodeLoop:
             self._mask = self._mask[:, first:]
             for layer in self._cache.layers:
                 layer.keys, layer.values = layer.keys[..., first:, :], layer.values[..., first:, :]
+        self._record()
 
     def _reset(self) -> None:
         self._cache = self._mask = self._positions = self._logits = None
         self._patch.close()
+        self._record()
 
 
 _loops: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _loops_lock = threading.Lock()
 
 
-def decode_loop(bundle) -> DecodeLoop:
-    """The decode loop of ``bundle``'s model, created on first use."""
+def decode_loop(bundle, kv_budget_mb: float | None = None) -> DecodeLoop:
+    """The decode loop of ``bundle``'s model, created on first use; ``kv_budget_mb`` sets its KV budget (see
+    :func:`kv_budget_bytes` for the default)."""
     with _loops_lock:
         loop = _loops.get(bundle.model)
         if loop is None:
-            loop = _loops[bundle.model] = DecodeLoop(bundle.model, bundle.device)
+            loop = _loops[bundle.model] = DecodeLoop(bundle.model, bundle.device,
+                                                     kv_budget=kv_budget_bytes(bundle.device, kv_budget_mb))
+        elif kv_budget_mb is not None:
+            loop.kv_budget = kv_budget_bytes(bundle.device, kv_budget_mb)
         return loop

@@ -187,7 +187,10 @@ def _torch_dtype(dtype: str, device: str) -> torch.dtype:
     if dtype != "auto":
         return getattr(torch, dtype)
     if device == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        # Native bf16 needs compute capability 8.0 (Ampere); torch.cuda.is_bf16_supported() also says yes on a T4
+        # (7.5), where bf16 is emulated and slow.
+        major, _ = torch.cuda.get_device_capability()
+        return torch.bfloat16 if major >= 8 else torch.float16
     return torch.float32
 
 
@@ -296,8 +299,17 @@ def stop_token_ids(tokenizer, model) -> list[int]:
 
 
 def _friendly_error(reference: str, error: Exception) -> ModelLoadError:
+    from huggingface_hub.errors import GatedRepoError
+
     text = str(error)
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    if isinstance(error, GatedRepoError) or isinstance(error.__cause__, GatedRepoError) or "gated repo" in text:
+        return ModelLoadError(
+            f"{reference!r} is gated on the Hugging Face Hub: accept its license on https://huggingface.co/{reference} "
+            "with your account, then give this app a token of that account that can read it: in a Space, add a "
+            "secret named HF_TOKEN (Settings → Variables and secrets) and restart it; elsewhere run `hf auth login` "
+            "or set HF_TOKEN."
+        )
     if "Unrecognized configuration class" in text or "does not appear to have" in text and "causal" in text:
         return ModelLoadError(f"{reference!r} is not a causal language model (text generation needs one): {text.splitlines()[0]}")
     if "trust_remote_code" in text:

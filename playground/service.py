@@ -45,8 +45,12 @@ class Playground:
     """
 
     def __init__(self, bundle: LoadedModel, reference: str = "default", load_options: dict | None = None, *,
-                 policy: Policy | None = None, banner: str | None = None):
+                 policy: Policy | None = None, banner: str | None = None, kv_budget_mb: float | None = None):
+        """``kv_budget_mb``: the decode loop's KV budget (None: $PLAYGROUND_KV_BUDGET_MB, else measured on the GPU
+        after each load, or a fixed size on the CPU; see :func:`~playground.decoder.kv_budget_bytes`)."""
         self.bundle = bundle
+        self.kv_budget_mb = kv_budget_mb
+        decode_loop(bundle, kv_budget_mb)
         self.reference = reference
         self.load_options = load_options or {}  # quantize / dtype / device / trust_remote_code for later loads
         self.policy = policy or Policy.local()
@@ -84,21 +88,34 @@ class Playground:
     def load(self, reference: str, adapter: str | None = None, trust_remote_code: bool = False) -> dict:
         """Load another model; on failure the current one stays. Returns the new model's info.
 
-        Raises ValueError (a refused request) or ModelLoadError (the load failed), each naming the field."""
+        Raises ValueError (a refused request) or ModelLoadError (the load failed), each naming the field. In public
+        mode the served model stays unless the policy allows swaps, and a swap never starts while runs decode."""
         trust_remote_code = require_flag(trust_remote_code, "trust_remote_code")
         reference = self.policy.check_model(reference, adapter, trust_remote_code)
+        if self.policy.public and reference == self.reference:
+            return self.bundle.info.to_dict()  # already served: nothing to load (re-quantizing takes minutes)
+        if not self.policy.model_swap:
+            raise ValueError(f"model: this app serves {self.shown_reference} to everyone, and visitors cannot switch "
+                             "it; duplicate the Space (or run the app yourself) to try another model")
         options = self.policy.options_for(reference, self.load_options, trust_remote_code)
         with self._lock:  # no comparison is built meanwhile; the rows in flight finish on the current model first
-            decode_loop(self.bundle).drain()
+            loop = decode_loop(self.bundle)
+            if self.policy.public and loop.rows_in_flight:
+                raise ValueError(f"model: other visitors' runs are decoding on {self.shown_reference} "
+                                 f"({loop.rows_in_flight} columns in flight); switch the model when they have finished")
+            loop.drain()
             bundle = load_model(reference, adapter=(adapter or "").strip() or None, **options)
             self.bundle, self.reference = bundle, reference
+            decode_loop(bundle, self.kv_budget_mb)  # on a GPU the budget is what this model leaves free
         return bundle.info.to_dict()
+
 
     def info(self) -> dict:
         """What the server is serving, its limits, and how many comparisons (and their rows) are decoding now."""
+        loop = decode_loop(self.bundle)
         return {"model": self.bundle.info.name, "reference": self.shown_reference, "device": self.bundle.info.device,
                 "banner": self.banner, "limits": self.policy.describe(), "active_generations": self._active,
-                "rows_in_flight": decode_loop(self.bundle).rows_in_flight}
+                "rows_in_flight": loop.rows_in_flight, **loop.memory()}
 
     def user_message(self, error: BaseException) -> str:
         """What a visitor is told about a refused request: the error's sentence, without host paths for strangers."""
@@ -185,6 +202,7 @@ class Playground:
             comparison = Comparison(self.bundle, values["prompt"], variants, engine_settings(values, self.policy),
                                     max_new_tokens_cap=self.policy.max_new_tokens, branches=branches or ())
         self.policy.check_prompt_tokens(comparison.padded_length)
+        decode_loop(comparison.bundle).check_fits(comparison)
         return comparison
 
     def branch(self, trace: Trace, column: int, step: int, token_id: int) -> Comparison:

@@ -33,6 +33,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .decoder import check_budget_mb
 from .engine import MAX_NEW_TOKENS_CAP, MAX_VARIANTS
 from .models import DEFAULT_HUB_ID, DEFAULT_MODEL, DTYPE_CHOICES, QUANTIZE_CHOICES, LoadedModel, ModelLoadError, load_model
 
@@ -147,6 +148,7 @@ class Policy:
     time_limit_seconds: float | None = None
     max_upload_mb: float = LOCAL_MAX_UPLOAD_MB  # the doctor's training sample, in every mode
     max_sessions: int | None = None  # None: Gradio's default (10 000)
+    model_swap: bool = True  # visitors may load another model (public mode: spaces.yaml's allow_model_swap)
 
     @classmethod
     def local(cls) -> Policy:
@@ -183,6 +185,7 @@ class Policy:
             "time_limit_seconds": self.time_limit_seconds,
             "max_upload_mb": self.max_upload_mb,
             "max_sessions": self.max_sessions,
+            "model_swap": self.model_swap,
         }
 
     # -- models ------------------------------------------------------------------------------------
@@ -319,6 +322,8 @@ class SpaceConfig:
     allowed_models: tuple[str, ...]
     caps: dict
     path: Path = SPACES_FILE
+    kv_budget_mb: float | None = None  # None: measured on the GPU after loading (see decoder.kv_budget_bytes)
+    allow_model_swap: bool = False  # whether visitors may switch the model for everyone
 
     def policy(self, served: ServedModel | None = None, *, cuda: bool = False) -> Policy:
         """The public-mode policy; ``served`` (default: spaces.yaml's model) is always allowed."""
@@ -333,6 +338,7 @@ class SpaceConfig:
             unavailable=unavailable,
             load_options={m.reference: m.options(cuda) for m in (self.model, served)},
             default_load_options={"quantize": None, "dtype": self.model.dtype if cuda else "auto", "device": "auto"},
+            model_swap=self.allow_model_swap,
             **self.caps,
         )
 
@@ -447,8 +453,19 @@ def load_config(path: str | Path = SPACES_FILE) -> SpaceConfig:
     unknown = set(raw_caps) - set(CAP_KINDS)
     if unknown:
         raise ValueError(f"{path}: unknown caps {', '.join(sorted(unknown))}; known: {', '.join(CAP_KINDS)}")
+    kv_budget_mb = data.get("kv_budget_mb")
+    if kv_budget_mb is not None:
+        kv_budget_mb = check_budget_mb(kv_budget_mb, f"{path}: kv_budget_mb")
+    swap = data.get("allow_model_swap", False)
+    if not isinstance(swap, bool):
+        raise ValueError(f"{path}: allow_model_swap must be true or false, got {swap!r}")
+    preload = card.get("preload_from_hub", [])
+    if served.reference != DEFAULT_MODEL and not any(str(line).split()[0] == served.reference for line in preload):
+        raise ValueError(f"{path}: card.preload_from_hub must list {served.reference} (the Space downloads it at "
+                         "build, not at every start)")
     return SpaceConfig(card=card, hardware=hardware, public=bool(need(data, "public", bool)), model=served,
-                       allowed_models=tuple(dict.fromkeys(allowed)), caps=caps, path=path)
+                       allowed_models=tuple(dict.fromkeys(allowed)), caps=caps, path=path, kv_budget_mb=kv_budget_mb,
+                       allow_model_swap=swap)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ class DeltaStream:
     def __init__(self, comparison: Comparison):
         self.comparison = comparison
         count = len(comparison.trace.variants)
-        self._steps_sent, self._text_sent = [0] * count, [""] * count
+        self._steps_sent, self._text_sent, self._status_sent = [0] * count, [""] * count, [""] * count
 
     def start(self) -> dict:
         """The first event: what is being decoded, before any step."""
@@ -63,7 +63,8 @@ class DeltaStream:
             start = len(sent) if text.startswith(sent) else _common_prefix(sent, text)
             self._steps_sent[index] += len(steps)
             self._text_sent[index] = text
-            new = new or bool(steps) or start < len(text) or start < len(sent)
+            new = new or bool(steps) or start < len(text) or start < len(sent) or status != self._status_sent[index]
+            self._status_sent[index] = status
             columns[name] = {"steps": [s.to_dict() for s in steps], "text_from": start, "text": text[start:],
                              "status": status}
         return {"done": False, "columns": columns} if new else None

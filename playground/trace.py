@@ -77,6 +77,7 @@ class VariantTrace:
     wall_seconds: float = 0.0
     diverges_at: int | None = None  # first step whose token differs from the first variant's
     branch_of: tuple[int, int] | None = None  # a branch: (parent's column number from 1, fork step)
+    waiting: str | None = field(default=None, compare=False)  # why it has not started yet (set by the decode loop)
 
     @property
     def finished(self) -> bool:
@@ -90,7 +91,7 @@ class VariantTrace:
         """One line a person reads: how this column is doing or why it stopped."""
         n = len(self.steps)
         if self.stop_reason is None:
-            return f"running · {n} tokens"
+            return self.waiting if self.waiting and not n else f"running · {n} tokens"
         speed = f" · {self.tokens_per_second:.1f} tok/s"
         last = n - 1  # steps count from 0, as on the charts
         return {

@@ -14,7 +14,8 @@ from ..request import DEFAULTS as D
 from ..request import SETTINGS
 from ..service import RUNS_AT_ONCE, Playground
 from ..stream import DeltaStream
-from .errors import refusal
+from ..decoder import RunStopped
+from .errors import refusal, stopped
 
 COMPARE_FIELDS = (*SETTINGS, "columns", "branches")
 API_INTERVAL = 0.1  # seconds between /compare events while it runs: at most 10 a second, each with every new step
@@ -45,7 +46,10 @@ def api_endpoints(playground: Playground) -> None:
             comparison = playground.comparison(**request)
         except (ValueError, TypeError) as error:
             raise refusal(playground, "/compare", error, page=False) from None
-        yield from DeltaStream(comparison).events(playground.stream(comparison), API_INTERVAL, playground.keep_trace)
+        try:
+            yield from DeltaStream(comparison).events(playground.stream(comparison), API_INTERVAL, playground.keep_trace)
+        except RunStopped as error:  # out of memory, or a failed step: this run only, said in a sentence
+            raise stopped(playground, error, page=False) from None
 
     compare.__doc__ = compare.__doc__.format(columns=COLUMNS_HELP)
     # Runs share the model's decode loop (one batch, one forward pass per step for every visitor's rows): they do
@@ -63,7 +67,8 @@ def api_endpoints(playground: Playground) -> None:
     gr.api(trace, api_name="trace", queue=False)
 
     def info() -> dict:
-        """The model being served, this app's limits, and how many comparisons are decoding right now."""
+        """The model being served, this app's limits, how many comparisons are decoding right now, and the KV cache
+        against its budget: kv_budget_mb, kv_in_use_mb, kv_peak_mb (since start), kv_padding_fraction, rows_waiting."""
         return playground.info()
 
     gr.api(info, api_name="info", queue=False)

@@ -21,8 +21,9 @@ from ..links import MAX_COLUMNS, PAGE_DEFAULTS, from_query, to_query
 from ..request import SETTINGS, Column, column_params_text
 from ..service import RUNS_AT_ONCE, Playground, write_trace_files
 from ..story import describe
+from ..decoder import RunStopped
 from .controls import control
-from .errors import refusal
+from .errors import refusal, stopped
 from .views import (
     chart_column,
     chart_header,
@@ -150,34 +151,39 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
         trace = comparison.trace
         n = len(trace.variants)
         # What the browser already has, per column: steps rendered, and whether the stop was announced.
-        sent_steps, stopped = [0] * n, [False] * n
+        sent_steps, stopped_ = [0] * n, [False] * n
         token_values, chart_text = [""] * n, chart_header(trace)
         yield {**{statuses[i]: status_line(v) for i, v in enumerate(trace.variants)},
                **{box: gr.update(visible=i < n) for i, box in enumerate(column_boxes)},  # a branch's place too
                **{views[i]: "" for i in range(n)}, chart: chart_text, selection: "",
                story: f"Decoding {n} column{'s' * (n > 1)}…", inspector: inspector_html(None, 0, 0), holder: state}
-        last = 0.0
-        for trace in playground.stream(comparison):
-            done = all(v.finished for v in trace.variants)
-            if not done and time.monotonic() - last < UPDATE_INTERVAL:
-                continue  # the decode goes on; the next update carries every step since this one
-            last = time.monotonic()
-            update = {}
-            # Under the run's lock: every column at the same step while this update is built (never across the
-            # yield, so a slow page never holds up the decode).
-            with comparison.lock:
-                for i, variant in enumerate(trace.variants):
-                    if len(variant.steps) == sent_steps[i] and stopped[i] == variant.finished:
-                        continue
-                    spans, lines = column_delta(variant, i, sent_steps[i], stopped[i])
-                    token_values[i] += spans
-                    chart_text += lines
-                    sent_steps[i], stopped[i] = len(variant.steps), variant.finished
-                    update[statuses[i]] = status_line(variant)
-                    update[views[i]] = token_values[i]
-            if update:
-                update[chart] = chart_text
-                yield update
+        last, shown = 0.0, [""] * n
+        try:
+            for trace in playground.stream(comparison):
+                done = all(v.finished for v in trace.variants)
+                if not done and time.monotonic() - last < UPDATE_INTERVAL:
+                    continue  # the decode goes on; the next update carries every step since this one
+                last = time.monotonic()
+                update = {}
+                # Under the run's lock: every column at the same step while this update is built (never across the
+                # yield, so a slow page never holds up the decode).
+                with comparison.lock:
+                    for i, variant in enumerate(trace.variants):
+                        line = status_line(variant)  # also changes while the run waits for memory
+                        if len(variant.steps) == sent_steps[i] and stopped_[i] == variant.finished and line == shown[i]:
+                            continue
+                        spans, lines = column_delta(variant, i, sent_steps[i], stopped_[i])
+                        token_values[i] += spans
+                        chart_text += lines
+                        sent_steps[i], stopped_[i], shown[i] = len(variant.steps), variant.finished, line
+                        update[statuses[i]] = line
+                        update[views[i]] = token_values[i]
+                if update:
+                    update[chart] = chart_text
+                    yield update
+        except RunStopped as error:  # out of memory, or a failed step: this run only, said in a sentence
+            state.pop("comparison", None)
+            raise stopped(playground, error, page=True) from None
         yield finished(state, trace, chart_text, default_selection(trace))
 
     def finished(state, trace, chart_text, selected) -> dict:
@@ -210,19 +216,23 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
         slot = len(trace.variants)
         # The chart learns of the new column first; then, as in on_run, each update appends what is new.
         chart_text = state["chart_text"] + chart_column(trace.with_branches(comparison.trace), slot)
-        tokens, sent, stopped, last, branched = "", 0, False, 0.0, trace
-        for branched in playground.stream(comparison):
-            variant = branched.variants[slot]
-            if not variant.finished and time.monotonic() - last < UPDATE_INTERVAL:
-                continue
-            last = time.monotonic()
-            with comparison.lock:  # one consistent step while the update is built
-                spans, lines = column_delta(variant, slot, sent, stopped)
-                tokens, chart_text = tokens + spans, chart_text + lines
-                sent, stopped = len(variant.steps), variant.finished
-                update = {column_boxes[slot]: gr.update(visible=True), statuses[slot]: status_line(variant),
-                          views[slot]: tokens, chart: chart_text}
-            yield update
+        tokens, sent, ended, last, branched = "", 0, False, 0.0, trace
+        try:
+            for branched in playground.stream(comparison):
+                variant = branched.variants[slot]
+                if not variant.finished and time.monotonic() - last < UPDATE_INTERVAL:
+                    continue
+                last = time.monotonic()
+                with comparison.lock:  # one consistent step while the update is built
+                    spans, lines = column_delta(variant, slot, sent, ended)
+                    tokens, chart_text = tokens + spans, chart_text + lines
+                    sent, ended = len(variant.steps), variant.finished
+                    update = {column_boxes[slot]: gr.update(visible=True), statuses[slot]: status_line(variant),
+                              views[slot]: tokens, chart: chart_text}
+                yield update
+        except RunStopped as error:
+            state.pop("comparison", None)
+            raise stopped(playground, error, page=True) from None
         yield finished(state, branched, chart_text, (slot, variant.branch_of[1]))
 
     def on_stop(state):

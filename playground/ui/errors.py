@@ -14,6 +14,7 @@ import gradio as gr
 from ..service import Playground
 
 CHECK_INPUT = "Check your input"
+RUN_STOPPED = "Run stopped"
 MODEL_NOT_LOADED = "Model not loaded — the previous model is still in use"
 
 
@@ -29,3 +30,11 @@ def refusal(playground: Playground, endpoint: str, error: BaseException, *, titl
     if page:
         message = f"<strong>{html.escape(title)}</strong><br>{html.escape(message)}"
     return gr.Error(message, title=title, print_exception=False)
+
+
+def stopped(playground: Playground, error: BaseException, *, page: bool) -> gr.Error:
+    """The gr.Error for a run the decode loop stopped (out of memory, a failed step): its sentence, no traceback."""
+    message = playground.user_message(error)
+    if page:
+        message = f"<strong>{RUN_STOPPED}</strong><br>{html.escape(message)}"
+    return gr.Error(message, title=RUN_STOPPED, print_exception=False)

@@ -14,7 +14,7 @@ def model_panel(playground: Playground) -> None:
     policy = playground.policy
     with gr.Accordion(playground.model_label(), open=False) as panel:
         model_info = gr.Markdown(playground.model_markdown())
-        with gr.Row():
+        with gr.Row(visible=policy.model_swap):  # without swaps, the panel only says what is served
             if policy.allowed_models is None:
                 model_ref = gr.Textbox(label="Load another model", placeholder="hub id, local directory, .gguf file or 'default'", scale=3)
             else:  # public: only the allowlist (anything else sent to /load_model is refused with a sentence)
