@@ -19,6 +19,7 @@ from pathlib import Path
 from .decoder import decode_loop
 from .engine import Comparison, Settings, Variant
 from .interventions import unescape
+from .kernels import DecodeKernels
 from .models import LoadedModel, load_model
 from .space import Policy, require_flag, shown
 from .trace import Trace
@@ -98,7 +99,8 @@ class Playground:
         """What the server is serving, its limits, and how many comparisons (and their rows) are decoding now."""
         return {"model": self.bundle.info.name, "reference": self.shown_reference, "device": self.bundle.info.device,
                 "banner": self.banner, "limits": self.policy.describe(), "active_generations": self._active,
-                "rows_in_flight": decode_loop(self.bundle).rows_in_flight}
+                "rows_in_flight": decode_loop(self.bundle).rows_in_flight,
+                "decode_kernels": DecodeKernels(self.bundle.model).describe()}
 
     def user_message(self, error: BaseException) -> str:
         """What a visitor is told about a refused request: the error's sentence, without host paths for strangers."""
