@@ -47,7 +47,7 @@ ROUNDS = 5
 
 _forced: str | None = os.environ.get("PLAYGROUND_DECODE_KERNEL") or None
 _lock = threading.Lock()
-_tables: dict[tuple, dict[str, str]] = {}  # (cpu, torch, threads) -> {"rows:out:in": kernel}, per process
+_tables: dict[tuple, dict[str, str]] = {}  # (cache file, (cpu, torch, threads)) -> {"rows:out:in": kernel}
 
 
 def cpu_name() -> str:
@@ -149,7 +149,7 @@ class DecodeKernels:
     def __exit__(self, *exc) -> None:
         for module in self.model.modules():
             patched = module.__dict__.get("forward")
-            if isinstance(patched, functools.partial) and getattr(patched.func, "func", None) is _decode_forward:
+            if isinstance(patched, functools.partial) and patched.func is _decode_forward:  # partials flatten
                 del module.forward
         self._rows = None
 
@@ -196,9 +196,9 @@ class DecodeKernels:
     def _table(self) -> dict[str, str]:
         key = self._key()
         with _lock:
-            if key not in _tables:
-                _tables[key] = self._load().get(" | ".join(map(str, key)), {})
-            return _tables[key]
+            if (self.cache, key) not in _tables:
+                _tables[self.cache, key] = self._load().get(" | ".join(map(str, key)), {})
+            return _tables[self.cache, key]
 
     def _load(self) -> dict:
         if self.cache is None:
