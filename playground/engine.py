@@ -29,6 +29,7 @@ from __future__ import annotations
 import collections
 import copy
 import functools
+import json
 import math
 import queue
 import threading
@@ -296,12 +297,25 @@ def _interventions_note(interventions: list[Intervention], s: _StageStep) -> str
     return f"{names} changed {_count(s.changed, 'logit')}{eos}"
 
 
+def _groups(keys: list) -> list[list[int]]:
+    """Positions grouped by equal key, in first-seen order.
+
+    >>> _groups(["a", "b", "a"])
+    [[0, 2], [1]]
+    """
+    groups: dict = {}
+    for position, key in enumerate(keys):
+        groups.setdefault(key, []).append(position)
+    return list(groups.values())
+
+
 class _Row:
     """Decoding state of one variant that the trace does not need to carry."""
 
     def __init__(self, variant: Variant, interventions: list[Intervention], prompt_ids: list[int]):
         self.variant = variant
         self.interventions = interventions
+        self.interventions_key = json.dumps([i.to_dict() for i in interventions], sort_keys=True)
         self.prompt_ids = prompt_ids
         self.built = None  # BuiltInterventions, once the padded prompt length is known
         self.generator: torch.Generator | None = None
@@ -630,17 +644,20 @@ class Comparison:
         own_ids = [ids[:, self.padded_length - len(row.prompt_ids):] for ids, row in zip(row_ids, rows)]
         stages = []
         logits = raw
-        for name, processor, note in self._processors:
-            logits = torch.cat([processor(ids, logits[slot:slot + 1].clone()) for slot, ids in enumerate(own_ids)])
+        for name, processor, note in self._processors:  # one call per prompt length (own ids must stack)
+            logits = logits.clone()
+            for slots in _groups([len(row.prompt_ids) for row in rows]):
+                logits[slots] = processor(torch.cat([own_ids[slot] for slot in slots]), logits[slots])
             stages.append((name, logits, note))
         processed = logits.clone()  # some interventions (the seed article's) write into their input
-        for slot, (row, ids) in enumerate(zip(rows, row_ids)):
-            processors = row.built.logits_processors
+        # Rows with the same interventions run them as one batch (built alike: same settings, same padded length)
+        for slots in _groups([row.interventions_key for row in rows]):
+            processors = rows[slots[0]].built.logits_processors
             if processors:
-                scores = processed[slot:slot + 1]
+                ids, scores = torch.cat([row_ids[slot] for slot in slots]), processed[slots]
                 for processor in processors:  # as LogitsProcessorList does, without inspecting signatures each step
                     scores = processor(ids, scores)
-                processed[slot:slot + 1] = scores
+                processed[slots] = scores
         stages.append(("interventions", processed, lambda s: _interventions_note(rows[s.slot].interventions, s)))
         if self.settings.greedy:
             chosen = processed.argmax(-1)
