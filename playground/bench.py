@@ -3,8 +3,10 @@
 Every ratio compares two things measured in the same run on the same machine, so it holds on a noisy machine
 where absolute times do not.
 
-``bench_engine`` decodes with the embedded model (greedy, EOS banned so every run has the same length) and
-compares the side-by-side engine with plain ``generate()``; ``bench_ui`` serves the app in its own process and
+``bench_engine`` decodes with the embedded model (EOS banned so every run has the same length) and compares the
+side-by-side engine with plain ``generate()``, greedy and sampled, with 1 and 2 torch threads, naming the CPU and
+the decode kernels measured fastest on it; ``bench_step_overhead`` times the loop's per-step CPU work for 64 rows
+beside the forward pass; ``bench_ui`` serves the app in its own process and
 measures what reaches its clients: a ``gradio_client`` consumer against the engine, the REST stream's bytes,
 eight clients at once against one.
 
