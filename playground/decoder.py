@@ -16,17 +16,17 @@ picks up whatever steps were added since it last looked.
 from __future__ import annotations
 
 import collections
-import contextlib
 import logging
 import math
 import os
 import threading
-import types
 import weakref
 
 import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
+
+from .kernels import DecodeKernels
 
 IDLE_SECONDS = 2.0  # an idle loop's thread ends after this; the next submit starts another
 MAX_ROWS = 64  # rows decoding at once; more wait and join as rows finish
@@ -38,39 +38,6 @@ CUDA_RESERVE_FRACTION = 0.15
 CUDA_RESERVE_MIN_BYTES = 1 << 30
 MB = 1 << 20
 log = logging.getLogger("playground")
-
-
-def _decode_linear_forward(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    if x.dim() < 2 or x.shape[-2] != 1:  # prefill (several positions per row): the usual path
-        return torch.nn.functional.linear(x, self.weight, self.bias)
-    rows = x.reshape(-1, x.shape[-1])
-    out = torch.mm(self.weight, rows.T).T
-    if self.bias is not None:
-        out = out + self.bias
-    return out.reshape(*x.shape[:-1], -1)
-
-
-@contextlib.contextmanager
-def _weight_stationary_decode(model: torch.nn.Module):
-    """Multiply decode-step activations as W @ xᵀ instead of x @ Wᵀ while rows decode on ``model``.
-
-    On CPU, MKL's x @ Wᵀ for a few rows runs at half the speed of W @ xᵀ for the same numbers (measured on the
-    embedded model: a 2-row decode step 62 ms → 33 ms, faster than one row's 38 ms), which is what makes
-    decoding several columns together cheaper than decoding them one by one. For one row the result is
-    bit-identical, so a single column still matches ``generate()`` exactly; prefill keeps the usual path.
-    GPUs and quantized layers keep their own kernels. The loop holds it while its batch has rows, so a plain
-    ``generate()`` on an idle model runs unpatched.
-    """
-    for module in model.modules():
-        if (type(module) is torch.nn.Linear and module.weight.device.type == "cpu"
-                and module.weight.dtype == torch.float32 and "forward" not in module.__dict__):
-            module.forward = types.MethodType(_decode_linear_forward, module)
-    try:
-        yield
-    finally:
-        for module in model.modules():
-            if getattr(module.__dict__.get("forward"), "__func__", None) is _decode_linear_forward:
-                del module.forward
 
 
 def _left_pad(states: torch.Tensor, width: int) -> torch.Tensor:
@@ -199,7 +166,9 @@ class DecodeLoop:
         # The batch, touched by the loop thread only: KV cache, attention mask (rows × cached positions, on the
         # CPU), each row's next position and the logits its next token is chosen from.
         self._cache = self._mask = self._positions = self._logits = None
-        self._patch = contextlib.ExitStack()
+        # Decode-step kernels measured on this CPU, in place while the batch has rows (an idle model's own
+        # generate() runs unpatched)
+        self.kernels: DecodeKernels | None = None
 
     # -- memory ------------------------------------------------------------------------------------
 
@@ -348,7 +317,7 @@ class DecodeLoop:
         """Prefill the comparison's prompts on their own, then merge their cache into the batch's. A failure in
         either stops this comparison alone, with a sentence; the batch is left as it was."""
         if not self._members:
-            self._patch.enter_context(_weight_stationary_decode(model))
+            self.kernels = DecodeKernels(model).__enter__()
         with comparison.lock:
             for variant in comparison.trace.variants:
                 variant.waiting = None
@@ -469,6 +438,7 @@ class DecodeLoop:
             tokens = tokens[:rows]
 
     def _forward(self, model, tokens: torch.Tensor) -> None:
+        self.kernels.use(rows=len(tokens))
         mask = torch.cat([self._mask, torch.ones((len(tokens), 1), dtype=self._mask.dtype)], dim=1)
         out = model(input_ids=tokens[:, None].to(self.device), attention_mask=mask.to(self.device),
                     position_ids=self._positions[:, None].to(self.device), cache=self._cache, use_cache=True)
@@ -502,8 +472,13 @@ class DecodeLoop:
 
     def _reset(self) -> None:
         self._cache = self._mask = self._positions = self._logits = None
-        self._patch.close()
+        self._release_kernels()
         self._record()
+
+    def _release_kernels(self) -> None:
+        if self.kernels is not None:
+            self.kernels.__exit__(None, None, None)
+            self.kernels = None
 
 
 _loops: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

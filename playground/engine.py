@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import collections
 import copy
+import functools
+import json
 import math
 import queue
 import threading
@@ -43,7 +45,7 @@ from transformers import (LogitsProcessor, LogitsProcessorList, MinPLogitsWarper
 from .interventions import Intervention, build_interventions, parse_interventions
 from .models import LoadedModel
 from .prompts import encode_prompt
-from .trace import Stage, StepRecord, TopToken, Trace, VariantTrace
+from .trace import LazyStages, Stage, StepRecord, TopToken, Trace, VariantTrace
 
 MAX_NEW_TOKENS_CAP = 2048
 MAX_TEMPERATURE = 100.0
@@ -299,12 +301,25 @@ def _interventions_note(interventions: list[Intervention], s: _StageStep) -> str
     return f"{names} changed {_count(s.changed, 'logit')}{eos}"
 
 
+def _groups(keys: list) -> list[list[int]]:
+    """Positions grouped by equal key, in first-seen order.
+
+    >>> _groups(["a", "b", "a"])
+    [[0, 2], [1]]
+    """
+    groups: dict = {}
+    for position, key in enumerate(keys):
+        groups.setdefault(key, []).append(position)
+    return list(groups.values())
+
+
 class _Row:
     """Decoding state of one variant that the trace does not need to carry."""
 
     def __init__(self, variant: Variant, interventions: list[Intervention], prompt_ids: list[int]):
         self.variant = variant
         self.interventions = interventions
+        self.interventions_key = json.dumps([i.to_dict() for i in interventions], sort_keys=True)
         self.prompt_ids = prompt_ids
         self.built = None  # BuiltInterventions, once the padded prompt length is known
         self.generator: torch.Generator | None = None
@@ -434,16 +449,26 @@ class Comparison:
             self._token_text[token_id] = self.bundle.tokenizer.decode([token_id])
         return self._token_text[token_id]
 
-    def _stage(self, name: str, logits: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        probs = torch.softmax(logits, dim=-1)
-        top = torch.topk(probs, self.settings.telemetry_top_k, dim=-1)
-        return probs, {
-            "name": name,
-            "p_eos": probs[:, self.eos_ids].sum(-1),
-            "kept": (probs > 0).sum(-1),
-            "top_ids": top.indices,
-            "top_p": top.values,
-        }
+    def _stage_numbers(self, logits_by_stage: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[dict]]:
+        """Per stage (raw first), for every row at once: its probabilities and the numbers its row in the stage
+        table shows (p(EOS), tokens kept, top-k, logits changed). A stage that changed nothing (greedy decoding
+        without interventions, an intervention not active yet) reuses the previous stage's numbers: its softmax
+        and top-k are the same tensors."""
+        probs, numbers = [], []
+        unchanged = torch.zeros(logits_by_stage[0].shape[0], dtype=torch.long)
+        for index, logits in enumerate(logits_by_stage):
+            previous = logits_by_stage[index - 1] if index else None
+            if previous is not None and (logits is previous or torch.equal(logits, previous)):
+                probs.append(probs[-1])
+                numbers.append({**numbers[-1], "changed": unchanged})
+                continue
+            p = torch.softmax(logits, dim=-1)
+            top = torch.topk(p, self.settings.telemetry_top_k, dim=-1)
+            probs.append(p)
+            numbers.append({"p_eos": p[:, self.eos_ids].sum(-1), "kept": (p > 0).sum(-1), "top_ids": top.indices,
+                            "top_p": top.values,
+                            "changed": unchanged if previous is None else (logits != previous).sum(-1)})
+        return probs, numbers
 
     def _eos_margin(self, logits: torch.Tensor) -> torch.Tensor:
         """Best non-EOS logit − best EOS logit per row: how far EOS is from winning (+inf where it is banned)."""
@@ -453,63 +478,69 @@ class Comparison:
 
     def _telemetry(self, raw: torch.Tensor, stages: list[tuple[str, torch.Tensor, Callable[[_StageStep], str]]],
                    chosen: torch.Tensor) -> list[StepRecord]:
-        """Turn one step's tensors (rows × vocab) into a StepRecord per row, with one .tolist() per tensor."""
-        after_interventions = next(logits for name, logits, _ in stages if name == "interventions")
-        p_raw, raw_stage = self._stage("raw", raw)
-        raw_stage["changed"] = torch.zeros(raw.shape[0], dtype=torch.long)
-        stage_data = [raw_stage]
-        p_final, previous = p_raw, raw
-        for name, logits, _ in stages:
-            p_final, data = self._stage(name, logits)
-            data["changed"] = (logits != previous).sum(-1)
-            stage_data.append(data)
-            previous = logits
-        notes = [lambda s: "the model's own distribution (softmax of its logits)"] + [note for _, _, note in stages]
+        """Turn one step's tensors (rows × vocab) into a StepRecord per row: every number is computed for all rows
+        at once and copied to Python in one ``tolist()``; each row's stage table is built when something reads it
+        (the inspector, ``--stages``, /trace with stages)."""
+        names = ["raw", *(name for name, _, _ in stages)]
+        probs, numbers = self._stage_numbers([raw, *(logits for _, logits, _ in stages)])
+        p_raw, p_final = probs[0], probs[-1]
+        interventions = names.index("interventions")
+        final_is_raw = p_final is p_raw
         # Top-k of whichever is larger, so a token the interventions promoted (EOS) shows beside the raw favourites.
-        top_ids = torch.topk(torch.maximum(p_raw, p_final), self.settings.telemetry_top_k, dim=-1).indices
+        top_ids = numbers[0]["top_ids"] if final_is_raw else torch.topk(
+            torch.maximum(p_raw, p_final), self.settings.telemetry_top_k, dim=-1).indices
+        entropy_raw = torch.special.entr(p_raw).sum(-1)
+        margin_raw = self._eos_margin(raw)
         columns = {
             "chosen": chosen,
-            "p_eos_raw": raw_stage["p_eos"],
-            "p_eos": stage_data[-1]["p_eos"],
-            "entropy_raw": torch.special.entr(p_raw).sum(-1),
-            "entropy": torch.special.entr(p_final).sum(-1),
+            "p_eos_raw": numbers[0]["p_eos"],
+            "p_eos": numbers[-1]["p_eos"],
+            "entropy_raw": entropy_raw,
+            "entropy": entropy_raw if final_is_raw else torch.special.entr(p_final).sum(-1),
             "top_ids": top_ids,
             "top_p_raw": p_raw.gather(-1, top_ids),
             "top_p": p_final.gather(-1, top_ids),
-            "p_chosen_raw": p_raw.gather(-1, chosen[:, None])[:, 0],
-            "p_chosen": p_final.gather(-1, chosen[:, None])[:, 0],
-            "eos_margin_raw": self._eos_margin(raw),
-            "eos_margin": self._eos_margin(after_interventions),
+            "p_chosen_raw": p_raw.gather(-1, chosen[:, None]),
+            "p_chosen": p_final.gather(-1, chosen[:, None]),
+            "eos_margin_raw": margin_raw,
+            "eos_margin": margin_raw if probs[interventions] is p_raw else self._eos_margin(stages[interventions - 1][1]),
         }
-        columns = {k: v.tolist() for k, v in columns.items()}
-        stage_lists = [{k: (v.tolist() if isinstance(v, torch.Tensor) else v) for k, v in s.items()} for s in stage_data]
-
-        def stage(index: int, r: int) -> Stage:
-            s, before = stage_lists[index], stage_lists[max(index - 1, 0)]
-            facts = _StageStep(slot=r, kept=s["kept"][r], kept_before=before["kept"][r], changed=s["changed"][r],
-                               p_eos_before=before["p_eos"][r], p_eos=s["p_eos"][r])
-            return Stage(s["name"], s["p_eos"][r], s["kept"][r],
-                         [(t, self._token(t), p) for t, p in zip(s["top_ids"][r], s["top_p"][r])], notes[index](facts))
-
+        for index, stage in enumerate(numbers):
+            columns.update({(index, key): value for key, value in stage.items()})
+        layout, start = {}, 0
+        for key, value in columns.items():
+            width = value.shape[1] if value.dim() == 2 else 1
+            layout[key], start = slice(start, start + width), start + width
+        packed = torch.cat([value.reshape(raw.shape[0], -1).double() for value in columns.values()], 1).tolist()
+        notes = [lambda s: "the model's own distribution (softmax of its logits)"] + [note for _, _, note in stages]
         records = []
-        for r in range(raw.shape[0]):
+        for slot, values in enumerate(packed):
+            column = {key: values[place] for key, place in layout.items()}
+            token_id = int(column["chosen"][0])
             records.append(StepRecord(
-                step=0,
-                token_id=columns["chosen"][r],
-                token=self._token(columns["chosen"][r]),
-                p_eos_raw=columns["p_eos_raw"][r],
-                p_eos=columns["p_eos"][r],
-                p_chosen_raw=columns["p_chosen_raw"][r],
-                p_chosen=columns["p_chosen"][r],
-                entropy_raw=columns["entropy_raw"][r],
-                entropy=columns["entropy"][r],
-                eos_margin_raw=_finite(columns["eos_margin_raw"][r]),
-                eos_margin=_finite(columns["eos_margin"][r]),
-                top_k=[TopToken(t, self._token(t), pr, p) for t, pr, p in
-                       zip(columns["top_ids"][r], columns["top_p_raw"][r], columns["top_p"][r])],
-                stages=[stage(index, r) for index in range(len(stage_lists))],
+                step=0, token_id=token_id, token=self._token(token_id),
+                p_eos_raw=column["p_eos_raw"][0], p_eos=column["p_eos"][0],
+                p_chosen_raw=column["p_chosen_raw"][0], p_chosen=column["p_chosen"][0],
+                entropy_raw=column["entropy_raw"][0], entropy=column["entropy"][0],
+                eos_margin_raw=_finite(column["eos_margin_raw"][0]), eos_margin=_finite(column["eos_margin"][0]),
+                top_k=[TopToken(int(t), self._token(int(t)), pr, p) for t, pr, p in
+                       zip(column["top_ids"], column["top_p_raw"], column["top_p"])],
+                stages=LazyStages(functools.partial(self._stage_table, names, notes, column, slot)),
             ))
         return records
+
+    def _stage_table(self, names: list[str], notes: list[Callable[[_StageStep], str]], column: dict,
+                     slot: int) -> list[Stage]:
+        """One row's stage table at one step, from the numbers :meth:`_telemetry` kept for it."""
+        table = []
+        for index, (name, note) in enumerate(zip(names, notes)):
+            before = max(index - 1, 0)
+            kept, kept_before = int(column[index, "kept"][0]), int(column[before, "kept"][0])
+            facts = _StageStep(slot=slot, kept=kept, kept_before=kept_before, changed=int(column[index, "changed"][0]),
+                               p_eos_before=column[before, "p_eos"][0], p_eos=column[index, "p_eos"][0])
+            top = [(int(t), self._token(int(t)), p) for t, p in zip(column[index, "top_ids"], column[index, "top_p"])]
+            table.append(Stage(name, column[index, "p_eos"][0], kept, top, note(facts)))
+        return table
 
     # -- decoding: the model's DecodeLoop calls _begin, then _step until no row is left; _publish wakes run() --
 
@@ -617,14 +648,20 @@ class Comparison:
         own_ids = [ids[:, self.padded_length - len(row.prompt_ids):] for ids, row in zip(row_ids, rows)]
         stages = []
         logits = raw
-        for name, processor, note in self._processors:
-            logits = torch.cat([processor(ids, logits[slot:slot + 1].clone()) for slot, ids in enumerate(own_ids)])
+        for name, processor, note in self._processors:  # one call per prompt length (own ids must stack)
+            logits = logits.clone()
+            for slots in _groups([len(row.prompt_ids) for row in rows]):
+                logits[slots] = processor(torch.cat([own_ids[slot] for slot in slots]), logits[slots])
             stages.append((name, logits, note))
         processed = logits.clone()  # some interventions (the seed article's) write into their input
-        for slot, (row, ids) in enumerate(zip(rows, row_ids)):
-            processors = row.built.logits_processors
+        # Rows with the same interventions run them as one batch (built alike: same settings, same padded length)
+        for slots in _groups([row.interventions_key for row in rows]):
+            processors = rows[slots[0]].built.logits_processors
             if processors:
-                processed[slot:slot + 1] = processors(ids, processed[slot:slot + 1])
+                ids, scores = torch.cat([row_ids[slot] for slot in slots]), processed[slots]
+                for processor in processors:  # as LogitsProcessorList does, without inspecting signatures each step
+                    scores = processor(ids, scores)
+                processed[slots] = scores
         stages.append(("interventions", processed, lambda s: _interventions_note(rows[s.slot].interventions, s)))
         if self.settings.greedy:
             chosen = processed.argmax(-1)

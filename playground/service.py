@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .decoder import decode_loop
 from .engine import Comparison, Settings, Variant
+from .kernels import DecodeKernels
 from .request import DEFAULTS, Column, check_settings, column_from_page, columns_from_json, parse_column, resolve
 from .models import LoadedModel, load_model
 from .space import Policy, require_flag, shown
@@ -115,7 +116,8 @@ class Playground:
         loop = decode_loop(self.bundle)
         return {"model": self.bundle.info.name, "reference": self.shown_reference, "device": self.bundle.info.device,
                 "banner": self.banner, "limits": self.policy.describe(), "active_generations": self._active,
-                "rows_in_flight": loop.rows_in_flight, **loop.memory()}
+                "rows_in_flight": loop.rows_in_flight, **loop.memory(),
+                "decode_kernels": DecodeKernels(self.bundle.model).describe()}
 
     def user_message(self, error: BaseException) -> str:
         """What a visitor is told about a refused request: the error's sentence, without host paths for strangers."""

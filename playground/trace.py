@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 
@@ -32,6 +33,31 @@ class Stage:
     note: str = ""  # what the stage did at this step, e.g. "min-p 0.05 kept 12 of 49152 tokens, ..."
 
 
+class LazyStages(Sequence):
+    """A step's stage table, built from the numbers the decode kept the first time something reads it (the
+    inspector, ``--stages``, /trace with stages); decoding never builds the tables nobody looks at."""
+
+    def __init__(self, build: Callable[[], list[Stage]]):
+        self._build, self._stages = build, None
+
+    def _table(self) -> list[Stage]:
+        if self._stages is None:  # two readers at once both build the same table; either is kept
+            self._stages = self._build()
+        return self._stages
+
+    def __getitem__(self, index):
+        return self._table()[index]
+
+    def __len__(self) -> int:
+        return len(self._table())
+
+    def __eq__(self, other) -> bool:
+        return list(self) == list(other) if isinstance(other, Sequence) else NotImplemented
+
+    def __repr__(self) -> str:
+        return repr(self._table())
+
+
 @dataclass
 class StepRecord:
     step: int
@@ -44,7 +70,7 @@ class StepRecord:
     entropy_raw: float
     entropy: float
     top_k: list[TopToken]
-    stages: list[Stage] = field(default_factory=list)
+    stages: Sequence[Stage] = field(default_factory=list)  # a LazyStages while decoding
     # Distance to stopping, in logits: best non-EOS logit − best EOS logit, from the raw logits and after the
     # interventions. Positive: EOS trails by that much; ≤ 0: EOS is the top choice. None: EOS is banned (−inf).
     eos_margin_raw: float | None = None

@@ -1,0 +1,227 @@
+"""Decode-step matrix kernels for CPU ``nn.Linear`` layers, chosen by measuring them on this CPU.
+
+During a decode step each row brings one position, so every linear layer multiplies a few rows by its weight.
+Which way is faster depends on the CPU and its BLAS: on one machine MKL ran ``x @ Wᵀ`` for 2 rows at half the
+speed of ``W @ xᵀ``, on another it is the other way round. So nothing is hard-coded: the first time the decode
+loop steps a batch of a given size (rounded up to a power of two), every candidate is timed on the model's own
+weights for each linear shape, interleaved and repeated, and the faster is kept for that (rows, shape); the
+library's ``x @ Wᵀ`` stays unless another is clearly faster. Choices are cached per CPU model, torch version and
+thread count in ``$PLAYGROUND_CACHE/decode-kernels.json``, so a later start skips the timing. GPUs and quantized
+layers keep their own kernels (only plain float32 CPU ``nn.Linear`` is touched); prefill keeps the usual path.
+
+A candidate is used for one row only when it gives the library's numbers bit for bit, so a single column still
+reproduces ``generate()`` exactly.
+
+    >>> import torch
+    >>> layer = torch.nn.Linear(8, 4)
+    >>> model = torch.nn.Sequential(layer)
+    >>> with DecodeKernels(model, cache=None) as kernels:
+    ...     kernels.use(rows=2)
+    ...     y = model(torch.ones(2, 1, 8))
+    >>> sorted(kernels.describe()["choices"]["2"]) == ["4x8"]
+    True
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import platform
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+# Each candidate computes x @ Wᵀ for x of shape [rows, in] and W of shape [out, in].
+CANDIDATES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "x_wt": lambda x, weight: torch.nn.functional.linear(x, weight),  # the library's kernel
+    "w_xt": lambda x, weight: torch.mm(weight, x.T).T,  # weight-stationary: W @ xᵀ
+}
+LIBRARY = "x_wt"
+MARGIN = 0.05  # another kernel replaces the library's only when at least this much faster
+ROUNDS = 5
+
+_forced: str | None = os.environ.get("PLAYGROUND_DECODE_KERNEL") or None
+_lock = threading.Lock()
+_tables: dict[tuple, dict[str, str]] = {}  # (cache file, (cpu, torch, threads)) -> {"rows:out:in": kernel}
+
+
+def cpu_name() -> str:
+    """The CPU's model name (what the cached choices are keyed by)."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def bucket(rows: int) -> int:
+    """The measured batch size standing for ``rows``: the next power of two."""
+    return 1 << max(rows - 1, 0).bit_length()
+
+
+@contextlib.contextmanager
+def forced(name: str | None):
+    """Use kernel ``name`` for every shape (tests, or ``PLAYGROUND_DECODE_KERNEL``); None measures again.
+    A single row still takes the library's kernel unless ``name`` gives the same numbers bit for bit."""
+    global _forced
+    if name is not None and name not in CANDIDATES:
+        raise ValueError(f"decode kernel must be one of {sorted(CANDIDATES)}, got {name!r}")
+    previous, _forced = _forced, name
+    try:
+        yield
+    finally:
+        _forced = previous
+
+
+def _default_cache() -> Path:
+    from .models import cache_root
+
+    return cache_root() / "decode-kernels.json"
+
+
+def _seconds(kernel, x, weight, calls: int) -> float:
+    started = time.perf_counter()
+    for _ in range(calls):
+        kernel(x, weight)
+    return time.perf_counter() - started
+
+
+def measure(weight: torch.Tensor, rows: int, rounds: int = ROUNDS) -> tuple[str, dict[str, float]]:
+    """Time every candidate on ``weight`` for ``rows`` rows, interleaved so each sees the same machine; return
+    the one to use and each one's best seconds per call. For one row only bit-identical candidates compete."""
+    x = torch.randn(rows, weight.shape[1], generator=torch.Generator().manual_seed(0), dtype=weight.dtype)
+    reference = CANDIDATES[LIBRARY](x, weight)
+    eligible = {name: kernel for name, kernel in CANDIDATES.items()
+                if rows > 1 or torch.equal(kernel(x, weight), reference)}
+    calls = max(1, int(1e-3 / max(_seconds(CANDIDATES[LIBRARY], x, weight, 1), 1e-6)))  # ~1 ms per timing
+    best = dict.fromkeys(eligible, float("inf"))
+    for _ in range(rounds):
+        for name, kernel in eligible.items():
+            best[name] = min(best[name], _seconds(kernel, x, weight, calls) / calls)
+    fastest = min(best, key=best.get)
+    chosen = fastest if best[fastest] < (1 - MARGIN) * best[LIBRARY] else LIBRARY
+    return chosen, best
+
+
+def _patchable(module: torch.nn.Module) -> bool:
+    return (type(module) is torch.nn.Linear and module.weight.device.type == "cpu"
+            and module.weight.dtype == torch.float32 and "forward" not in module.__dict__)
+
+
+def _decode_forward(kernels: DecodeKernels, self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    if x.dim() < 2 or x.shape[-2] != 1:  # prefill (several positions per row): the usual path
+        return torch.nn.functional.linear(x, self.weight, self.bias)
+    kernel = kernels.current.get(self.weight.shape)
+    if kernel is None or kernel is CANDIDATES[LIBRARY]:
+        return torch.nn.functional.linear(x, self.weight, self.bias)
+    out = kernel(x.reshape(-1, x.shape[-1]), self.weight)
+    if self.bias is not None:
+        out = out + self.bias
+    return out.reshape(*x.shape[:-1], -1)
+
+
+class DecodeKernels:
+    """While entered, the model's plain float32 CPU linear layers run decode steps with the kernel measured
+    fastest for the batch size given to :meth:`use` (the decode loop calls it before each forward pass)."""
+
+    def __init__(self, model: torch.nn.Module, cache: Path | None | str = "default"):
+        self.model = model
+        self.cache = _default_cache() if cache == "default" else cache
+        self.weights = {}  # (out, in) -> one weight of that shape, to time kernels on
+        for module in model.modules():
+            if _patchable(module):
+                self.weights.setdefault(tuple(module.weight.shape), module.weight.detach())
+        self.current: dict[tuple[int, int], Callable] = {}
+        self._rows = None
+
+    def __enter__(self) -> DecodeKernels:
+        forward = functools.partial(_decode_forward, self)
+        for module in self.model.modules():
+            if _patchable(module):
+                module.forward = functools.partial(forward, module)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for module in self.model.modules():
+            patched = module.__dict__.get("forward")
+            if isinstance(patched, functools.partial) and patched.func is _decode_forward:  # partials flatten
+                del module.forward
+        self._rows = None
+
+    def use(self, rows: int) -> None:
+        """Pick each shape's kernel for a decode step of ``rows`` rows (measured on first use of its bucket)."""
+        key = (bucket(rows), _forced)
+        if key == self._rows:
+            return
+        table = self._table()
+        size = bucket(rows)
+        missing = [shape for shape in self.weights if f"{size}:{shape[0]}:{shape[1]}" not in table]
+        if missing:
+            for shape in missing:
+                table[f"{size}:{shape[0]}:{shape[1]}"] = measure(self.weights[shape], size)[0]
+            self._save(table)
+        self.current = {shape: CANDIDATES[self._pick(table, size, shape)] for shape in self.weights}
+        self._rows = key
+
+    def _pick(self, table: dict[str, str], size: int, shape: tuple[int, int]) -> str:
+        if _forced is None:
+            return table[f"{size}:{shape[0]}:{shape[1]}"]
+        if size == 1 and _forced != LIBRARY and not _bit_identical(_forced, self.weights[shape]):
+            return LIBRARY
+        return _forced
+
+    def describe(self) -> dict:
+        """What is in use, for /info and bench: the CPU, the threads, and per batch size each shape's kernel."""
+        table = self._table()
+        choices: dict[str, dict[str, str]] = {}
+        for key in sorted(table, key=lambda key: [int(n) for n in key.split(":")]):
+            size, out, inp = map(int, key.split(":"))
+            if (out, inp) in self.weights:
+                choices.setdefault(str(size), {})[f"{out}x{inp}"] = self._pick(table, size, (out, inp))
+        described = {"cpu": cpu_name(), "torch_threads": torch.get_num_threads(), "forced": _forced, "choices": choices}
+        if not self.weights:
+            described["note"] = "no float32 CPU linear layers (GPU or quantized): the library's kernels throughout"
+        return described
+
+    # -- the per-CPU table ---------------------------------------------------------------------------
+
+    def _key(self) -> tuple:
+        return cpu_name(), torch.__version__, torch.get_num_threads()
+
+    def _table(self) -> dict[str, str]:
+        key = self._key()
+        with _lock:
+            if (self.cache, key) not in _tables:
+                _tables[self.cache, key] = self._load().get(" | ".join(map(str, key)), {})
+            return _tables[self.cache, key]
+
+    def _load(self) -> dict:
+        if self.cache is None:
+            return {}
+        try:
+            data = json.loads(Path(self.cache).read_text())
+            return data if isinstance(data, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    def _save(self, table: dict[str, str]) -> None:
+        if self.cache is None:
+            return
+        with _lock, contextlib.suppress(OSError):  # a read-only cache only costs the timing again next start
+            data = self._load()
+            data[" | ".join(map(str, self._key()))] = dict(table)
+            path = Path(self.cache)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            temporary = path.with_suffix(f".{os.getpid()}.tmp")
+            temporary.write_text(json.dumps(data, indent=1, sort_keys=True))
+            temporary.replace(path)
+
+
+def _bit_identical(name: str, weight: torch.Tensor) -> bool:
+    x = torch.randn(1, weight.shape[1], generator=torch.Generator().manual_seed(1), dtype=weight.dtype)
+    return torch.equal(CANDIDATES[name](x, weight), CANDIDATES[LIBRARY](x, weight))

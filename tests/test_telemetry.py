@@ -1,0 +1,66 @@
+"""The stage tables a user sees (inspector, --stages, /trace with stages) are built lazily from the numbers the
+decode kept; they equal the eager computation (a softmax, top-k and counts for every stage) on a recorded run."""
+
+from __future__ import annotations
+
+import torch
+
+from playground.engine import Comparison, Settings, Variant, _StageStep, compare
+from playground.trace import LazyStages
+
+PARIS = "What can I do in Paris?"
+
+
+def eager_stages(comparison, raw, stages, slot):
+    """Every stage's (name, p_eos, kept, top, note) for one row, computed from its logits the eager way."""
+    eos, k = comparison.eos_ids, comparison.settings.telemetry_top_k
+    logits_by_stage = [("raw", raw, lambda s: "the model's own distribution (softmax of its logits)"), *stages]
+    table, previous = [], None
+    for name, logits, note in logits_by_stage:
+        probs = torch.softmax(logits[slot], -1)
+        top = torch.topk(probs, k)
+        kept, p_eos = int((probs > 0).sum()), probs[eos].sum().item()
+        changed = 0 if previous is None else int((logits[slot] != previous[1][slot]).sum())
+        before = (kept, p_eos) if previous is None else previous[0]
+        facts = _StageStep(slot=slot, kept=kept, kept_before=before[0], changed=changed, p_eos_before=before[1], p_eos=p_eos)
+        table.append((name, p_eos, kept, [(i, comparison._token(i), p) for i, p in zip(top.indices.tolist(), top.values.tolist())],
+                      note(facts)))
+        previous = ((kept, p_eos), logits)
+    return table
+
+
+def test_lazy_stage_tables_equal_the_eager_computation_on_a_recorded_run(tiny, monkeypatch):
+    settings = Settings(max_new_tokens=10, temperature=0.7, top_p=0.9, top_k=50, repetition_penalty=1.3, seed=2)
+    variants = [Variant("baseline"), Variant("ramp", [{"name": "eos_reward", "params": {"reward_start_ratio": 0.3}}])]
+    recorded = []
+    choose = Comparison._choose
+
+    def recording(self, raw, row_ids, active):
+        chosen, stages = choose(self, raw, row_ids, active)
+        recorded.append((self, raw.clone(), [(name, logits.clone(), note) for name, logits, note in stages], list(active)))
+        return chosen, stages
+
+    monkeypatch.setattr(Comparison, "_choose", recording)
+    trace = compare(tiny, PARIS, variants, settings)
+    compared = 0
+    for step, (comparison, raw, stages, active) in enumerate(recorded):
+        for slot, row in enumerate(active):
+            record = trace.variants[row].steps[step]
+            assert isinstance(record.stages, LazyStages)
+            expected = eager_stages(comparison, raw, stages, slot)
+            assert [(s.name, s.p_eos, s.kept, s.top, s.note) for s in record.stages] == expected
+            assert record.to_dict(stages=True)["stages"][-1]["p_eos"] == expected[-1][1]
+            compared += 1
+    assert compared == sum(len(v.steps) for v in trace.variants) >= 10
+    names = [s.name for s in trace.variants[1].steps[-1].stages]
+    assert names == ["raw", "repetition_penalty", "interventions", "temperature", "top_k", "top_p"]
+
+
+def test_a_stage_that_changed_nothing_shows_the_previous_stages_numbers(tiny):
+    """Greedy without interventions: the interventions stage changed no logit and repeats the raw numbers."""
+    trace = compare(tiny, PARIS, [Variant("baseline")], Settings(max_new_tokens=3))
+    for record in trace.variants[0].steps:
+        raw, after = record.stages
+        assert (after.name, after.p_eos, after.kept, after.top) == ("interventions", raw.p_eos, raw.kept, raw.top)
+        assert after.note == "no interventions in this column"
+        assert record.p_eos == record.p_eos_raw and record.entropy == record.entropy_raw
