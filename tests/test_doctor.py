@@ -382,7 +382,7 @@ def test_reports_render_every_finding(smollm_findings):
     assert "0 problem(s), 1 warning(s), 11 ok, 5 not applicable" in markdown
     # The one warning sits under what fixes it; passed checks are one line each.
     files = markdown.index("## Fix the files")
-    assert files < markdown.index(f"### {STATUS_ICONS['warning']} Pad token is distinct from EOS — warning")
+    assert files < markdown.index(f"### {STATUS_ICONS['warning']} Pad token is the same id as EOS — warning")
     assert markdown.index("## Passed") > files
     assert "## Fix at generation time" not in markdown and "## Fix the training" not in markdown
     assert markdown.count("**Fix:**") == 1
@@ -425,7 +425,7 @@ def test_main_exits_1_when_the_sample_shows_a_problem(default_model_loaded_once,
     path.write_text("\n".join(json.dumps(example) for example in QA_SAMPLE))
     assert cli_main(["doctor", "--sample", str(path), "--no-probe"]) == 1
     out = capsys.readouterr().out
-    assert "❌ Pad token is distinct from EOS — problem" in out
+    assert "❌ Pad token is the same id as EOS — problem" in out
 
 
 def test_main_reports_load_errors_on_stderr(tmp_path, capsys):

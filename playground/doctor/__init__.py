@@ -105,7 +105,7 @@ def diagnose(bundle: LoadedModel, *, sample: list[dict] | None = None, max_lengt
             findings.append(check(ctx))
         except Exception as error:  # one odd tokenizer/model must not hide the other findings
             name = check.__name__.removeprefix("check_")
-            findings.append(Finding(name, name.replace("_", " ").capitalize(), "warning",
+            findings.append(Finding(name, f"Could not check {name}", "warning",
                                     f"The check could not run: {type(error).__name__}: {error}",
                                     (check.__doc__ or "").strip(), "Report this with the model you used."))
     return findings

@@ -162,6 +162,14 @@ def source_gguf(bundle: LoadedModel) -> Path | None:
     return None
 
 
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    """How many leading ids two token lists share."""
+    length = 0
+    while length < min(len(a), len(b)) and a[length] == b[length]:
+        length += 1
+    return length
+
+
 @dataclass
 class Example:
     """One example tokenised the way training would see it, split at the end of the answer."""
@@ -171,9 +179,11 @@ class Example:
     prefix_ids: list[int]  # everything up to and including the last answer token
     full_ids: list[int]  # the whole example
     end_index: int | None  # index in full_ids of the end token that follows the answer, if any
-    eos_as_text: str | None = None  # the end-token string the text ended with, when it did
+    eos_as_text: str | None = None  # the end-token string the answer text itself ended with, when it did
     labels: list[int] | None = None  # pre-tokenised examples: the labels the trainer used
     messages: list[dict] | None = None  # conversations: the turns
+    answer_start: int | None = None  # index in full_ids of the answer's first token, when the format says
+    prompt: list[dict] | str | None = None  # what an inference call is given: the turns before the answer, or text
 
 
 class Context:
@@ -360,39 +370,53 @@ class Context:
         tokenizer = self.tokenizer
         if "input_ids" in example:
             return self._encode_ids(example["input_ids"], example["labels"], label)
-        eos_as_text, messages = None, None
+        eos_as_text, messages, answer_start, prompt = None, None, None, None
         if "messages" in example and not self.template_ok:
             raise ValueError(f"{label}: 'messages' needs a tokenizer with a working chat template")
         if "text" in example:
             text, add_special = example["text"], True
             answer_end, eos_as_text = self._answer_end_of_text(text)
+            prompt = text
         elif "messages" in example or self.template_ok:
             messages = example.get("messages") or [{"role": "user", "content": example["prompt"]},
                                                    {"role": "assistant", "content": example["response"]}]
             text, add_special = tokenizer.apply_chat_template(messages, tokenize=False), False
-            response = [m["content"] for m in messages if m["role"] == "assistant"][-1]
+            last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+            prompt = messages[:last]
+            # An end string typed into a reply is text the model learns to print, whatever the template adds.
+            for message in messages:
+                if message["role"] == "assistant" and eos_as_text is None:
+                    eos_as_text = self._answer_end_of_text(message["content"])[1]
+            response = messages[last]["content"]
+            kept, matched = self._answer_end_of_text(response)
             position = text.rfind(response)
             if position < 0 and response.strip():
                 response = response.strip()
                 position = text.rfind(response)
             if position >= 0:
-                answer_end = position + len(response)
+                answer_end = position + (kept if matched else len(response))
             else:  # the template rewrote the reply: treat the rendering like a raw text example
                 answer_end, _ = self._answer_end_of_text(text)
+            answer_start = position if position >= 0 else None
         else:
             text, add_special = example["prompt"] + example["response"], True
-            answer_end = len(text)
+            kept, eos_as_text = self._answer_end_of_text(example["response"])
+            answer_end = len(example["prompt"]) + (kept if eos_as_text else len(example["response"]))
+            answer_start, prompt = len(example["prompt"]), example["prompt"]
         prefix = tokenizer(text[:answer_end], add_special_tokens=add_special)["input_ids"]
         if add_special and self.appends_eos and prefix and prefix[-1] in self.all_eos_ids:
             prefix = prefix[:-1]
         full = tokenizer(text, add_special_tokens=add_special)["input_ids"]
-        split = 0
-        while split < min(len(prefix), len(full)) and prefix[split] == full[split]:
-            split += 1
+        split = _common_prefix(prefix, full)
         first = self.first_non_whitespace(full[split:])
         end_index = split + first[0] if first and first[1] in self.end_ids else None
-        return Example(label, text, prefix, full, end_index, eos_as_text,
-                       messages=example.get("messages"))
+        if answer_start is not None:
+            before = tokenizer(text[:answer_start], add_special_tokens=add_special)["input_ids"]
+            if add_special and self.appends_eos and before and before[-1] in self.all_eos_ids:
+                before = before[:-1]
+            answer_start = _common_prefix(before, full)
+        return Example(label, text, prefix, full, end_index, eos_as_text, messages=example.get("messages"),
+                       answer_start=answer_start, prompt=prompt)
 
     @property
     def examples(self) -> list[Example]:

@@ -76,7 +76,8 @@ def check_generation_config_blocks_eos(ctx: Context) -> Finding:
            "gc.suppress_tokens = [t for t in (gc.suppress_tokens or []) if t not in eos_ids] or None\n"
            "gc.bad_words_ids = None\ngc.min_new_tokens = None\ngc.min_length = 0\n"
            "gc.save_pretrained(output_dir)\n```")
-    return Finding("generation_config_blocks_eos", title, "problem" if problems else "warning",
+    return Finding("generation_config_blocks_eos", "Generation config bans or delays EOS",
+                   "problem" if problems else "warning",
                    " ".join(problems + warnings), why, fix, data, action="files" if repair else "generation")
 
 
@@ -172,7 +173,8 @@ def check_p_eos_at_answer_end(ctx: Context) -> Finding:
                f"stop on it:\n```python\nmodel.generation_config.eos_token_id = {stop + preferred[:1]}\n```")
         data["repair"], action = {"stop_on": preferred[:1]}, "files"
     status = "problem" if median < P_EOS_PROBLEM else "warning"
-    return Finding("p_eos_at_answer_end", title, status, " ".join(found), why, fix, data, action=action)
+    return Finding("p_eos_at_answer_end", "Model puts little probability on EOS where an answer ends", status,
+                   " ".join(found), why, fix, data, action=action)
 
 
 
@@ -222,5 +224,6 @@ def check_stop_strings_survive_decoding(ctx: Context) -> Finding:
            f"# vLLM: SamplingParams(stop_token_ids={special}); or decode with skip_special_tokens=False before "
            "searching\n```")
     status = "problem" if any(row["source"] == "--stop-string" for row in hidden) else "warning"
-    return Finding("stop_strings_survive_decoding", title, status, " ".join(found), why, fix, data,
+    return Finding("stop_strings_survive_decoding", "Stop strings vanish from the decoded text", status,
+                   " ".join(found), why, fix, data,
                    action="generation")
