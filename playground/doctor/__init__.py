@@ -22,6 +22,11 @@ weights (:mod:`.weights`)
 data (:mod:`.data`)
     ``sample_ends_with_eos`` examples without EOS; ``truncation_keeps_eos`` max_length cuts the EOS off;
     ``every_turn_end_supervised`` multi-turn labels that supervise only the last turn's end.
+training (:mod:`.training`)
+    ``format_matches_inference`` examples in another prompt format than inference uses; ``bos_eos_doubled`` BOS
+    or EOS twice; ``packing_separates_samples`` packed samples without a supervised end between them;
+    ``labels_aligned`` labels shifted or one token off the answer. :func:`example_view` shows one example's
+    supervised tokens as these checks read them.
 
 Each :class:`Finding` says what fixes it (``action``): an argument at generation time, the files
 (:func:`write_fixes` writes them), or the training. Example::
@@ -50,10 +55,17 @@ from .repair import RepairResult, check_out_dir, write_fixes, zip_fixes
 from .report import group_findings, report_json, report_markdown
 from .template import check_chat_template_eos, check_chat_template_single_end
 from .tokenizer import check_eos_string_splits, check_pad_is_eos, check_tokenizer_appends_eos
+from .training import (
+    check_bos_eos_doubled,
+    check_format_matches_inference,
+    check_labels_aligned,
+    check_packing_separates_samples,
+    example_view,
+)
 from .weights import check_adapter_trains_new_tokens, check_chat_tokens_trained, check_eos_embedding
 
 __all__ = ["ACTIONS", "CHECKS", "STATUSES", "STATUS_ICONS", "Finding", "RepairResult", "check_out_dir", "diagnose",
-           "group_findings", "load_sample", "report_json", "report_markdown", "write_fixes", "zip_fixes"]
+           "example_view", "group_findings", "load_sample", "report_json", "report_markdown", "write_fixes", "zip_fixes"]
 
 CHECKS = (
     check_eos_ids_agree,
@@ -72,6 +84,10 @@ CHECKS = (
     check_sample_ends_with_eos,
     check_truncation_keeps_eos,
     check_every_turn_end_supervised,
+    check_format_matches_inference,
+    check_bos_eos_doubled,
+    check_packing_separates_samples,
+    check_labels_aligned,
     check_p_eos_at_answer_end,
 )
 
