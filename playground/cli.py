@@ -186,8 +186,16 @@ def doctor_main(args) -> int:
         return show_example_main(args, sample)
     try:
         bundle = load_from_args(args)
+        earlier = None
+        if args.compare_with:
+            from .models import load_model
+
+            earlier = load_model(args.compare_with, quantize=args.quantize, dtype=args.dtype, device=args.device,
+                                 trust_remote_code=args.trust_remote_code)
         findings = diagnose(bundle, sample=sample, max_length=args.max_length, probe=not args.no_probe,
-                            gguf=args.gguf, stop_strings=[unescape(s) for s in args.stop_string or []] or None)
+                            gguf=args.gguf, stop_strings=[unescape(s) for s in args.stop_string or []] or None,
+                            artifacts=args.artifact or (), compare_with=earlier,
+                            repetition_penalty=args.repetition_penalty)
     except (ModelLoadError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -350,6 +358,14 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--stop-string", action="append",
                         help="a string your code searches the decoded text for (type a newline as \\n)")
     doctor.add_argument("--no-probe", action="store_true", help="skip the teacher-forced p(EOS) forward passes")
+    doctor.add_argument("--artifact", action="append", metavar="PATH",
+                        help="an export to compare with the model: adapter or merged folder, .gguf, Ollama Modelfile "
+                             "(repeatable; --fix writes corrected Modelfiles and generation configs)")
+    doctor.add_argument("--compare-with", metavar="PATH",
+                        help="an earlier checkpoint with the same tokenizer (the SFT model before DPO/RL): check "
+                             "that p(EOS) at the answer end did not collapse since")
+    doctor.add_argument("--repetition-penalty", type=float, metavar="X",
+                        help="the repetition penalty you serve with (default: the generation config's)")
     doctor.add_argument("--show-example", type=int, metavar="N",
                         help="instead of the report, show example N (from 1) of --sample as tokens: supervised or "
                              "masked, the label under each, end tokens marked")

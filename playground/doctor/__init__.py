@@ -27,6 +27,10 @@ training (:mod:`.training`)
     or EOS twice; ``packing_separates_samples`` packed samples without a supervised end between them;
     ``labels_aligned`` labels shifted or one token off the answer. :func:`example_view` shows one example's
     supervised tokens as these checks read them.
+exports and later stages (:mod:`.artifacts`, :mod:`.generation`)
+    ``artifacts_agree`` adapter/merged folders, GGUF files and Modelfiles that end or stop differently;
+    ``penalty_spares_eos`` a repetition penalty that pushes the end token down; ``stopping_kept`` p(EOS) that
+    collapsed since an earlier checkpoint. ``end_tokens_all_stop`` also gives the stop list for each runtime.
 
 Each :class:`Finding` says what fixes it (``action``): an argument at generation time, the files
 (:func:`write_fixes` writes them), or the training. Example::
@@ -45,10 +49,13 @@ from playground.models import LoadedModel
 
 from .core import ACTIONS, STATUS_ICONS, STATUSES, Context, Finding, load_sample
 from .data import check_every_turn_end_supervised, check_sample_ends_with_eos, check_truncation_keeps_eos
+from .artifacts import check_artifacts_agree
 from .generation import (
     check_generation_config_blocks_eos,
     check_p_eos_at_answer_end,
+    check_penalty_spares_eos,
     check_stop_strings_survive_decoding,
+    check_stopping_kept,
 )
 from .ids import check_end_tokens_all_stop, check_eos_ids_agree, check_gguf_end_tokens
 from .repair import RepairResult, check_out_dir, write_fixes, zip_fixes
@@ -88,19 +95,28 @@ CHECKS = (
     check_bos_eos_doubled,
     check_packing_separates_samples,
     check_labels_aligned,
+    check_artifacts_agree,
     check_p_eos_at_answer_end,
+    check_penalty_spares_eos,
+    check_stopping_kept,
 )
 
 
 def diagnose(bundle: LoadedModel, *, sample: list[dict] | None = None, max_length: int = 512,
-             probe: bool = True, gguf=None, stop_strings: list[str] | None = None) -> list[Finding]:
+             probe: bool = True, gguf=None, stop_strings: list[str] | None = None, artifacts=(),
+             compare_with: LoadedModel | None = None, repetition_penalty: float | None = None) -> list[Finding]:
     """Run every check on a loaded model; one Finding per check.
 
     ``sample``: training examples (see :func:`load_sample`); ``max_length``: the training max_length;
     ``probe=False`` skips the forward passes of the teacher-forced p(EOS) check; ``gguf``: a GGUF export of this
     model to compare (a model loaded from a GGUF is compared with its own file); ``stop_strings``: strings your
-    code searches the decoded text for.
+    code searches the decoded text for; ``artifacts``: paths of exports to compare (adapter or merged folders,
+    .gguf files, Ollama Modelfiles); ``compare_with``: an earlier checkpoint with the same tokenizer (SFT before
+    DPO); ``repetition_penalty``: the one you serve with (default: the generation config's).
     """
+    if repetition_penalty is not None and (isinstance(repetition_penalty, bool) or not isinstance(
+            repetition_penalty, (int, float)) or repetition_penalty <= 0):
+        raise ValueError(f"repetition_penalty must be a number > 0, got {repetition_penalty!r}")
     if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 2:
         raise ValueError(f"max_length must be an integer >= 2, got {max_length!r}")
     if sample is not None and not isinstance(sample, list):
@@ -109,7 +125,8 @@ def diagnose(bundle: LoadedModel, *, sample: list[dict] | None = None, max_lengt
         raise ValueError("sample must contain at least 1 example, got an empty list")
     if stop_strings is not None and not all(isinstance(s, str) and s for s in stop_strings):
         raise ValueError("stop_strings must be a list of non-empty strings")
-    ctx = Context(bundle, sample, max_length, gguf=gguf, stop_strings=stop_strings)
+    ctx = Context(bundle, sample, max_length, gguf=gguf, stop_strings=stop_strings, artifacts=artifacts,
+                  compare_with=compare_with, repetition_penalty=repetition_penalty)
     findings = []
     for check in CHECKS:
         if check is check_p_eos_at_answer_end and not probe:

@@ -190,7 +190,8 @@ class Context:
     """Everything the checks share, computed once: EOS ids from all three sources, the rendered template,
     and the sample (or built-in probes) tokenised and split at the end of each answer."""
 
-    def __init__(self, bundle: LoadedModel, sample, max_length: int, *, gguf=None, stop_strings=None):
+    def __init__(self, bundle: LoadedModel, sample, max_length: int, *, gguf=None, stop_strings=None, artifacts=(),
+                 compare_with: LoadedModel | None = None, repetition_penalty: float | None = None):
         self.bundle = bundle
         self.tokenizer = tokenizer = bundle.tokenizer
         self.model = bundle.model
@@ -200,6 +201,9 @@ class Context:
         self.max_length = max_length
         self.gguf_path = Path(gguf) if gguf is not None else source_gguf(bundle)
         self.stop_strings = list(stop_strings or [])
+        self.artifacts = [Path(a) for a in artifacts or ()]
+        self.compare_with = compare_with  # an earlier checkpoint (SFT before DPO) to compare p(EOS) with
+        self.repetition_penalty = repetition_penalty  # the one you serve with, when not the generation config's
         self.tokenizer_eos_id = tokenizer.eos_token_id
         self.config_eos_ids = as_list(getattr(self.base.config, "eos_token_id", None))
         self.stop_ids = as_list(getattr(self.generation_config, "eos_token_id", None))

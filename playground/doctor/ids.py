@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .core import Context, Finding
 from .gguf_meta import END_KEYS, read_gguf_metadata
+from .runtimes import stop_lists
 
 # End tokens that come in families: a model that knows one usually emits the others in some situation
 # (end of a chat turn vs end of a raw text, a tool call).
@@ -123,6 +124,8 @@ def check_end_tokens_all_stop(ctx: Context) -> Finding:
                   f"{ctx.named_list(sorted(in_family))} (p_eos_at_answer_end shows whether the model emits them).")
     data = {"stop_ids": stop, "in_use": {i: reasons for i, reasons in uses.items()}, "missing": missing,
             "family_not_in_use": sorted(in_family)}
+    every_end = list(dict.fromkeys(list(uses) + stop))
+    data["stop_lists"] = stop_lists(every_end, ctx.tokenizer.convert_ids_to_tokens(every_end))
     if not stop:
         return Finding("end_tokens_all_stop", title, "not_applicable", found + " Generation has no stop id at all "
                        "(see eos_ids_agree).", why, "See eos_ids_agree.", data)
