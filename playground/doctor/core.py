@@ -217,6 +217,7 @@ class Context:
         self.has_template = bool(getattr(tokenizer, "chat_template", None))
         self._whitespace: dict[int, bool] = {}
         self.row_stats: dict = {}  # embedding statistics per matrix kind, shared by the weight checks
+        self.answer_end_scores: dict = {}  # logits after each answer per model, shared by the p(EOS) checks
         # Whether tokenizer(text) appends an EOS by itself (decides how the answer prefix is cut).
         encoded_a = tokenizer("a")["input_ids"]
         self.encoded_a = encoded_a

@@ -81,22 +81,11 @@ def check_generation_config_blocks_eos(ctx: Context) -> Finding:
                    " ".join(problems + warnings), why, fix, data, action="files" if repair else "generation")
 
 
-def _p_stop(ctx: Context, examples: list[Example], stop_ids: list[int], other_ids: list[int], *,
-            bundle=None, penalty: float | None = None) -> tuple[list[float], dict[int, list[float]]]:
-    """Teacher-forced next-token probability after each answer: summed over stop ids, and per other end id.
-    ``bundle``: another loaded model with the same vocabulary; ``penalty``: a repetition penalty applied over the
-    answer's own ids first, as generate() does."""
-    from transformers import RepetitionPenaltyLogitsProcessor
-
-    bundle = bundle or ctx.bundle
+def _answer_end_scores(ctx: Context, examples: list[Example], bundle) -> list[torch.Tensor]:
+    """The next-token logits right after each answer (teacher-forced), in batches of 8."""
     model, device = bundle.model, bundle.device
-    base = model.get_base_model() if bundle.info.adapter and hasattr(model, "get_base_model") else model
-    output = base.get_output_embeddings()
-    vocab = output.weight.shape[0] if output is not None else None
-    valid = [i for i in stop_ids if vocab is None or i < vocab]
-    others = [i for i in other_ids if vocab is None or i < vocab]
-    p_stop, p_other = [], {i: [] for i in others}
     sequences = [example.prefix_ids[-ctx.max_length:] for example in examples]
+    scores = []
     for start in range(0, len(sequences), 8):
         batch = sequences[start:start + 8]
         width = max(len(ids) for ids in batch)
@@ -108,15 +97,37 @@ def _p_stop(ctx: Context, examples: list[Example], stop_ids: list[int], other_id
             attention_mask[row, : len(ids)] = 1
         with torch.inference_mode():
             logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)).logits
-        for row, ids in enumerate(batch):
-            scores = logits[row, len(ids) - 1].float()
-            if penalty is not None:
-                scores = RepetitionPenaltyLogitsProcessor(penalty)(torch.tensor([ids], device=scores.device),
-                                                                   scores[None])[0]
-            probabilities = scores.softmax(-1)
-            p_stop.append(float(probabilities[valid].sum()) if valid else 0.0)
-            for token_id in others:
-                p_other[token_id].append(float(probabilities[token_id]))
+        scores += [logits[row, len(ids) - 1].float() for row, ids in enumerate(batch)]
+    return scores
+
+
+def _p_stop(ctx: Context, examples: list[Example], stop_ids: list[int], other_ids: list[int], *,
+            bundle=None, penalty: float | None = None, fresh: bool = False) -> tuple[list[float], dict[int, list[float]]]:
+    """Teacher-forced next-token probability after each answer: summed over stop ids, and per other end id.
+    ``bundle``: another loaded model with the same vocabulary; ``penalty``: a repetition penalty applied over the
+    answer's own ids first, as generate() does. The logits are computed once per model and diagnosis
+    (``fresh=True``: again, e.g. with the adapter switched off)."""
+    from transformers import RepetitionPenaltyLogitsProcessor
+
+    bundle = bundle or ctx.bundle
+    key = (id(bundle), tuple(id(e) for e in examples))
+    scores = None if fresh else ctx.answer_end_scores.get(key)
+    if scores is None:
+        scores = _answer_end_scores(ctx, examples, bundle)
+        if not fresh:
+            ctx.answer_end_scores[key] = scores
+    vocab = scores[0].shape[0] if scores else None
+    valid = [i for i in stop_ids if vocab is None or i < vocab]
+    others = [i for i in other_ids if vocab is None or i < vocab]
+    p_stop, p_other = [], {i: [] for i in others}
+    for example, row in zip(examples, scores):
+        if penalty is not None:
+            ids = torch.tensor([example.prefix_ids[-ctx.max_length:]], device=row.device)
+            row = RepetitionPenaltyLogitsProcessor(penalty)(ids, row[None].clone())[0]
+        probabilities = row.softmax(-1)
+        p_stop.append(float(probabilities[valid].sum()) if valid else 0.0)
+        for token_id in others:
+            p_other[token_id].append(float(probabilities[token_id]))
     return p_stop, p_other
 
 
@@ -163,7 +174,7 @@ def check_p_eos_at_answer_end(ctx: Context) -> Finding:
         found.append(f"{ctx.named(token_id)} ({role}) gets {_fmt(other_summary)}.")
     if ctx.has_adapter:
         with ctx.bundle.adapter_disabled():
-            p_base, _ = _p_stop(ctx, examples, stop, [])
+            p_base, _ = _p_stop(ctx, examples, stop, [], fresh=True)
         base_summary = _summary(p_base)
         data["without_adapter"] = {k: round(v, 6) for k, v in base_summary.items()}
         found.append(f"With the adapter switched off: {_fmt(base_summary)}.")
