@@ -18,7 +18,8 @@ def doctor_tab(playground: Playground) -> None:
         gr.Markdown("Checks the loaded model and tokenizer for the usual reasons a fine-tune never emits EOS. "
                     "Optionally add a JSONL training sample (`prompt`/`response`, `text`, `messages` or "
                     "`input_ids`/`labels` per line).")
-        sample = gr.File(label="Training sample (JSONL, optional)", file_types=[".jsonl"], height=120)
+        sample = gr.File(label="Training sample (JSONL, optional)", file_types=[".jsonl"], height=120,
+                         elem_id="doctor-sample")
         with gr.Row():
             doctor_button = gr.Button("Examine the model")
             fix_button = gr.Button("Download the repaired files (zip)")
