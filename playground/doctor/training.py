@@ -54,7 +54,8 @@ def _inference_ids(ctx: Context, prompt) -> list[int]:
     if isinstance(prompt, list):
         return list(ctx.tokenizer.apply_chat_template(prompt, tokenize=True, add_generation_prompt=True,
                                                       return_dict=True)["input_ids"])
-    return ctx.tokenizer(prompt, add_special_tokens=True)["input_ids"]
+    ids = ctx.tokenizer(prompt, add_special_tokens=True)["input_ids"]
+    return ids[:-1] if ctx.appends_eos and ids and ids[-1] in ctx.all_eos_ids else ids  # a prompt has no end yet
 
 
 def _contains(ids: list[int], part: list[int]) -> int | None:
