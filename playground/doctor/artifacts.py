@@ -63,9 +63,19 @@ def _folder(ctx: Context, path: Path, ends: dict[int, str], problems: list, note
                             "text": json.dumps(dict(config, eos_token_id=stop + missing), indent=2) + "\n"})
         else:
             notes.append(f"{path.name}/generation_config.json stops on {stop}.")
-    elif not (path / "adapter_config.json").exists():
-        problems.append(f"{path.name} has no generation_config.json: generate() and vLLM fall back to "
-                        "config.json's single eos_token_id.")
+    elif (path / "adapter_config.json").exists():
+        notes.append(f"{path.name}: an adapter without its own generation_config.json (the base model's applies).")
+    else:
+        try:
+            fallback = json.loads((path / "config.json").read_text(encoding="utf-8")).get("eos_token_id")
+        except (OSError, ValueError):
+            fallback = None
+        fallback = [fallback] if isinstance(fallback, int) else list(fallback or [])
+        if all(i in fallback for i in ends):
+            notes.append(f"{path.name}: no generation_config.json; config.json's eos_token_id {fallback} applies.")
+            return
+        problems.append(f"{path.name} has no generation_config.json, and config.json's eos_token_id "
+                        f"{fallback or None} misses {ctx.named_list([i for i in ends if i not in fallback])}.")
         repairs.append({"path": str(config_path), "file": f"{path.name}/generation_config.json",
                         "text": json.dumps({"eos_token_id": list(ends)}, indent=2) + "\n"})
 
