@@ -188,10 +188,15 @@ def doctor_main(args) -> int:
         bundle = load_from_args(args)
         earlier = None
         if args.compare_with:
+            from pathlib import Path
+
             from .models import load_model
 
-            earlier = load_model(args.compare_with, quantize=args.quantize, dtype=args.dtype, device=args.device,
-                                 trust_remote_code=args.trust_remote_code)
+            # An adapter folder is the earlier stage of the same base model (two adapters: SFT, then DPO).
+            adapter = Path(args.compare_with, "adapter_config.json").is_file()
+            earlier = load_model(args.model if adapter else args.compare_with,
+                                 adapter=args.compare_with if adapter else None, quantize=args.quantize,
+                                 dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code)
         findings = diagnose(bundle, sample=sample, max_length=args.max_length, probe=not args.no_probe,
                             gguf=args.gguf, stop_strings=[unescape(s) for s in args.stop_string or []] or None,
                             artifacts=args.artifact or (), compare_with=earlier,
@@ -362,8 +367,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="an export to compare with the model: adapter or merged folder, .gguf, Ollama Modelfile "
                              "(repeatable; --fix writes corrected Modelfiles and generation configs)")
     doctor.add_argument("--compare-with", metavar="PATH",
-                        help="an earlier checkpoint with the same tokenizer (the SFT model before DPO/RL): check "
-                             "that p(EOS) at the answer end did not collapse since")
+                        help="an earlier checkpoint with the same tokenizer (the SFT model before DPO/RL, or its "
+                             "adapter folder on the same --model): check that p(EOS) at the answer end did not "
+                             "collapse since")
     doctor.add_argument("--repetition-penalty", type=float, metavar="X",
                         help="the repetition penalty you serve with (default: the generation config's)")
     doctor.add_argument("--show-example", type=int, metavar="N",

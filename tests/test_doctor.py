@@ -416,7 +416,8 @@ def test_main_json_on_the_default_model(default_model_loaded_once, capsys):
     assert cli_main(["doctor", "--json"]) == 0
     assert default_model_loaded_once == [("default", None)]
     report = json.loads(capsys.readouterr().out)
-    assert report["summary"] == {"ok": 11, "warning": 1, "problem": 0, "not_applicable": 5}
+    assert report["summary"] == {"ok": 12, "warning": 1, "problem": 0, "not_applicable": 11}
+    assert "eos_token_id=[2]" in report["stop_lists"]["generate"]
     statuses = {f["id"]: f["status"] for f in report["findings"]}
     assert statuses["pad_is_eos"] == "warning"
     assert statuses["chat_template_eos"] == "ok"

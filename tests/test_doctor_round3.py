@@ -268,3 +268,29 @@ def test_show_example_prints_one_line_of_the_sample(tokenizer, tmp_path, capsys)
     assert "Rome[46292] .[30] <|im_end|>⏹" in " ".join(out.split())  # the answer supervised, its end not
     assert cli_main(["doctor", "--sample", str(sample), "--show-example", "3"]) == 2
     assert "example must be a number from 1 to 2" in capsys.readouterr().err
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_cli_fix_writes_a_modelfile_the_check_then_passes_and_compares_an_earlier_adapter(tokenizer, tmp_path,
+                                                                                          capsys):
+    """`doctor --model DIR --compare-with ADAPTER --artifact Modelfile --fix OUT`: the earlier stage is an adapter
+    on the same base (untrained here, so stopping is kept); the repaired Modelfile passes; the input is untouched."""
+    from peft import LoraConfig, get_peft_model
+
+    model = make_tiny_llama(tokenizer)
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    get_peft_model(make_tiny_llama(tokenizer), LoraConfig(r=2, target_modules=["q_proj"])).save_pretrained(
+        tmp_path / "sft-adapter")
+    original = tmp_path / "Modelfile"
+    original.write_text(BROKEN_MODELFILE)
+    base = ["doctor", "--model", str(tmp_path / "model"), "--no-probe", "--json"]
+    assert cli_main(base + ["--compare-with", str(tmp_path / "sft-adapter"), "--artifact", str(original),
+                            "--fix", str(tmp_path / "out")]) == 1
+    found = {f["id"]: f for f in json.loads(capsys.readouterr().out)["findings"]}
+    assert found["artifacts_agree"]["status"] == "problem"
+    assert found["stopping_kept"]["status"] == "ok" and found["stopping_kept"]["data"]["ratio"] > 0.99
+    written = tmp_path / "out" / "artifacts" / "Modelfile"
+    assert cli_main(base + ["--artifact", str(written)]) in (0, 1)
+    assert {f["id"]: f for f in json.loads(capsys.readouterr().out)["findings"]}["artifacts_agree"]["status"] == "ok"
+    assert original.read_text() == BROKEN_MODELFILE
