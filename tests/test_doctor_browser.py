@@ -53,3 +53,18 @@ def test_a_masked_end_token_is_struck_out_and_a_supervised_one_badged(browser, a
         assert page.locator(answer_end + " .sv-end").inner_text() == "end"
     finally:
         page.close()
+
+
+def test_the_example_endpoint_names_the_field_of_a_bad_line_number(app_server, tmp_path):
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    sample = tmp_path / "sample.jsonl"
+    sample.write_text(json.dumps({"prompt": "Hi?", "response": "Hello."}) + "\n")
+    client = Client(app_server, verbose=False)
+    view = client.predict(handle_file(str(sample)), 1, api_name="/doctor_example")
+    assert "Example 1: rendered with the chat template; the prompt masked" in view and 'class="sv-end">end</b>' in view
+    with pytest.raises(AppError, match="example must be a number from 1 to 1"):
+        client.predict(handle_file(str(sample)), 5, api_name="/doctor_example")
+    with pytest.raises(AppError, match="upload a training sample first"):
+        client.predict(None, 1, api_name="/doctor_example")

@@ -183,7 +183,7 @@ class Example:
     labels: list[int] | None = None  # pre-tokenised examples: the labels the trainer used
     messages: list[dict] | None = None  # conversations: the turns
     answer_start: int | None = None  # index in full_ids of the answer's first token, when the format says
-    prompt: list[dict] | str | None = None  # what an inference call is given: the turns before the answer, or text
+    prompt: list[dict] | str | None = None  # what inference is given: the turns before the answer, or prompt text
 
 
 class Context:
@@ -381,7 +381,6 @@ class Context:
         if "text" in example:
             text, add_special = example["text"], True
             answer_end, eos_as_text = self._answer_end_of_text(text)
-            prompt = text
         elif "messages" in example or self.template_ok:
             messages = example.get("messages") or [{"role": "user", "content": example["prompt"]},
                                                    {"role": "assistant", "content": example["response"]}]
