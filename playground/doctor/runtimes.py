@@ -86,8 +86,8 @@ def stop_lists(ids: list[int], strings: list[str]) -> dict[str, str]:
         "vllm": (f"SamplingParams(max_tokens=256, stop_token_ids={ids})\n"
                  f"# or in the model folder's generation_config.json (read by default): \"eos_token_id\": {ids}"),
         "llama_cpp": (f"curl http://localhost:8080/completion -d '{{\"prompt\": \"...\", \"stop\": {quoted}}}'\n"
-                      f"# OpenAI route /v1/chat/completions: \"stop\": {quoted}; the GGUF: "
-                      f"tokenizer.ggml.eot_token_id = {ids[-1] if ids else None}"),
+                      f"# OpenAI route /v1/chat/completions: \"stop\": {quoted} (the GGUF's eos/eot ids stop it "
+                      "too: see gguf_end_tokens)"),
         "ollama": "\n".join(f"PARAMETER stop {json.dumps(s, ensure_ascii=False)}" for s in strings),
     }
 
