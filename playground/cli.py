@@ -144,6 +144,27 @@ def compare_main(args) -> int:
     return 0
 
 
+def show_example_main(args, sample) -> int:
+    """``doctor --show-example N``: one training example as tokens, each supervised or masked, end tokens marked."""
+    from .doctor import example_view
+    from .models import ModelLoadError
+    from .supervision import summary, to_text
+
+    if sample is None:
+        print("error: --show-example needs --sample FILE.jsonl", file=sys.stderr)
+        return 2
+    try:
+        tokens, how = example_view(load_from_args(args), sample, args.show_example)
+    except (ModelLoadError, ValueError) as error:
+        print(f"error: --show-example: {error}", file=sys.stderr)
+        return 2
+    print(f"{how}\n{summary(tokens)}\nA supervised token is followed by [its label]; ⏹ marks an end token; "
+          "· is a space, ↵ a newline.\n")
+    print(textwrap.fill(to_text(tokens), width=shutil.get_terminal_size((120, 40)).columns, break_long_words=False,
+                        break_on_hyphens=False))
+    return 0
+
+
 def doctor_main(args) -> int:
     """Exit 0 when nothing is a problem, 1 when something is, 2 on bad input or load errors."""
     from .doctor import check_out_dir, diagnose, load_sample, report_json, report_markdown, write_fixes
@@ -163,10 +184,25 @@ def doctor_main(args) -> int:
     except (OSError, ValueError) as error:
         print(f"error: could not read --sample: {error}", file=sys.stderr)
         return 2
+    if args.show_example is not None:
+        return show_example_main(args, sample)
     try:
         bundle = load_from_args(args)
+        earlier = None
+        if args.compare_with:
+            from pathlib import Path
+
+            from .models import load_model
+
+            # An adapter folder is the earlier stage of the same base model (two adapters: SFT, then DPO).
+            adapter = Path(args.compare_with, "adapter_config.json").is_file()
+            earlier = load_model(args.model if adapter else args.compare_with,
+                                 adapter=args.compare_with if adapter else None, quantize=args.quantize,
+                                 dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code)
         findings = diagnose(bundle, sample=sample, max_length=args.max_length, probe=not args.no_probe,
-                            gguf=args.gguf, stop_strings=[unescape(s) for s in args.stop_string or []] or None)
+                            gguf=args.gguf, stop_strings=[unescape(s) for s in args.stop_string or []] or None,
+                            artifacts=args.artifact or (), compare_with=earlier,
+                            repetition_penalty=args.repetition_penalty)
     except (ModelLoadError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -321,6 +357,18 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--stop-string", action="append",
                         help="a string your code searches the decoded text for (type a newline as \\n)")
     doctor.add_argument("--no-probe", action="store_true", help="skip the teacher-forced p(EOS) forward passes")
+    doctor.add_argument("--artifact", action="append", metavar="PATH",
+                        help="an export to compare with the model: adapter or merged folder, .gguf, Ollama Modelfile "
+                             "(repeatable; --fix writes corrected Modelfiles and generation configs)")
+    doctor.add_argument("--compare-with", metavar="PATH",
+                        help="an earlier checkpoint with the same tokenizer (the SFT model before DPO/RL, or its "
+                             "adapter folder on the same --model): check that p(EOS) at the answer end did not "
+                             "collapse since")
+    doctor.add_argument("--repetition-penalty", type=float, metavar="X",
+                        help="the repetition penalty you serve with (default: the generation config's)")
+    doctor.add_argument("--show-example", type=int, metavar="N",
+                        help="instead of the report, show example N (from 1) of --sample as tokens: supervised or "
+                             "masked, the label under each, end tokens marked")
     doctor.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
     doctor.add_argument("--fix", metavar="OUT_DIR",
                         help="write a repaired copy of the model's files (config, tokenizer, FIXES.md; weights "

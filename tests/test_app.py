@@ -80,7 +80,7 @@ def test_load_model_failure_keeps_the_current_model(client):
 def test_doctor_endpoint_reports_on_the_loaded_model(client):
     report = client.predict(None, api_name="/doctor")
     assert "**0 problem(s), 1 warning(s)" in report  # SmolLM2's only finding: pad == EOS
-    assert "### ⚠️ Pad token is distinct from EOS — warning" in report
+    assert "### ⚠️ Pad token is the same id as EOS — warning" in report
     assert "label of the end token after the answer became -100" in report
 
 

@@ -64,13 +64,16 @@ def smollm_findings(smollm):
 
 def test_embedded_smollm_is_healthy_except_pad_equal_to_eos(smollm_findings):
     found = smollm_findings
-    assert len(found) == 17
+    assert len(found) == 24
     for check in ("eos_ids_agree", "end_tokens_all_stop", "gguf_end_tokens", "eos_string_splits",
                   "tokenizer_appends_eos", "chat_template_eos", "chat_template_single_end",
-                  "generation_config_blocks_eos", "eos_embedding", "chat_tokens_trained", "p_eos_at_answer_end"):
+                  "generation_config_blocks_eos", "eos_embedding", "chat_tokens_trained", "p_eos_at_answer_end",
+                  "bos_eos_doubled"):
         assert found[check].status == "ok", (check, found[check].found)
     for check in ("stop_strings_survive_decoding", "adapter_trains_new_tokens", "sample_ends_with_eos",
-                  "truncation_keeps_eos", "every_turn_end_supervised"):
+                  "truncation_keeps_eos", "every_turn_end_supervised", "format_matches_inference",
+                  "packing_separates_samples", "labels_aligned", "artifacts_agree", "penalty_spares_eos",
+                  "stopping_kept"):
         assert found[check].status == "not_applicable", (check, found[check].found)
     # The embedded GGUF's own metadata is read: its EOS is the template's turn end.
     assert found["gguf_end_tokens"].data["eos_token_id"] == 2
@@ -379,18 +382,18 @@ def test_load_sample_names_the_bad_line(tmp_path, content, message):
 def test_reports_render_every_finding(smollm_findings):
     findings = list(smollm_findings.values())
     markdown = report_markdown(findings)
-    assert "0 problem(s), 1 warning(s), 11 ok, 5 not applicable" in markdown
+    assert "0 problem(s), 1 warning(s), 12 ok, 11 not applicable" in markdown
     # The one warning sits under what fixes it; passed checks are one line each.
     files = markdown.index("## Fix the files")
-    assert files < markdown.index(f"### {STATUS_ICONS['warning']} Pad token is distinct from EOS — warning")
+    assert files < markdown.index(f"### {STATUS_ICONS['warning']} Pad token is the same id as EOS — warning")
     assert markdown.index("## Passed") > files
     assert "## Fix at generation time" not in markdown and "## Fix the training" not in markdown
     assert markdown.count("**Fix:**") == 1
     # A token that looks like an HTML tag is escaped in prose (or the page would drop it), not inside code.
     assert "e.g. '\\<repo_name>' (id 3)" in markdown and "tokenizer.pad_token = '<repo_name>'\n" in markdown
-    assert markdown.count("\n- ✅ ") == 11 and markdown.count("\n- ➖ ") == 5
+    assert markdown.count("\n- ✅ ") == 12 and markdown.count("\n- ➖ ") == 11
     parsed = json.loads(report_json(findings))
-    assert parsed["summary"] == {"ok": 11, "warning": 1, "problem": 0, "not_applicable": 5}
+    assert parsed["summary"] == {"ok": 12, "warning": 1, "problem": 0, "not_applicable": 11}
     assert parsed["groups"]["files"] == ["pad_is_eos"] and parsed["groups"]["retrain"] == []
     assert [f["id"] for f in parsed["findings"]] == [f.id for f in findings]
     assert parsed["findings"][[f.id for f in findings].index("pad_is_eos")]["action"] == "files"
@@ -413,7 +416,8 @@ def test_main_json_on_the_default_model(default_model_loaded_once, capsys):
     assert cli_main(["doctor", "--json"]) == 0
     assert default_model_loaded_once == [("default", None)]
     report = json.loads(capsys.readouterr().out)
-    assert report["summary"] == {"ok": 11, "warning": 1, "problem": 0, "not_applicable": 5}
+    assert report["summary"] == {"ok": 12, "warning": 1, "problem": 0, "not_applicable": 11}
+    assert "eos_token_id=[2]" in report["stop_lists"]["generate"]
     statuses = {f["id"]: f["status"] for f in report["findings"]}
     assert statuses["pad_is_eos"] == "warning"
     assert statuses["chat_template_eos"] == "ok"
@@ -425,7 +429,7 @@ def test_main_exits_1_when_the_sample_shows_a_problem(default_model_loaded_once,
     path.write_text("\n".join(json.dumps(example) for example in QA_SAMPLE))
     assert cli_main(["doctor", "--sample", str(path), "--no-probe"]) == 1
     out = capsys.readouterr().out
-    assert "❌ Pad token is distinct from EOS — problem" in out
+    assert "❌ Pad token is the same id as EOS — problem" in out
 
 
 def test_main_reports_load_errors_on_stderr(tmp_path, capsys):

@@ -22,6 +22,15 @@ weights (:mod:`.weights`)
 data (:mod:`.data`)
     ``sample_ends_with_eos`` examples without EOS; ``truncation_keeps_eos`` max_length cuts the EOS off;
     ``every_turn_end_supervised`` multi-turn labels that supervise only the last turn's end.
+training (:mod:`.training`)
+    ``format_matches_inference`` examples in another prompt format than inference uses; ``bos_eos_doubled`` BOS
+    or EOS twice; ``packing_separates_samples`` packed samples without a supervised end between them;
+    ``labels_aligned`` labels shifted or one token off the answer. :func:`example_view` shows one example's
+    supervised tokens as these checks read them.
+exports and later stages (:mod:`.artifacts`, :mod:`.generation`)
+    ``artifacts_agree`` adapter/merged folders, GGUF files and Modelfiles that end or stop differently;
+    ``penalty_spares_eos`` a repetition penalty that pushes the end token down; ``stopping_kept`` p(EOS) that
+    collapsed since an earlier checkpoint. ``end_tokens_all_stop`` also gives the stop list for each runtime.
 
 Each :class:`Finding` says what fixes it (``action``): an argument at generation time, the files
 (:func:`write_fixes` writes them), or the training. Example::
@@ -40,20 +49,30 @@ from playground.models import LoadedModel
 
 from .core import ACTIONS, STATUS_ICONS, STATUSES, Context, Finding, load_sample
 from .data import check_every_turn_end_supervised, check_sample_ends_with_eos, check_truncation_keeps_eos
+from .artifacts import check_artifacts_agree
 from .generation import (
     check_generation_config_blocks_eos,
     check_p_eos_at_answer_end,
+    check_penalty_spares_eos,
     check_stop_strings_survive_decoding,
+    check_stopping_kept,
 )
 from .ids import check_end_tokens_all_stop, check_eos_ids_agree, check_gguf_end_tokens
 from .repair import RepairResult, check_out_dir, write_fixes, zip_fixes
 from .report import group_findings, report_json, report_markdown
 from .template import check_chat_template_eos, check_chat_template_single_end
 from .tokenizer import check_eos_string_splits, check_pad_is_eos, check_tokenizer_appends_eos
+from .training import (
+    check_bos_eos_doubled,
+    check_format_matches_inference,
+    check_labels_aligned,
+    check_packing_separates_samples,
+    example_view,
+)
 from .weights import check_adapter_trains_new_tokens, check_chat_tokens_trained, check_eos_embedding
 
 __all__ = ["ACTIONS", "CHECKS", "STATUSES", "STATUS_ICONS", "Finding", "RepairResult", "check_out_dir", "diagnose",
-           "group_findings", "load_sample", "report_json", "report_markdown", "write_fixes", "zip_fixes"]
+           "example_view", "group_findings", "load_sample", "report_json", "report_markdown", "write_fixes", "zip_fixes"]
 
 CHECKS = (
     check_eos_ids_agree,
@@ -72,19 +91,32 @@ CHECKS = (
     check_sample_ends_with_eos,
     check_truncation_keeps_eos,
     check_every_turn_end_supervised,
+    check_format_matches_inference,
+    check_bos_eos_doubled,
+    check_packing_separates_samples,
+    check_labels_aligned,
+    check_artifacts_agree,
     check_p_eos_at_answer_end,
+    check_penalty_spares_eos,
+    check_stopping_kept,
 )
 
 
 def diagnose(bundle: LoadedModel, *, sample: list[dict] | None = None, max_length: int = 512,
-             probe: bool = True, gguf=None, stop_strings: list[str] | None = None) -> list[Finding]:
+             probe: bool = True, gguf=None, stop_strings: list[str] | None = None, artifacts=(),
+             compare_with: LoadedModel | None = None, repetition_penalty: float | None = None) -> list[Finding]:
     """Run every check on a loaded model; one Finding per check.
 
     ``sample``: training examples (see :func:`load_sample`); ``max_length``: the training max_length;
     ``probe=False`` skips the forward passes of the teacher-forced p(EOS) check; ``gguf``: a GGUF export of this
     model to compare (a model loaded from a GGUF is compared with its own file); ``stop_strings``: strings your
-    code searches the decoded text for.
+    code searches the decoded text for; ``artifacts``: paths of exports to compare (adapter or merged folders,
+    .gguf files, Ollama Modelfiles); ``compare_with``: an earlier checkpoint with the same tokenizer (SFT before
+    DPO); ``repetition_penalty``: the one you serve with (default: the generation config's).
     """
+    if repetition_penalty is not None and (isinstance(repetition_penalty, bool) or not isinstance(
+            repetition_penalty, (int, float)) or repetition_penalty <= 0):
+        raise ValueError(f"repetition_penalty must be a number > 0, got {repetition_penalty!r}")
     if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 2:
         raise ValueError(f"max_length must be an integer >= 2, got {max_length!r}")
     if sample is not None and not isinstance(sample, list):
@@ -93,7 +125,8 @@ def diagnose(bundle: LoadedModel, *, sample: list[dict] | None = None, max_lengt
         raise ValueError("sample must contain at least 1 example, got an empty list")
     if stop_strings is not None and not all(isinstance(s, str) and s for s in stop_strings):
         raise ValueError("stop_strings must be a list of non-empty strings")
-    ctx = Context(bundle, sample, max_length, gguf=gguf, stop_strings=stop_strings)
+    ctx = Context(bundle, sample, max_length, gguf=gguf, stop_strings=stop_strings, artifacts=artifacts,
+                  compare_with=compare_with, repetition_penalty=repetition_penalty)
     findings = []
     for check in CHECKS:
         if check is check_p_eos_at_answer_end and not probe:
@@ -105,7 +138,7 @@ def diagnose(bundle: LoadedModel, *, sample: list[dict] | None = None, max_lengt
             findings.append(check(ctx))
         except Exception as error:  # one odd tokenizer/model must not hide the other findings
             name = check.__name__.removeprefix("check_")
-            findings.append(Finding(name, name.replace("_", " ").capitalize(), "warning",
+            findings.append(Finding(name, f"Could not check {name}", "warning",
                                     f"The check could not run: {type(error).__name__}: {error}",
                                     (check.__doc__ or "").strip(), "Report this with the model you used."))
     return findings

@@ -162,6 +162,14 @@ def source_gguf(bundle: LoadedModel) -> Path | None:
     return None
 
 
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    """How many leading ids two token lists share."""
+    length = 0
+    while length < min(len(a), len(b)) and a[length] == b[length]:
+        length += 1
+    return length
+
+
 @dataclass
 class Example:
     """One example tokenised the way training would see it, split at the end of the answer."""
@@ -171,16 +179,19 @@ class Example:
     prefix_ids: list[int]  # everything up to and including the last answer token
     full_ids: list[int]  # the whole example
     end_index: int | None  # index in full_ids of the end token that follows the answer, if any
-    eos_as_text: str | None = None  # the end-token string the text ended with, when it did
+    eos_as_text: str | None = None  # the end-token string the answer text itself ended with, when it did
     labels: list[int] | None = None  # pre-tokenised examples: the labels the trainer used
     messages: list[dict] | None = None  # conversations: the turns
+    answer_start: int | None = None  # index in full_ids of the answer's first token, when the format says
+    prompt: list[dict] | str | None = None  # what inference is given: the turns before the answer, or prompt text
 
 
 class Context:
     """Everything the checks share, computed once: EOS ids from all three sources, the rendered template,
     and the sample (or built-in probes) tokenised and split at the end of each answer."""
 
-    def __init__(self, bundle: LoadedModel, sample, max_length: int, *, gguf=None, stop_strings=None):
+    def __init__(self, bundle: LoadedModel, sample, max_length: int, *, gguf=None, stop_strings=None, artifacts=(),
+                 compare_with: LoadedModel | None = None, repetition_penalty: float | None = None):
         self.bundle = bundle
         self.tokenizer = tokenizer = bundle.tokenizer
         self.model = bundle.model
@@ -190,6 +201,9 @@ class Context:
         self.max_length = max_length
         self.gguf_path = Path(gguf) if gguf is not None else source_gguf(bundle)
         self.stop_strings = list(stop_strings or [])
+        self.artifacts = [Path(a) for a in artifacts or ()]
+        self.compare_with = compare_with  # an earlier checkpoint (SFT before DPO) to compare p(EOS) with
+        self.repetition_penalty = repetition_penalty  # the one you serve with, when not the generation config's
         self.tokenizer_eos_id = tokenizer.eos_token_id
         self.config_eos_ids = as_list(getattr(self.base.config, "eos_token_id", None))
         self.stop_ids = as_list(getattr(self.generation_config, "eos_token_id", None))
@@ -203,6 +217,7 @@ class Context:
         self.has_template = bool(getattr(tokenizer, "chat_template", None))
         self._whitespace: dict[int, bool] = {}
         self.row_stats: dict = {}  # embedding statistics per matrix kind, shared by the weight checks
+        self.answer_end_scores: dict = {}  # logits after each answer per model, shared by the p(EOS) checks
         # Whether tokenizer(text) appends an EOS by itself (decides how the answer prefix is cut).
         encoded_a = tokenizer("a")["input_ids"]
         self.encoded_a = encoded_a
@@ -360,7 +375,7 @@ class Context:
         tokenizer = self.tokenizer
         if "input_ids" in example:
             return self._encode_ids(example["input_ids"], example["labels"], label)
-        eos_as_text, messages = None, None
+        eos_as_text, messages, answer_start, prompt = None, None, None, None
         if "messages" in example and not self.template_ok:
             raise ValueError(f"{label}: 'messages' needs a tokenizer with a working chat template")
         if "text" in example:
@@ -370,29 +385,42 @@ class Context:
             messages = example.get("messages") or [{"role": "user", "content": example["prompt"]},
                                                    {"role": "assistant", "content": example["response"]}]
             text, add_special = tokenizer.apply_chat_template(messages, tokenize=False), False
-            response = [m["content"] for m in messages if m["role"] == "assistant"][-1]
+            last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+            prompt = messages[:last]
+            # An end string typed into a reply is text the model learns to print, whatever the template adds.
+            for message in messages:
+                if message["role"] == "assistant" and eos_as_text is None:
+                    eos_as_text = self._answer_end_of_text(message["content"])[1]
+            response = messages[last]["content"]
+            kept, matched = self._answer_end_of_text(response)
             position = text.rfind(response)
             if position < 0 and response.strip():
                 response = response.strip()
                 position = text.rfind(response)
             if position >= 0:
-                answer_end = position + len(response)
+                answer_end = position + (kept if matched else len(response))
             else:  # the template rewrote the reply: treat the rendering like a raw text example
                 answer_end, _ = self._answer_end_of_text(text)
+            answer_start = position if position >= 0 else None
         else:
             text, add_special = example["prompt"] + example["response"], True
-            answer_end = len(text)
+            kept, eos_as_text = self._answer_end_of_text(example["response"])
+            answer_end = len(example["prompt"]) + (kept if eos_as_text else len(example["response"]))
+            answer_start, prompt = len(example["prompt"]), example["prompt"]
         prefix = tokenizer(text[:answer_end], add_special_tokens=add_special)["input_ids"]
         if add_special and self.appends_eos and prefix and prefix[-1] in self.all_eos_ids:
             prefix = prefix[:-1]
         full = tokenizer(text, add_special_tokens=add_special)["input_ids"]
-        split = 0
-        while split < min(len(prefix), len(full)) and prefix[split] == full[split]:
-            split += 1
+        split = _common_prefix(prefix, full)
         first = self.first_non_whitespace(full[split:])
         end_index = split + first[0] if first and first[1] in self.end_ids else None
-        return Example(label, text, prefix, full, end_index, eos_as_text,
-                       messages=example.get("messages"))
+        if answer_start is not None:
+            before = tokenizer(text[:answer_start], add_special_tokens=add_special)["input_ids"]
+            if add_special and self.appends_eos and before and before[-1] in self.all_eos_ids:
+                before = before[:-1]
+            answer_start = _common_prefix(before, full)
+        return Example(label, text, prefix, full, end_index, eos_as_text, messages=example.get("messages"),
+                       answer_start=answer_start, prompt=prompt)
 
     @property
     def examples(self) -> list[Example]:

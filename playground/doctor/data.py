@@ -26,28 +26,36 @@ def check_sample_ends_with_eos(ctx: Context) -> Finding:
                        "No training sample given (pass --sample FILE.jsonl).", why, "Nothing to check.")
     examples = ctx.sample_examples
     total = len(examples)
-    with_end = [e for e in examples if e.end_index is not None]
-    as_text = [e for e in examples if e.end_index is None and e.eos_as_text]
+    # An end string typed into the answer that does not tokenise to an end id: the model learns to print it.
+    literal = [e for e in examples if e.eos_as_text and not all(
+        ctx.is_end(i) for i in ctx.tokenizer(e.eos_as_text, add_special_tokens=False)["input_ids"])]
+    with_end = [e for e in examples if e.end_index is not None and e not in literal]
     data = {"examples": total, "end_with_eos": len(with_end), "fraction_end_with_eos": len(with_end) / total,
-            "eos_as_text_not_id": len(as_text)}
+            "eos_as_text_not_id": len(literal)}
     found = [f"{len(with_end)}/{total} examples ({len(with_end) / total:.0%}) have an EOS/end token "
              f"{ctx.named_list(ctx.end_ids)} right after the answer ({_how(ctx)})."]
-    if as_text:
-        example = as_text[0]
-        tail = example.full_ids[len(example.prefix_ids):][-6:]
-        found.append(f"{len(as_text)} example(s) end with the text {example.eos_as_text!r}, which tokenises as "
-                     f"{ctx.pieces(tail)}, not as an EOS id (first: {example.label})"
+    if literal:
+        example = literal[0]
+        pieces = ctx.tokenizer(example.eos_as_text, add_special_tokens=False)["input_ids"]
+        data["eos_as_text_ids"] = pieces
+        found.append(f"{len(literal)} example(s) end with the text {example.eos_as_text!r}, which tokenises as "
+                     f"{ctx.pieces(pieces)} (ids {pieces}; first: {example.label}), not as an EOS id: the model "
+                     "learns to print it"
+                     + (", and the end token the chat template adds after it comes one string too late"
+                        if example.end_index is not None else "")
                      + (f"; this tokenizer's EOS is {ctx.tokenizer.eos_token!r}." if example.eos_as_text !=
                         ctx.tokenizer.eos_token else "."))
     missing = total - len(with_end)
     if missing == 0:
         return Finding("sample_ends_with_eos", title, "ok", found[0] + " (Truncation: see truncation_keeps_eos.)",
                        why, "Nothing to fix.", data)
-    fix = ("Append the EOS id to every example:\n```python\n"
-           "ids = tokenizer(prompt + response, add_special_tokens=True)['input_ids'] + [tokenizer.eos_token_id]\n```\n"
-           "or render prompt/response with tokenizer.apply_chat_template, then retrain.")
+    fix = ("Remove end strings typed into the answers and append the EOS id, not its text:\n```python\n"
+           + (f"response = response.removesuffix({literal[0].eos_as_text!r}).rstrip()\n" if literal else "")
+           + "ids = tokenizer(prompt + response, add_special_tokens=True)['input_ids'] + [tokenizer.eos_token_id]\n"
+           "```\nor render prompt/response with tokenizer.apply_chat_template (it writes the end token), then retrain.")
     status = "problem" if missing / total >= 0.5 else "warning"
-    return Finding("sample_ends_with_eos", title, status, " ".join(found), why, fix, data, action="retrain")
+    return Finding("sample_ends_with_eos", "Training examples without an EOS id after the answer", status,
+                   " ".join(found), why, fix, data, action="retrain")
 
 
 def check_truncation_keeps_eos(ctx: Context) -> Finding:
@@ -91,7 +99,8 @@ def check_truncation_keeps_eos(ctx: Context) -> Finding:
            f"dataset = dataset.filter(lambda example: len(example['input_ids']) <= {max_length})\n```\n"
            "(Re-appending EOS to a cut answer teaches the model to stop mid-sentence.)")
     status = "problem" if len(lost) / total >= 0.5 else "warning"
-    return Finding("truncation_keeps_eos", title, status, " ".join(found), why, fix, data, action="retrain")
+    return Finding("truncation_keeps_eos", "Truncation at max_length cuts off the EOS", status, " ".join(found), why,
+                   fix, data, action="retrain")
 
 
 def _template_labels(ctx: Context, messages: list[dict]) -> tuple[list[int], list[int]]:
@@ -181,4 +190,5 @@ def check_every_turn_end_supervised(ctx: Context) -> Finding:
            f"{end!r} }}}}{{% endgeneration %}}`; axolotl: `train_on_eos: turn`; a completion-only collator needs the "
            "instruction template too.")
     status = "problem" if masked / total_turns >= 0.5 else "warning"
-    return Finding("every_turn_end_supervised", title, status, " ".join(found), why, fix, data, action="retrain")
+    return Finding("every_turn_end_supervised", "Assistant turns whose end token is masked", status, " ".join(found),
+                   why, fix, data, action="retrain")

@@ -76,20 +76,16 @@ def check_generation_config_blocks_eos(ctx: Context) -> Finding:
            "gc.suppress_tokens = [t for t in (gc.suppress_tokens or []) if t not in eos_ids] or None\n"
            "gc.bad_words_ids = None\ngc.min_new_tokens = None\ngc.min_length = 0\n"
            "gc.save_pretrained(output_dir)\n```")
-    return Finding("generation_config_blocks_eos", title, "problem" if problems else "warning",
+    return Finding("generation_config_blocks_eos", "Generation config bans or delays EOS",
+                   "problem" if problems else "warning",
                    " ".join(problems + warnings), why, fix, data, action="files" if repair else "generation")
 
 
-def _p_stop(ctx: Context, examples: list[Example], stop_ids: list[int],
-           other_ids: list[int]) -> tuple[list[float], dict[int, list[float]]]:
-    """Teacher-forced next-token probability after each answer: summed over stop ids, and per other end id."""
-    model, device = ctx.model, ctx.bundle.device
-    output = ctx.base.get_output_embeddings()
-    vocab = output.weight.shape[0] if output is not None else None
-    valid = [i for i in stop_ids if vocab is None or i < vocab]
-    others = [i for i in other_ids if vocab is None or i < vocab]
-    p_stop, p_other = [], {i: [] for i in others}
+def _answer_end_scores(ctx: Context, examples: list[Example], bundle) -> list[torch.Tensor]:
+    """The next-token logits right after each answer (teacher-forced), in batches of 8."""
+    model, device = bundle.model, bundle.device
     sequences = [example.prefix_ids[-ctx.max_length:] for example in examples]
+    scores = []
     for start in range(0, len(sequences), 8):
         batch = sequences[start:start + 8]
         width = max(len(ids) for ids in batch)
@@ -101,11 +97,37 @@ def _p_stop(ctx: Context, examples: list[Example], stop_ids: list[int],
             attention_mask[row, : len(ids)] = 1
         with torch.inference_mode():
             logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)).logits
-        for row, ids in enumerate(batch):
-            probabilities = logits[row, len(ids) - 1].float().softmax(-1)
-            p_stop.append(float(probabilities[valid].sum()) if valid else 0.0)
-            for token_id in others:
-                p_other[token_id].append(float(probabilities[token_id]))
+        scores += [logits[row, len(ids) - 1].float() for row, ids in enumerate(batch)]
+    return scores
+
+
+def _p_stop(ctx: Context, examples: list[Example], stop_ids: list[int], other_ids: list[int], *,
+            bundle=None, penalty: float | None = None, fresh: bool = False) -> tuple[list[float], dict[int, list[float]]]:
+    """Teacher-forced next-token probability after each answer: summed over stop ids, and per other end id.
+    ``bundle``: another loaded model with the same vocabulary; ``penalty``: a repetition penalty applied over the
+    answer's own ids first, as generate() does. The logits are computed once per model and diagnosis
+    (``fresh=True``: again, e.g. with the adapter switched off)."""
+    from transformers import RepetitionPenaltyLogitsProcessor
+
+    bundle = bundle or ctx.bundle
+    key = (id(bundle), tuple(id(e) for e in examples))
+    scores = None if fresh else ctx.answer_end_scores.get(key)
+    if scores is None:
+        scores = _answer_end_scores(ctx, examples, bundle)
+        if not fresh:
+            ctx.answer_end_scores[key] = scores
+    vocab = scores[0].shape[0] if scores else None
+    valid = [i for i in stop_ids if vocab is None or i < vocab]
+    others = [i for i in other_ids if vocab is None or i < vocab]
+    p_stop, p_other = [], {i: [] for i in others}
+    for example, row in zip(examples, scores):
+        if penalty is not None:
+            ids = torch.tensor([example.prefix_ids[-ctx.max_length:]], device=row.device)
+            row = RepetitionPenaltyLogitsProcessor(penalty)(ids, row[None].clone())[0]
+        probabilities = row.softmax(-1)
+        p_stop.append(float(probabilities[valid].sum()) if valid else 0.0)
+        for token_id in others:
+            p_other[token_id].append(float(probabilities[token_id]))
     return p_stop, p_other
 
 
@@ -152,7 +174,7 @@ def check_p_eos_at_answer_end(ctx: Context) -> Finding:
         found.append(f"{ctx.named(token_id)} ({role}) gets {_fmt(other_summary)}.")
     if ctx.has_adapter:
         with ctx.bundle.adapter_disabled():
-            p_base, _ = _p_stop(ctx, examples, stop, [])
+            p_base, _ = _p_stop(ctx, examples, stop, [], fresh=True)
         base_summary = _summary(p_base)
         data["without_adapter"] = {k: round(v, 6) for k, v in base_summary.items()}
         found.append(f"With the adapter switched off: {_fmt(base_summary)}.")
@@ -172,7 +194,8 @@ def check_p_eos_at_answer_end(ctx: Context) -> Finding:
                f"stop on it:\n```python\nmodel.generation_config.eos_token_id = {stop + preferred[:1]}\n```")
         data["repair"], action = {"stop_on": preferred[:1]}, "files"
     status = "problem" if median < P_EOS_PROBLEM else "warning"
-    return Finding("p_eos_at_answer_end", title, status, " ".join(found), why, fix, data, action=action)
+    return Finding("p_eos_at_answer_end", "Model puts little probability on EOS where an answer ends", status,
+                   " ".join(found), why, fix, data, action=action)
 
 
 
@@ -222,5 +245,94 @@ def check_stop_strings_survive_decoding(ctx: Context) -> Finding:
            f"# vLLM: SamplingParams(stop_token_ids={special}); or decode with skip_special_tokens=False before "
            "searching\n```")
     status = "problem" if any(row["source"] == "--stop-string" for row in hidden) else "warning"
-    return Finding("stop_strings_survive_decoding", title, status, " ".join(found), why, fix, data,
+    return Finding("stop_strings_survive_decoding", "Stop strings vanish from the decoded text", status,
+                   " ".join(found), why, fix, data,
                    action="generation")
+
+
+def _answers(ctx: Context) -> tuple[list[Example], str]:
+    examples = [e for e in ctx.examples if e.prefix_ids][:MAX_FORCED_EXAMPLES]
+    source = (f"{len(examples)} answer(s) from your sample" if ctx.sample is not None
+              else f"{len(examples)} built-in question/answer pairs")
+    return examples, source
+
+
+def check_penalty_spares_eos(ctx: Context) -> Finding:
+    """A repetition penalty does not push the end token down once it appears in the chat history."""
+    title = "Repetition penalty spares the end token"
+    why = (
+        "generate(), vLLM and llama.cpp apply repetition_penalty to every token already in the context, the prompt "
+        "included. In a chat prompt every turn ends with the end token, so its logit is divided by the penalty "
+        "before the model ever answers: the longer the conversation, the less the model stops."
+    )
+    configured = getattr(ctx.generation_config, "repetition_penalty", None)
+    penalty = ctx.repetition_penalty if ctx.repetition_penalty is not None else configured
+    stop = ctx.stop_ids or ([ctx.tokenizer_eos_id] if ctx.tokenizer_eos_id is not None else [])
+    if penalty is None or penalty == 1.0 or not stop:
+        return Finding("penalty_spares_eos", title, "not_applicable",
+                       "No repetition penalty configured (generation_config.repetition_penalty is 1.0 or unset; pass "
+                       "--repetition-penalty X to check the one you serve with)." if stop else "No stop id.",
+                       why, "Nothing to check.")
+    examples, source = _answers(ctx)
+    with_eos = sum(any(i in stop for i in e.prefix_ids) for e in examples)
+    plain, _ = _p_stop(ctx, examples, stop, [])
+    penalised, _ = _p_stop(ctx, examples, stop, [], penalty=penalty)
+    before, after = statistics.median(plain), statistics.median(penalised)
+    ratio = after / before if before > 0 else 1.0
+    data = {"repetition_penalty": penalty, "stop_ids": stop, "examples": len(examples),
+            "examples_with_end_token_in_prompt": with_eos, "median_p_eos": round(before, 6),
+            "median_p_eos_with_penalty": round(after, 6), "ratio": round(ratio, 4)}
+    found = (f"repetition_penalty = {penalty}: p({', '.join(ctx.token(i) for i in stop)}) right after the answer, "
+             f"over {source} ({with_eos} with an end token in the prompt): median {before:.3g} without, "
+             f"{after:.3g} with the penalty ({ratio:.0%}).")
+    if ratio >= 0.5:
+        return Finding("penalty_spares_eos", title, "ok", found, why, "Nothing to fix.", data)
+    fix = ("Keep the penalty off the prompt (and so off the history's end tokens), or lower it:\n```python\n"
+           "from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor\n"
+           f"penalty = RepetitionPenaltyLogitsProcessor({penalty}, prompt_ignore_length=inputs['input_ids'].shape[1])\n"
+           "model.generate(**inputs, max_new_tokens=256, repetition_penalty=1.0, "
+           "logits_processor=LogitsProcessorList([penalty]))\n```\n"
+           "vLLM / llama.cpp / Ollama: repetition_penalty (repeat_penalty) 1.0-1.05, or a frequency penalty that "
+           "only counts generated tokens.")
+    status = "problem" if ratio < 0.1 else "warning"
+    return Finding("penalty_spares_eos", "Repetition penalty pushes the end token down", status, found, why, fix,
+                   data, action="generation")
+
+
+def check_stopping_kept(ctx: Context) -> Finding:
+    """p(EOS) at the answer end does not collapse from an earlier checkpoint (SFT) to this one (DPO, RL)."""
+    title = "Stopping is kept from the earlier checkpoint"
+    why = (
+        "Preference and RL stages (DPO, ORPO, PPO, GRPO) optimise other things than stopping; with chosen answers "
+        "that lack the end token, a length-favouring reward or too many steps they un-learn it: the SFT checkpoint "
+        "stops, the final one rambles."
+    )
+    other = ctx.compare_with
+    if other is None:
+        return Finding("stopping_kept", title, "not_applicable",
+                       "No earlier checkpoint given (pass --compare-with PATH, e.g. the SFT model before DPO).", why,
+                       "Nothing to check.")
+    stop = ctx.stop_ids or ([ctx.tokenizer_eos_id] if ctx.tokenizer_eos_id is not None else [])
+    if len(other.tokenizer) != len(ctx.tokenizer) or not stop:
+        return Finding("stopping_kept", title, "not_applicable",
+                       f"{other.info.name} has {len(other.tokenizer)} tokens, this model {len(ctx.tokenizer)}: the "
+                       "same answers cannot be compared." if stop else "No stop id.", why, "Nothing to check.")
+    examples, source = _answers(ctx)
+    now, _ = _p_stop(ctx, examples, stop, [])
+    then, _ = _p_stop(ctx, examples, stop, [], bundle=other)
+    before, after = statistics.median(then), statistics.median(now)
+    ratio = after / before if before > 0 else 1.0
+    data = {"compare_with": other.info.name, "stop_ids": stop, "median_p_eos_earlier": round(before, 6),
+            "median_p_eos_now": round(after, 6), "ratio": round(ratio, 4),
+            "p_eos_earlier": [round(p, 6) for p in then], "p_eos_now": [round(p, 6) for p in now]}
+    found = (f"p({', '.join(ctx.token(i) for i in stop)}) right after the answer, over {source}: median "
+             f"{before:.3g} in {other.info.name}, {after:.3g} in {ctx.bundle.info.name} (×{ratio:.2g}).")
+    if ratio >= 0.5:
+        return Finding("stopping_kept", title, "ok", found, why, "Nothing to fix.", data)
+    fix = ("Keep the SFT signal in the later stage, then train it again:\n```python\n"
+           "DPOConfig(..., rpo_alpha=1.0)  # adds the chosen answers' NLL, their end token included\n"
+           "# and check the chosen answers end with the end token (tokenizer.eos_token_id) before training\n```\n"
+           "Fewer steps or a larger beta also keep the model closer to the SFT checkpoint.")
+    status = "problem" if ratio < 0.25 else "warning"
+    return Finding("stopping_kept", "Stopping collapsed since the earlier checkpoint", status, found, why, fix, data,
+                   action="retrain")

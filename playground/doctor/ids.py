@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .core import Context, Finding
 from .gguf_meta import END_KEYS, read_gguf_metadata
+from .runtimes import stop_lists
 
 # End tokens that come in families: a model that knows one usually emits the others in some situation
 # (end of a chat turn vs end of a raw text, a tool call).
@@ -46,13 +47,14 @@ def check_eos_ids_agree(ctx: Context) -> Finding:
     )
     if not stop:
         ids = list(ctx.all_eos_ids)
-        return Finding("eos_ids_agree", title, "problem", " ".join(found + [
+        return Finding("eos_ids_agree", "Generation has no EOS id to stop on", "problem", " ".join(found + [
             "generate() has no EOS id at all: it only stops at max_new_tokens."]), why,
             "Give generation an EOS id:\n```python\nmodel.generation_config.eos_token_id = "
             f"{ids or ['tokenizer.eos_token_id']}\n```", dict(data, repair={"stop_on": ids}) if ids else data,
             action="files")
     if tok_id is None:
-        return Finding("eos_ids_agree", title, "problem", " ".join(found + ["The tokenizer has no EOS token."]),
+        return Finding("eos_ids_agree", "The tokenizer has no EOS token", "problem",
+                       " ".join(found + ["The tokenizer has no EOS token."]),
                        why, "Set one: `tokenizer.eos_token = tokenizer.convert_ids_to_tokens("
                        f"{stop[0]})` so training appends the id generation stops on.",
                        dict(data, repair={"eos_token": ctx.tokenizer.convert_ids_to_tokens(stop[0])}), action="files")
@@ -61,7 +63,7 @@ def check_eos_ids_agree(ctx: Context) -> Finding:
             f"The tokenizer's EOS {ctx.named(tok_id)} is not among the ids generation stops on "
             f"{ctx.named_list(stop)}: a model trained to end with it never stops."
         )
-        return Finding("eos_ids_agree", title, "problem", " ".join(found), why,
+        return Finding("eos_ids_agree", "The tokenizer's EOS is not an id generation stops on", "problem", " ".join(found), why,
                        "Stop on both (and save it with the model):\n```python\n"
                        f"model.generation_config.eos_token_id = {stop + [tok_id]}\n"
                        "model.generation_config.save_pretrained(output_dir)\n```",
@@ -73,7 +75,8 @@ def check_eos_ids_agree(ctx: Context) -> Finding:
             f"uses {ctx.named_list(stop)}"
             + (" - only the first of several EOS ids is used." if len(cfg) > 1 and stop == cfg[:1] else ".")
         )
-        return Finding("eos_ids_agree", title, "warning", " ".join(found), why,
+        return Finding("eos_ids_agree", "Generation config misses EOS ids that model.config lists", "warning",
+                       " ".join(found), why,
                        "Make generation stop on all of them:\n```python\n"
                        f"model.generation_config.eos_token_id = {stop + missing}\n```",
                        dict(data, repair={"stop_on": missing}), action="files")
@@ -121,6 +124,8 @@ def check_end_tokens_all_stop(ctx: Context) -> Finding:
                   f"{ctx.named_list(sorted(in_family))} (p_eos_at_answer_end shows whether the model emits them).")
     data = {"stop_ids": stop, "in_use": {i: reasons for i, reasons in uses.items()}, "missing": missing,
             "family_not_in_use": sorted(in_family)}
+    every_end = list(dict.fromkeys(list(uses) + stop))
+    data["stop_lists"] = stop_lists(every_end, ctx.tokenizer.convert_ids_to_tokens(every_end))
     if not stop:
         return Finding("end_tokens_all_stop", title, "not_applicable", found + " Generation has no stop id at all "
                        "(see eos_ids_agree).", why, "See eos_ids_agree.", data)
@@ -130,7 +135,8 @@ def check_end_tokens_all_stop(ctx: Context) -> Finding:
     # An id only model.config lists is a publisher's hint; the tokenizer's EOS and the template's turn end are
     # what training actually put after answers.
     trained = [i for i in missing if uses[i] != ["model.config.eos_token_id"]]
-    return Finding("end_tokens_all_stop", title, "problem" if trained else "warning",
+    return Finding("end_tokens_all_stop", "Generation does not stop on every end token the model uses",
+                   "problem" if trained else "warning",
                    found + f" The generation config lists {len(stop)} id(s) and misses {ctx.named_list(missing)}.",
                    why, "Stop on all of them and save it with the model:\n```python\n"
                    f"model.generation_config.eos_token_id = {stop + missing}\n"
@@ -155,7 +161,7 @@ def check_gguf_end_tokens(ctx: Context) -> Finding:
     try:
         metadata = read_gguf_metadata(path)
     except (OSError, ValueError) as error:
-        return Finding("gguf_end_tokens", title, "problem", f"Could not read {path}: {error}", why,
+        return Finding("gguf_end_tokens", "GGUF file could not be read", "problem", f"Could not read {path}: {error}", why,
                        "Check the path; a GGUF file starts with the bytes 'GGUF'.", {"path": str(path)},
                        action="files")
     tokens = metadata.get("tokenizer.ggml.tokens") or []
@@ -198,4 +204,5 @@ def check_gguf_end_tokens(ctx: Context) -> Finding:
            f"same):\n```bash\ngguf-new-metadata --special-token-by-id eot {expected} {path.name} fixed.gguf\n```\n"
            f"or at run time: `llama-cli ... --override-kv tokenizer.ggml.eot_token_id=int:{expected}`."
            if "repair" in data else "Convert the model again from the directory this tokenizer belongs to.")
-    return Finding("gguf_end_tokens", title, "problem", " ".join(found + problems), why, fix, data, action="files")
+    return Finding("gguf_end_tokens", "GGUF metadata does not stop where the model ends a reply", "problem",
+                   " ".join(found + problems), why, fix, data, action="files")

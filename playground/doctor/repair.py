@@ -12,7 +12,9 @@ Each finding whose ``action`` is ``"files"`` carries ``data["repair"]``, which s
   configs);
 * ``generation_config``: generation-config fields and their repaired values;
 * ``chat_template``: a template that was checked by rendering it;
-* ``gguf``: ``{"path", "changes": {metadata key: id}}`` for a repaired GGUF copy.
+* ``gguf``: ``{"path", "changes": {metadata key: id}}`` for a repaired GGUF copy;
+* ``artifacts``: ``[{"path", "file", "text"}]`` corrected copies (a Modelfile, a generation_config.json) written
+  to ``OUT_DIR/artifacts/<file>``.
 """
 
 from __future__ import annotations
@@ -154,6 +156,11 @@ def write_fixes(bundle: LoadedModel, findings: list[Finding], out_dir, *, weight
         elif "gguf" in repair:
             result.not_fixed.append(finding.id)
             continue
+        for artifact in repair.get("artifacts", []):  # corrected copies of a Modelfile or generation_config.json
+            target = out_dir / "artifacts" / artifact["file"]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(artifact["text"], encoding="utf-8")
+            result.changes.append(f"artifacts/{artifact['file']}: corrected copy of {artifact['path']} ({finding.id})")
         result.fixed.append(finding.id)
 
     if weights == "link":

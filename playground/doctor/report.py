@@ -6,6 +6,7 @@ import json
 import re
 
 from .core import ACTIONS, STATUS_ICONS, STATUSES, Finding
+from .runtimes import RUNTIME_TITLES
 
 # Code (fenced blocks, inline spans) is left alone; elsewhere a token such as <repo_name> or </s> would be read as
 # an HTML tag by Markdown renderers (the page, the hub) and vanish.
@@ -63,11 +64,24 @@ def report_markdown(findings: list[Finding], *, title: str = "EOS doctor") -> st
                       f"`{finding.id}`", "", f"**Found:** {finding.found}", "",
                       f"**Why it matters:** {finding.why}", "", f"**Fix:** {finding.fix}", ""]
         parts.append("")
+    lists = runtime_stop_lists(findings)
+    if lists:
+        parts += ["## Stop lists for your runtime", "",
+                  "Every end token the model uses, for each place it may be deployed:", ""]
+        for key, code in lists.items():
+            parts += [f"**{RUNTIME_TITLES[key]}**", "", f"```\n{code}\n```", ""]
     return escape_tags("\n".join(parts).rstrip() + "\n")
 
 
+def runtime_stop_lists(findings: list[Finding]) -> dict[str, str]:
+    """The stop configuration per runtime (``end_tokens_all_stop`` computes it), or {}."""
+    return next((f.data["stop_lists"] for f in findings if f.data.get("stop_lists")), {})
+
+
 def report_json(findings: list[Finding]) -> str:
-    """``{"summary": {status: count}, "groups": {group: [finding ids]}, "findings": [Finding.to_dict(), ...]}``."""
+    """``{"summary": {status: count}, "groups": {group: [finding ids]}, "stop_lists": {runtime: code},
+    "findings": [Finding.to_dict(), ...]}``."""
     groups = {key: [f.id for f in group] for key, group in group_findings(findings).items()}
-    return json.dumps({"summary": _counts(findings), "groups": groups, "findings": [f.to_dict() for f in findings]},
+    return json.dumps({"summary": _counts(findings), "groups": groups, "stop_lists": runtime_stop_lists(findings),
+                       "findings": [f.to_dict() for f in findings]},
                       indent=2, ensure_ascii=False, default=str)

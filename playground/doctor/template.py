@@ -18,7 +18,7 @@ def check_chat_template_eos(ctx: Context) -> Finding:
         return Finding("chat_template_eos", title, "not_applicable", "The tokenizer has no chat template.", why,
                        "Nothing to check; make sure raw-text training appends tokenizer.eos_token_id.")
     if "error" in template:
-        return Finding("chat_template_eos", title, "warning",
+        return Finding("chat_template_eos", "Chat template could not render a conversation", "warning",
                        f"Could not render a one-turn conversation: {template['error']}.", why,
                        "Check that the template accepts [{'role': 'user'}, {'role': 'assistant'}] messages.")
     tail_ids, end_id, stop = template["tail_ids"], template["end_id"], ctx.stop_ids
@@ -32,20 +32,20 @@ def check_chat_template_eos(ctx: Context) -> Finding:
                        "Nothing to fix.", data)
     later = [i for i in tail_ids if i in stop]
     if later:
-        return Finding("chat_template_eos", title, "warning",
-                       found + f" A stop token follows, but only after {ctx.named(end_id)}; the model must emit "
+        return Finding("chat_template_eos", "Chat template ends the assistant turn with a token before the stop token",
+                       "warning", found + f" A stop token follows, but only after {ctx.named(end_id)}; the model must emit "
                        "that first.", why,
                        f"Also stop on the turn end:\n```python\nmodel.generation_config.eos_token_id = {stop + [end_id]}\n```",
                        *_stop_on_turn_end(ctx, data, end_id))
     if end_id is not None and (end_id in ctx.end_like or end_id in ctx.all_eos_ids):
-        return Finding("chat_template_eos", title, "problem",
-                       found + f" The turn ends with {ctx.named(end_id)}, which generation does not stop on.", why,
+        return Finding("chat_template_eos", "Chat template ends the assistant turn with a token generation does not stop on",
+                       "problem", found + f" The turn ends with {ctx.named(end_id)}, which generation does not stop on.", why,
                        "Stop on the token the template uses:\n```python\n"
                        f"model.generation_config.eos_token_id = {stop + [end_id]}\n"
                        "model.generation_config.save_pretrained(output_dir)\n```", dict(data, repair={"stop_on": [end_id]}),
                        action="files")
     eos = ctx.tokenizer.eos_token
-    return Finding("chat_template_eos", title, "problem",
+    return Finding("chat_template_eos", "Chat template writes no end token after the assistant turn", "problem",
                    found + " No EOS/end token follows the assistant answer: a model trained on this template never "
                    "learns to stop.", why,
                    "End assistant turns with the EOS in the template, e.g.\n```jinja\n"
@@ -125,11 +125,11 @@ def check_chat_template_single_end(ctx: Context) -> Finding:
                if template else ", e.g. drop the `+ eos_token` after the turn end:")
                + f"\n```jinja\n... message['content'] + {ctx.tokenizer.convert_ids_to_tokens(run[0])!r} ...\n```\n"
                "then rebuild the training data with the fixed template.")
-        return Finding("chat_template_single_end", title, "warning",
+        return Finding("chat_template_single_end", "An assistant turn ends with two end tokens", "warning",
                        found + f" That is {len(run)} end tokens in a row.", why, fix, data,
                        action="files" if template else "retrain")
     if len(trailing) > len(run) and len(trailing) > 1:
-        return Finding("chat_template_single_end", title, "warning",
+        return Finding("chat_template_single_end", "Tokenising a rendered turn adds a second end token", "warning",
                        found + " The tokenizer appends one more when the rendered text is tokenised with "
                        "add_special_tokens=True, as many SFT scripts do.", why,
                        "Tokenise rendered conversations without special tokens:\n```python\n"

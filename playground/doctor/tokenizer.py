@@ -47,7 +47,8 @@ def check_pad_is_eos(ctx: Context) -> Finding:
     repair = {"pad_token": ctx.tokenizer.convert_ids_to_tokens(candidate)} if candidate is not None else None
     action = "files" if repair else "retrain"
     if pad_id is None:
-        return Finding("pad_is_eos", title, "warning", "The tokenizer has no pad token; batching will fail.", why,
+        return Finding("pad_is_eos", "Tokenizer has no pad token", "warning",
+                       "The tokenizer has no pad token; batching will fail.", why,
                        _pad_fix(ctx, candidate), {"pad_token_id": None, "repair": repair}, action=action)
     if pad_id not in eos_set:
         return Finding("pad_is_eos", title, "ok",
@@ -76,7 +77,8 @@ def check_pad_is_eos(ctx: Context) -> Finding:
     elif ctx.sample is None:
         found += " Harmless for generation; it matters when you fine-tune with this tokenizer."
     data["repair"] = repair
-    return Finding("pad_is_eos", title, status, found, why, _pad_fix(ctx, candidate), data, action=action)
+    return Finding("pad_is_eos", "Pad token is the same id as EOS", status, found, why, _pad_fix(ctx, candidate), data,
+                   action=action)
 
 
 def pad_candidate(ctx: Context) -> int | None:
@@ -146,7 +148,8 @@ def check_eos_string_splits(ctx: Context) -> Finding:
            "[tokenizer.eos_token_id]\n```\nIf the EOS should be a real special token, register it and resize:\n"
            f"```python\ntokenizer.add_special_tokens({{'eos_token': {eos!r}}})\nmodel.resize_token_embeddings(len(tokenizer))\n"
            "model.generation_config.eos_token_id = tokenizer.eos_token_id\n```")
-    return Finding("eos_string_splits", title, "problem", " ".join(found), why, fix, data, action="retrain")
+    return Finding("eos_string_splits", "EOS written as text does not become the EOS id", "problem", " ".join(found),
+                   why, fix, data, action="retrain")
 
 
 def check_tokenizer_appends_eos(ctx: Context) -> Finding:
@@ -163,7 +166,7 @@ def check_tokenizer_appends_eos(ctx: Context) -> Finding:
     )
     found = f"add_eos_token = {promised}; tokenizer('a') -> {ids} {ctx.pieces(ids)}."
     if promised and not ctx.appends_eos:
-        return Finding("tokenizer_appends_eos", title, "problem",
+        return Finding("tokenizer_appends_eos", "Tokenizer says it adds EOS but does not", "problem",
                        found + " The tokenizer promises an EOS but does not add one.", why,
                        "Do not rely on the flag; append the id yourself:\n```python\nids = tokenizer(text)['input_ids'] "
                        "+ [tokenizer.eos_token_id]\n```\nor rebuild the post-processor, e.g. "

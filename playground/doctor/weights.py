@@ -168,7 +168,8 @@ def check_eos_embedding(ctx: Context) -> Finding:
     status = "problem" if problems else "warning" if warnings else "ok"
     if status == "ok":
         return Finding("eos_embedding", title, status, found, why, "Nothing to fix.", data)
-    return Finding("eos_embedding", title, status, found, why, fix, data, action="retrain")
+    return Finding("eos_embedding", "EOS embedding rows look untrained or out of range", status, found, why, fix,
+                   data, action="retrain")
 
 
 def check_chat_tokens_trained(ctx: Context) -> Finding:
@@ -205,7 +206,8 @@ def check_chat_tokens_trained(ctx: Context) -> Finding:
            "LoraConfig(..., modules_to_save=['embed_tokens', 'lm_head'])\n"
            f"# or only these tokens:\nLoraConfig(..., trainable_token_indices={ids[:8]})\n```\n"
            "In a full fine-tune, do not freeze the embeddings.")
-    return Finding("chat_tokens_trained", title, "problem" if problems else "warning", found, why, fix, data,
+    return Finding("chat_tokens_trained", "Chat tokens of the template look untrained",
+                   "problem" if problems else "warning", found, why, fix, data,
                    action="retrain")
 
 
@@ -259,10 +261,12 @@ def check_adapter_trains_new_tokens(ctx: Context) -> Finding:
     fix = ("Train the new rows with the adapter:\n```python\nLoraConfig(..., modules_to_save=['embed_tokens', 'lm_head'])\n"
            f"# or only the new tokens:\nLoraConfig(..., trainable_token_indices={(new_end or added_ids)[:8]})\n```")
     if lora_on_embeddings:
-        return Finding("adapter_trains_new_tokens", title, "warning",
+        return Finding("adapter_trains_new_tokens", "LoRA adapter reaches added tokens' rows only through a low-rank update",
+                       "warning",
                        found + " The embeddings are LoRA targets, so only a low-rank update reaches the new rows.",
                        why, fix, data, action="retrain")
-    return Finding("adapter_trains_new_tokens", title, "problem",
+    return Finding("adapter_trains_new_tokens", "LoRA adapter leaves the rows of added special tokens untrained",
+                   "problem",
                    found + " Neither modules_to_save nor trainable_token_indices cover them: their rows are still the "
                    "untrained initial values.", why, fix, data, action="retrain")
 

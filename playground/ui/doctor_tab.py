@@ -3,6 +3,7 @@ the repaired config/tokenizer files as a zip."""
 
 from __future__ import annotations
 
+import html
 import tempfile
 from pathlib import Path
 
@@ -17,7 +18,8 @@ def doctor_tab(playground: Playground) -> None:
         gr.Markdown("Checks the loaded model and tokenizer for the usual reasons a fine-tune never emits EOS. "
                     "Optionally add a JSONL training sample (`prompt`/`response`, `text`, `messages` or "
                     "`input_ids`/`labels` per line).")
-        sample = gr.File(label="Training sample (JSONL, optional)", file_types=[".jsonl"], height=120)
+        sample = gr.File(label="Training sample (JSONL, optional)", file_types=[".jsonl"], height=120,
+                         elem_id="doctor-sample")
         with gr.Row():
             doctor_button = gr.Button("Examine the model")
             fix_button = gr.Button("Download the repaired files (zip)")
@@ -25,6 +27,13 @@ def doctor_tab(playground: Playground) -> None:
                              visible=False)
         fixes_summary = gr.Markdown()
         doctor_report = gr.Markdown()
+        gr.Markdown("**Training-example view**: which tokens of one example are supervised, and is the end token one "
+                    "of them? Read exactly as the checks read it.")
+        with gr.Row():
+            example_number = gr.Number(label="Example (from 1)", value=1, precision=0, minimum=1,
+                                       elem_id="doctor-example-number")
+            example_button = gr.Button("Show the example's tokens", elem_id="doctor-example-button")
+        example_html = gr.HTML(elem_id="doctor-example")
 
     def read_sample(sample_file, event: gr.EventData | None):
         try:
@@ -47,6 +56,21 @@ def doctor_tab(playground: Playground) -> None:
         fixes = (archive.parent / "repaired" / "FIXES.md").read_text(encoding="utf-8")
         return gr.update(value=str(archive), visible=True), fixes, report_markdown(findings)
 
+    def on_example(sample_file, number, event: gr.EventData):
+        from ..doctor import example_view
+        from ..supervision import STYLE, to_html
+
+        sample = read_sample(sample_file, event)
+        try:
+            if sample is None:
+                raise ValueError("example: upload a training sample first")
+            tokens, how = example_view(playground.bundle, sample, int(number) if number is not None else 0)
+        except ValueError as error:
+            raise refusal(playground, "/doctor_example", error, page=from_page(event)) from None
+        return f"<style>{STYLE}</style><p>{html.escape(how)}</p>{to_html(tokens)}"
+
+    example_button.click(on_example, [sample, example_number], example_html, concurrency_id="model",
+                         concurrency_limit=1, api_name="doctor_example")
     doctor_button.click(on_doctor, sample, doctor_report, concurrency_id="model", concurrency_limit=1,
                         api_name="doctor")
     fix_button.click(on_fix, sample, [fixes_file, fixes_summary, doctor_report], concurrency_id="model",

@@ -1,0 +1,70 @@
+"""The doctor tab's training-example view in real Chromium: upload a sample, pick a line, and see which tokens are
+supervised: a masked end token is visibly struck out, a supervised one is shaded and badged."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from playground.bench_page import CHROMIUM
+from tests.test_browser import browser, open_page  # noqa: F401 (the fixture and launcher of the page tests)
+from tests.test_doctor_round3 import CHAT, labelled, row
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed (apt-get install -y chromium)"),
+]
+
+END_STYLE = """(element) => { const s = getComputedStyle(element); const badge = element.querySelector('.sv-end');
+  return {line: s.textDecorationLine, background: s.backgroundColor, color: s.color,
+          badge: badge ? badge.getBoundingClientRect().width > 0 && getComputedStyle(badge).display !== 'none' : false,
+          label: element.querySelector('.sv-label').textContent}; }"""
+
+
+def show(page, number: int) -> None:
+    page.locator("#doctor-example-number input").fill(str(number))
+    page.locator("#doctor-example-button").click()
+    page.wait_for_function(f"() => (document.querySelector('#doctor-example') || {{}}).innerText?.includes('Example {number}:')",
+                           timeout=60_000)
+
+
+def test_a_masked_end_token_is_struck_out_and_a_supervised_one_badged(browser, app_server, tokenizer, tmp_path):  # noqa: F811
+    good = labelled(tokenizer, CHAT)
+    masked = {"input_ids": good["input_ids"], "labels": good["labels"][:good["end"]] + [-100] * 2}
+    sample = tmp_path / "sample.jsonl"
+    sample.write_text(json.dumps(masked) + "\n" + json.dumps(row(good)) + "\n")
+    page = open_page(browser, app_server)
+    try:
+        page.get_by_role("tab", name="EOS doctor").click()
+        page.locator("#doctor-sample input[type=file]").set_input_files(str(sample))
+        page.get_by_text("sample.jsonl").first.wait_for(timeout=30_000)
+        answer_end = f"#doctor-example .sv-tok[title^='index {good['end']} ']"
+        show(page, 1)
+        struck = page.locator(answer_end).evaluate(END_STYLE)
+        assert "line-through" in struck["line"] and struck["label"] == "-100"
+        assert struck["background"] == "rgb(238, 238, 238)"  # grey: not a training target
+        assert f"2 at {good['end']}: masked (label -100)" in page.locator("#doctor-example").inner_text()
+        show(page, 2)
+        badged = page.locator(answer_end).evaluate(END_STYLE)
+        assert badged["badge"] and badged["label"] == "2" and "line-through" not in badged["line"]
+        assert badged["background"] == "rgb(200, 230, 201)"  # green: supervised
+        assert page.locator(answer_end + " .sv-end").inner_text() == "end"
+    finally:
+        page.close()
+
+
+def test_the_example_endpoint_names_the_field_of_a_bad_line_number(app_server, tmp_path):
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    sample = tmp_path / "sample.jsonl"
+    sample.write_text(json.dumps({"prompt": "Hi?", "response": "Hello."}) + "\n")
+    client = Client(app_server, verbose=False)
+    view = client.predict(handle_file(str(sample)), 1, api_name="/doctor_example")
+    assert "Example 1: rendered with the chat template; the prompt masked" in view and 'class="sv-end">end</b>' in view
+    with pytest.raises(AppError, match="example must be a number from 1 to 1"):
+        client.predict(handle_file(str(sample)), 5, api_name="/doctor_example")
+    with pytest.raises(AppError, match="upload a training sample first"):
+        client.predict(None, 1, api_name="/doctor_example")
