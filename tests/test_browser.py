@@ -31,6 +31,12 @@ RECORD_VIEWS = """() => {
   }
 }"""
 
+# The live chart's plotly traces, by kind: the selected step's marker as [column, step].
+SELECTED_ON_CHART = """() => {
+  const point = document.querySelector('#chart .js-plotly-plot').data.find(t => t.meta.kind === 'selected');
+  return point ? [point.meta.column, point.x[0]] : null;
+}"""
+
 
 @pytest.fixture(scope="module")
 def browser():
@@ -46,7 +52,7 @@ def open_page(browser, url: str, width: int = 1400, height: int = 900):
     page = browser.new_page(viewport={"width": width, "height": height})
     page.goto(url, wait_until="domcontentloaded")  # Gradio keeps a connection open: never "networkidle"
     page.locator("#run").wait_for(timeout=60_000)
-    page.wait_for_function("() => window.eosPlayground !== undefined", timeout=30_000)
+    page.wait_for_function("() => window.eosPlayground !== undefined && window.Plotly !== undefined", timeout=60_000)
     page.wait_for_timeout(500)  # the link's settings land just after the page appears
     return page
 
@@ -106,7 +112,7 @@ def test_the_text_and_the_chart_share_one_screen(first_run):
         page.set_viewport_size({"width": width, "height": height})
         page.evaluate("() => window.scrollTo(0, 0)")
         page.wait_for_timeout(300)
-        for selector in ("#tokens-0", "#chart svg", "#inspector", "#story"):
+        for selector in ("#tokens-0", "#chart .js-plotly-plot", "#inspector", "#story"):
             assert inside_viewport(page, selector), f"{selector} is off screen at {width}×{height}"
     page.set_viewport_size({"width": 1400, "height": 900})
 
@@ -135,7 +141,7 @@ def test_clicking_a_token_inspects_that_step_and_arrows_move_one_step(first_run)
     text = page.locator("#inspector").inner_text()
     assert text.startswith("baseline") and "chose" in text and "argmax" in text
     assert page.locator("#tokens-0 [data-s='5'].sel").count() == 1  # marked in the text
-    assert page.locator("#chart line.selected-step").count() == 1  # and on the chart
+    assert page.evaluate(SELECTED_ON_CHART) == [0, 5]  # and on the chart
     page.locator("#story").click()  # focus leaves the token, as after any click on the page
     page.keyboard.press("ArrowRight")
     page.wait_for_function("() => document.querySelector('#inspector').innerText.includes('step 6 ·')", timeout=30_000)
@@ -153,7 +159,7 @@ def test_what_if_it_had_stopped_here_decodes_a_branch_beside_the_columns(first_r
                            timeout=120_000)
     assert page.locator("#status-3").inner_text().startswith("baseline → '<|im_end|>' at step 3")
     page.wait_for_function("() => document.querySelector('#story').innerText.includes('at step 3')", timeout=30_000)
-    assert page.locator("#chart .eos-chart-legend").inner_text().count("→") == 1  # the chart shows the branch
+    assert page.locator("#chart .legendtext").all_inner_texts().count("baseline → '<|im_end|>' at step 3") == 1  # on the chart
     assert page.locator("#tokens-3 [data-s]").count() == 4  # three tokens shared with the baseline, then EOS
 
 
