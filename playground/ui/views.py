@@ -33,8 +33,27 @@ def _step_title(s: StepRecord) -> str:
             f"p(EOS) {s.p_eos_raw:.3g} raw → {s.p_eos:.3g} final · click to inspect")
 
 
+# Marks for what would otherwise draw nothing: a newline still breaks the line after its mark.
+WHITESPACE_MARKS = {"\n": "↵\n", "\t": "⇥", " ": "·", "\r": "␍"}
+
+
+def shown_token(token: str) -> str:
+    r"""A token as the token view draws it, never zero-width: newlines as ↵ (then the line break), a token of
+    only spaces or tabs as · and ⇥, an empty token as ∅; text with spaces between words stays as it is.
+
+    >>> shown_token("\n"), shown_token(".\n\n"), shown_token("  "), shown_token(" is"), shown_token("")
+    ('↵\n', '.↵\n↵\n', '··', ' is', '∅')
+    """
+    if token == "":
+        return "∅"
+    if token.strip() == "":
+        return "".join(WHITESPACE_MARKS.get(c, c) for c in token)
+    return token.replace("\n", WHITESPACE_MARKS["\n"])
+
+
 def token_spans(variant: VariantTrace, start: int = 0) -> str:
-    """The column's tokens from step ``start`` on, one span each; the EOS token is drawn as a badge.
+    """The column's tokens from step ``start`` on, one span each, every one visible (see ``shown_token``); the
+    EOS token is drawn as a badge.
 
     Shading is CSS: ``--p`` is the chosen token's probability, ``--e`` p(EOS) on a log scale; the page picks
     which one colours the background, so switching needs no redraw.
@@ -44,9 +63,10 @@ def token_spans(variant: VariantTrace, start: int = 0) -> str:
     for s in steps[start:]:
         if s is steps[-1] and variant.stop_reason == "eos":
             parts.append(f'<span data-s="{s.step}" class="eos-badge" title="{html.escape(_step_title(s))}">EOS</span>')
-        elif s.token:
-            parts.append(f'<span data-s="{s.step}" style="--p:{s.p_chosen:.2f};--e:{_eos_shade(s.p_eos):.2f}" '
-                         f'title="{html.escape(_step_title(s))}">{html.escape(s.token)}</span>')
+        else:
+            marked = ' class="ws"' if s.token.strip() == "" else ""
+            parts.append(f'<span data-s="{s.step}"{marked} style="--p:{s.p_chosen:.2f};--e:{_eos_shade(s.p_eos):.2f}" '
+                         f'title="{html.escape(_step_title(s))}">{html.escape(shown_token(s.token))}</span>')
     return "".join(parts)
 
 
