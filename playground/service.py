@@ -318,14 +318,24 @@ def column_variants(columns: list[list[str]], *, reward_start_ratio: float, stre
         "stop_strings": {"strings": stop_strings},
         "min_new_tokens": {"n": min_new_tokens},
     }
-    variants, seen = [], set()
-    for names in columns:
-        name = " + ".join(names) or "baseline"
+    return [Variant(name, [{"name": n, "params": params.get(n, {})} for n in names])
+            for name, names in zip(column_names(columns), columns)]
+
+
+def column_names(columns: list[list[str]]) -> list[str]:
+    """Each column's name: its interventions joined with " + " (or "baseline"), a repeat marked ′.
+
+    >>> column_names([[], ["eos_reward"], ["eos_reward"], ["ban_eos", "stop_strings"]])
+    ['baseline', 'eos_reward', 'eos_reward′', 'ban_eos + stop_strings']
+    """
+    names, seen = [], set()
+    for picked in columns:
+        name = " + ".join(picked) or "baseline"
         while name in seen:
             name += "′"
         seen.add(name)
-        variants.append(Variant(name, [{"name": n, "params": params.get(n, {})} for n in names]))
-    return variants
+        names.append(name)
+    return names
 
 
 def write_downloads(files: dict[str, str], prefix: str, root: Path | None = None,

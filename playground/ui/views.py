@@ -132,9 +132,18 @@ def _bar(value: float, css: str) -> str:
     return f'<span class="bar {css}" style="width:{max(value, 0) * 100:.1f}%"></span>'
 
 
-def inspector_html(trace: Trace | None, column: int, step: int, eos_ids: list[int] | None = None) -> str:
-    """One step of one column: what was chosen, how far EOS was from winning, the top tokens raw vs final, and
-    the distribution after each stage (raw → generation config → interventions → temperature → top-k → top-p)."""
+def _try_button(token_id: int, no_branch: str | None) -> str:
+    if no_branch:
+        return f'<button class="branch" data-token="{token_id}" disabled title="{html.escape(no_branch)}">try</button>'
+    return f'<button class="branch" data-token="{token_id}" title="decode a new column from here with this token">try</button>'
+
+
+def inspector_html(trace: Trace | None, column: int, step: int, eos_ids: list[int] | None = None,
+                   no_branch: str | None = None) -> str:
+    """One step of one column: what was chosen (or forced, in a branch), how far EOS was from winning, the top
+    tokens raw vs final, and the distribution after each stage (raw → generation config → interventions →
+    temperature → top-k → top-p). ``no_branch``: why "try" cannot decode a new column now (its buttons are
+    disabled and say so)."""
     if trace is None or not 0 <= column < len(trace.variants) or not 0 <= step < len(trace.variants[column].steps):
         return '<div class="inspector empty">Click a token in any column, or a point on the chart, to inspect that step.</div>'
     variant = trace.variants[column]
@@ -152,8 +161,7 @@ def inspector_html(trace: Trace | None, column: int, step: int, eos_ids: list[in
         bars = "" if t is None else f'{_bar(t.p_raw, "raw")}{_bar(t.p, "final")}'
         numbers = '<td class="num" colspan="2">not in the top</td>' if t is None else \
             f'<td class="num">{_p(t.p_raw)}</td><td class="num">{_p(t.p)}</td>'
-        branch = "" if token_id == s.token_id else \
-            f'<button class="branch" data-token="{token_id}" title="decode a new column from here with this token">try</button>'
+        branch = "" if token_id == s.token_id else _try_button(token_id, no_branch)
         rows.append(f'<tr class="{"eos" if token_id in eos_ids else ""}"><td class="tok">{label}{mark}</td>'
                     f'<td class="bars">{bars}</td>{numbers}<td>{branch}</td></tr>')
     stages = []
@@ -163,14 +171,16 @@ def inspector_html(trace: Trace | None, column: int, step: int, eos_ids: list[in
                       f"<td class='num'>{_p(stage.p_eos)}</td><td>{top}</td></tr>")
     forced = variant.branch_of is not None and step <= variant.branch_of[1]
     pick = "forced (branch)" if forced else "argmax" if trace.settings.get("temperature", 0) == 0 else "sampled"
+    verb, given = ("forced", "the model gave it ") if forced else ("chose", "")
+    note = f'<p class="no-branch">{html.escape(no_branch)}</p>' if no_branch else ""
     stages.append(f"<tr><td>{pick}</td><td></td><td></td><td>{html.escape(chosen)}</td></tr>")
     return (
-        f'<div class="inspector" data-column="{column}" data-step="{step}"><div class="head"><b>{html.escape(variant.name)}</b> · step {s.step} · chose '
-        f'<code>{html.escape(chosen)}</code> (p {_p(s.p_chosen)}, raw {_p(s.p_chosen_raw)})</div>'
+        f'<div class="inspector" data-column="{column}" data-step="{step}"><div class="head"><b>{html.escape(variant.name)}</b> · step {s.step} · {verb} '
+        f'<code>{html.escape(chosen)}</code> ({given}p {_p(s.p_chosen)}, raw {_p(s.p_chosen_raw)})</div>'
         f'<p class="margin">{html.escape(step_explanation(s))}</p>'
         f'<table class="topk"><tr><th>top tokens</th><th><span class="key raw"></span>raw '
         f'<span class="key final"></span>final</th><th>raw</th><th>final</th><th title="continue from here">what if?</th></tr>'
-        f'{"".join(rows)}</table>'
+        f'{"".join(rows)}</table>{note}'
         f'<table class="stages"><tr><th>stage</th><th>what it did</th><th>p(EOS)</th><th>top tokens after it</th></tr>'
         f'{"".join(stages)}</table><small>← → move one step · <b>try</b> continues this column from here with that token instead'
         f'</small></div>'
