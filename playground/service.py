@@ -197,12 +197,13 @@ class Playground:
         return columns
 
     def stream(self, run) -> Iterator:
-        """A comparison's traces (see :meth:`_stream_comparison`) or an evaluation's progress (rows done),
-        counted as active while it decodes; closing this closes the decode."""
+        """A comparison's traces (see :meth:`_stream_comparison`) or an evaluation's progress (rows done, also
+        every half second while rows decode: see ``Evaluation.progress``), counted as active while it decodes;
+        closing this closes the decode."""
         with self._active_lock:
             self._active += 1
         try:
-            yield from self._stream_comparison(run) if isinstance(run, Comparison) else run.run()
+            yield from self._stream_comparison(run) if isinstance(run, Comparison) else run.run(heartbeat=0.5)
         finally:
             with self._active_lock:
                 self._active -= 1

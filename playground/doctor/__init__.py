@@ -36,6 +36,8 @@ or ``python -m playground doctor --model default --json``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from playground.models import LoadedModel
 
 from .core import ACTIONS, STATUS_ICONS, STATUSES, Context, Finding, load_sample
@@ -77,13 +79,15 @@ CHECKS = (
 
 
 def diagnose(bundle: LoadedModel, *, sample: list[dict] | None = None, max_length: int = 512,
-             probe: bool = True, gguf=None, stop_strings: list[str] | None = None) -> list[Finding]:
+             probe: bool = True, gguf=None, stop_strings: list[str] | None = None,
+             on_check: Callable[[int, int, str], None] | None = None) -> list[Finding]:
     """Run every check on a loaded model; one Finding per check.
 
     ``sample``: training examples (see :func:`load_sample`); ``max_length``: the training max_length;
     ``probe=False`` skips the forward passes of the teacher-forced p(EOS) check; ``gguf``: a GGUF export of this
     model to compare (a model loaded from a GGUF is compared with its own file); ``stop_strings``: strings your
-    code searches the decoded text for.
+    code searches the decoded text for. ``on_check(index, count, words)`` is called before each check runs (the
+    page shows which one: the teacher-forced probe takes seconds).
     """
     if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 2:
         raise ValueError(f"max_length must be an integer >= 2, got {max_length!r}")
@@ -95,7 +99,9 @@ def diagnose(bundle: LoadedModel, *, sample: list[dict] | None = None, max_lengt
         raise ValueError("stop_strings must be a list of non-empty strings")
     ctx = Context(bundle, sample, max_length, gguf=gguf, stop_strings=stop_strings)
     findings = []
-    for check in CHECKS:
+    for index, check in enumerate(CHECKS):
+        if on_check is not None:
+            on_check(index, len(CHECKS), check.__name__.removeprefix("check_").replace("_", " "))
         if check is check_p_eos_at_answer_end and not probe:
             findings.append(Finding("p_eos_at_answer_end", "Model puts probability on EOS where an answer ends",
                                     "not_applicable", "Skipped (probe=False / --no-probe).",

@@ -27,10 +27,16 @@ CSS = """
 .token-view [data-s].ws { color: #9ca3af; }
 .token-view [data-s].sel { outline: 2px solid #111; background: #ffe066; }
 .token-view .eos-badge { background: #444 !important; color: white; padding: 0 4px; font-weight: 700; }
-.status { font-weight: 600; min-height: 1.5em; }
-.status p { margin: 0; font-size: 0.9em; }
+.status { font-weight: 600; height: 2.9em; overflow: hidden; }  /* two lines at most: boxes stay level */
+.status p { margin: 0; font-size: 0.9em; line-height: 1.45em; display: -webkit-box; -webkit-line-clamp: 2;
+            -webkit-box-orient: vertical; overflow: hidden; }
 #story ul { margin: 0; padding-left: 1.2em; font-size: 0.9em; }
 #selection { display: none; }
+#stale-note { display: none; }
+.stale-results #stale-note { display: block; }
+.stale-note { background: #f3f4f6; border: 1px solid #d1d5db; border-radius: 6px; padding: 3px 10px; font-size: 0.9em; color: #374151; }
+.stale-results #columns-row, .stale-results #story, .stale-results #chart, .stale-results #inspector { opacity: 0.45; }
+.remove-branch { align-self: flex-start; }
 @media (max-width: 720px) {  /* a phone: the inspector goes under the chart, each at full width */
   .row:has(> #chart) { flex-direction: column; }
   #chart, #inspector { min-width: 100% !important; }
@@ -45,7 +51,8 @@ CSS = """
 .eos-chart-toolbar .note { color: #6b7280; margin-left: 4px; }
 .eos-chart-empty { color: #6b7280; padding: 40px 0; text-align: center; border: 1px dashed #d1d5db; border-radius: 6px; }
 .eos-chart-plot { width: 100%; min-height: 300px; }
-.inspector { font-size: 0.85em; max-height: 330px; overflow-y: auto; }
+.inspector { font-size: 0.85em; }
+.inspector .no-branch { color: #92400e; margin: 2px 0 6px; }
 .inspector.empty { color: #6b7280; padding: 30px 8px; }
 .inspector .margin { margin: 4px 0; font-weight: 600; }
 .inspector table { width: 100%; border-collapse: collapse; margin-bottom: 6px; }
@@ -61,6 +68,11 @@ CSS = """
 .inspector button.branch { padding: 0 5px; font-size: 0.8em; line-height: 1.3; border: 1px solid #d1d5db; border-radius: 4px; background: white; }
 .inspector button.branch:hover { background: #fef3c7; }
 .inspector .key { display: inline-block; width: 10px; height: 8px; margin: 0 2px 0 6px; }
+/* The Evaluate table fits 1400 px: smaller type, headers break between words only. */
+#evaluate-summary td, #evaluate-summary th { font-size: 0.8em; }
+#evaluate-summary th, #evaluate-summary th * { word-break: keep-all; overflow-wrap: normal; hyphens: none; }
+/* Toasts at the bottom: at the top they cover the Model panel's Load button. */
+.toast-wrap { top: auto !important; bottom: var(--size-4); }
 /* A refused input is explained in the toast; Gradio's "Error" badge over the output would only hide its content. */
 [data-testid="status-tracker"]:has(> span.error) { display: none; }
 """

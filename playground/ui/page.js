@@ -104,8 +104,9 @@ window.eosPlayground = window.eosPlayground || (() => {
       : mode === "linear" ? { type: "linear", range: [-0.02, 1.02], title: { text: "p(EOS)" } }
       : { type: "linear", autorange: true, title: { text: "EOS behind by" } };
     const layout = {
-      height: 300, margin: { l: 56, r: 10, t: 8, b: 36 }, hovermode: "x unified", showlegend: true,
-      legend: { orientation: "h", x: 0, y: 1.02, yanchor: "bottom", font: { size: 11 } },
+      // Room for the legend's rows above the plot (about two long column names a row).
+      height: 280 + 20 * Math.ceil(series.length / 2), margin: { l: 56, r: 10, t: 8, b: 36 }, hovermode: "x unified",
+      showlegend: true, legend: { orientation: "h", x: 0, y: 1.02, yanchor: "bottom", font: { size: 11 }, traceorder: "reversed" },
       xaxis: { range: [-0.5, maxStep + 0.5], title: { text: "step", standoff: 4 }, zeroline: false },
       yaxis: { ...yaxis, fixedrange: false, zeroline: false }, shapes, annotations,
       uirevision: `${mode}:${meta.max_new}`,  // zoom and legend toggles survive streamed updates
@@ -248,5 +249,11 @@ window.eosPlayground = window.eosPlayground || (() => {
     if (step !== state.step) { event.preventDefault(); select(state.column, step); }
   });
 
-  return { chart, tokens, selection, inspector, select, state };
+  // Results of other settings: dimmed, with a note, until the next Run (only when there are results to dim).
+  function stale(on) {
+    const results = state.charts.some((c) => c.data);
+    document.body.classList.toggle("stale-results", Boolean(on && results));
+  }
+
+  return { chart, tokens, selection, inspector, select, stale, state };
 })();
