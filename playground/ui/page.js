@@ -81,13 +81,14 @@ window.eosPlayground = window.eosPlayground || (() => {
       labels.set(c.ramp, [...(labels.get(c.ramp) || []), c.name]);
     });
     const maxStep = Math.max(meta.max_new - 1, 1);
-    for (const [ramp, names] of labels) {
+    // Labels at the bands' right end, one under the other: inside the plot at any width, never overlapping.
+    [...labels].forEach(([ramp, names], index) => {
       shapes.push({ type: "rect", xref: "x", yref: "paper", x0: ramp - 0.5, x1: maxStep + 0.5, y0: 0, y1: 1,
                     fillcolor: "orange", opacity: 0.1, line: { width: 0 }, layer: "below" });
-      annotations.push({ xref: "x", yref: "paper", x: ramp - 0.5, y: 1, xanchor: "left", yanchor: "top", showarrow: false,
+      annotations.push({ xref: "x", yref: "paper", x: maxStep + 0.5, y: 1 - 0.09 * index, xanchor: "right", yanchor: "top", showarrow: false,
                          text: `ramp (${names.length > 2 ? names.length + " columns" : names.join(", ")})`,
                          font: { size: 10, color: "#b45309" } });
-    }
+    });
     if (mode === "margin") shapes.push({ type: "line", xref: "paper", x0: 0, x1: 1, yref: "y", y0: 0, y1: 0,
                                           line: { color: "#111", width: 1, dash: "dot" } });
     const selected = state.column !== null ? series[state.column] : null;
