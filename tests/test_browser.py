@@ -209,7 +209,7 @@ def test_what_if_it_had_stopped_here_decodes_a_branch_beside_the_columns(first_r
                            timeout=120_000)
     assert page.locator("#status-3").inner_text().startswith("baseline → '<|im_end|>' at step 3")
     page.wait_for_function("() => document.querySelector('#story').innerText.includes('at step 3')", timeout=30_000)
-    assert page.locator("#chart .legendtext").all_inner_texts().count("baseline → '<|im_end|>' at step 3") == 1  # on the chart
+    assert page.locator("#chart .legendtext").all_text_contents().count("baseline → '<|im_end|>' at step 3") == 1  # on the chart
     assert page.locator("#tokens-3 [data-s]").count() == 4  # three tokens shared with the baseline, then EOS
 
 
@@ -239,7 +239,7 @@ def test_three_branches_beside_a_three_column_run_and_one_removed(first_run):
     page.wait_for_function("() => !document.querySelector('#status-5') || !document.querySelector('#status-5').offsetParent",
                            timeout=30_000)
     assert [s.split(" — ")[0] for s in visible_columns(page)] == [s.split(" — ")[0] for s in columns[:4] + columns[5:]]
-    page.wait_for_function(f"() => !document.querySelector('#chart').innerText.includes({removed!r})", timeout=10_000)
+    page.wait_for_function(f"() => !document.querySelector('#chart').textContent.includes({removed!r})", timeout=10_000)
     assert len(page.evaluate(CHART_COLUMNS)) == 5
     assert removed not in page.locator("#story").inner_text()
 

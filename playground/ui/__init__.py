@@ -50,7 +50,7 @@ CSS = """
 .eos-chart-toolbar button.on { background: #1f2937; color: white; }
 .eos-chart-toolbar .note { color: #6b7280; margin-left: 4px; }
 .eos-chart-empty { color: #6b7280; padding: 40px 0; text-align: center; border: 1px dashed #d1d5db; border-radius: 6px; }
-.eos-chart-plot { width: 100%; min-height: 300px; }
+.eos-chart-plot { width: 100%; min-height: 250px; }
 .inspector { font-size: 0.85em; }
 .inspector .no-branch { color: #92400e; margin: 2px 0 6px; }
 .inspector.empty { color: #6b7280; padding: 30px 8px; }

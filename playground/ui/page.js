@@ -106,7 +106,7 @@ window.eosPlayground = window.eosPlayground || (() => {
       : { type: "linear", autorange: true, title: { text: "EOS behind by" } };
     const layout = {
       // Room for the legend's rows above the plot (about two long column names a row).
-      height: 280 + 20 * Math.ceil(series.length / 2), margin: { l: 56, r: 10, t: 8, b: 36 }, hovermode: "x unified",
+      height: 236 + 18 * Math.ceil(series.length / 2), margin: { l: 56, r: 10, t: 8, b: 36 }, hovermode: "x unified",
       showlegend: true, legend: { orientation: "h", x: 0, y: 1.02, yanchor: "bottom", font: { size: 11 }, traceorder: "reversed" },
       xaxis: { range: [-0.5, maxStep + 0.5], title: { text: "step", standoff: 4 }, zeroline: false },
       yaxis: { ...yaxis, fixedrange: false, zeroline: false }, shapes, annotations,
