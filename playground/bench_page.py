@@ -41,6 +41,7 @@ def page_run(browser, url: str, new_tokens: int, columns: list[str]) -> dict:
         page.locator("#run").wait_for(timeout=60_000)
         page.wait_for_function(f"() => document.querySelector('#max-new-tokens input[type=number]').value === '{new_tokens}'",
                                timeout=60_000)
+        page.wait_for_function("() => window.Plotly !== undefined", timeout=60_000)  # the chart's script, before counting
         cdp = page.context.new_cdp_session(page)
         cdp.send("Network.enable")
         received = [0]

@@ -721,9 +721,12 @@ class Comparison:
                 variant.diverges_at = step
 
 
-def run_all(comparisons: Sequence[Comparison], *, max_rows: int = 32) -> Iterator[Comparison]:
+def run_all(comparisons: Sequence[Comparison], *, max_rows: int = 32,
+            heartbeat: float | None = None) -> Iterator[Comparison | None]:
     """Decode many comparisons, at most ``max_rows`` rows at once (more join as rows finish), sharing forward
     passes; yield each comparison as it finishes, in finishing order. Closing the iterator cancels the rest.
+    With ``heartbeat`` (seconds), also yield None whenever that long passes without one finishing, so a caller
+    can show progress while long rows decode.
 
         >>> for done in run_all([Comparison(bundle, p, variants, settings) for p in prompts]):  # doctest: +SKIP
         ...     print(done.trace.prompt, [v.stop_reason for v in done.trace.variants])
@@ -740,7 +743,11 @@ def run_all(comparisons: Sequence[Comparison], *, max_rows: int = 32) -> Iterato
                 running.add(comparison)
                 rows += len(comparison._rows)
                 comparison.submit(on_done=finished.put)
-            comparison = finished.get()
+            try:
+                comparison = finished.get(timeout=heartbeat)
+            except queue.Empty:
+                yield None
+                continue
             running.discard(comparison)
             rows -= len(comparison._rows)
             if comparison._error is not None:

@@ -713,6 +713,7 @@ class Evaluation:
         self.rows: list[RowResult] = []
         self._cancel = threading.Event()
         self._wall = 0.0
+        self._tokens_done = 0  # tokens of the rows that finished (their steps are dropped once measured)
 
     @property
     def total(self) -> int:
@@ -723,17 +724,23 @@ class Evaluation:
         for comparison, *_ in self._jobs:
             comparison.cancel()
 
-    def run(self) -> Iterator[int]:
-        """Decode every row; yield the number of finished rows after each one."""
+    def run(self, heartbeat: float | None = None) -> Iterator[int]:
+        """Decode every row; yield the number of finished rows after each one (and every ``heartbeat`` seconds
+        while none finishes: see :meth:`progress`)."""
         where = {id(c): (prompt, column, seed) for c, prompt, column, seed in self._jobs}
         started = time.perf_counter()
-        decoded = run_all([job[0] for job in self._jobs], max_rows=self.max_rows)
+        decoded = run_all([job[0] for job in self._jobs], max_rows=self.max_rows, heartbeat=heartbeat)
         try:
             for comparison in decoded:
+                if comparison is None:
+                    self._wall = time.perf_counter() - started
+                    yield len(self.rows)
+                    continue
                 variant = comparison.trace.variants[0]
                 if variant.stop_reason != "cancelled":
                     prompt, column, seed = where[id(comparison)]
                     self.rows.append(row_result(variant, prompt=prompt, column=column, seed=seed))
+                self._tokens_done += len(variant.steps)
                 variant.steps = []  # the row is measured: drop its per-step telemetry
                 self._wall = time.perf_counter() - started
                 yield len(self.rows)
@@ -742,6 +749,18 @@ class Evaluation:
         finally:
             decoded.close()
             self._wall = time.perf_counter() - started
+
+    def progress(self) -> dict:
+        """Where a running evaluation is: rows done of the total, tokens decoded (finished rows and those in
+        flight), rows in flight, seconds elapsed and an estimate of the seconds left (None until a token is
+        decoded): rows count as done by their tokens over max new tokens."""
+        in_flight = [len(c.trace.variants[0].steps) for c, *_ in self._jobs
+                     if c.trace.variants[0].stop_reason is None and c.trace.variants[0].steps]
+        done, total = len(self.rows), self.total
+        fraction = (done + sum(in_flight) / max(self.settings.max_new_tokens, 1)) / total if total else 1.0
+        left = self._wall * (1 - fraction) / fraction if fraction > 0 and self._wall > 0 else None
+        return {"done": done, "total": total, "tokens": self._tokens_done + sum(in_flight), "in_flight": len(in_flight),
+                "seconds": self._wall, "seconds_left": left}
 
     def report(self) -> Report:
         return Report(

@@ -173,17 +173,12 @@ class Playground:
         shared ``settings``. A repeated name gets a prime (′): the API keys columns by name."""
         parsed = columns_from_json(columns)
         allowed = self.column_models()
-        variants, seen = [], set()
         for index, column in enumerate(parsed, start=1):
             if column.model is not None and column.model not in allowed:
                 raise ValueError(f"column {index}: model {column.model!r} is not loaded here; a column may use "
                                  f"{', '.join(allowed)} (or no @model: the loaded model)")
-            name = column.name
-            while name in seen:
-                name += "′"
-            seen.add(name)
-            variants.append(Variant(name, resolve(column, settings), model=column.model))
-        return variants
+        return [Variant(name, resolve(column, settings), model=column.model)
+                for name, column in zip(column_names(parsed), parsed)]
 
     def comparison(self, prompt=DEFAULTS["prompt"], columns=None, *, branches: list | None = None,
                    **settings) -> Comparison:
@@ -243,12 +238,13 @@ class Playground:
         return columns
 
     def stream(self, run) -> Iterator:
-        """A comparison's traces (see :meth:`_stream_comparison`) or an evaluation's progress (rows done),
-        counted as active while it decodes; closing this closes the decode."""
+        """A comparison's traces (see :meth:`_stream_comparison`) or an evaluation's progress (rows done, also
+        every half second while rows decode: see ``Evaluation.progress``), counted as active while it decodes;
+        closing this closes the decode."""
         with self._active_lock:
             self._active += 1
         try:
-            yield from self._stream_comparison(run) if isinstance(run, Comparison) else run.run()
+            yield from self._stream_comparison(run) if isinstance(run, Comparison) else run.run(heartbeat=0.5)
         finally:
             with self._active_lock:
                 self._active -= 1
@@ -348,6 +344,23 @@ def engine_settings(values: dict, policy: Policy | None = None) -> Settings:
              "no_repeat_ngram_size", "seed", "use_chat_template")
     return Settings(**{name: values[name] for name in names}, system_prompt=values["system_prompt"] or None,
                     timeout_seconds=policy.time_limit_seconds if policy else None)
+
+
+def column_names(columns: Sequence[Column]) -> list[str]:
+    """Each column's name: its text form (see :mod:`~playground.request`), a repeat marked ′ (the API keys
+    columns by name).
+
+    >>> column_names([Column(), parse_column("eos_reward"), parse_column("eos_reward")])
+    ['baseline', 'eos_reward', 'eos_reward′']
+    """
+    names, seen = [], set()
+    for column in columns:
+        name = column.name
+        while name in seen:
+            name += "′"
+        seen.add(name)
+        names.append(name)
+    return names
 
 
 def write_downloads(files: dict[str, str], prefix: str, root: Path | None = None,

@@ -23,6 +23,13 @@ WHY = {
 }
 
 
+def _why(intervention: dict) -> str:
+    """WHY for one intervention, with its number where it has one (min_new_tokens: the minimum length)."""
+    why = WHY[intervention["name"]]
+    n = intervention.get("params", {}).get("n")
+    return f"{why} of {n} tokens" if intervention["name"] == "min_new_tokens" and n is not None else why
+
+
 def _tail(text: str, size: int = 24) -> str:
     """The last words before a stop, shown the way a person reads them."""
     text = text.rstrip(" ")
@@ -47,18 +54,21 @@ def describe_variant(trace: Trace, index: int) -> str:
     if not steps:
         return f"{name} has not produced a token yet."
     last = steps[-1]
-    names = [i["name"] for i in variant.interventions]
-    why = next((WHY[n] for n in names if n in WHY), None)
+    why = next((_why(i) for i in variant.interventions if i["name"] in WHY), None)
     peak, peak_step = _peak(steps)
+    forced_until = variant.branch_of[1] if variant.branch_of is not None else -1  # a branch's forced steps
     if variant.stop_reason == "eos":
         before = variant.text
-        where = "a sentence end" if ends_sentence(before) else "mid-sentence"
-        sentence = f"{name} stopped by EOS at step {last.step} right after {_tail(before)!r} ({where})"
-        shift = _shift(last)
-        if shift is not None and abs(shift) >= 0.05:
-            sentence += f"; the interventions moved EOS {shift:+.1f} logits there"
-        elif last.eos_margin_raw is not None:
-            sentence += " on its own"
+        where = f"right after {_tail(before)!r} ({'a sentence end' if ends_sentence(before) else 'mid-sentence'})"
+        if last.step <= forced_until:
+            sentence = f"{name} was forced to end with EOS at step {last.step} {where}"
+        else:
+            sentence = f"{name} stopped by EOS at step {last.step} {where}"
+            shift = _shift(last)
+            if shift is not None and abs(shift) >= 0.05:
+                sentence += f"; the interventions moved EOS {shift:+.1f} logits there"
+            elif last.eos_margin_raw is not None:
+                sentence += " on its own"
     elif variant.stop_reason == "max_new_tokens":
         sentence = f"{name} hit the {len(steps)}-token limit; p(EOS) never rose above {peak:.2g} (step {peak_step})"
         closest = min((s for s in steps if s.eos_margin is not None), key=lambda s: s.eos_margin, default=None)
@@ -72,7 +82,9 @@ def describe_variant(trace: Trace, index: int) -> str:
         sentence = f"{name} was {'cancelled' if variant.stop_reason == 'cancelled' else 'timed out'} after {len(steps)} tokens"
     else:
         sentence = f"{name} is running: {len(steps)} tokens, p(EOS) {last.p_eos_raw:.2g} now"
-    if why and variant.stop_reason is not None:
+    if forced_until >= 0 and not (variant.stop_reason == "eos" and last.step <= forced_until):
+        sentence += f" (a branch: steps 0–{forced_until} forced, the model chose from step {forced_until + 1} on)"
+    if why and variant.stop_reason not in (None, "cancelled", "timeout"):  # a cancelled column did not stop that way
         sentence += f" — {why}"
     return sentence + "."
 

@@ -7,6 +7,7 @@ read back by scripts. ``Trace.to_dict()`` follows the CLI's ``--json`` schema.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 from collections.abc import Callable, Sequence
@@ -184,6 +185,22 @@ class Trace:
             ids = variant.token_ids
             variant.diverges_at = next((step for step, (a, b) in enumerate(zip(ids, base)) if a != b), None)
         return Trace(self.model, self.prompt, self.settings, [*self.variants, *branches.variants])
+
+    def without_branch(self, index: int) -> Trace:
+        """This trace without the branch at ``index`` (from 0) and the branches made from it; the branches after
+        it keep their parents (``branch_of`` renumbered). Raises ValueError if that column is not a branch."""
+        if not 0 <= index < len(self.variants) or self.variants[index].branch_of is None:
+            raise ValueError(f"column {index + 1} is not a branch: only branches can be removed")
+        removed, kept, numbers = {index + 1}, [], {}  # old column number (from 1) -> new one
+        for number, variant in enumerate(self.variants, start=1):
+            if number in removed or (variant.branch_of is not None and variant.branch_of[0] in removed):
+                removed.add(number)
+                continue
+            numbers[number] = len(kept) + 1
+            if variant.branch_of is not None:
+                variant = dataclasses.replace(variant, branch_of=(numbers[variant.branch_of[0]], variant.branch_of[1]))
+            kept.append(variant)
+        return Trace(self.model, self.prompt, self.settings, kept)
 
     def to_json(self, stages: bool = False, indent: int | None = None) -> str:
         return json.dumps(self.to_dict(stages=stages), ensure_ascii=False, indent=indent)

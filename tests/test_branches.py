@@ -159,3 +159,33 @@ def test_cli_refuses_bad_branch_specs_with_a_sentence(tiny, monkeypatch, capsys,
     assert main(["compare", "--prompt", "Hello", "--max-new-tokens", "5", "--intervention", "seed_article",
                  "--branch", spec]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_forced_branch_says_forced_in_the_story_and_the_inspector(tiny):
+    from playground.story import describe_variant
+    from playground.ui.views import inspector_html
+
+    trace = compare(tiny, "Hello", [Variant("base")], Settings(max_new_tokens=6))
+    other = next(t.token_id for t in trace.variants[0].steps[3].top_k if t.token_id != trace.variants[0].token_ids[3])
+    merged = decode_branches(tiny, trace, [(1, 2, tiny.info.stop_token_ids[0]), (1, 3, other)])
+    stopped, continued = merged.variants[1:]
+    assert describe_variant(merged, 1).startswith(f"{stopped.name} was forced to end with EOS at step 2")
+    assert "on its own" not in describe_variant(merged, 1)
+    assert "(a branch: steps 0–3 forced, the model chose from step 4 on)" in describe_variant(merged, 2)
+    assert "· step 3 · forced <code>" in inspector_html(merged, 2, 3, tiny.info.stop_token_ids)
+    assert "· step 4 · chose <code>" in inspector_html(merged, 2, 4, tiny.info.stop_token_ids)
+    assert "· step 1 · chose <code>" in inspector_html(merged, 0, 1, tiny.info.stop_token_ids)
+
+
+def test_removing_a_branch_removes_its_own_branches_and_renumbers_the_rest(tiny):
+    trace = compare(tiny, "Hello", [Variant("a"), Variant("b", ["ban_eos"])], Settings(max_new_tokens=5))
+    ids = [v.token_ids for v in trace.variants]
+    merged = decode_branches(tiny, trace, [(1, 1, ids[0][1]), (2, 1, ids[1][1])])  # columns 3 (of a) and 4 (of b)
+    merged = decode_branches(tiny, merged, [(3, 2, merged.variants[2].token_ids[2]), (4, 2, merged.variants[3].token_ids[2])])
+    names = [v.name for v in merged.variants]
+    kept = merged.without_branch(2)  # the branch of a, and its own branch (column 5)
+    assert [v.name for v in kept.variants] == [names[0], names[1], names[3], names[5]]
+    assert [v.branch_of for v in kept.variants] == [None, None, (2, 1), (3, 2)]
+    assert merged.variants[5].branch_of == (4, 2)  # the original trace is unchanged
+    with pytest.raises(ValueError, match="column 1 is not a branch"):
+        merged.without_branch(0)

@@ -31,6 +31,12 @@ RECORD_VIEWS = """() => {
   }
 }"""
 
+# The live chart's plotly traces, by kind: the selected step's marker as [column, step].
+SELECTED_ON_CHART = """() => {
+  const point = document.querySelector('#chart .js-plotly-plot').data.find(t => t.meta.kind === 'selected');
+  return point ? [point.meta.column, point.x[0]] : null;
+}"""
+
 
 @pytest.fixture(scope="module")
 def browser():
@@ -46,7 +52,7 @@ def open_page(browser, url: str, width: int = 1400, height: int = 900):
     page = browser.new_page(viewport={"width": width, "height": height})
     page.goto(url, wait_until="domcontentloaded")  # Gradio keeps a connection open: never "networkidle"
     page.locator("#run").wait_for(timeout=60_000)
-    page.wait_for_function("() => window.eosPlayground !== undefined", timeout=30_000)
+    page.wait_for_function("() => window.eosPlayground !== undefined && window.Plotly !== undefined", timeout=60_000)
     page.wait_for_timeout(500)  # the link's settings land just after the page appears
     return page
 
@@ -54,7 +60,7 @@ def open_page(browser, url: str, width: int = 1400, height: int = 900):
 def wait_until_finished(page, columns: int) -> list[str]:
     page.wait_for_function(
         f"""() => [...Array({columns}).keys()].map(i => document.querySelector('#status-' + i))
-                 .every(e => e && /{FINISHED}/.test(e.innerText))""", timeout=300_000)
+                 .every(e => e && /{FINISHED}/.test(e.innerText))""", timeout=900_000)
     page.wait_for_function("() => document.querySelector('#story').innerText.includes('.')", timeout=30_000)
     return [page.locator(f"#status-{i}").inner_text() for i in range(columns)]
 
@@ -106,7 +112,7 @@ def test_the_text_and_the_chart_share_one_screen(first_run):
         page.set_viewport_size({"width": width, "height": height})
         page.evaluate("() => window.scrollTo(0, 0)")
         page.wait_for_timeout(300)
-        for selector in ("#tokens-0", "#chart svg", "#inspector", "#story"):
+        for selector in ("#tokens-0", "#chart .js-plotly-plot", "#inspector", "#story"):
             assert inside_viewport(page, selector), f"{selector} is off screen at {width}×{height}"
     page.set_viewport_size({"width": 1400, "height": 900})
 
@@ -135,11 +141,61 @@ def test_clicking_a_token_inspects_that_step_and_arrows_move_one_step(first_run)
     text = page.locator("#inspector").inner_text()
     assert text.startswith("baseline") and "chose" in text and "argmax" in text
     assert page.locator("#tokens-0 [data-s='5'].sel").count() == 1  # marked in the text
-    assert page.locator("#chart line.selected-step").count() == 1  # and on the chart
+    assert page.evaluate(SELECTED_ON_CHART) == [0, 5]  # and on the chart
     page.locator("#story").click()  # focus leaves the token, as after any click on the page
     page.keyboard.press("ArrowRight")
     page.wait_for_function("() => document.querySelector('#inspector').innerText.includes('step 6 ·')", timeout=30_000)
     assert page.locator("#tokens-0 [data-s='6'].sel").count() == 1
+
+
+# Per column of the live chart: its solid line's points and whether a stop marker is drawn.
+CHART_COLUMNS = """() => {
+  const traces = document.querySelector('#chart .js-plotly-plot').data;
+  const own = traces.filter(t => t.meta.kind === 'own');
+  return own.map(t => ({ name: t.name, dash: t.line.dash, points: t.x.length,
+                         stop: traces.some(s => s.meta.kind === 'stop' && s.meta.column === t.meta.column) }));
+}"""
+
+
+def test_the_live_chart_is_plotly_with_a_line_and_a_stop_marker_per_column_and_three_modes(first_run):
+    page = first_run[0]
+    assert inside_viewport(page, "#chart .js-plotly-plot")
+    columns = sorted(page.evaluate(CHART_COLUMNS), key=lambda c: c["name"])
+    assert [c["name"] for c in columns] == ["baseline", "eos_reward", "seed_article"]
+    assert all(c["dash"] == "solid" and c["stop"] for c in columns)
+    assert next(c for c in columns if c["name"] == "baseline")["points"] == 80
+    assert page.locator("#chart .legendtext").count() == 3  # one legend entry per column (toggles its lines)
+    axis = "() => { const l = document.querySelector('#chart .js-plotly-plot')._fullLayout; return [l.yaxis.type, l.yaxis.title.text]; }"
+    assert page.evaluate(axis) == ["log", "p(EOS)"]
+    for mode, expected in (("linear", ["linear", "p(EOS)"]), ("margin", ["linear", "EOS behind by"]), ("log", ["log", "p(EOS)"])):
+        page.locator(f"#chart button[data-mode={mode}]").click()
+        page.wait_for_function(f"() => ({axis})().join() === {','.join(expected)!r}", timeout=10_000)
+        assert page.locator(f"#chart button[data-mode={mode}].on").count() == 1
+
+
+def test_clicking_a_point_on_the_chart_inspects_that_step(first_run):
+    page = first_run[0]
+    page.locator("#chart .js-plotly-plot").scroll_into_view_if_needed()
+    x, y = page.evaluate("""() => {
+      const gd = document.querySelector('#chart .js-plotly-plot'), l = gd._fullLayout;
+      const box = gd.querySelector('.nsewdrag').getBoundingClientRect();
+      return [box.left + l.xaxis.l2p(7), box.top + box.height / 2];
+    }""")
+    page.mouse.move(x, y)
+    page.mouse.click(x, y)
+    page.wait_for_function("() => document.querySelector('#inspector').innerText.includes('step 7 ·')", timeout=30_000)
+    assert page.evaluate(SELECTED_ON_CHART)[1] == 7
+
+
+def test_a_newline_token_is_visible_and_clickable(first_run):
+    page = first_run[0]
+    newline = page.locator("[id^=tokens-] [data-s]", has_text="↵").first
+    step = int(newline.get_attribute("data-s"))
+    box = newline.bounding_box()
+    assert box["width"] > 3  # drawn as ↵, not zero-width
+    newline.click()
+    page.wait_for_function(f"() => document.querySelector('#inspector').innerText.includes('step {step} ·')", timeout=30_000)
+    assert "\\n" in page.locator("#inspector .head").inner_text()  # the token, as Python writes it
 
 
 def test_what_if_it_had_stopped_here_decodes_a_branch_beside_the_columns(first_run):
@@ -153,8 +209,74 @@ def test_what_if_it_had_stopped_here_decodes_a_branch_beside_the_columns(first_r
                            timeout=120_000)
     assert page.locator("#status-3").inner_text().startswith("baseline → '<|im_end|>' at step 3")
     page.wait_for_function("() => document.querySelector('#story').innerText.includes('at step 3')", timeout=30_000)
-    assert page.locator("#chart .eos-chart-legend").inner_text().count("→") == 1  # the chart shows the branch
+    assert page.locator("#chart .legendtext").all_text_contents().count("baseline → '<|im_end|>' at step 3") == 1  # on the chart
     assert page.locator("#tokens-3 [data-s]").count() == 4  # three tokens shared with the baseline, then EOS
+
+
+def visible_columns(page) -> list[str]:
+    return [status.inner_text() for status in page.locator("[id^=status-]").all() if status.is_visible()]
+
+
+def test_three_branches_beside_a_three_column_run_and_one_removed(first_run):
+    """Branches beyond the run's columns (up to the stated limit), each with "remove"; removing one renumbers
+    the rest, the chart included."""
+    page = first_run[0]
+    for step in (1, 2, 4):  # EOS at these baseline steps: each branch stops at once
+        if sum("→" in s for s in visible_columns(page)) >= 3:
+            break
+        count = len(visible_columns(page))
+        page.locator(f"#tokens-0 [data-s='{step}']").click()
+        page.wait_for_function(f"() => document.querySelector('#inspector').innerText.startsWith('baseline · step {step} ·')",
+                               timeout=30_000)
+        page.locator("#inspector tr.eos button.branch").click()
+        page.wait_for_function(f"() => /stopped by EOS at step {step}/.test((document.querySelector('#status-{count}') || {{}}).innerText)",
+                               timeout=120_000)
+    columns = visible_columns(page)
+    assert len(columns) == 6 and sum("→" in s for s in columns) == 3
+    assert page.locator(".remove-branch:visible").count() == 3
+    removed = columns[4].split(" — ")[0]
+    page.locator("#remove-4").click()
+    page.wait_for_function("() => !document.querySelector('#status-5') || !document.querySelector('#status-5').offsetParent",
+                           timeout=30_000)
+    assert [s.split(" — ")[0] for s in visible_columns(page)] == [s.split(" — ")[0] for s in columns[:4] + columns[5:]]
+    page.wait_for_function(f"() => !document.querySelector('#chart').textContent.includes({removed!r})", timeout=10_000)
+    assert len(page.evaluate(CHART_COLUMNS)) == 5
+    assert removed not in page.locator("#story").inner_text()
+
+
+def test_picking_an_example_marks_the_results_from_the_previous_run(first_run):
+    page = first_run[0]
+    assert page.locator("#stale-note").is_hidden()
+    page.locator("#examples input").click()
+    page.get_by_role("option", name="Write a haiku about the sea.").click()
+    page.wait_for_function("() => document.body.classList.contains('stale-results')", timeout=10_000)
+    assert page.locator("#stale-note").is_visible() and "previous run" in page.locator("#stale-note").inner_text()
+    assert float(page.evaluate("() => getComputedStyle(document.querySelector('#story')).opacity")) < 1
+
+
+def test_the_evaluate_table_fits_1400_px(browser, app_server, tmp_path):
+    page = open_page(browser, app_server)
+    try:
+        prompts = tmp_path / "prompts.txt"
+        prompts.write_text("Say hi.\nName a colour.\n")
+        page.get_by_role("tab", name="Evaluate").click()
+        page.locator("#evaluate-file input[type=file]").set_input_files(str(prompts))
+        page.locator("#evaluate-max-new input[type=number]").fill("6")
+        page.locator("#evaluate-max-new input[type=number]").press("Enter")
+        page.wait_for_timeout(500)
+        page.locator("#evaluate-run").click()
+        page.wait_for_function("() => /of 4 rows/.test(document.querySelector('#evaluate-status').innerText)", timeout=300_000)
+        table = page.locator("#evaluate-summary table").first
+        table.scroll_into_view_if_needed()
+        assert page.evaluate("() => document.documentElement.scrollWidth") <= 1400
+        overflow = page.evaluate("""() => [...document.querySelectorAll('#evaluate-summary *')]
+                                     .filter(e => e.scrollWidth > e.clientWidth + 1 && getComputedStyle(e).overflowX !== 'visible')
+                                     .map(e => e.className)""")
+        assert overflow == [], f"scrolls sideways: {overflow}"
+        assert "NLL/token" in page.locator("#evaluate-summary").inner_text()
+        page.screenshot(path=str(ARTIFACTS / "evaluate-1400.png"))
+    finally:
+        page.close()
 
 
 def test_a_link_restores_its_settings_and_names_what_it_cannot_use(browser, app_server):

@@ -439,3 +439,11 @@ def test_main_reports_load_errors_on_stderr(tmp_path, capsys):
     bad.write_text("not json\n")
     assert cli_main(["doctor", "--sample", str(bad)]) == 2
     assert "line 1: not valid JSON" in capsys.readouterr().err
+
+
+def test_the_doctor_says_which_check_is_running(tiny):
+    seen = []
+    findings = diagnose(tiny, probe=False, on_check=lambda index, count, words: seen.append((index, count, words)))
+    assert [index for index, _, _ in seen] == list(range(len(findings)))
+    assert {count for _, count, _ in seen} == {len(findings)}
+    assert "p eos at answer end" in [words for _, _, words in seen]  # in words, not a function name

@@ -394,3 +394,17 @@ def test_evaluate_tab_uploads_runs_and_downloads(app_server, tmp_path):
             ARTIFACTS.mkdir(exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "evaluate.png"), full_page=True)
             browser.close()
+
+
+def test_progress_counts_tokens_and_rows_in_flight_before_any_row_finishes(tiny):
+    evaluation = Evaluation(tiny, SMALL_SET, [Variant("ban_eos", ["ban_eos"])], Settings(max_new_tokens=24))
+    seen = []
+    for done in evaluation.run(heartbeat=0.001):  # a heartbeat yields while rows decode
+        seen.append((done, evaluation.progress()))
+    early = [p for done, p in seen if done == 0 and p["tokens"] > 0]
+    assert early, "progress should move before the first row finishes"
+    assert 1 <= early[-1]["in_flight"] <= 3 and early[-1]["seconds_left"] > 0
+    last = seen[-1][1]
+    assert last["done"] == last["total"] == 3 and last["in_flight"] == 0
+    assert last["tokens"] == sum(r.length for r in evaluation.report().rows) == 3 * 24
+    assert last["seconds_left"] == 0

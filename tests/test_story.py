@@ -56,3 +56,16 @@ def test_the_sentences_say_what_happened_in_each_column(smollm):
 def test_sentence_ends():
     assert ends_sentence("Paris is a culinary paradise.") and ends_sentence('He said "yes."') and ends_sentence("Done!  ")
     assert not ends_sentence("Bonjour, welcome to the City of") and not ends_sentence("1. Louvre\n") and not ends_sentence("")
+
+
+def test_the_story_names_the_minimum_length_and_explains_no_stop_for_a_cancelled_column(tiny):
+    from playground.story import describe_variant
+    from playground.trace import Trace
+
+    trace = compare(tiny, "Hello", [Variant("min", [{"name": "min_new_tokens", "params": {"n": 3}}]),
+                                    Variant("article", ["seed_article"])], Settings(max_new_tokens=5))
+    assert "EOS is banned until the minimum length of 3 tokens" in describe_variant(trace, 0)
+    article = trace.variants[1]
+    article.stop_reason = "cancelled"
+    sentence = describe_variant(Trace(trace.model, trace.prompt, trace.settings, [article]), 0)
+    assert sentence.startswith("article was cancelled") and "pins the EOS logit" not in sentence

@@ -45,6 +45,8 @@ or ``python -m playground doctor --model default --json``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from playground.models import LoadedModel
 
 from .core import ACTIONS, STATUS_ICONS, STATUSES, Context, Finding, load_sample
@@ -104,7 +106,8 @@ CHECKS = (
 
 def diagnose(bundle: LoadedModel, *, sample: list[dict] | None = None, max_length: int = 512,
              probe: bool = True, gguf=None, stop_strings: list[str] | None = None, artifacts=(),
-             compare_with: LoadedModel | None = None, repetition_penalty: float | None = None) -> list[Finding]:
+             compare_with: LoadedModel | None = None, repetition_penalty: float | None = None,
+             on_check: Callable[[int, int, str], None] | None = None) -> list[Finding]:
     """Run every check on a loaded model; one Finding per check.
 
     ``sample``: training examples (see :func:`load_sample`); ``max_length``: the training max_length;
@@ -113,6 +116,8 @@ def diagnose(bundle: LoadedModel, *, sample: list[dict] | None = None, max_lengt
     code searches the decoded text for; ``artifacts``: paths of exports to compare (adapter or merged folders,
     .gguf files, Ollama Modelfiles); ``compare_with``: an earlier checkpoint with the same tokenizer (SFT before
     DPO); ``repetition_penalty``: the one you serve with (default: the generation config's).
+    ``on_check(index, count, words)`` is called before each check runs (the page shows which one: the
+    teacher-forced probe takes seconds).
     """
     if repetition_penalty is not None and (isinstance(repetition_penalty, bool) or not isinstance(
             repetition_penalty, (int, float)) or repetition_penalty <= 0):
@@ -128,7 +133,9 @@ def diagnose(bundle: LoadedModel, *, sample: list[dict] | None = None, max_lengt
     ctx = Context(bundle, sample, max_length, gguf=gguf, stop_strings=stop_strings, artifacts=artifacts,
                   compare_with=compare_with, repetition_penalty=repetition_penalty)
     findings = []
-    for check in CHECKS:
+    for index, check in enumerate(CHECKS):
+        if on_check is not None:
+            on_check(index, len(CHECKS), check.__name__.removeprefix("check_").replace("_", " "))
         if check is check_p_eos_at_answer_end and not probe:
             findings.append(Finding("p_eos_at_answer_end", "Model puts probability on EOS where an answer ends",
                                     "not_applicable", "Skipped (probe=False / --no-probe).",

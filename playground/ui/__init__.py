@@ -6,8 +6,10 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from urllib.parse import quote
 
 import gradio as gr
+import plotly
 
 from ..service import TRACE_MAX_AGE, Playground
 from .api import api_endpoints, export_endpoint
@@ -22,12 +24,19 @@ CSS = """
 .token-view [data-s] { border-radius: 3px; cursor: pointer; background: hsla(calc(120 * var(--p)), 80%, 70%, 0.55); }
 .shade-eos .token-view [data-s] { background: rgba(255, 140, 0, var(--e)); }
 .token-view [data-s]:hover { outline: 1px solid #555; }
+.token-view [data-s].ws { color: #9ca3af; }
 .token-view [data-s].sel { outline: 2px solid #111; background: #ffe066; }
 .token-view .eos-badge { background: #444 !important; color: white; padding: 0 4px; font-weight: 700; }
-.status { font-weight: 600; min-height: 1.5em; }
-.status p { margin: 0; font-size: 0.9em; }
+.status { font-weight: 600; height: 2.9em; overflow: hidden; }  /* two lines at most: boxes stay level */
+.status p { margin: 0; font-size: 0.9em; line-height: 1.45em; display: -webkit-box; -webkit-line-clamp: 2;
+            -webkit-box-orient: vertical; overflow: hidden; }
 #story ul { margin: 0; padding-left: 1.2em; font-size: 0.9em; }
 #selection { display: none; }
+#stale-note { display: none; }
+.stale-results #stale-note { display: block; }
+.stale-note { background: #f3f4f6; border: 1px solid #d1d5db; border-radius: 6px; padding: 3px 10px; font-size: 0.9em; color: #374151; }
+.stale-results #columns-row, .stale-results #story, .stale-results #chart, .stale-results #inspector { opacity: 0.45; }
+.remove-branch { align-self: flex-start; }
 @media (max-width: 720px) {  /* a phone: the inspector goes under the chart, each at full width */
   .row:has(> #chart) { flex-direction: column; }
   #chart, #inspector { min-width: 100% !important; }
@@ -36,24 +45,14 @@ CSS = """
 #banner { background: #fff7e6; border: 1px solid #f0b429; border-radius: 6px; padding: 4px 10px; }
 #title h1 { font-size: 1.4em; margin: 0; }
 #title p { margin: 0; }
-.eos-chart-toolbar button { font-size: 0.8em; border: 1px solid #d1d5db; border-radius: 4px; padding: 1px 6px; margin-right: 4px; background: white; }
+.eos-chart-toolbar { display: flex; flex-wrap: wrap; align-items: center; gap: 4px; font-size: 0.8em; }
+.eos-chart-toolbar button { font-size: 1em; line-height: 1.4; font-weight: normal; border: 1px solid #d1d5db; border-radius: 4px; padding: 1px 6px; background: white; }
 .eos-chart-toolbar button.on { background: #1f2937; color: white; }
-.eos-chart-legend { font-size: 0.8em; margin: 4px 0; }
-.eos-chart-legend span { margin-right: 10px; }
-.eos-chart-legend i, .eos-chart-tip i { display: inline-block; width: 10px; height: 10px; margin-right: 3px; border-radius: 2px; }
-.eos-chart-legend .note { color: #6b7280; }
+.eos-chart-toolbar .note { color: #6b7280; margin-left: 4px; }
 .eos-chart-empty { color: #6b7280; padding: 40px 0; text-align: center; border: 1px dashed #d1d5db; border-radius: 6px; }
-.eos-chart-frame { position: relative; }
-.eos-chart-svg text.tick { font-size: 10px; fill: #6b7280; }
-.eos-chart-svg text.ramp-label { font-size: 10px; fill: #b45309; }
-.eos-chart-svg text.stop-marker { font-size: 16px; stroke: black; stroke-width: 0.5px; cursor: default; }
-.eos-chart-svg line.grid { stroke: #eef0f3; }
-.eos-chart-svg line.zero { stroke: #111; stroke-dasharray: 2 2; }
-.eos-chart-svg line.guide { stroke: #9ca3af; }
-.eos-chart-svg line.selected-step { stroke: #111; stroke-dasharray: 4 3; }
-.eos-chart-tip { display: none; position: absolute; top: 20px; background: rgba(255,255,255,0.96); border: 1px solid #d1d5db;
-                 border-radius: 4px; padding: 4px 6px; font-size: 0.75em; pointer-events: none; max-width: 260px; }
-.inspector { font-size: 0.85em; max-height: 330px; overflow-y: auto; }
+.eos-chart-plot { width: 100%; min-height: 250px; }
+.inspector { font-size: 0.85em; }
+.inspector .no-branch { color: #92400e; margin: 2px 0 6px; }
 .inspector.empty { color: #6b7280; padding: 30px 8px; }
 .inspector .margin { margin: 4px 0; font-weight: 600; }
 .inspector table { width: 100%; border-collapse: collapse; margin-bottom: 6px; }
@@ -69,10 +68,20 @@ CSS = """
 .inspector button.branch { padding: 0 5px; font-size: 0.8em; line-height: 1.3; border: 1px solid #d1d5db; border-radius: 4px; background: white; }
 .inspector button.branch:hover { background: #fef3c7; }
 .inspector .key { display: inline-block; width: 10px; height: 8px; margin: 0 2px 0 6px; }
+/* The Evaluate table fits 1400 px: smaller type, headers break between words only. */
+#evaluate-summary td, #evaluate-summary th { font-size: 0.8em; }
+#evaluate-summary th, #evaluate-summary th * { word-break: keep-all; overflow-wrap: normal; hyphens: none; }
+/* Toasts at the bottom: at the top they cover the Model panel's Load button. */
+.toast-wrap { top: auto !important; bottom: var(--size-4); }
 /* A refused input is explained in the toast; Gradio's "Error" badge over the output would only hide its content. */
 [data-testid="status-tracker"]:has(> span.error) { display: none; }
 """
-HEAD = f"<script>{(Path(__file__).parent / 'page.js').read_text(encoding='utf-8')}</script>"
+# plotly.js for the live chart comes from the installed Python package, not a CDN: a Space visitor or a laptop
+# without internet still gets the chart. It is allowed as a static file and loaded without blocking the page.
+PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+gr.set_static_paths([PLOTLY_JS])
+HEAD = (f'<script src="gradio_api/file={quote(str(PLOTLY_JS))}" async></script>'
+        f"<script>{(Path(__file__).parent / 'page.js').read_text(encoding='utf-8')}</script>")
 
 
 def build_app(playground: Playground) -> gr.Blocks:

@@ -19,7 +19,7 @@ from ..export import export_column
 from ..interventions import DESCRIPTIONS, INTERVENTION_NAMES, default_params
 from ..links import MAX_COLUMNS, PAGE_DEFAULTS, from_query, to_query
 from ..request import SETTINGS, Column, column_params_text
-from ..service import RUNS_AT_ONCE, Playground, write_trace_files
+from ..service import RUNS_AT_ONCE, Playground, column_names, write_trace_files
 from ..story import describe
 from ..decoder import RunStopped
 from .controls import control
@@ -27,9 +27,12 @@ from .errors import refusal, stopped
 from .views import (
     chart_column,
     chart_header,
+    chart_lines,
+    chart_stop,
     column_delta,
     default_selection,
     inspector_html,
+    token_spans,
 )
 
 # Seconds between streamed page updates (the decode does not wait for them). Each update costs the browser a
@@ -44,6 +47,9 @@ EXAMPLES = [
     "Say only 'yes' or 'no': is water wet?",  # early stop
 ]
 IDLE_STATUS = "idle"
+# Branches are columns too: beyond the run's columns the page has places for this many more.
+BRANCH_PLACES = 4
+PLACES = MAX_COLUMNS + BRANCH_PLACES
 
 
 def _tokens_js(column: int) -> str:
@@ -53,6 +59,34 @@ def _tokens_js(column: int) -> str:
 CHART_JS = "(function go() { window.eosPlayground ? eosPlayground.chart(element, props, trigger, watch) : setTimeout(go, 50); })();"
 INSPECTOR_JS = "(function go() { window.eosPlayground ? eosPlayground.inspector(element, trigger) : setTimeout(go, 50); })();"
 SELECTION_JS = "(function go() { window.eosPlayground ? eosPlayground.selection(props, watch) : setTimeout(go, 50); })();"
+
+
+def no_branch_reason(trace) -> str | None:
+    """Why "try" cannot add a column to ``trace`` on the page, or None when there is a place for it."""
+    if trace is not None and len(trace.variants) >= PLACES:
+        return f"All {PLACES} column places are in use ({PLACES} columns at most, branches included): remove a branch to try another."
+    return None
+
+
+def whole_chart(trace) -> str:
+    """The chart's whole value for a finished trace (after a branch is removed: the columns are renumbered)."""
+    return chart_header(trace) + "".join(chart_lines(v, i) + chart_stop(v, i) for i, v in enumerate(trace.variants))
+
+
+def fix_choices(names: list[str], trace) -> list[tuple[str, str]]:
+    """Copy this fix's columns by name: the page's columns as set now, then the last run's branches."""
+    choices = [(name, f"column:{i}") for i, name in enumerate(names)]
+    if trace is not None:
+        choices += [(v.name, f"branch:{i}") for i, v in enumerate(trace.variants) if v.branch_of is not None]
+    return choices
+
+
+def mark_stale(run: gr.Button, controls: list) -> None:
+    """Results on the page belong to the settings they were run with: changing one (or picking an example) dims
+    them with a note until the next Run."""
+    for component in controls:
+        component.change(None, None, None, js="() => { window.eosPlayground && eosPlayground.stale(true); }")
+    run.click(None, None, None, js="() => { window.eosPlayground && eosPlayground.stale(false); }")
 
 
 def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
@@ -99,13 +133,17 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
                 color_by = gr.Radio([("chosen token's probability", "p"), ("p(EOS), log scale", "p_eos")], value="p",
                                     label="Shade tokens by", elem_id="shade")
             with gr.Column(scale=3, min_width=320):
-                column_boxes, statuses, views = [], [], []
-                with gr.Row(equal_height=False):
-                    for index in range(MAX_COLUMNS):
+                gr.HTML('<div class="stale-note">These results are from the previous run, with other settings: '
+                        'press Run to see these.</div>', elem_id="stale-note", padding=False)
+                column_boxes, statuses, views, removes = [], [], [], []
+                with gr.Row(equal_height=False, elem_id="columns-row"):
+                    for index in range(PLACES):  # the run's columns, then places for branches
                         with gr.Column(visible=index < len(default_columns), min_width=200) as box:
                             statuses.append(gr.Markdown(IDLE_STATUS, elem_id=f"status-{index}", elem_classes="status"))
                             views.append(gr.HTML("", js_on_load=_tokens_js(index), elem_id=f"tokens-{index}",
                                                  elem_classes="token-view"))
+                            removes.append(gr.Button("remove this branch", size="sm", visible=False, elem_id=f"remove-{index}",
+                                                     elem_classes="remove-branch"))
                         column_boxes.append(box)
                 story = gr.Markdown("", elem_id="story")
                 with gr.Row(equal_height=False):
@@ -116,7 +154,9 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
                 selection = gr.HTML("", html_template="", js_on_load=SELECTION_JS, elem_id="selection")
                 with gr.Accordion("Copy this fix", open=False):
                     with gr.Row():
-                        fix_column = gr.Dropdown([(f"Column {i + 1}", i) for i in range(MAX_COLUMNS)], value=1, label="Column")
+                        choices = fix_choices(column_names(default_columns), None)
+                        fix_column = gr.Dropdown(choices, value=choices[min(1, len(choices) - 1)][1], label="Column",
+                                                 elem_id="fix-column")
                         fix_kind = gr.Radio([("model.generate() script", "generate"), ("pipeline() script", "pipeline"),
                                          ("arguments for your own generate() call", "kwargs")], value="generate",
                                         label="Use with")
@@ -154,7 +194,8 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
         sent_steps, stopped_ = [0] * n, [False] * n
         token_values, chart_text = [""] * n, chart_header(trace)
         yield {**{statuses[i]: status_line(v) for i, v in enumerate(trace.variants)},
-               **{box: gr.update(visible=i < n) for i, box in enumerate(column_boxes)},  # a branch's place too
+               **{box: gr.update(visible=i < n) for i, box in enumerate(column_boxes)},  # branches' places too
+               **{button: gr.update(visible=False) for button in removes},
                **{views[i]: "" for i in range(n)}, chart: chart_text, selection: "",
                story: f"Decoding {n} column{'s' * (n > 1)}…", inspector: inspector_html(None, 0, 0), holder: state}
         last, shown = 0.0, [""] * n
@@ -192,8 +233,10 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
         state.pop("comparison", None)
         files = write_trace_files(trace)
         return {**{statuses[i]: status_line(v) for i, v in enumerate(trace.variants)},
+                **{button: gr.update(visible=i < len(trace.variants) and trace.variants[i].branch_of is not None)
+                   for i, button in enumerate(removes)},
                 story: "\n".join(f"- {sentence}" for sentence in describe(trace)),
-                inspector: inspector_html(trace, *selected, playground.bundle.info.stop_token_ids),
+                inspector: inspector_html(trace, *selected, playground.bundle.info.stop_token_ids, no_branch_reason(trace)),
                 selection: "{} {}".format(*selected), stage_chart: charts.stages_figure(trace, *selected),
                 heatmap: charts.heatmap_figure(trace, selected[0]),
                 download_json: gr.update(value=files[0], visible=True),
@@ -206,8 +249,8 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
         try:
             if trace is None or state.get("comparison") is not None:
                 raise ValueError("run a comparison first, and let it finish, to branch it")
-            if len(trace.variants) >= MAX_COLUMNS:
-                raise ValueError(f"all {MAX_COLUMNS} column places are in use: run again with fewer columns to branch")
+            if no_branch_reason(trace):
+                raise ValueError(no_branch_reason(trace))
             comparison = playground.branch(trace, int(data.get("column", -1)) + 1, int(data.get("step", -1)),
                                            int(data.get("token_id", -1)))
         except (TypeError, ValueError) as error:
@@ -235,6 +278,21 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
             raise stopped(playground, error, page=True) from None
         yield finished(state, branched, chart_text, (slot, variant.branch_of[1]))
 
+    def on_remove(state, index: int) -> dict:
+        """"remove this branch": the page without that column (and the branches made from it), renumbered."""
+        trace = state.get("trace")
+        try:
+            if trace is None or state.get("comparison") is not None:
+                raise ValueError("wait until the run or branch has finished to remove a column")
+            trace = trace.without_branch(index)
+        except ValueError as error:
+            raise refusal(playground, "remove branch", error, title="Cannot remove", page=True) from None
+        n, chart_text = len(trace.variants), whole_chart(trace)
+        return {**{box: gr.update(visible=i < n) for i, box in enumerate(column_boxes)},
+                **{views[i]: token_spans(v) for i, v in enumerate(trace.variants)},
+                **{views[i]: "" for i in range(n, PLACES)}, chart: chart_text,
+                **finished(state, trace, chart_text, default_selection(trace))}
+
     def on_stop(state):
         comparison = state.get("comparison")
         if comparison is not None:
@@ -252,22 +310,51 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
         if state.get("heatmap_column") != column:
             state["heatmap_column"] = column
             figure = charts.heatmap_figure(trace, column)
-        return (inspector_html(trace, column, step, playground.bundle.info.stop_token_ids),
+        return (inspector_html(trace, column, step, playground.bundle.info.stop_token_ids, no_branch_reason(trace)),
                 charts.stages_figure(trace, column, step), figure, state)
 
     def on_columns(n):
         visible = [gr.update(visible=i < int(n)) for i in range(MAX_COLUMNS)]
         return visible * 3
 
-    def on_snippet(column, kind, *values):
+    def on_snippet(choice, kind, state, *values):
         settings, rest = values[: len(linked)], values[len(linked) + 1:]
-        column = min(int(column or 0), MAX_COLUMNS - 1)
+        pickers_, params = rest[:MAX_COLUMNS], rest[MAX_COLUMNS:]
+        place, _, index = str(choice or "column:0").partition(":")
         try:  # only the chosen column: another column's bad settings must not block its snippet
-            comparison = make_comparison(*settings, 1, rest[column], *[None] * (MAX_COLUMNS - 1),
-                                         rest[MAX_COLUMNS + column], *[""] * (MAX_COLUMNS - 1))
+            if place == "branch":
+                return branch_snippet(state.get("trace"), int(index), kind)
+            column = min(int(index), MAX_COLUMNS - 1)
+            comparison = make_comparison(*settings, 1, pickers_[column], *[None] * (MAX_COLUMNS - 1),
+                                         params[column], *[""] * (MAX_COLUMNS - 1))
         except (ValueError, TypeError) as error:
             return f"# {playground.user_message(error)}"
         return export_column(comparison, kind=kind, model_reference=playground.shown_reference)
+
+    def branch_snippet(trace, index: int, kind: str) -> str:
+        """A branch's fix: its parent's interventions with the run's settings; the forced tokens are said, since
+        a fix cannot force them (the model picks from step 0 on)."""
+        if trace is None or not 0 <= index < len(trace.variants) or trace.variants[index].branch_of is None:
+            raise ValueError("that branch is gone: pick a column again")
+        variant = trace.variants[index]
+        parent, step = variant.branch_of
+        comparison = playground.branch(trace, parent, step, variant.token_ids[step])
+        forced = ("# This column is a branch of " + repr(trace.variants[parent - 1].name) + f": its tokens at steps 0–{step} "
+                  "were forced (the last one picked in the inspector),\n# not chosen by the model. This script applies "
+                  "the same interventions and settings, and the model chooses every token.\n")
+        return forced + export_column(comparison, kind=kind, model_reference=playground.shown_reference)
+
+    def page_column_names(n_columns_, pickers_, params) -> list[str]:
+        """The names of the page's columns as set now (while one is being typed wrong: by number)."""
+        try:
+            return column_names(playground.page_columns(n_columns_, pickers_, params))
+        except ValueError:
+            return [f"Column {index + 1}" for index in range(int(n_columns_ or 1))]
+
+    def on_fix_choices(state, choice, n_columns_, *rest):
+        choices = fix_choices(page_column_names(n_columns_, rest[:MAX_COLUMNS], rest[MAX_COLUMNS:]), state.get("trace"))
+        values = [value for _, value in choices]
+        return gr.update(choices=choices, value=choice if choice in values else values[0])
 
     def link_query(*values) -> str:
         settings = dict(zip(linked, values[: len(linked)]))
@@ -297,21 +384,24 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
         values.append(gr.update(open=any(column_params_text(c) for c in columns)))
         return values + [gr.update(visible=i < len(columns)) for i in range(MAX_COLUMNS)]
 
-    link_outputs = [*linked.values(), n_columns, *pickers, *param_boxes, own_params, *column_boxes]
+    link_outputs = [*linked.values(), n_columns, *pickers, *param_boxes, own_params, *column_boxes[:MAX_COLUMNS]]
     # Queued, so its warnings reach the page; never waits behind a run (no concurrency limit).
     demo.load(on_page_load, None, link_outputs, api_visibility="private", concurrency_limit=None)
-    run_outputs = [*statuses, *views, *column_boxes, story, chart, inspector, selection, stage_chart, heatmap,
+    run_outputs = [*statuses, *views, *column_boxes, *removes, story, chart, inspector, selection, stage_chart, heatmap,
                    download_json, download_csv, holder]
     # Runs share the decode loop (their rows share forward passes), so up to RUNS_AT_ONCE decode together.
     run_event = run.click(on_run, [holder, *inputs], run_outputs,
                           concurrency_id="decode", concurrency_limit=RUNS_AT_ONCE, api_visibility="private")
-    inspector.click(on_branch, holder, run_outputs, concurrency_id="decode", concurrency_limit=RUNS_AT_ONCE,
-                    api_visibility="private")
+    branch_event = inspector.click(on_branch, holder, run_outputs, concurrency_id="decode",
+                                   concurrency_limit=RUNS_AT_ONCE, api_visibility="private")
+    remove_events = [button.click(lambda state, index=index: on_remove(state, index), holder, run_outputs,
+                                  api_visibility="private", queue=False) for index, button in enumerate(removes)]
     stop.click(on_stop, holder, None, queue=False, api_visibility="private")
     chart.click(on_select, holder, [inspector, stage_chart, heatmap, holder], api_visibility="private", queue=False)
+    mark_stale(run, inputs)
     color_by.change(None, color_by, None, js="(v) => { document.body.classList.toggle('shade-eos', v === 'p_eos'); }")
-    n_columns.change(on_columns, n_columns, [*column_boxes, *pickers, *param_boxes], api_visibility="private",
-                     queue=False)
+    n_columns.change(on_columns, n_columns, [*column_boxes[:MAX_COLUMNS], *pickers, *param_boxes],
+                     api_visibility="private", queue=False)
     example.change(lambda text: text or gr.skip(), example, controls["prompt"], api_visibility="private", queue=False)
     copy_link.click(link_query, inputs, link_box, api_visibility="private",
                     queue=False).then(
@@ -319,8 +409,14 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
         js="(query) => { const url = location.origin + location.pathname + (query ? '?' + query : ''); "
            "history.replaceState(null, '', url); navigator.clipboard && navigator.clipboard.writeText(url).catch(() => {}); "
            "return url; }").then(lambda: gr.update(visible=True), None, link_box, api_visibility="private", queue=False)
-    snippet_inputs = [fix_column, fix_kind, *inputs]
+    snippet_inputs = [fix_column, fix_kind, holder, *inputs]
     for component in (fix_column, fix_kind, *inputs):
         component.change(on_snippet, snippet_inputs, snippet, api_visibility="private", queue=False)
     demo.load(on_snippet, snippet_inputs, snippet, api_visibility="private", queue=False)
     run_event.then(on_snippet, snippet_inputs, snippet, api_visibility="private")
+    # Copy this fix names the page's columns as set now, then the last run's branches.
+    for event in (run_event, branch_event, *remove_events):
+        event.then(on_fix_choices, [holder, fix_column, n_columns, *pickers, *param_boxes], fix_column, api_visibility="private", queue=False)
+    for component in (n_columns, *pickers, *param_boxes):
+        component.change(on_fix_choices, [holder, fix_column, n_columns, *pickers, *param_boxes], fix_column, api_visibility="private",
+                       queue=False)

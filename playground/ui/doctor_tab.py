@@ -26,7 +26,8 @@ def doctor_tab(playground: Playground) -> None:
         fixes_file = gr.File(label="Repaired files: generation_config.json, config.json, tokenizer files, FIXES.md",
                              visible=False)
         fixes_summary = gr.Markdown()
-        doctor_report = gr.Markdown()
+        # Room for the progress bar (which check is running) before the report arrives.
+        doctor_report = gr.Markdown(min_height=120, elem_id="doctor-report")
         gr.Markdown("**Training-example view**: which tokens of one example are supervised, and is the end token one "
                     "of them? Read exactly as the checks read it.")
         with gr.Row():
@@ -41,16 +42,20 @@ def doctor_tab(playground: Playground) -> None:
         except ValueError as error:
             raise refusal(playground, "/doctor", error, page=from_page(event)) from None
 
-    def on_doctor(sample_file, event: gr.EventData):
+    def shown(progress: gr.Progress):
+        """The doctor's on_check: the page's progress bar names the check that is running."""
+        return lambda index, count, words: progress((index, count), desc=f"checking: {words}", unit="checks")
+
+    def on_doctor(sample_file, event: gr.EventData, progress=gr.Progress()):
         from ..doctor import diagnose, report_markdown
 
-        return report_markdown(diagnose(playground.bundle, sample=read_sample(sample_file, event)))
+        return report_markdown(diagnose(playground.bundle, sample=read_sample(sample_file, event), on_check=shown(progress)))
 
-    def on_fix(sample_file, event: gr.EventData):
+    def on_fix(sample_file, event: gr.EventData, progress=gr.Progress()):
         from ..doctor import diagnose, report_markdown, zip_fixes
 
         bundle = playground.bundle
-        findings = diagnose(bundle, sample=read_sample(sample_file, event))
+        findings = diagnose(bundle, sample=read_sample(sample_file, event), on_check=shown(progress))
         archive = zip_fixes(bundle, findings, Path(tempfile.gettempdir()) / "eos-playground-fixes",
                             max_age_seconds=TRACE_MAX_AGE)
         fixes = (archive.parent / "repaired" / "FIXES.md").read_text(encoding="utf-8")

@@ -71,6 +71,14 @@ def prompts_html(report: Report, compare_columns: int = MAX_COLUMNS) -> str:
             f'<tbody>{"".join(body)}</tbody></table>')
 
 
+def progress_of(evaluation) -> tuple:
+    """gr.Progress arguments for a running evaluation: rows done of the total, and in words the tokens decoded,
+    the rows in flight and the time left."""
+    now = evaluation.progress()
+    left = "estimating the time left" if now["seconds_left"] is None else f"about {now['seconds_left']:.0f} s left"
+    return ((now["done"], now["total"]), f"{now['tokens']} tokens decoded · {now['in_flight']} rows in flight · {left}")
+
+
 def evaluate_tab(playground: Playground) -> None:
     choices = list(INTERVENTION_NAMES)  # short chips, as in Compare (its accordion says what each does)
     policy = playground.policy
@@ -128,10 +136,10 @@ def evaluate_tab(playground: Playground) -> None:
         except (ValueError, TypeError) as error:
             raise refusal(playground, "/evaluate", error, page=True) from None
         state["evaluation"] = evaluation
-        progress((0, evaluation.total), desc="decoding", unit="rows")
+        progress((0, evaluation.total), desc="starting", unit="rows")
         try:
-            for done in playground.stream(evaluation):
-                progress((done, evaluation.total), desc="decoding", unit="rows")
+            for _ in playground.stream(evaluation):
+                progress(*progress_of(evaluation), unit="rows")
         finally:
             state.pop("evaluation", None)
         report = evaluation.report()

@@ -1,175 +1,175 @@
-// EOS Playground page script: the live p(EOS) chart and step selection, all in the browser.
+// EOS Playground page script: the live p(EOS) chart (plotly.js) and step selection, all in the browser.
 //
 // The chart is fed by an append-only text value (see playground/ui/views.py: chart_header, chart_lines), so a
-// streamed update carries only the new points. Selecting a step (click a token, click the chart, ← →) marks it
-// in the text and on the chart at once, and asks the server for that step's inspector through the chart's
-// `trigger`.
+// streamed update carries only the new points; the browser parses only what was appended and builds the plotly
+// figure itself (no figure is sent from the server). plotly.js is served by the app from the installed Python
+// package (see playground/ui/__init__.py), so the page works without internet. Selecting a step (click a token,
+// click the chart, ← →) marks it in the text and on the chart at once, and asks the server for that step's
+// inspector through the chart's `trigger`.
 window.eosPlayground = window.eosPlayground || (() => {
-  const NS = "http://www.w3.org/2000/svg";
-  const SYMBOLS = { eos: "★", max_new_tokens: "■", stop_string: "◆", repetition: "✕", cancelled: "○", timeout: "○" };
+  const SYMBOLS = { eos: "star", max_new_tokens: "square", stop_string: "diamond", repetition: "x",
+                    cancelled: "circle-open", timeout: "circle-open" };
+  const MODES = [["log", "p(EOS), log"], ["linear", "p(EOS), linear"], ["margin", "distance to EOS (logits)"]];
+  const NOTES = { log: "solid: the model's own p(EOS) · dashed: after interventions and sampling",
+                  linear: "solid: the model's own p(EOS) · dashed: after interventions and sampling",
+                  margin: "logits EOS is behind the best token · solid: raw · dashed: after interventions · below 0: EOS wins" };
   const state = { column: null, step: null, charts: [], trigger: null };
 
-  function parse(value) {
-    const lines = (value || "").split("\n");
-    if (!lines[0]) return null;
-    const meta = JSON.parse(lines[0]);
-    const series = meta.columns.map(() => ({ steps: [], raw: [], final: [], mraw: [], mfinal: [], stop: null }));
-    for (const line of lines.slice(1)) {
+  function emptySeries() { return { steps: [], raw: [], final: [], mraw: [], mfinal: [], stop: null }; }
+
+  // Parse only what was appended since the last call; a value that does not extend the last one (a new run,
+  // a removed branch) is parsed from the start.
+  function parse(chart) {
+    const value = chart.props.value || "";
+    if (!value) { chart.data = null; chart.text = ""; return null; }
+    let fresh = value;
+    if (chart.data && value.startsWith(chart.text)) fresh = value.slice(chart.text.length);
+    else {
+      const newline = value.indexOf("\n");
+      chart.data = { meta: JSON.parse(value.slice(0, newline)), series: [] };
+      chart.data.series = chart.data.meta.columns.map(emptySeries);
+      fresh = value.slice(newline + 1);
+    }
+    chart.text = value;
+    const { meta, series } = chart.data;
+    const num = (x) => (x === "-" ? null : +x);
+    for (const line of fresh.split("\n")) {
       if (!line) continue;
-      const f = line.split(" ");
-      if (f[0] === "S") { series[+f[1]].stop = { step: +f[2], reason: f[3] }; continue; }
-      if (f[0] === "C") {  // a column added after the run: a branch
-        meta.columns.push(JSON.parse(line.slice(2)));
-        series.push({ steps: [], raw: [], final: [], mraw: [], mfinal: [], stop: null });
-        continue;
-      }
-      const s = series[+f[0]];
-      const num = (x) => (x === "-" ? null : +x);
+      if (line[0] === "S") { const f = line.split(" "); series[+f[1]].stop = { step: +f[2], reason: f[3] }; continue; }
+      if (line[0] === "C") { meta.columns.push(JSON.parse(line.slice(2))); series.push(emptySeries()); continue; }
+      const f = line.split(" "), s = series[+f[0]];
       s.steps.push(+f[1]); s.raw.push(+f[2]); s.final.push(+f[3]); s.mraw.push(num(f[4])); s.mfinal.push(num(f[5]));
     }
-    return { meta, series };
+    return chart.data;
   }
 
-  function el(tag, attrs, text) {
-    const node = document.createElementNS(NS, tag);
-    for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
-    if (text !== undefined) node.textContent = text;
-    return node;
+  // The values a mode plots: log cannot show 0 (EOS banned), so it sits at the axis floor, 1e-8.
+  function values(s, mode, kind) {
+    if (mode === "margin") return kind === "own" ? s.mraw : s.mfinal;
+    const v = kind === "own" ? s.raw : s.final;
+    return mode === "log" ? v.map((p) => Math.max(p, 1e-8)) : v;
   }
 
-  function draw(chart) {
+  function figure(chart) {
+    const { meta, series } = chart.data, mode = chart.mode;
+    const traces = [], shapes = [], annotations = [];
+    const unit = mode === "margin" ? "%{y:.1f} logits" : "%{y:.3g}";
+    // The first column (usually the baseline) is drawn last, on top: where another column matches it, the
+    // baseline shows; where an intervention changes p(EOS), its dashed line stands out.
+    [...series.keys()].reverse().forEach((column) => {
+      const s = series[column], { name, color } = meta.columns[column];
+      const group = `column-${column}`;
+      for (const kind of ["own", "after"]) {
+        traces.push({ x: s.steps, y: values(s, mode, kind), type: "scatter", mode: "lines", legendgroup: group,
+                      name: kind === "own" ? name : `${name}, after interventions`, showlegend: kind === "own",
+                      line: { color, width: 2, dash: kind === "own" ? "solid" : "dash" }, connectgaps: false,
+                      meta: { column, kind }, hovertemplate: `${unit}<extra></extra>` });
+      }
+      if (s.stop && s.steps.length) {
+        const after = values(s, mode, "after"), own = values(s, mode, "own");
+        const y = after[after.length - 1] ?? own[own.length - 1];
+        const reason = s.stop.reason.replace(/_/g, " ");
+        traces.push({ x: [s.stop.step], y: [y], type: "scatter", mode: "markers", legendgroup: group, showlegend: false,
+                      name: `${name} stopped: ${reason}`, meta: { column, kind: "stop" },
+                      marker: { symbol: SYMBOLS[s.stop.reason] || "circle", size: 13, color, line: { color: "black", width: 1 } },
+                      hovertemplate: `${reason} at step %{x}<extra></extra>` });
+      }
+    });
+    const labels = new Map();  // one band and one label per ramp start, naming every column it serves
+    meta.columns.forEach((c) => {
+      if (c.ramp === null || c.ramp === undefined) return;
+      labels.set(c.ramp, [...(labels.get(c.ramp) || []), c.name]);
+    });
+    const maxStep = Math.max(meta.max_new - 1, 1);
+    // Labels at the bands' right end, one under the other: inside the plot at any width, never overlapping.
+    [...labels].forEach(([ramp, names], index) => {
+      shapes.push({ type: "rect", xref: "x", yref: "paper", x0: ramp - 0.5, x1: maxStep + 0.5, y0: 0, y1: 1,
+                    fillcolor: "orange", opacity: 0.1, line: { width: 0 }, layer: "below" });
+      annotations.push({ xref: "x", yref: "paper", x: maxStep + 0.5, y: 1 - 0.09 * index, xanchor: "right", yanchor: "top", showarrow: false,
+                         text: `ramp (${names.length > 2 ? names.length + " columns" : names.join(", ")})`,
+                         font: { size: 10, color: "#b45309" } });
+    });
+    if (mode === "margin") shapes.push({ type: "line", xref: "paper", x0: 0, x1: 1, yref: "y", y0: 0, y1: 0,
+                                          line: { color: "#111", width: 1, dash: "dot" } });
+    const selected = state.column !== null ? series[state.column] : null;
+    if (selected) {
+      shapes.push({ type: "line", xref: "x", yref: "paper", x0: state.step, x1: state.step, y0: 0, y1: 1,
+                    line: { color: "#111", width: 1, dash: "dash" } });
+      const i = selected.steps.indexOf(state.step);
+      const v = i >= 0 ? values(selected, mode, "after")[i] ?? values(selected, mode, "own")[i] : null;
+      if (v !== null) traces.push({ x: [state.step], y: [v], type: "scatter", mode: "markers", showlegend: false,
+                                    name: "selected", meta: { column: state.column, kind: "selected" }, hoverinfo: "skip",
+                                    marker: { size: 11, color: meta.columns[state.column].color, line: { color: "black", width: 2 } } });
+    }
+    const yaxis = mode === "log" ? { type: "log", range: [-8.2, 0.1], dtick: 2, exponentformat: "e", title: { text: "p(EOS)" } }
+      : mode === "linear" ? { type: "linear", range: [-0.02, 1.02], title: { text: "p(EOS)" } }
+      : { type: "linear", autorange: true, title: { text: "EOS behind by" } };
+    const layout = {
+      // Room for the legend's rows above the plot (about two long column names a row).
+      height: 236 + 18 * Math.ceil(series.length / 2), margin: { l: 56, r: 10, t: 8, b: 36 }, hovermode: "x unified",
+      showlegend: true, legend: { orientation: "h", x: 0, y: 1.02, yanchor: "bottom", font: { size: 11 }, traceorder: "reversed" },
+      xaxis: { range: [-0.5, maxStep + 0.5], title: { text: "step", standoff: 4 }, zeroline: false },
+      yaxis: { ...yaxis, fixedrange: false, zeroline: false }, shapes, annotations,
+      uirevision: `${mode}:${meta.max_new}`,  // zoom and legend toggles survive streamed updates
+      plot_bgcolor: "white", paper_bgcolor: "white", font: { size: 11 },
+    };
+    return { data: traces, layout };
+  }
+
+  const CONFIG = { displaylogo: false, responsive: true, scrollZoom: false,
+                   toImageButtonOptions: { filename: "eos-playground-p-eos", scale: 2 },
+                   modeBarButtonsToRemove: ["select2d", "lasso2d"] };
+
+  function build(chart) {  // the chart's fixed parts, once
     const root = chart.element.querySelector(".eos-chart") || chart.element;
     root.innerHTML = "";
-    const data = parse(chart.props.value);
     const toolbar = document.createElement("div");
     toolbar.className = "eos-chart-toolbar";
-    for (const [mode, label] of [["log", "p(EOS), log"], ["linear", "p(EOS), linear"], ["margin", "distance to EOS (logits)"]]) {
+    for (const [mode, label] of MODES) {
       const button = document.createElement("button");
       button.textContent = label;
-      button.className = chart.mode === mode ? "on" : "";
       button.dataset.mode = mode;
       button.onclick = () => { chart.mode = mode; draw(chart); };
       toolbar.appendChild(button);
     }
-    root.appendChild(toolbar);
-    if (!data) {
-      const empty = document.createElement("div");
-      empty.className = "eos-chart-empty";
-      empty.textContent = "Press Run: p(EOS) per step appears here, live.";
-      root.appendChild(empty);
-      return;
-    }
-    chart.data = data;
-    const { meta, series } = data;
-    const legend = document.createElement("div");
-    legend.className = "eos-chart-legend";
-    legend.innerHTML = meta.columns.map((c) => `<span><i style="background:${c.color}"></i>${escape(c.name)}</span>`).join("")
-      + `<span class="note">${chart.mode === "margin" ? "solid: raw · dashed: after interventions · below 0: EOS wins"
-                                                         : "solid: model's own · dashed: after interventions and sampling"}</span>`;
-    root.appendChild(legend);
-    const width = Math.max(root.clientWidth || 600, 320), height = 260, left = 52, right = 12, top = 10, bottom = 30;
-    const svg = el("svg", { width, height, class: "eos-chart-svg" });
-    const maxStep = Math.max(meta.max_new - 1, 1);
-    const x = (step) => left + (step / maxStep) * (width - left - right);
-    let y, ticks;
-    if (chart.mode === "margin") {
-      const values = series.flatMap((s) => s.mraw.concat(s.mfinal)).filter((v) => v !== null);
-      const lo = Math.min(-2, ...values) - 1, hi = Math.max(2, ...values) + 1;
-      y = (v) => top + (1 - (v - lo) / (hi - lo)) * (height - top - bottom);
-      const stepSize = Math.max(1, Math.round((hi - lo) / 6));
-      ticks = [];
-      for (let t = Math.ceil(lo / stepSize) * stepSize; t <= hi; t += stepSize) ticks.push([t, `${t}`]);
-    } else if (chart.mode === "linear") {
-      y = (p) => top + (1 - p) * (height - top - bottom);
-      ticks = [0, 0.25, 0.5, 0.75, 1].map((t) => [t, `${t}`]);
-    } else {
-      y = (p) => top + (-Math.log10(Math.max(p, 1e-8)) / 8) * (height - top - bottom);
-      ticks = [1, 1e-2, 1e-4, 1e-6, 1e-8].map((t) => [t, t === 1 ? "1" : `1e${Math.log10(t)}`]);
-    }
-    for (const c of meta.columns) {
-      if (c.ramp === null || c.ramp === undefined) continue;
-      svg.appendChild(el("rect", { x: x(c.ramp - 0.5), y: top, width: Math.max(x(maxStep + 0.5) - x(c.ramp - 0.5), 0),
-                                   height: height - top - bottom, fill: "orange", opacity: 0.1 }));
-      svg.appendChild(el("text", { x: x(c.ramp - 0.5) + 3, y: top + 12, class: "ramp-label" }, `ramp (${c.name})`));
-    }
-    for (const [value, label] of ticks) {
-      svg.appendChild(el("line", { x1: left, x2: width - right, y1: y(value), y2: y(value), class: "grid" }));
-      svg.appendChild(el("text", { x: left - 6, y: y(value) + 4, class: "tick", "text-anchor": "end" }, label));
-    }
-    if (chart.mode === "margin") svg.appendChild(el("line", { x1: left, x2: width - right, y1: y(0), y2: y(0), class: "zero" }));
-    const xStep = Math.max(1, Math.ceil(maxStep / 8 / 5) * 5);
-    for (let t = 0; t <= maxStep; t += xStep) svg.appendChild(el("text", { x: x(t), y: height - 10, class: "tick", "text-anchor": "middle" }, `${t}`));
-    svg.appendChild(el("text", { x: width - right, y: height - 10, class: "tick", "text-anchor": "end" }, "step"));
-    // The first column (usually the baseline) is drawn last, on top: where another column matches it, the
-    // baseline shows; where an intervention changes p(EOS), its dashed line stands out.
-    [...series.keys()].reverse().forEach((index) => {
-      const s = series[index], color = meta.columns[index].color;
-      const [solid, dashed] = chart.mode === "margin" ? [s.mraw, s.mfinal] : [s.raw, s.final];
-      for (const [values, dash] of [[solid, ""], [dashed, "5 3"]]) {
-        let d = "", pen = "M";
-        values.forEach((v, i) => {
-          if (v === null) { pen = "M"; return; }
-          d += `${pen}${x(s.steps[i]).toFixed(1)},${y(v).toFixed(1)}`;
-          pen = "L";
-        });
-        svg.appendChild(el("path", { d, fill: "none", stroke: color, "stroke-width": 2, "stroke-dasharray": dash }));
-      }
-      if (s.stop && s.steps.length) {
-        const last = dashed[dashed.length - 1] ?? solid[solid.length - 1];
-        if (last !== null && last !== undefined) {
-          const marker = el("text", { x: x(s.stop.step), y: y(last) + 5, fill: color, class: "stop-marker", "text-anchor": "middle" },
-                            SYMBOLS[s.stop.reason] || "●");
-          marker.appendChild(el("title", {}, `${meta.columns[index].name}: ${s.stop.reason.replace(/_/g, " ")} at step ${s.stop.step}`));
-          svg.appendChild(marker);
-        }
-      }
-    });
-    if (state.step !== null && state.column !== null && series[state.column]) {
-      const s = series[state.column], i = s.steps.indexOf(state.step);
-      svg.appendChild(el("line", { x1: x(state.step), x2: x(state.step), y1: top, y2: height - bottom, class: "selected-step" }));
-      const v = i >= 0 ? (chart.mode === "margin" ? s.mfinal[i] : s.final[i]) : null;
-      if (v !== null) svg.appendChild(el("circle", { cx: x(state.step), cy: y(v), r: 5, fill: meta.columns[state.column].color, stroke: "black" }));
-    }
-    const guide = el("line", { y1: top, y2: height - bottom, class: "guide", visibility: "hidden" });
-    svg.appendChild(guide);
-    const capture = el("rect", { x: left, y: top, width: width - left - right, height: height - top - bottom, fill: "transparent" });
-    svg.appendChild(capture);
-    const tip = document.createElement("div");
-    tip.className = "eos-chart-tip";
-    const stepAt = (event) => {
-      const box = svg.getBoundingClientRect();
-      return Math.max(0, Math.min(maxStep, Math.round(((event.clientX - box.left - left) / (width - left - right)) * maxStep)));
-    };
-    capture.addEventListener("mousemove", (event) => {
-      const step = stepAt(event);
-      guide.setAttribute("x1", x(step)); guide.setAttribute("x2", x(step)); guide.setAttribute("visibility", "visible");
-      const rows = series.map((s, index) => {
-        const i = s.steps.indexOf(step);
-        if (i < 0) return "";
-        const margin = (m) => (m === null ? "banned" : m.toFixed(1));
-        return `<div><i style="background:${meta.columns[index].color}"></i>${escape(meta.columns[index].name)}: `
-          + `p(EOS) ${fmt(s.raw[i])} → ${fmt(s.final[i])} · EOS behind by ${margin(s.mraw[i])} → ${margin(s.mfinal[i])}</div>`;
-      }).join("");
-      tip.innerHTML = `<b>step ${step}</b>${rows}<small>click to inspect</small>`;
-      tip.style.display = "block";
-      tip.style.left = `${Math.min(x(step) + 12, width - 260)}px`;
-    });
-    capture.addEventListener("mouseleave", () => { guide.setAttribute("visibility", "hidden"); tip.style.display = "none"; });
-    capture.addEventListener("click", (event) => {
-      const step = stepAt(event);
-      let column = state.column !== null && series[state.column] && series[state.column].steps.includes(step) ? state.column : null;
-      if (column === null) column = series.findIndex((s) => s.steps.includes(step));
-      if (column >= 0) select(column, step);
-    });
-    const frame = document.createElement("div");
-    frame.className = "eos-chart-frame";
-    frame.appendChild(svg);
-    frame.appendChild(tip);
-    root.appendChild(frame);
+    const note = document.createElement("span");
+    note.className = "note";
+    toolbar.appendChild(note);
+    const empty = document.createElement("div");
+    empty.className = "eos-chart-empty";
+    empty.textContent = "Press Run: p(EOS) per step appears here, live.";
+    const plot = document.createElement("div");
+    plot.className = "eos-chart-plot";
+    root.append(toolbar, empty, plot);
+    Object.assign(chart, { toolbar, note, empty, plot, bound: false });
   }
 
-  function fmt(p) { return p >= 0.01 ? p.toFixed(3) : p.toExponential(1); }
-  function escape(text) { return String(text).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`); }
+  // Draw at most once per animation frame: several streamed updates in a row cost one plotly redraw.
+  function draw(chart) {
+    if (chart.pending) return;
+    chart.pending = true;
+    requestAnimationFrame(() => { chart.pending = false; render(chart); });
+  }
+
+  function render(chart) {
+    if (!window.Plotly) { setTimeout(() => draw(chart), 100); return; }  // plotly.min.js is still loading
+    const data = parse(chart);
+    chart.toolbar.querySelectorAll("button").forEach((b) => b.classList.toggle("on", b.dataset.mode === chart.mode));
+    chart.note.textContent = NOTES[chart.mode];
+    chart.empty.style.display = data ? "none" : "";
+    chart.plot.style.display = data ? "" : "none";
+    if (!data) { if (chart.plot.data) Plotly.purge(chart.plot); return; }
+    const { data: traces, layout } = figure(chart);
+    Plotly.react(chart.plot, traces, layout, CONFIG);
+    if (!chart.bound) {
+      chart.bound = true;
+      chart.plot.on("plotly_click", (event) => {
+        const points = event.points.filter((p) => p.data.meta && p.data.meta.kind !== "selected");
+        const point = points.find((p) => p.data.meta.column === state.column) || points[0];
+        if (point) select(point.data.meta.column, point.x);
+      });
+    }
+  }
 
   function markTokens() {
     document.querySelectorAll(".token-view [data-s].sel").forEach((n) => n.classList.remove("sel"));
@@ -187,17 +187,22 @@ window.eosPlayground = window.eosPlayground || (() => {
   }
 
   function chart(element, props, trigger, watch) {
-    const entry = { element, props, mode: "log", data: null };
+    const entry = { element, props, mode: "log", data: null, text: "" };
     state.charts = state.charts.filter((c) => c.element.isConnected);
     state.charts.push(entry);
     state.trigger = trigger;
+    build(entry);
     draw(entry);
     watch("value", () => {
       if (!props.value) { state.column = null; state.step = null; }
       draw(entry);
     });
     let width = element.clientWidth;
-    new ResizeObserver(() => { if (Math.abs(element.clientWidth - width) > 4) { width = element.clientWidth; draw(entry); } }).observe(element);
+    new ResizeObserver(() => {
+      if (Math.abs(element.clientWidth - width) <= 4) return;
+      width = element.clientWidth;
+      if (window.Plotly && entry.plot.data) Plotly.Plots.resize(entry.plot);
+    }).observe(element);
   }
 
   // A column's token view: click a token to select its step; follow the newest tokens unless the reader
@@ -245,5 +250,11 @@ window.eosPlayground = window.eosPlayground || (() => {
     if (step !== state.step) { event.preventDefault(); select(state.column, step); }
   });
 
-  return { chart, tokens, selection, inspector, select, state };
+  // Results of other settings: dimmed, with a note, until the next Run (only when there are results to dim).
+  function stale(on) {
+    const results = state.charts.some((c) => c.data);
+    document.body.classList.toggle("stale-results", Boolean(on && results));
+  }
+
+  return { chart, tokens, selection, inspector, select, stale, state };
 })();

@@ -26,8 +26,27 @@ def _step_title(s: StepRecord) -> str:
             f"p(EOS) {s.p_eos_raw:.3g} raw → {s.p_eos:.3g} final · click to inspect")
 
 
+# Marks for what would otherwise draw nothing: a newline still breaks the line after its mark.
+WHITESPACE_MARKS = {"\n": "↵\n", "\t": "⇥", " ": "·", "\r": "␍"}
+
+
+def shown_token(token: str) -> str:
+    r"""A token as the token view draws it, never zero-width: newlines as ↵ (then the line break), a token of
+    only spaces or tabs as · and ⇥, an empty token as ∅; text with spaces between words stays as it is.
+
+    >>> shown_token("\n"), shown_token(".\n\n"), shown_token("  "), shown_token(" is"), shown_token("")
+    ('↵\n', '.↵\n↵\n', '··', ' is', '∅')
+    """
+    if token == "":
+        return "∅"
+    if token.strip() == "":
+        return "".join(WHITESPACE_MARKS.get(c, c) for c in token)
+    return token.replace("\n", WHITESPACE_MARKS["\n"])
+
+
 def token_spans(variant: VariantTrace, start: int = 0) -> str:
-    """The column's tokens from step ``start`` on, one span each; the EOS token is drawn as a badge.
+    """The column's tokens from step ``start`` on, one span each, every one visible (see ``shown_token``); the
+    EOS token is drawn as a badge.
 
     Shading is CSS: ``--p`` is the chosen token's probability, ``--e`` p(EOS) on a log scale; the page picks
     which one colours the background, so switching needs no redraw.
@@ -37,9 +56,10 @@ def token_spans(variant: VariantTrace, start: int = 0) -> str:
     for s in steps[start:]:
         if s is steps[-1] and variant.stop_reason == "eos":
             parts.append(f'<span data-s="{s.step}" class="eos-badge" title="{html.escape(_step_title(s))}">EOS</span>')
-        elif s.token:
-            parts.append(f'<span data-s="{s.step}" style="--p:{s.p_chosen:.2f};--e:{_eos_shade(s.p_eos):.2f}" '
-                         f'title="{html.escape(_step_title(s))}">{html.escape(s.token)}</span>')
+        else:
+            marked = ' class="ws"' if s.token.strip() == "" else ""
+            parts.append(f'<span data-s="{s.step}"{marked} style="--p:{s.p_chosen:.2f};--e:{_eos_shade(s.p_eos):.2f}" '
+                         f'title="{html.escape(_step_title(s))}">{html.escape(shown_token(s.token))}</span>')
     return "".join(parts)
 
 
@@ -105,9 +125,18 @@ def _bar(value: float, css: str) -> str:
     return f'<span class="bar {css}" style="width:{max(value, 0) * 100:.1f}%"></span>'
 
 
-def inspector_html(trace: Trace | None, column: int, step: int, eos_ids: list[int] | None = None) -> str:
-    """One step of one column: what was chosen, how far EOS was from winning, the top tokens raw vs final, and
-    the distribution after each stage (raw → generation config → interventions → temperature → top-k → top-p)."""
+def _try_button(token_id: int, no_branch: str | None) -> str:
+    if no_branch:
+        return f'<button class="branch" data-token="{token_id}" disabled title="{html.escape(no_branch)}">try</button>'
+    return f'<button class="branch" data-token="{token_id}" title="decode a new column from here with this token">try</button>'
+
+
+def inspector_html(trace: Trace | None, column: int, step: int, eos_ids: list[int] | None = None,
+                   no_branch: str | None = None) -> str:
+    """One step of one column: what was chosen (or forced, in a branch), how far EOS was from winning, the top
+    tokens raw vs final, and the distribution after each stage (raw → generation config → interventions →
+    temperature → top-k → top-p). ``no_branch``: why "try" cannot decode a new column now (its buttons are
+    disabled and say so)."""
     if trace is None or not 0 <= column < len(trace.variants) or not 0 <= step < len(trace.variants[column].steps):
         return '<div class="inspector empty">Click a token in any column, or a point on the chart, to inspect that step.</div>'
     variant = trace.variants[column]
@@ -125,8 +154,7 @@ def inspector_html(trace: Trace | None, column: int, step: int, eos_ids: list[in
         bars = "" if t is None else f'{_bar(t.p_raw, "raw")}{_bar(t.p, "final")}'
         numbers = '<td class="num" colspan="2">not in the top</td>' if t is None else \
             f'<td class="num">{_p(t.p_raw)}</td><td class="num">{_p(t.p)}</td>'
-        branch = "" if token_id == s.token_id else \
-            f'<button class="branch" data-token="{token_id}" title="decode a new column from here with this token">try</button>'
+        branch = "" if token_id == s.token_id else _try_button(token_id, no_branch)
         rows.append(f'<tr class="{"eos" if token_id in eos_ids else ""}"><td class="tok">{label}{mark}</td>'
                     f'<td class="bars">{bars}</td>{numbers}<td>{branch}</td></tr>')
     stages = []
@@ -136,14 +164,16 @@ def inspector_html(trace: Trace | None, column: int, step: int, eos_ids: list[in
                       f"<td class='num'>{_p(stage.p_eos)}</td><td>{top}</td></tr>")
     forced = variant.branch_of is not None and step <= variant.branch_of[1]
     pick = "forced (branch)" if forced else "argmax" if trace.settings.get("temperature", 0) == 0 else "sampled"
+    verb, given = ("forced", "the model gave it ") if forced else ("chose", "")
+    note = f'<p class="no-branch">{html.escape(no_branch)}</p>' if no_branch else ""
     stages.append(f"<tr><td>{pick}</td><td></td><td></td><td>{html.escape(chosen)}</td></tr>")
     return (
-        f'<div class="inspector" data-column="{column}" data-step="{step}"><div class="head"><b>{html.escape(variant.name)}</b> · step {s.step} · chose '
-        f'<code>{html.escape(chosen)}</code> (p {_p(s.p_chosen)}, raw {_p(s.p_chosen_raw)})</div>'
+        f'<div class="inspector" data-column="{column}" data-step="{step}"><div class="head"><b>{html.escape(variant.name)}</b> · step {s.step} · {verb} '
+        f'<code>{html.escape(chosen)}</code> ({given}p {_p(s.p_chosen)}, raw {_p(s.p_chosen_raw)})</div>'
         f'<p class="margin">{html.escape(step_explanation(s))}</p>'
         f'<table class="topk"><tr><th>top tokens</th><th><span class="key raw"></span>raw '
         f'<span class="key final"></span>final</th><th>raw</th><th>final</th><th title="continue from here">what if?</th></tr>'
-        f'{"".join(rows)}</table>'
+        f'{"".join(rows)}</table>{note}'
         f'<table class="stages"><tr><th>stage</th><th>what it did</th><th>p(EOS)</th><th>top tokens after it</th></tr>'
         f'{"".join(stages)}</table><small>← → move one step · <b>try</b> continues this column from here with that token instead'
         f'</small></div>'
