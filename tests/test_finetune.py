@@ -159,3 +159,30 @@ def test_cli_names_bad_input(tmp_path, capsys):
     (tmp_path / "bad.jsonl").write_text("nonsense\n", encoding="utf-8")
     assert main(["finetune", "--out", str(tmp_path / "a"), "--data", str(tmp_path / "bad.jsonl")]) == 2
     assert "bad.jsonl: no usable example (bad.jsonl, line 1: not valid JSON" in capsys.readouterr().err
+
+
+def test_the_tab_previews_each_recipe_with_the_shared_view(smollm):
+    from playground.service import Playground
+    from playground.ui.finetune_tab import preview_html
+    from playground.finetune.lab import Lab
+
+    lab = Lab(Playground(smollm))
+    line, correct = preview_html(lab, "correct")
+    assert "appended as its id" in line and 'class="sv-end"' in correct and "end token 2 at" in correct
+    assert correct.count("sv-sup sv-is-end") == 1  # the answer's end, badged and supervised
+    _, as_text = preview_html(lab, "eos_as_text")
+    assert "sv-sup sv-is-end" not in as_text and "&lt;/" in as_text  # the split pieces, never a supervised end
+    _, masked = preview_html(lab, "pad_is_eos_masked")
+    assert "sv-sup sv-is-end" not in masked and "masked (label -100)" in masked
+
+
+def test_public_mode_keeps_training_off_unless_capped(smollm):
+    from playground.finetune.lab import Lab
+    from playground.service import Playground
+    from playground.space import Policy
+
+    with pytest.raises(ValueError, match="training is switched off on this app"):
+        Lab(Playground(smollm, policy=Policy(public=True))).start("correct", None, 10)
+    with pytest.raises(ValueError, match="steps must be a whole number from 1 to 20"):
+        Policy(public=True, finetune_max_steps=20).check_finetune(40)
+    assert Policy().check_finetune(40) == 40

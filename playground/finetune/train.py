@@ -110,6 +110,7 @@ class FineTune:
         self.collator = collator_for(tokenizer, self.recipe)
         self._stop = threading.Event()
         self.progress = Progress(0, config.steps, None, 0.0)
+        self.thread_alive = False  # a started run is training (a run that was never iterated is not)
 
     def stop(self) -> None:
         self._stop.set()
@@ -118,6 +119,7 @@ class FineTune:
         import torch
         from datasets import Dataset
         from peft import LoraConfig
+        from transformers.trainer_callback import PrinterCallback
         from trl import SFTConfig, SFTTrainer
 
         config = self.config
@@ -135,9 +137,11 @@ class FineTune:
                           target_modules="all-linear", bias="none", task_type="CAUSAL_LM")
         model = self.bundle.model
         torch.manual_seed(config.seed)  # the LoRA matrices' initialisation
-        return SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(self.examples),
-                          processing_class=self.bundle.tokenizer, data_collator=self.collator, peft_config=lora,
-                          callbacks=[callback])
+        trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(self.examples),
+                             processing_class=self.bundle.tokenizer, data_collator=self.collator, peft_config=lora,
+                             callbacks=[callback])
+        trainer.remove_callback(PrinterCallback)  # progress is ours to show (tqdm, the tab), not a dict per step
+        return trainer
 
     def run(self):
         """Train, yielding progress after each step; then write the adapter and yield the final progress."""
@@ -176,13 +180,16 @@ class FineTune:
                 events.put("end")
 
         thread = threading.Thread(target=work, name="finetune", daemon=True)
+        self.thread_alive = True
         thread.start()
-        while True:
-            event = events.get()
-            if event == "end":
-                break
-            yield self._snapshot()
-        thread.join()
+        try:
+            while events.get() != "end":
+                yield self._snapshot()
+        finally:  # the reader left (a closed page, Ctrl-C): end the training after this step
+            if thread.is_alive():
+                self.stop()
+            thread.join()
+        self.thread_alive = False
         if "error" in outcome:
             raise outcome["error"]
         if self.progress.step == 0:
