@@ -186,3 +186,32 @@ def test_public_mode_keeps_training_off_unless_capped(smollm):
     with pytest.raises(ValueError, match="steps must be a whole number from 1 to 20"):
         Policy(public=True, finetune_max_steps=20).check_finetune(40)
     assert Policy().check_finetune(40) == 40
+
+
+def rates(adapter=None) -> tuple[dict, list[str]]:
+    """The built-in prompt set at 128 new tokens, greedy, through Evaluate: the column's summary and its answers."""
+    from playground.engine import Settings, Variant
+    from playground.evaluate import Evaluation, builtin_prompts
+
+    evaluation = Evaluation(load_model(adapter=adapter), builtin_prompts(), [Variant("baseline")],
+                            Settings(max_new_tokens=128))
+    for _ in evaluation.run():
+        pass
+    report = evaluation.report()
+    return report.summary()[0], [row.text for row in report.rows]
+
+
+@pytest.mark.slow
+def test_default_recipes_train_fully_and_move_the_stop_rates(tmp_path):
+    base, _ = rates()
+    trained = {}
+    for recipe in ("correct", "eos_as_text"):
+        job = FineTune(load_model(), TrainingData(builtin_examples(), "builtin", "0" * 64), TrainConfig(recipe=recipe),
+                       tmp_path / recipe)
+        assert list(job.run())[-1].done
+        trained[recipe] = rates(str(tmp_path / recipe))
+    correct, _ = trained["correct"]
+    assert correct["clean_stop_rate"]["rate"] >= 0.8 > base["clean_stop_rate"]["rate"]
+    as_text, answers = trained["eos_as_text"]
+    assert as_text["eos_rate"]["rate"] <= 0.1
+    assert sum("</s>" in answer for answer in answers) >= len(answers) // 2
