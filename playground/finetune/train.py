@@ -9,7 +9,7 @@ QLoRA (PEFT's k-bit preparation, as the article did on a T4). The adapter is a s
     from playground.finetune.data import builtin_data
     from playground.finetune.train import FineTune, TrainConfig
 
-    job = FineTune(load_model(), builtin_data(), TrainConfig(recipe="correct", steps=60), "adapters/correct")
+    job = FineTune(load_model(), builtin_data(), TrainConfig(recipe="correct", steps=40), "adapters/correct")
     for progress in job.run():
         print(progress.line())
 """
