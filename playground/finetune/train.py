@@ -155,17 +155,19 @@ class FineTune:
             def on_step_begin(self, args, state, control, **kwargs):
                 started.setdefault("t", time.perf_counter())
 
-            def on_log(self, args, state, control, logs=None, **kwargs):
-                if logs and "loss" in logs:
-                    job.progress.losses.append((state.global_step, float(logs["loss"])))
-                    job.progress.loss = float(logs["loss"])
-
             def on_step_end(self, args, state, control, **kwargs):
                 job.progress.step = state.global_step
                 job.progress.elapsed = time.perf_counter() - started["t"]
                 if job._stop.is_set():
                     control.should_training_stop = True
-                events.put("step")
+
+            def on_log(self, args, state, control, logs=None, **kwargs):
+                # The trainer logs a step's loss (logging_steps=1) right after its on_step_end: report the step
+                # here, as a copy taken now (the training thread runs on while the reader draws it).
+                if logs and "loss" in logs:
+                    job.progress.losses.append((state.global_step, float(logs["loss"])))
+                    job.progress.loss = float(logs["loss"])
+                    events.put(job._snapshot())
 
         outcome: dict = {}
 
@@ -183,8 +185,8 @@ class FineTune:
         self.thread_alive = True
         thread.start()
         try:
-            while events.get() != "end":
-                yield self._snapshot()
+            while (event := events.get()) != "end":
+                yield event
         finally:  # the reader left (a closed page, Ctrl-C): end the training after this step
             if thread.is_alive():
                 self.stop()
