@@ -464,6 +464,46 @@ def bench_evaluate(bundle, prompts: int = 16, new_tokens: int = 32) -> dict:
     }
 
 
+def bench_finetune(steps: int = 4) -> dict:
+    """Seconds per step of the fine-tune lab's default ``correct`` recipe (SFTTrainer, LoRA r 16 on all linear
+    layers, batch 4, the built-in set) against a plain PEFT loop on the same batches (forward, backward, AdamW),
+    each on a fresh copy of the embedded model, in the same run."""
+    from peft import LoraConfig, get_peft_model
+
+    from playground.finetune.data import builtin_data
+    from playground.finetune.recipes import RECIPES, collator_for, encode
+    from playground.finetune.train import FineTune, TrainConfig
+    from playground.models import load_model
+
+    config = TrainConfig()
+    with tempfile.TemporaryDirectory() as folder:
+        job = FineTune(load_model(), builtin_data(), TrainConfig(steps=steps + 1), Path(folder) / "adapter")
+        marks = [(p.step, p.elapsed) for p in job.run()]
+    first, last = marks[0], marks[-1]  # the first step warms up: time the rest
+    sft_seconds = (last[1] - first[1]) / (last[0] - first[0])
+    bundle = load_model()
+    model = get_peft_model(bundle.model, LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha,
+                                                    target_modules="all-linear", task_type="CAUSAL_LM"))
+    model.train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate)
+    recipe = RECIPES["correct"]
+    examples = [encode(bundle.tokenizer, e, recipe) for e in builtin_data().examples]
+    collate = collator_for(bundle.tokenizer, recipe)
+    times = []
+    for step in range(steps + 1):
+        batch = collate(examples[step * config.batch_size:(step + 1) * config.batch_size])
+        started = time.perf_counter()
+        model(**batch).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        times.append(time.perf_counter() - started)
+    plain_seconds = sum(times[1:]) / steps
+    return {"steps_timed": steps, "sft_seconds_per_step": round(sft_seconds, 3),
+            "plain_lora_seconds_per_step": round(plain_seconds, 3),
+            "sft_vs_plain_lora": round(sft_seconds / plain_seconds, 3),
+            "default_steps": config.steps, "default_correct_seconds": round(sft_seconds * config.steps, 1)}
+
+
 def main(argv: list[str] | None = None) -> int:
     from playground.models import load_model
 
@@ -478,6 +518,7 @@ def main(argv: list[str] | None = None) -> int:
         results["ui"] = bench_ui(bundle, url)
         results["page"] = bench_page(bundle, url)
     results["evaluate"] = bench_evaluate(bundle)
+    results["finetune"] = bench_finetune()
     p = results["processors"]
     print(f"logits processors, one row of {p['vocab_size']} logits, 1 CPU thread (literal article code from {p['literal_seed_source']}):")
     print(f"  article's literal EosTokenRewardLogitsProcessor  {p['literal_seed_ms_per_call']:10.3f} ms/call")
@@ -526,6 +567,11 @@ def main(argv: list[str] | None = None) -> int:
           f"({v['generated_tokens']} generated, same as generate(): {v['same_tokens_as_generate']}):")
     print(f"  {v['evaluate_s']:.1f} s vs {v['sequential_generate_s']:.1f} s for one generate() per (prompt, column): "
           f"{v['evaluate_vs_sequential_generate']:.3f} (target <= 0.35)")
+    f = results["finetune"]
+    print("fine-tune lab, recipe correct, LoRA r 16 all linear, batch 4, embedded model:")
+    print(f"  SFTTrainer {f['sft_seconds_per_step']:.2f} s/step vs a plain PEFT loop {f['plain_lora_seconds_per_step']:.2f} "
+          f"s/step: {f['sft_vs_plain_lora']:.2f}x; the default {f['default_steps']} steps take "
+          f"~{f['default_correct_seconds']:.0f} s (target <= 120)")
     print(json.dumps(results))
     return 0
 

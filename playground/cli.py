@@ -1,4 +1,4 @@
-"""``python -m playground compare|export|evaluate|doctor|bench|deploy`` — the playground without a browser."""
+"""``python -m playground compare|export|evaluate|doctor|finetune|bench|deploy`` — the playground without a browser."""
 
 from __future__ import annotations
 
@@ -325,6 +325,73 @@ def add_evaluate_parser(sub) -> None:
     output.add_argument("--csv", metavar="OUT", help="write one line per prompt × column × seed to OUT")
 
 
+def finetune_main(args) -> int:
+    """Train a LoRA adapter with one recipe; a tqdm bar shows loss, steps and time left. Ctrl-C stops the run
+    and keeps the adapter trained so far."""
+    from tqdm import tqdm
+
+    from .finetune.data import builtin_data, read_examples
+    from .finetune.recipes import recipe_named
+    from .finetune.train import FineTune, TrainConfig, check_out_dir
+    from .models import ModelLoadError
+
+    if args.adapter:
+        print("error: --adapter: finetune trains a new adapter on the base model; leave --adapter out", file=sys.stderr)
+        return 2
+    config = TrainConfig(recipe=args.recipe, steps=args.steps, batch_size=args.batch_size,
+                         learning_rate=args.learning_rate, lora_r=args.lora_r, max_length=args.max_length,
+                         seed=args.seed)
+    try:
+        recipe = recipe_named(args.recipe)
+        check_out_dir(args.out)  # before the model loads
+        data = read_examples(args.data) if args.data else builtin_data(conversations=recipe.conversations)
+        for problem in data.problems:
+            print(f"skipped: {problem}", file=sys.stderr)
+        bundle = load_from_args(args)
+        job = FineTune(bundle, data, config, args.out, base_reference=args.model)
+    except (ModelLoadError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"{bundle.info.name} · recipe {args.recipe}: {recipe.description} · {data.source}, "
+          f"{len(data.examples)} examples", file=sys.stderr)
+    progress = None
+    with tqdm(total=config.steps, unit="step", desc=f"finetune {args.recipe}", file=sys.stderr) as bar:
+        runs = job.run()
+        while True:
+            try:
+                progress = next(runs)
+            except StopIteration:
+                break
+            except KeyboardInterrupt:  # Ctrl-C: finish the current step, keep the adapter
+                job.stop()
+                continue
+            bar.update(progress.step - bar.n)
+            if progress.loss is not None:
+                bar.set_postfix(loss=f"{progress.loss:.3f}")
+    print(progress.line() if progress else "no step ran", file=sys.stderr)
+    print(f"wrote {args.out}: load it with --adapter {args.out}")
+    return 0
+
+
+def add_finetune_parser(sub) -> None:
+    from .finetune.recipes import RECIPES
+
+    finetune = sub.add_parser("finetune", help="train a LoRA adapter with TRL's SFTTrainer: the right way or with a "
+                                               "bug that loses EOS")
+    finetune.add_argument("--recipe", default="correct", choices=list(RECIPES),
+                          help="; ".join(f"{r.name}: {r.description}" for r in RECIPES.values()))
+    finetune.add_argument("--out", required=True, help="a new folder for the adapter (written atomically)")
+    finetune.add_argument("--data", help="JSONL ({prompt, response}, {messages} or {text} per line) or CSV with "
+                                         "prompt,response or text columns; default: the built-in 79 Q&A pairs")
+    finetune.add_argument("--steps", type=int, default=40)
+    finetune.add_argument("--batch-size", type=int, default=4)
+    finetune.add_argument("--learning-rate", type=float, default=1e-3)
+    finetune.add_argument("--lora-r", type=int, default=16)
+    finetune.add_argument("--max-length", type=int, default=512)
+    finetune.add_argument("--seed", type=int, default=0)
+    add_model_arguments(finetune)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m playground", description="EOS Playground: why does a model (not) stop?")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -347,6 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_intervention_arguments(export)
 
     add_evaluate_parser(sub)
+    add_finetune_parser(sub)
 
     doctor = sub.add_parser("doctor", help="check a model and tokenizer for the usual reasons it never emits EOS")
     add_model_arguments(doctor)
@@ -394,4 +462,6 @@ def main(argv: list[str] | None = None) -> int:
         return doctor_main(args)
     if args.command == "evaluate":
         return evaluate_main(args)
+    if args.command == "finetune":
+        return finetune_main(args)
     return export_main(args) if args.command == "export" else compare_main(args)

@@ -149,6 +149,9 @@ class Policy:
     max_upload_mb: float = LOCAL_MAX_UPLOAD_MB  # the doctor's training sample, in every mode
     max_sessions: int | None = None  # None: Gradio's default (10 000)
     model_swap: bool = True  # visitors may load another model (public mode: spaces.yaml's allow_model_swap)
+    # Fine-tune lab: the most steps one training may run; None in public mode = training switched off (a
+    # training holds a second copy of the model and both CPU cores for minutes). Locally: no cap.
+    finetune_max_steps: int | None = None
 
     @classmethod
     def local(cls) -> Policy:
@@ -186,6 +189,7 @@ class Policy:
             "max_upload_mb": self.max_upload_mb,
             "max_sessions": self.max_sessions,
             "model_swap": self.model_swap,
+            "finetune_max_steps": self.finetune_max_steps,
         }
 
     # -- models ------------------------------------------------------------------------------------
@@ -253,6 +257,18 @@ class Policy:
                 raise ValueError(f"stop_strings: each must be at most {self.max_stop_string_chars} characters, "
                                  f"got one of {len(text)}")
             check_encodable(text, "stop_strings")
+
+    def check_finetune(self, steps) -> int:
+        """The steps of a fine-tune this app may run (public mode: only when spaces.yaml caps them)."""
+        if self.public and self.finetune_max_steps is None:
+            raise ValueError("finetune: training is switched off on this app (caps.finetune_max_steps in spaces.yaml "
+                             "switches it on)")
+        if isinstance(steps, float) and steps == int(steps):
+            steps = int(steps)
+        limit = self.finetune_max_steps or 100_000
+        if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= limit:
+            raise ValueError(f"steps must be a whole number from 1 to {limit}, got {shown(steps)}")
+        return steps
 
     def check_prompt_tokens(self, tokens: int) -> None:
         if self.max_prompt_tokens is not None and tokens > self.max_prompt_tokens:
@@ -385,6 +401,7 @@ CAP_KINDS = {
     "max_upload_mb": (float, 0.01, 1000),
     "max_sessions": (int, 1, 100_000),
 }
+OPTIONAL_CAPS = {"finetune_max_steps": (int, 1, 100_000)}  # absent: that feature is off in public mode
 
 
 def load_config(path: str | Path = SPACES_FILE) -> SpaceConfig:
@@ -450,7 +467,14 @@ def load_config(path: str | Path = SPACES_FILE) -> SpaceConfig:
                 or (kind is int and value != int(value)) or not low <= value <= high:
             raise ValueError(f"{path}: caps.{key} must be a {'whole ' if kind is int else ''}number from {low} to {high}, got {value!r}")
         caps[key] = kind(value)
-    unknown = set(raw_caps) - set(CAP_KINDS)
+    for key, (kind, low, high) in OPTIONAL_CAPS.items():
+        value = raw_caps.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ValueError(f"{path}: caps.{key} must be a whole number from {low} to {high}, got {value!r}")
+        caps[key] = value
+    unknown = set(raw_caps) - set(CAP_KINDS) - set(OPTIONAL_CAPS)
     if unknown:
         raise ValueError(f"{path}: unknown caps {', '.join(sorted(unknown))}; known: {', '.join(CAP_KINDS)}")
     kv_budget_mb = data.get("kv_budget_mb")

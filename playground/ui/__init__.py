@@ -16,6 +16,7 @@ from .api import api_endpoints, export_endpoint
 from .compare import compare_tab
 from .doctor_tab import doctor_tab
 from .evaluate_tab import evaluate_tab
+from .finetune_tab import finetune_tab
 from .model_panel import model_panel
 
 CSS = """
@@ -94,6 +95,7 @@ def build_app(playground: Playground) -> gr.Blocks:
         compare_tab(playground, demo)
         doctor_tab(playground)
         evaluate_tab(playground)
+        finetune_tab(playground)
         api_endpoints(playground)
         export_endpoint(playground)
     return demo
