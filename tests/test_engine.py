@@ -199,11 +199,12 @@ def test_bad_input_is_refused_with_the_field_named(tiny, prompt, settings, varia
 
 
 @pytest.mark.slow
-def test_the_rambling_patient_runs_300_tokens_and_the_default_ramp_ends_it(smollm):
-    trace = compare(smollm, PARIS, [Variant("baseline"), Variant("ramp", ["eos_reward"])], Settings(max_new_tokens=300))
+def test_the_rambling_patient_runs_300_tokens_and_a_late_ramp_ends_it(smollm):
+    late = {"name": "eos_reward", "params": {"reward_start_ratio": 0.8}}
+    trace = compare(smollm, PARIS, [Variant("baseline"), Variant("ramp", [late])], Settings(max_new_tokens=300))
     base, ramp = trace.variants
     assert base.stop_reason == "max_new_tokens" and len(base.token_ids) == 300
-    assert ramp.stop_reason == "eos" and 240 <= len(ramp.token_ids) < 300  # default ratio 0.8: starts at 240
+    assert ramp.stop_reason == "eos" and 240 <= len(ramp.token_ids) < 300  # ratio 0.8: starts at 240
     assert ramp.token_ids[:240] == base.token_ids[:240]
 
 

@@ -193,10 +193,12 @@ def rest(url: str, api_name: str, body: str) -> str:
 
 def compare_args(**overrides) -> str:
     """A /compare REST body: prompt, columns, max_new_tokens, temperature, top_p, top_k, seed, ratio, strength,
-    stop strings, min new tokens, chat template, system prompt (values as JSON text)."""
+    stop strings, min new tokens, chat template, system prompt, repetition penalty, no-repeat n-gram size, min-p,
+    typical-p, branches (values as JSON text; the positional route wants every one)."""
     values = {"prompt": '"Hi"', "columns": "null", "max_new_tokens": "4", "temperature": "0", "top_p": "1",
               "top_k": "0", "seed": "0", "reward_start_ratio": "0.5", "strength": "12", "stop_strings": '"\\\\n\\\\n"',
-              "min_new_tokens": "32", "use_chat_template": "true", "system_prompt": '""'}
+              "min_new_tokens": "32", "use_chat_template": "true", "system_prompt": '""', "repetition_penalty": "1",
+              "no_repeat_ngram_size": "0", "min_p": "0", "typical_p": "1", "branches": "null"}
     values.update(overrides)
     return '{"data": [' + ", ".join(values.values()) + "]}"
 

@@ -97,7 +97,8 @@ def evaluate_tab(playground: Playground) -> None:
                 sweep = gr.Textbox(label="Sweep eos_reward (optional; columns become baseline + one per cell)",
                                    placeholder="reward_start_ratio=0.3,0.5,0.7 strength=4,8,12,16 at_boundary=true,false")
             with gr.Column(scale=2):
-                controls = {"max_new_tokens": control("max_new_tokens", elem_id="evaluate-max-new",
+                controls = {"max_new_tokens": control("max_new_tokens", elem_id="evaluate-max-new", minimum=1,
+                                                      maximum=policy.max_new_tokens,
                                                       value=min(D["max_new_tokens"], policy.max_new_tokens)),
                             "temperature": control("temperature")}
                 with gr.Accordion("More settings", open=False):
