@@ -163,7 +163,8 @@ def bench_engine(bundle, new_tokens: int = 128, rounds: int = 2, sampling: dict 
         if sampling:
             torch.manual_seed(0)
         out = bundle.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
-                                    min_new_tokens=new_tokens, do_sample=bool(sampling), top_k=0, **sampling,
+                                    min_new_tokens=new_tokens, do_sample=bool(sampling),
+                                    **({"top_k": 0, **sampling} if sampling else {}),  # top_k=0: no default top-k 50
                                     eos_token_id=eos, pad_token_id=bundle.tokenizer.pad_token_id)
         assert out.shape[1] - ids.shape[1] == new_tokens
 

@@ -301,6 +301,33 @@ def _interventions_note(interventions: list[Intervention], s: _StageStep) -> str
     return f"{names} changed {_count(s.changed, 'logit')}{eos}"
 
 
+def _stage_table(texts: _TokenTexts, names: list[str], notes: list[Callable[[_StageStep], str]], column: dict,
+                 slot: int) -> list[Stage]:
+    """One row's stage table at one step, from the numbers :meth:`Comparison._telemetry` kept for it. It holds
+    no reference to the comparison, so a trace kept after its run does not keep the model alive."""
+    table = []
+    for index, (name, note) in enumerate(zip(names, notes)):
+        before = max(index - 1, 0)
+        kept, kept_before = int(column[index, "kept"][0]), int(column[before, "kept"][0])
+        facts = _StageStep(slot=slot, kept=kept, kept_before=kept_before, changed=int(column[index, "changed"][0]),
+                           p_eos_before=column[before, "p_eos"][0], p_eos=column[index, "p_eos"][0])
+        top = [(int(t), texts[int(t)], p) for t, p in zip(column[index, "top_ids"], column[index, "top_p"])]
+        table.append(Stage(name, column[index, "p_eos"][0], kept, top, note(facts)))
+    return table
+
+
+class _TokenTexts(dict):
+    """Token id → its text, each decoded once."""
+
+    def __init__(self, tokenizer):
+        super().__init__()
+        self.tokenizer = tokenizer
+
+    def __missing__(self, token_id: int) -> str:
+        text = self[token_id] = self.tokenizer.decode([token_id])
+        return text
+
+
 def _groups(keys: list) -> list[list[int]]:
     """Positions grouped by equal key, in first-seen order.
 
@@ -406,7 +433,7 @@ class Comparison:
             bundle.model, longest, settings.max_new_tokens, repetition_penalty=settings.repetition_penalty,
             no_repeat_ngram_size=settings.no_repeat_ngram_size)]
         self._warpers = sampling_warpers(settings)
-        self._token_text: dict[int, str] = {}
+        self._token_text = _TokenTexts(bundle.tokenizer)
         self.trace = Trace(
             model=bundle.info.name,
             prompt=prompt,
@@ -445,8 +472,6 @@ class Comparison:
     # -- one step's telemetry -------------------------------------------------------------------------
 
     def _token(self, token_id: int) -> str:
-        if token_id not in self._token_text:
-            self._token_text[token_id] = self.bundle.tokenizer.decode([token_id])
         return self._token_text[token_id]
 
     def _stage_numbers(self, logits_by_stage: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[dict]]:
@@ -525,22 +550,9 @@ class Comparison:
                 eos_margin_raw=_finite(column["eos_margin_raw"][0]), eos_margin=_finite(column["eos_margin"][0]),
                 top_k=[TopToken(int(t), self._token(int(t)), pr, p) for t, pr, p in
                        zip(column["top_ids"], column["top_p_raw"], column["top_p"])],
-                stages=LazyStages(functools.partial(self._stage_table, names, notes, column, slot)),
+                stages=LazyStages(functools.partial(_stage_table, self._token_text, names, notes, column, slot)),
             ))
         return records
-
-    def _stage_table(self, names: list[str], notes: list[Callable[[_StageStep], str]], column: dict,
-                     slot: int) -> list[Stage]:
-        """One row's stage table at one step, from the numbers :meth:`_telemetry` kept for it."""
-        table = []
-        for index, (name, note) in enumerate(zip(names, notes)):
-            before = max(index - 1, 0)
-            kept, kept_before = int(column[index, "kept"][0]), int(column[before, "kept"][0])
-            facts = _StageStep(slot=slot, kept=kept, kept_before=kept_before, changed=int(column[index, "changed"][0]),
-                               p_eos_before=column[before, "p_eos"][0], p_eos=column[index, "p_eos"][0])
-            top = [(int(t), self._token(int(t)), p) for t, p in zip(column[index, "top_ids"], column[index, "top_p"])]
-            table.append(Stage(name, column[index, "p_eos"][0], kept, top, note(facts)))
-        return table
 
     # -- decoding: the model's DecodeLoop calls _begin, then _step until no row is left; _publish wakes run() --
 

@@ -77,3 +77,13 @@ def test_one_row_uses_only_kernels_that_give_the_librarys_numbers_bit_for_bit():
     with pytest.raises(ValueError, match="decode kernel must be one of"):
         with kernels.forced("fastest"):
             pass
+
+
+def test_info_says_which_kernels_the_model_decodes_with(smollm):
+    from playground.service import Playground
+
+    compare(smollm, PARIS, [Variant("a"), Variant("b", ["eos_reward"])], Settings(max_new_tokens=2))
+    described = Playground(smollm).info()["decode_kernels"]
+    assert described["cpu"] == kernels.cpu_name() and described["torch_threads"] == torch.get_num_threads()
+    assert set(described["choices"]["2"]) >= {"576x576", "49152x576"}  # the model's linear shapes, 2 rows measured
+    assert set(described["choices"]["2"].values()) <= set(kernels.CANDIDATES)
