@@ -18,9 +18,10 @@ from pathlib import Path
 
 from .decoder import decode_loop
 from .engine import Comparison, Settings, Variant
+from .export import export_column
 from .interventions import unescape
 from .models import LoadedModel, load_model
-from .space import Policy, require_flag, shown
+from .space import Policy, require_flag, require_whole, shown
 from .trace import Trace
 
 TRACE_MAX_AGE = 3600  # seconds a downloadable trace is kept
@@ -264,11 +265,38 @@ class Playground:
         ``prompts``: "builtin", a file (:class:`~pathlib.Path`) or a list of strings / ``{"prompt"}`` /
         ``{"messages"}`` objects. Columns and parameters follow :meth:`comparison`; with a ``sweep``
         ("reward_start_ratio=0.3,0.5 strength=4,8") the columns are the baseline and one per cell, built on the
-        first column that uses eos_reward. The policy caps file size, prompt length, new tokens and, in public
-        mode, prompts × columns × seeds × new tokens."""
+        first column that uses eos_reward.
+
+        Checked in this order, before any work: every field's type and range (the settings, seeds, the flag),
+        then the sizes — sweep cells (counted before the grid is built) and rows in every mode, and in public
+        mode prompts × columns × seeds × new tokens. The evaluation stops at the policy's time limit."""
         from . import evaluate
 
         policy = self.policy
+        use_chat_template = require_flag(use_chat_template, "use_chat_template")
+        settings = Settings(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
+                            seed=seed, use_chat_template=use_chat_template, system_prompt=system_prompt or None,
+                            timeout_seconds=policy.time_limit_seconds)
+        with self._lock:
+            bundle = self.bundle
+        settings.validate(vocab_size=bundle.info.vocab_size, max_new_tokens_cap=policy.max_new_tokens)
+        seeds = require_whole(seeds, "seeds", 1, evaluate.MAX_SEEDS)
+        if sweep is None:
+            sweep = ""
+        if not isinstance(sweep, (str, list, tuple)):
+            raise ValueError(f"sweep must be text such as \"strength=4,8\", got {shown(sweep)}")
+        strings = split_stop_strings(stop_strings)
+        policy.check_request("", system_prompt, columns, strings)
+        if not (isinstance(prompts, Path) or prompts == "builtin" or isinstance(prompts, (list, tuple))):
+            raise ValueError(f"prompts must be \"builtin\" or a list of strings or {{\"prompt\"/\"messages\"}} "
+                             f"objects, got {shown(prompts)}")
+        variants = column_variants(columns, reward_start_ratio=reward_start_ratio, strength=strength,
+                                   stop_strings=strings, min_new_tokens=min_new_tokens)
+        grid = evaluate.Sweep.parse(sweep) if (sweep.strip() if isinstance(sweep, str) else sweep) else None
+        if grid is not None:
+            base = next((v for v in variants if any(i["name"] == "eos_reward" for i in v.interventions)),
+                        Variant("eos_reward", [{"name": "eos_reward", "params": {}}]))
+            variants = grid.variants(base)
         max_chars = policy.max_prompt_chars or evaluate.MAX_PROMPT_CHARS
         if isinstance(prompts, Path):
             max_bytes = int(policy.max_upload_mb * 1024 * 1024) if policy.max_upload_mb else evaluate.MAX_FILE_BYTES
@@ -277,29 +305,18 @@ class Playground:
             prompt_set = evaluate.builtin_prompts()
         else:
             prompt_set = evaluate.prompts_from_items(prompts, max_chars=max_chars)
-        strings = split_stop_strings(stop_strings)
-        policy.check_request("", system_prompt, columns, strings)
-        variants = column_variants(columns, reward_start_ratio=reward_start_ratio, strength=strength,
-                                   stop_strings=strings, min_new_tokens=min_new_tokens)
-        grid = None
-        if isinstance(sweep, str):
-            sweep = sweep.split()
-        if sweep:
-            grid = evaluate.Sweep.parse(sweep)
-            base = next((v for v in variants if any(i["name"] == "eos_reward" for i in v.interventions)),
-                        Variant("eos_reward", [{"name": "eos_reward", "params": {}}]))
-            variants = grid.variants(base)
         if policy.public:
-            evaluate.check_budget(len(prompt_set.prompts), len(variants), seeds, max_new_tokens)
-        settings = Settings(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
-                            seed=seed, use_chat_template=use_chat_template, system_prompt=system_prompt or None,
-                            timeout_seconds=policy.time_limit_seconds)
-        with self._lock:
-            bundle = self.bundle
+            evaluate.check_budget(len(prompt_set.prompts), len(variants), seeds, settings.max_new_tokens)
         return evaluate.Evaluation(bundle, prompt_set, variants, settings, seeds=seeds, sweep=grid,
                                    model_reference=self.reference, max_new_tokens_cap=policy.max_new_tokens,
-                                   prompt_token_check=policy.check_prompt_tokens)
+                                   prompt_token_check=policy.check_prompt_tokens,
+                                   time_limit_seconds=policy.time_limit_seconds, reveal_paths=policy.reveal_paths)
 
+    def export(self, comparison: Comparison, kind: str = "generate") -> str:
+        """"Copy this fix" for the comparison's first column; a stranger's copy names the model by what they can
+        load (its hub id), never by a path on this host."""
+        return export_column(comparison, kind=kind, model_reference=self.reference,
+                             reveal_paths=self.policy.reveal_paths)
 
 
 def split_stop_strings(text: str | None) -> list[str]:

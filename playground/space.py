@@ -117,6 +117,17 @@ def require_flag(value, name: str) -> bool:
     raise ValueError(f"{name} must be true or false, got {shown(value)}")
 
 
+def require_whole(value, name: str, low: int, high: int) -> int:
+    """A whole number from a client within [low, high] (2.0 is 2; True, "3" and 2.5 are refused), type checked
+    before it is compared or multiplied with anything."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or value != int(value):
+        raise ValueError(f"{name} must be a whole number from {low} to {high}, got {shown(value)}")
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be a whole number from {low} to {high}, got {int(value)}")
+    return int(value)
+
+
 def shown(value, limit: int = 60) -> str:
     """A client's value quoted in a message, cut short (a message must not echo 100 000 characters back)."""
     text = repr(value) if not isinstance(value, str) else repr(value[:limit]) + ("…" if len(value) > limit else "")

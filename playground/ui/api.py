@@ -8,10 +8,9 @@ from collections.abc import Iterator
 
 import gradio as gr
 
-from ..export import export_column
 from ..interventions import default_params
 from ..service import RUNS_AT_ONCE, Playground
-from ..space import normalize_columns
+from ..space import normalize_columns, require_flag
 from ..stream import DeltaStream
 from .errors import refusal
 
@@ -48,9 +47,10 @@ def api_endpoints(playground: Playground) -> None:
         """A finished comparison's whole trace (the CLI's --json schema), by the trace_id of /compare's last
         event; stages=True adds the distribution after each stage of every step (large)."""
         try:
-            return playground.trace(trace_id).to_dict(stages=bool(stages))
+            stages = require_flag(stages, "stages")
+            return playground.trace(trace_id).to_dict(stages=stages)
         except ValueError as error:
-            raise gr.Error(str(error)) from None
+            raise refusal(playground, "/trace", error, page=False) from None
 
     gr.api(trace, api_name="trace", queue=False)
 
@@ -78,8 +78,8 @@ def export_endpoint(playground: Playground) -> None:
                 prompt, [names], max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
                 seed=seed, reward_start_ratio=reward_start_ratio, strength=strength, stop_strings=stop_strings,
                 min_new_tokens=min_new_tokens, use_chat_template=use_chat_template, system_prompt=system_prompt)
-            return export_column(comparison, kind=kind, model_reference=playground.reference)
+            return playground.export(comparison, kind)
         except (ValueError, TypeError) as error:
-            raise gr.Error(str(error)) from None
+            raise refusal(playground, "/export_code", error, page=False) from None
 
     gr.api(export_code, api_name="export_code", queue=False)

@@ -15,10 +15,10 @@ from collections.abc import Iterator
 import gradio as gr
 
 from .. import charts
-from ..export import export_column
 from ..interventions import DESCRIPTIONS, INTERVENTION_NAMES
 from ..links import FIELDS, MAX_COLUMNS, PAGE_DEFAULTS, from_query, to_query
 from ..service import RUNS_AT_ONCE, Playground, write_trace_files
+from ..space import require_whole
 from ..story import describe
 from .errors import refusal
 from .views import (
@@ -27,6 +27,7 @@ from .views import (
     column_delta,
     default_selection,
     inspector_html,
+    page_whole,
     require_number,
 )
 
@@ -222,8 +223,8 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
                 raise ValueError("run a comparison first, and let it finish, to branch it")
             if len(trace.variants) >= MAX_COLUMNS:
                 raise ValueError(f"all {MAX_COLUMNS} column places are in use: run again with fewer columns to branch")
-            comparison = playground.branch(trace, int(data.get("column", -1)) + 1, int(data.get("step", -1)),
-                                           int(data.get("token_id", -1)))
+            comparison = playground.branch(trace, page_whole(data, "column") + 1, page_whole(data, "step"),
+                                           page_whole(data, "token_id"))
         except (TypeError, ValueError) as error:
             raise refusal(playground, "branch", error, title="Cannot branch here", page=True) from None
         state["comparison"] = comparison
@@ -266,21 +267,28 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
                 charts.stages_figure(trace, column, step), figure, state)
 
     def on_columns(n):
-        visible = [gr.update(visible=i < int(n)) for i in range(MAX_COLUMNS)]
+        try:
+            n = require_whole(n, "Columns", 1, MAX_COLUMNS)
+        except ValueError as error:
+            raise refusal(playground, "columns", error, page=True) from None
+        visible = [gr.update(visible=i < n) for i in range(MAX_COLUMNS)]
         return visible + visible
 
     def on_snippet(column, kind, *values):
         settings, picked = values[: len(linked)], values[len(linked) + 1:]
-        column = min(int(column or 0), len(picked) - 1)
         try:  # only the chosen column: another column's bad settings must not block its snippet
+            column = require_whole(column, "Column", 0, len(picked) - 1)
             comparison = make_comparison(*settings, 1, picked[column])
         except ValueError as error:
             return f"# {playground.user_message(error)}"
-        return export_column(comparison, kind=kind, model_reference=playground.shown_reference)
+        return playground.export(comparison, kind)
 
     def link_query(*values) -> str:
         settings = dict(zip(linked, values[: len(linked)]))
-        count = int(values[len(linked)] or 1)
+        try:
+            count = require_whole(values[len(linked)], "Columns", 1, MAX_COLUMNS)
+        except ValueError as error:
+            raise refusal(playground, "copy link", error, page=True) from None
         settings["columns"] = [list(p or []) for p in values[len(linked) + 1:][:count]]
         return to_query(settings)
 

@@ -15,7 +15,8 @@ from ..engine import Settings
 from ..evaluate import SUMMARY_HEADERS, Report, compare_query
 from ..interventions import INTERVENTION_NAMES, default_params
 from ..service import Playground, write_downloads
-from ..space import normalize_columns
+from ..space import normalize_columns, require_whole
+from .errors import refusal
 from .compare import MAX_COLUMNS
 from .views import require_number
 
@@ -126,16 +127,16 @@ def evaluate_tab(playground: Playground) -> None:
                stops_, min_new_, n_columns_, *picked, progress=gr.Progress()):
         try:
             evaluation = playground.evaluation(
-                Path(upload_) if upload_ else "builtin", [list(p or []) for p in picked[: int(n_columns_)]],
-                sweep=sweep_ or "", seeds=int(require_number(seeds_, "seeds")),
+                Path(upload_) if upload_ else "builtin", playground.page_columns(n_columns_, picked),
+                sweep=sweep_ or "", seeds=require_number(seeds_, "seeds"),
                 max_new_tokens=require_number(max_new_, "max new tokens"),
                 temperature=require_number(temperature_, "temperature"), top_p=require_number(top_p_, "top-p"),
                 top_k=require_number(top_k_, "top-k"), seed=require_number(seed_, "seed"),
                 reward_start_ratio=require_number(ratio_, "reward start ratio"),
                 strength=require_number(strength_, "strength"), stop_strings=stops_,
                 min_new_tokens=require_number(min_new_, "min new tokens"))
-        except ValueError as error:
-            raise gr.Error(str(error), title="Check your input") from None
+        except (ValueError, TypeError) as error:
+            raise refusal(playground, "Evaluate", error, page=True) from None
         state["evaluation"] = evaluation
         progress((0, evaluation.total), desc="decoding", unit="rows")
         try:
@@ -168,7 +169,11 @@ def evaluate_tab(playground: Playground) -> None:
             evaluation.cancel()
 
     def on_columns(n):
-        return [gr.update(visible=i < int(n)) for i in range(max_columns)]
+        try:
+            n = require_whole(n, "Columns", 1, max_columns)
+        except ValueError as error:
+            raise refusal(playground, "Evaluate columns", error, page=True) from None
+        return [gr.update(visible=i < n) for i in range(max_columns)]
 
     run.click(on_run, [holder, upload, sweep, max_new, temperature, seeds, seed, top_p, top_k, ratio, strength,
                        stop_strings, min_new, n_columns, *pickers],
@@ -197,7 +202,7 @@ def evaluate_tab(playground: Playground) -> None:
                 strength=strength, stop_strings=stop_strings, min_new_tokens=min_new_tokens,
                 use_chat_template=use_chat_template, system_prompt=system_prompt)
         except (ValueError, TypeError) as error:
-            raise gr.Error(str(error)) from None
+            raise refusal(playground, "/evaluate", error, page=False) from None
         yield {"done": 0, "total": evaluation.total, "problems": evaluation.problems, "report": None}
         last = time.monotonic()
         for done in playground.stream(evaluation):
