@@ -543,3 +543,19 @@ def test_the_page_shows_the_error_title_in_the_toast_and_keeps_the_model_line_vi
         page.get_by_text("Check your input", exact=True).wait_for(timeout=30_000)
         assert "prompt is empty" in page.locator("[data-testid=toast-body]").first.inner_text()
         browser.close()
+
+
+@pytest.mark.parametrize("reference, adapter, model_line", [
+    ("default", None, "MODEL = 'HuggingFaceTB/SmolLM2-135M-Instruct'"),
+    ("someone/model", None, "MODEL = 'someone/model'"),
+    ("/home/ann/finetunes/run-7/", "/home/ann/lora", "MODEL = 'run-7'"),
+    ("/home/ann/model.Q4.gguf", None, "MODEL = 'model.Q4.gguf'"),
+])
+def test_a_visitors_exported_fix_names_what_they_can_load(reference, adapter, model_line):
+    from playground.export import export_code
+
+    code = export_code(["eos_reward"], model_reference=reference, prompt="Hi", system_prompt=None,
+                       use_chat_template=True, max_new_tokens=8, temperature=0.0, top_p=1.0, top_k=0, seed=0,
+                       adapter=adapter, reveal_paths=False)
+    assert model_line in code and not HOST_PATH.search(code.replace("'", " ")) and "/home" not in code
+    assert ("model.load_adapter('lora')" in code) == bool(adapter)

@@ -113,6 +113,8 @@ def write_fixes(bundle: LoadedModel, findings: list[Finding], out_dir, *, weight
 
     tokenizer = copy.deepcopy(bundle.tokenizer)
     config = copy.deepcopy(base.config)
+    if not reveal_paths:  # config.json records where the model was loaded from (the server's cache, for default)
+        config.name_or_path = ""
     generation_config = copy.deepcopy(getattr(base, "generation_config", None))
     if generation_config is None:
         from transformers import GenerationConfig
