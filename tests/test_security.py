@@ -346,7 +346,8 @@ def battery(url: str, tmp_path: Path, *, shared: bool) -> None:
     for kwargs, field in BAD_EVALUATE:
         check(f"/evaluate {str(kwargs)[:60]}", app_error(lambda: client.submit(api_name="/evaluate", **kwargs).result()),
               field)
-    check("REST /evaluate surrogate", rest(url, "evaluate", '{"data": [["Hi \\ud83d there"]]}'), "prompt")
+    evaluate_body = ('{"data": [["Hi \\ud83d there"], null, "", 1, 2, 0, 1, 0, 0, 0.5, 12, "", 32, true, ""]}')
+    check("REST /evaluate surrogate", rest(url, "evaluate", evaluate_body), "prompt")
     for kwargs, field in BAD_EXPORT:
         check(f"/export_code {kwargs}", app_error(lambda: client.predict(api_name="/export_code", **kwargs)), field)
     check("/trace unknown id", app_error(lambda: client.predict("nope", api_name="/trace")), "trace_id")

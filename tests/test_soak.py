@@ -53,7 +53,7 @@ def test_a_thousand_runs_plateau(smollm, capsys):
     for i in range(TRACES_KEPT + 8):  # warm-up: first-call allocations and the kept traces filling up
         one_run(playground, i)
     gc.collect()
-    tracemalloc.start(10)
+    tracemalloc.start(1)  # one frame a block: enough to name the line, and cheap
     first = tracemalloc.take_snapshot()
     rss = [resident_mb()]
     heap = [tracemalloc.get_traced_memory()[0] / 2**20]
