@@ -1,11 +1,12 @@
-"""Is the server's resident memory growth over many short runs a leak? A soak of 1000 runs through what /compare
-does (validate, decode in the shared loop, stream deltas, keep the trace), with tracemalloc snapshots of the
-Python heap and the resident set size (RSS) sampled along the way.
+"""Is the server's resident memory growth over many short runs (issue 25: ~0.2 MB a run) a leak? A soak of 1000
+runs through what /compare does (validate, decode in the shared loop, stream deltas, keep the trace), with
+tracemalloc snapshots of the Python heap and the resident set size (RSS) sampled along the way.
 
-The finding (README, "Memory over many runs"): Python objects plateau once the kept traces (the last
-TRACES_KEPT) are full; what keeps growing RSS is glibc's allocator keeping freed native (tensor) memory in its
-arenas, which ``malloc_trim(0)`` hands back to the system. The test asserts both: the Python heap stops growing,
-and after a trim RSS is within a few MB of where it was after the warm-up.
+It tells the two causes apart: a leak of Python objects (a trace, a cache entry per run) shows as a Python heap
+that keeps growing, with the line that allocates it printed; memory that glibc's allocator keeps after torch
+frees it shows as RSS that ``malloc_trim(0)`` hands back. Asserted: the Python heap of the second half of the
+soak grows under 1 MB, and after a trim RSS is within 40 MB of where it was after the warm-up (the kept traces,
+TRACES_KEPT of them, fill up during the warm-up). PLAYGROUND_SOAK_RUNS=200 gives a quicker look.
 """
 
 from __future__ import annotations
