@@ -430,7 +430,7 @@ def visitor_texts(url, tmp_path: Path) -> dict[str, str]:
             texts[f"GET /{route}"] = response.read().decode()
     texts["/info"] = json.dumps(client.predict(api_name="/info"))
     for kind in ("generate", "pipeline", "kwargs"):
-        texts[f"/export_code {kind}"] = client.predict("Hi", [["eos_reward"]], kind, api_name="/export_code")
+        texts[f"/export_code {kind}"] = client.predict("Hi", ["eos_reward"], kind, api_name="/export_code")
     job = client.submit(api_name="/compare", prompt="Hi", columns=[[]], max_new_tokens=2)
     events = list(job)
     texts["/compare"] = json.dumps(events)
@@ -469,7 +469,7 @@ def test_nothing_a_visitor_reads_names_a_host_path(shared_app_server, smollm, tm
 def test_the_owner_still_gets_the_path_the_model_was_loaded_from(app_server, smollm):
     """The local app exports what the owner loaded: the embedded model's converted directory."""
     cache = smollm.info.source.split("(cache ")[1].rstrip(")")
-    code = Client(app_server, verbose=False).predict("Hi", [["eos_reward"]], "generate", api_name="/export_code")
+    code = Client(app_server, verbose=False).predict("Hi", ["eos_reward"], "generate", api_name="/export_code")
     assert f"MODEL = {cache!r}" in code
 
 
