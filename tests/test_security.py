@@ -441,6 +441,8 @@ def visitor_texts(url, tmp_path: Path) -> dict[str, str]:
     texts["/doctor"] = client.predict(None, api_name="/doctor")
     archive, summary, report = client.predict(None, api_name="/doctor_fix")
     texts["/doctor_fix"] = summary + report
+    while isinstance(archive, dict):  # gr.update(value=file) arrives as {"value": ...}, a file as {"path": ...}
+        archive = archive.get("value") or archive.get("path")
     with zipfile.ZipFile(archive) as zipped:
         for name in zipped.namelist():
             texts[f"/doctor_fix zip {name}"] = zipped.read(name).decode(errors="replace")
