@@ -48,8 +48,10 @@ from pathlib import Path
 from .engine import Comparison, Settings, Variant, run_all
 from .interventions import Intervention, default_params, ends_sentence, parse_interventions
 from .request import DEFAULTS, SETTINGS, Column, format_column, parse_bool, resolve
+from .jsonlines import loads_line
 from .models import LoadedModel
 from .prompts import encode_prompt
+from .space import check_encodable
 from .trace import VariantTrace
 
 BUILTIN_PROMPTS = Path(__file__).resolve().parent / "data" / "prompts.jsonl"
@@ -57,6 +59,12 @@ MAX_FILE_BYTES = 1_000_000  # a prompt file larger than this is read up to this 
 MAX_PROMPTS = 1000
 MAX_PROMPT_CHARS = 20_000
 MAX_SEEDS = 16
+# Every mode: a sweep has at most this many cells (columns: the baseline and one per cell), counted before any
+# cell is built, and its text at most MAX_SWEEP_CHARS; an evaluation decodes at most MAX_ROWS rows
+# (prompts × columns × seeds), each a comparison built up front.
+MAX_SWEEP_CELLS = 64
+MAX_SWEEP_CHARS = 2000
+MAX_ROWS = 10_000
 # Public mode: prompts × columns × seeds × max_new_tokens may not exceed this many tokens per evaluation.
 PUBLIC_TOKEN_BUDGET = 32_768
 Z_95 = 1.959963984540054
@@ -143,6 +151,8 @@ def prompt_from_record(record, where: str, max_chars: int = MAX_PROMPT_CHARS) ->
         raise ValueError(f"{where}: needs a 'prompt' string or a 'messages' list; found keys: {found}")
     if not messages[-1]["content"].strip():
         raise ValueError(f"{where}: the prompt is empty")
+    for index, message in enumerate(messages):
+        check_encodable(message["content"], f"{where}: {'the prompt' if len(messages) == 1 else f'message {index + 1}'}")
     length = sum(len(m["content"]) for m in messages)
     if length > max_chars:
         raise ValueError(f"{where}: the prompt is {length} characters; at most {max_chars} are accepted")
@@ -218,9 +228,9 @@ def parse_prompts(data: bytes, kind: str, *, max_prompts: int = MAX_PROMPTS, max
                 add(text, where)
                 continue
             try:
-                record = json.loads(text)
-            except json.JSONDecodeError as error:
-                problems.append(f"{where}: not valid JSON ({error.msg} at column {error.colno}); skipped")
+                record = loads_line(text)
+            except ValueError as error:
+                problems.append(f"{where}: {error}; skipped")
                 continue
             add(record, where)
     if len(prompts) > max_prompts:
@@ -311,13 +321,23 @@ class Sweep:
     grid: dict[str, list]
 
     @classmethod
-    def parse(cls, specs: Sequence[str] | str) -> Sweep:
+    def parse(cls, specs: Sequence[str] | str, max_cells: int = MAX_SWEEP_CELLS) -> Sweep:
         """From ``["reward_start_ratio=0.3,0.5", "strength=4,8", "at_boundary=true,false"]`` (or one space-separated
-        string). Every cell is validated like any eos_reward setting."""
+        string). The number of cells is checked (at most ``max_cells``) before any cell is built; every cell is
+        validated like any eos_reward setting."""
+        shape = "sweep: write PARAMETER=V1,V2,... items, e.g. \"reward_start_ratio=0.3,0.5 strength=4,8\""
+        if not isinstance(specs, (str, list, tuple)) or not all(isinstance(spec, str) for spec in specs):
+            raise ValueError(shape)
+        length = len(specs) if isinstance(specs, str) else sum(len(spec) + 1 for spec in specs)
+        if length > MAX_SWEEP_CHARS:
+            raise ValueError(f"sweep is {length} characters long; at most {MAX_SWEEP_CHARS} are read "
+                             f"(a sweep has at most {max_cells} cells)")
         if isinstance(specs, str):
             specs = specs.split()
-        if not isinstance(specs, (list, tuple)) or not all(isinstance(spec, str) for spec in specs):
-            raise ValueError("sweep: write PARAMETER=V1,V2,... items, e.g. \"reward_start_ratio=0.3,0.5 strength=4,8\"")
+        counts = [len({v.strip() for v in spec.partition("=")[2].split(",") if v.strip()}) for spec in specs]
+        if math.prod(counts) > max_cells:
+            raise ValueError(f"sweep: {' × '.join(map(str, counts))} = {math.prod(counts):,} cells; at most {max_cells} "
+                             "(each cell is one column of every prompt): give fewer values")
         grid: dict[str, list] = {}
         for spec in specs:
             key, sep, values = spec.partition("=")
@@ -478,7 +498,8 @@ def column_summary(name: str, rows: Sequence[RowResult]) -> dict:
 # The export issue's snippet
 
 
-def fix_code(variant: Variant, settings: Settings, *, prompt: Prompt, model_reference: str) -> str:
+def fix_code(variant: Variant, settings: Settings, *, prompt: Prompt, model_reference: str,
+             reveal_paths: bool = True) -> str:
     """Runnable code that applies one column's interventions in the user's own ``generate()`` call."""
     from .export import export_code
 
@@ -488,7 +509,7 @@ def fix_code(variant: Variant, settings: Settings, *, prompt: Prompt, model_refe
                        temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k,
                        seed=settings.seed, kind="generate", repetition_penalty=settings.repetition_penalty,
                        no_repeat_ngram_size=settings.no_repeat_ngram_size, min_p=settings.min_p,
-                       typical_p=settings.typical_p)
+                       typical_p=settings.typical_p, reveal_paths=reveal_paths)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -511,6 +532,7 @@ class Report:
     complete: bool = True
     wall_seconds: float = 0.0
     expected_rows: int = 0
+    reveal_paths: bool = True  # False: the best cell's code names the model's hub id, never a host path
 
     def rows_of(self, column: int) -> list[RowResult]:
         return [r for r in self.rows if r.column == column]
@@ -539,7 +561,7 @@ class Report:
         settings = Settings(**self.settings)
         return {**best, "rule": BEST_CELL_RULE,
                 "code": fix_code(self.columns[best["column"]], settings, prompt=self.prompts[0],
-                                 model_reference=self.model_reference)}
+                                 model_reference=self.model_reference, reveal_paths=self.reveal_paths)}
 
     def tokens_per_second(self) -> float | None:
         return sum(r.steps for r in self.rows) / self.wall_seconds if self.wall_seconds > 0 else None
@@ -665,11 +687,14 @@ class Evaluation:
     app's prompt-token cap) is reported by its line and left out of every column, so all columns see the same
     prompts. Iterate :meth:`run` (yields the number of finished rows); :meth:`cancel` from any thread stops within
     one decoding step; :meth:`report` at any time gives the report of the rows finished so far.
+    ``time_limit_seconds`` bounds the whole evaluation (the rows finished by then are the report);
+    ``reveal_paths`` False writes the best cell's code with the model's hub id, never a host path.
     """
 
     def __init__(self, bundle: LoadedModel, prompts: PromptSet, variants: Sequence[Variant], settings: Settings, *,
                  seeds: int = 1, sweep: Sweep | None = None, model_reference: str = "default",
-                 max_new_tokens_cap: int | None = None, prompt_token_check=None, max_rows: int = 32):
+                 max_new_tokens_cap: int | None = None, prompt_token_check=None, max_rows: int = 32,
+                 time_limit_seconds: float | None = None, reveal_paths: bool = True):
         if isinstance(seeds, bool) or not isinstance(seeds, int) or not 1 <= seeds <= MAX_SEEDS:
             raise ValueError(f"seeds must be a whole number from 1 to {MAX_SEEDS}, got {seeds!r}")
         if seeds > 1 and settings.temperature == 0:
@@ -684,8 +709,13 @@ class Evaluation:
             parse_interventions(list(variant.interventions))
         cap = {} if max_new_tokens_cap is None else {"max_new_tokens_cap": max_new_tokens_cap}
         settings.validate(vocab_size=bundle.info.vocab_size, **cap)  # a bad setting is no prompt's fault
+        rows = len(prompts.prompts) * seeds * len(variants)
+        if rows > MAX_ROWS:
+            raise ValueError(f"evaluation too large: {len(prompts.prompts)} prompts × {len(variants)} columns × {seeds} "
+                             f"seeds = {rows:,} rows; at most {MAX_ROWS:,}. Use fewer prompts, columns or seeds.")
         self.bundle, self.settings, self.sweep, self.max_rows = bundle, settings, sweep, max_rows
-        self.model_reference = model_reference
+        self.model_reference, self.reveal_paths = model_reference, reveal_paths
+        self.time_limit_seconds = time_limit_seconds
         self.columns = list(variants)
         self.seeds = [settings.seed + k for k in range(seeds)]
         self.problems = list(prompts.problems)
@@ -714,6 +744,7 @@ class Evaluation:
         self._cancel = threading.Event()
         self._wall = 0.0
         self._tokens_done = 0  # tokens of the rows that finished (their steps are dropped once measured)
+        self.timed_out = False
 
     @property
     def total(self) -> int:
@@ -724,12 +755,24 @@ class Evaluation:
         for comparison, *_ in self._jobs:
             comparison.cancel()
 
+    def _time_out(self) -> None:
+        self.timed_out = True
+        self.problems.append(f"time limit: this app stops an evaluation after {self.time_limit_seconds:g} s; the "
+                             "report holds the rows that finished by then")
+        self.cancel()
+
     def run(self, heartbeat: float | None = None) -> Iterator[int]:
         """Decode every row; yield the number of finished rows after each one (and every ``heartbeat`` seconds
-        while none finishes: see :meth:`progress`)."""
+        while none finishes: see :meth:`progress`). At the time limit the rows in flight are cancelled (within
+        one step) and the run ends."""
         where = {id(c): (prompt, column, seed) for c, prompt, column, seed in self._jobs}
         started = time.perf_counter()
         decoded = run_all([job[0] for job in self._jobs], max_rows=self.max_rows, heartbeat=heartbeat)
+        timer = None
+        if self.time_limit_seconds:
+            timer = threading.Timer(self.time_limit_seconds, self._time_out)
+            timer.daemon = True
+            timer.start()
         try:
             for comparison in decoded:
                 if comparison is None:
@@ -747,6 +790,8 @@ class Evaluation:
                 if self._cancel.is_set():
                     break
         finally:
+            if timer is not None:
+                timer.cancel()
             decoded.close()
             self._wall = time.perf_counter() - started
 
@@ -766,8 +811,8 @@ class Evaluation:
         return Report(
             model=self.bundle.info.name, model_reference=self.model_reference, settings=self.settings.to_dict(),
             seeds=self.seeds, prompts=self.prompts, columns=self.columns, rows=list(self.rows),
-            problems=self.problems, sweep=self.sweep, complete=len(self.rows) == self.total,
-            wall_seconds=self._wall, expected_rows=self.total,
+            problems=list(self.problems), sweep=self.sweep, complete=len(self.rows) == self.total,
+            wall_seconds=self._wall, expected_rows=self.total, reveal_paths=self.reveal_paths,
         )
 
 

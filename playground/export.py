@@ -53,13 +53,18 @@ def class_source(cls: type) -> str:
 
 
 def _model_lines(model_reference: str | None, model_path: str | None, adapter: str | None, dtype: str,
-                 quantize: str | None) -> list[str]:
-    """Load the model the way the user loaded it into the playground, with AutoModelForCausalLM / AutoTokenizer."""
+                 quantize: str | None, reveal_paths: bool = True) -> list[str]:
+    """Load the model the way the user loaded it into the playground, with AutoModelForCausalLM / AutoTokenizer.
+
+    ``reveal_paths`` False (a visitor of a shared app): name the model by what the visitor can load — the hub
+    id, "default" as its hub id — and a local model or adapter by its folder name only."""
     from .models import DEFAULT_HUB_ID, DEFAULT_MODEL, resolve_default
 
     reference = (model_reference or DEFAULT_MODEL).strip()
     lines = []
     gguf_file = None
+    if not reveal_paths:
+        return _visitor_model_lines(reference, adapter, dtype, quantize)
     if reference == DEFAULT_MODEL:
         location = model_path or resolve_default()[0]
         if location != DEFAULT_HUB_ID:
@@ -84,6 +89,32 @@ def _model_lines(model_reference: str | None, model_path: str | None, adapter: s
     if adapter:
         lines.append("# The LoRA adapter the playground loaded on top (transformers' PEFT integration: pip install peft).")
         lines.append(f"model.load_adapter({adapter!r})")
+    return lines
+
+
+def _visitor_model_lines(reference: str, adapter: str | None, dtype: str, quantize: str | None) -> list[str]:
+    """_model_lines for a visitor: no host path, the hub id where there is one."""
+    from .models import DEFAULT_HUB_ID, DEFAULT_MODEL
+
+    lines = []
+    if reference == DEFAULT_MODEL:
+        location = DEFAULT_HUB_ID
+        lines.append("# The playground's default model, SmolLM2-135M-Instruct, as published on the hub.")
+    elif reference.startswith(("/", ".", "~")) or "\\" in reference or reference.endswith(".gguf") \
+            or reference.count("/") > 1:
+        location = Path(reference.rstrip("/\\")).name or "model"
+        lines.append("# The app's own local model: put where your copy of it is.")
+    else:
+        location = reference
+    lines.append(f"MODEL = {location!r}")
+    lines.append("tokenizer = AutoTokenizer.from_pretrained(MODEL)")
+    if quantize:
+        lines.append(f"# The playground ran this model quantized ({quantize}); pass your quantization_config= to match it.")
+    lines.append(f"# {dtype}: the dtype the playground decoded with; another dtype can change the tokens.")
+    lines.append(f"model = AutoModelForCausalLM.from_pretrained(MODEL, dtype=torch.{dtype})")
+    if adapter:
+        lines.append("# The LoRA adapter the playground loaded on top: put where your copy of it is (pip install peft).")
+        lines.append(f"model.load_adapter({Path(adapter.rstrip('/')).name!r})")
     return lines
 
 
@@ -231,13 +262,16 @@ def export_code(
     min_p: float = 0.0,
     typical_p: float = 1.0,
     column_name: str | None = None,
+    reveal_paths: bool = True,
 ) -> str:
     """Python that reproduces one playground column with torch and transformers only (see the module docstring).
 
     ``model_reference`` is what the user loaded ("default", a hub id, a directory or a .gguf file);
     ``model_path`` overrides where the snippet loads it from (default: the embedded model's converted directory
     for "default", else the reference). ``adapter``, ``dtype`` and ``quantize`` describe how the playground
-    loaded it. temperature 0 means greedy. Raises ValueError naming the field on bad input.
+    loaded it. temperature 0 means greedy. ``reveal_paths`` False (for a visitor of a shared app) names the model
+    by its hub id ("default" as SmolLM2's) and never by a path on the host. Raises ValueError naming the field
+    on bad input.
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
@@ -295,7 +329,7 @@ def export_code(
         out += ["", "", class_source(cls)]
     out += ["", ""]
     if kind != "kwargs":
-        out += _model_lines(model_reference, model_path, adapter, dtype, quantize) + [""]
+        out += _model_lines(model_reference, model_path, adapter, dtype, quantize, reveal_paths) + [""]
     prompt_lines = _prompt_lines(chosen, prompt, system_prompt, use_chat_template, kind)
     if prompt_lines:
         out += prompt_lines + [""]
@@ -326,7 +360,8 @@ def export_code(
     return "\n".join(out) + "\n"
 
 
-def export_column(comparison, *, kind: str = "generate", model_reference: str = "default", column: int = 0) -> str:
+def export_column(comparison, *, kind: str = "generate", model_reference: str = "default", column: int = 0,
+                  reveal_paths: bool = True) -> str:
     """The snippet for one column of a validated :class:`~playground.engine.Comparison`, loading the model the
     way its bundle was loaded."""
     variant, settings, info = comparison.trace.variants[column], comparison.settings, comparison.bundle.info
@@ -340,4 +375,5 @@ def export_column(comparison, *, kind: str = "generate", model_reference: str = 
         min_p=settings.min_p, typical_p=settings.typical_p,
         dtype=info.dtype if info.quantize is None else "float32", quantize=info.dtype if info.quantize else None,
         column_name=variant.name,
+        reveal_paths=reveal_paths,
     )

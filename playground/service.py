@@ -18,10 +18,12 @@ from pathlib import Path
 
 from .decoder import decode_loop
 from .engine import Comparison, Settings, Variant
+from .export import export_column
 from .kernels import DecodeKernels
-from .request import DEFAULTS, Column, check_settings, column_from_page, columns_from_json, parse_column, resolve
+from .request import (DEFAULTS, Column, check_settings, column_from_page, columns_from_json, parse_bool, parse_column,
+                      resolve)
 from .models import LoadedModel, load_model
-from .space import Policy, require_flag, shown
+from .space import Policy, require_whole, shown
 from .trace import Trace
 
 TRACE_MAX_AGE = 3600  # seconds a downloadable trace is kept
@@ -91,7 +93,7 @@ class Playground:
 
         Raises ValueError (a refused request) or ModelLoadError (the load failed), each naming the field. In public
         mode the served model stays unless the policy allows swaps, and a swap never starts while runs decode."""
-        trust_remote_code = require_flag(trust_remote_code, "trust_remote_code")
+        trust_remote_code = parse_bool(trust_remote_code, "trust_remote_code")
         reference = self.policy.check_model(reference, adapter, trust_remote_code)
         if self.policy.public and reference == self.reference:
             return self.bundle.info.to_dict()  # already served: nothing to load (re-quantizing takes minutes)
@@ -303,11 +305,35 @@ class Playground:
         ``prompts``: "builtin", a file (:class:`~pathlib.Path`) or a list of strings / ``{"prompt"}`` /
         ``{"messages"}`` objects. Columns and parameters follow :meth:`comparison`; with a ``sweep``
         ("reward_start_ratio=0.3,0.5 strength=4,8") the columns are the baseline and one per cell, built on the
-        first column that uses eos_reward. The policy caps file size, prompt length, new tokens and, in public
-        mode, prompts × columns × seeds × new tokens."""
+        first column that uses eos_reward.
+
+        Checked in this order, before any work: every field's type and range (the settings, seeds, the flag),
+        then the sizes — sweep cells (counted before the grid is built) and rows in every mode, and in public
+        mode prompts × columns × seeds × new tokens. The evaluation stops at the policy's time limit."""
         from . import evaluate
 
         policy = self.policy
+        values = check_settings(settings)
+        engine = engine_settings(values, policy)
+        with self._lock:
+            bundle = self.bundle
+        engine.validate(vocab_size=bundle.info.vocab_size, max_new_tokens_cap=policy.max_new_tokens)
+        seeds = require_whole(seeds, "seeds", 1, evaluate.MAX_SEEDS)
+        if sweep is None:
+            sweep = ""
+        if not isinstance(sweep, (str, list, tuple)):
+            raise ValueError(f"sweep must be text such as \"strength=4,8\", got {shown(sweep)}")
+        if not (isinstance(prompts, Path) or prompts == "builtin" or isinstance(prompts, (list, tuple))):
+            raise ValueError(f"prompts must be \"builtin\" or a list of strings or {{\"prompt\"/\"messages\"}} "
+                             f"objects, got {shown(prompts)}")
+        variants = self.variants(columns, values)
+        strings = [s for v in variants for i in v.interventions if i.name == "stop_strings" for s in i.params["strings"]]
+        policy.check_request("", values["system_prompt"], variants, list(dict.fromkeys(strings)))
+        grid = evaluate.Sweep.parse(sweep) if (sweep.strip() if isinstance(sweep, str) else sweep) else None
+        if grid is not None:
+            base = next((v for v in variants if any(i.name == "eos_reward" for i in v.interventions)),
+                        Variant("eos_reward", resolve(parse_column("eos_reward"), values)))
+            variants = grid.variants(base)
         max_chars = policy.max_prompt_chars or evaluate.MAX_PROMPT_CHARS
         if isinstance(prompts, Path):
             max_bytes = int(policy.max_upload_mb * 1024 * 1024) if policy.max_upload_mb else evaluate.MAX_FILE_BYTES
@@ -316,26 +342,18 @@ class Playground:
             prompt_set = evaluate.builtin_prompts()
         else:
             prompt_set = evaluate.prompts_from_items(prompts, max_chars=max_chars)
-        values = check_settings(settings)
-        variants = self.variants(columns, values)
-        strings = [s for v in variants for i in v.interventions if i.name == "stop_strings" for s in i.params["strings"]]
-        policy.check_request("", values["system_prompt"], variants, list(dict.fromkeys(strings)))
-        grid = None
-        if isinstance(sweep, str):
-            sweep = sweep.split()
-        if sweep:
-            grid = evaluate.Sweep.parse(sweep)
-            base = next((v for v in variants if any(i.name == "eos_reward" for i in v.interventions)),
-                        Variant("eos_reward", resolve(parse_column("eos_reward"), values)))
-            variants = grid.variants(base)
         if policy.public:
             evaluate.check_budget(len(prompt_set.prompts), len(variants), seeds, values["max_new_tokens"])
-        with self._lock:
-            bundle = self.bundle
-        return evaluate.Evaluation(bundle, prompt_set, variants, engine_settings(values, policy), seeds=seeds, sweep=grid,
+        return evaluate.Evaluation(bundle, prompt_set, variants, engine, seeds=seeds, sweep=grid,
                                    model_reference=self.reference, max_new_tokens_cap=policy.max_new_tokens,
-                                   prompt_token_check=policy.check_prompt_tokens)
+                                   prompt_token_check=policy.check_prompt_tokens,
+                                   time_limit_seconds=policy.time_limit_seconds, reveal_paths=policy.reveal_paths)
 
+    def export(self, comparison: Comparison, kind: str = "generate") -> str:
+        """"Copy this fix" for the comparison's first column; a stranger's copy names the model by what they can
+        load (its hub id), never by a path on this host."""
+        return export_column(comparison, kind=kind, model_reference=self.reference,
+                             reveal_paths=self.policy.reveal_paths)
 
 
 def engine_settings(values: dict, policy: Policy | None = None) -> Settings:

@@ -35,6 +35,7 @@ from pathlib import Path
 
 from .decoder import check_budget_mb
 from .engine import MAX_NEW_TOKENS_CAP, MAX_VARIANTS
+from .request import parse_bool
 from .models import DEFAULT_HUB_ID, DEFAULT_MODEL, DTYPE_CHOICES, QUANTIZE_CHOICES, LoadedModel, ModelLoadError, load_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -108,14 +109,15 @@ def exposed_by(share: bool, host: str | None) -> str | None:
     return f"host {host}"
 
 
-def require_flag(value, name: str) -> bool:
-    """A yes/no field from a client: True/False, or the strings "true"/"false" (nothing else: ``bool("false")``
-    is True, and "no" switching something on is worse than a refusal)."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-        return value.strip().lower() == "true"
-    raise ValueError(f"{name} must be true or false, got {shown(value)}")
+def require_whole(value, name: str, low: int, high: int) -> int:
+    """A whole number from a client within [low, high] (2.0 is 2; True, "3" and 2.5 are refused), type checked
+    before it is compared or multiplied with anything."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or value != int(value):
+        raise ValueError(f"{name} must be a whole number from {low} to {high}, got {shown(value)}")
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be a whole number from {low} to {high}, got {int(value)}")
+    return int(value)
 
 
 def shown(value, limit: int = 60) -> str:
@@ -197,7 +199,7 @@ class Policy:
     def check_model(self, reference, adapter=None, trust_remote_code=False) -> str:
         """The reference to load, stripped; refuses what this app may not load without looking at the disk (a
         stranger must not learn which paths exist)."""
-        trust_remote_code = require_flag(trust_remote_code, "trust_remote_code")
+        trust_remote_code = parse_bool(trust_remote_code, "trust_remote_code")
         if trust_remote_code and not self.allow_trust_remote_code:
             raise ValueError("trust_remote_code: running a model's own Python code is switched off on this app")
         if adapter is not None and not isinstance(adapter, str):
@@ -285,25 +287,6 @@ def check_encodable(text: str, name: str) -> None:
         raise ValueError(f"{name} contains an invalid character at position {error.start} (U+{ord(text[error.start]):04X}, "
                          "half of a UTF-16 surrogate pair, e.g. a broken emoji): remove it or send the whole "
                          "character") from None
-
-
-def normalize_columns(columns) -> list[list[str]]:
-    """Columns as sent by an API client: a list with one list of intervention names per column."""
-    if columns is None:
-        return [[], ["eos_reward"]]
-    shape = "columns must be a list with one list of intervention names per column, e.g. [[], [\"eos_reward\"]]"
-    if not isinstance(columns, (list, tuple)):
-        raise ValueError(f"{shape}; got {type(columns).__name__}")
-    normalized = []
-    for column in columns:
-        if column is None:
-            column = []
-        if isinstance(column, str):
-            column = [column]
-        if not isinstance(column, (list, tuple)) or not all(isinstance(name, str) for name in column):
-            raise ValueError(f"{shape}; got {column!r}")
-        normalized.append(list(column))
-    return normalized
 
 
 # ---------------------------------------------------------------------------------------------------------------

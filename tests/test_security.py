@@ -19,7 +19,8 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
 from playground.service import HOST_PATH, Playground, hide_paths
-from playground.space import Policy, exposed_by, load_config, require_flag
+from playground.request import parse_bool
+from playground.space import Policy, exposed_by, load_config
 
 MODEL = "SmolLM2-135M-Instruct"
 # What a message to a stranger must never contain: any absolute path, and the places this host keeps things.
@@ -113,9 +114,9 @@ def test_allow_local_models_needs_auth_and_keeps_the_caps(served):
 def test_flags_accept_only_booleans_and_true_false(value, expected):
     if expected is None:
         with pytest.raises(ValueError, match="^use_chat_template must be true or false"):
-            require_flag(value, "use_chat_template")
+            parse_bool(value, "use_chat_template")
     else:
-        assert require_flag(value, "use_chat_template") is expected
+        assert parse_bool(value, "use_chat_template") is expected
 
 
 def test_hide_paths_keeps_hub_ids_and_urls():
@@ -134,7 +135,8 @@ def test_doctor_sample_is_capped_before_it_is_read_and_errors_name_only_the_file
     bad.write_text("{not json\n")
     with pytest.raises(ValueError) as error:
         playground.read_sample(str(bad))
-    assert str(error.value) == "training sample bad.jsonl, line 1: not valid JSON (Expecting property name enclosed in double quotes)"
+    assert str(error.value) == ("training sample bad.jsonl, line 1: not valid JSON (Expecting property name enclosed "
+                                "in double quotes at column 2)")
     assert Playground(tiny).policy.max_upload_mb == 1.0  # the local app has a cap too
 
 
@@ -266,6 +268,42 @@ BAD_SAMPLES = [  # (file name, content) for /doctor
     ("keys.jsonl", b'{"question": "Hi"}\n'),
     ("latin1.jsonl", '{"text": "caf\u00e9"}\n'.encode("latin-1")),
     ("list.jsonl", b"[1, 2, 3]\n"),
+    ("deep.jsonl", b"[" * 200_000 + b"]" * 200_000 + b"\n"),  # 400 kB: json.loads would raise RecursionError
+]
+# The two requests of issue 25 that grew the server by gigabytes: seeds times a list of max_new_tokens (multiplied
+# before they were type-checked), and a 766-character sweep of 50 × 50 × 2 × 2 cells at 2 tokens each.
+SEEDS_TIMES_A_LIST = {"prompts": ["Hi"], "columns": [[]], "seeds": 30_000_000, "max_new_tokens": [0] * 10}
+SWEEP_50_50_2_2 = {"prompts": ["Hi"], "columns": [["eos_reward"]], "max_new_tokens": 2, "sweep": " ".join([
+    "reward_start_ratio=" + ",".join(f"{i / 50:.2f}" for i in range(50)),
+    "strength=" + ",".join(str(i) for i in range(1, 51)), "at_boundary=on,off", "force_at_end=on,off"])}
+BAD_EVALUATE = [  # (keyword arguments to /evaluate, the field the message must name)
+    (SEEDS_TIMES_A_LIST, "max_new_tokens"),
+    (SWEEP_50_50_2_2, "sweep"),
+    ({"prompts": ["Hi"], "sweep": "strength=" + ",".join(str(i) for i in range(700))}, "sweep"),
+    ({"prompts": ["Hi"], "seeds": "3"}, "seeds"),
+    ({"prompts": ["Hi"], "seeds": 2.5}, "seeds"),
+    ({"prompts": ["Hi"], "seeds": 0}, "seeds"),
+    ({"prompts": ["Hi"], "seeds": 10**9}, "seeds"),
+    ({"prompts": ["Hi"], "use_chat_template": "no"}, "use_chat_template"),
+    ({"prompts": ["Hi"], "use_chat_template": 0}, "use_chat_template"),
+    ({"prompts": ["Hi"], "use_chat_template": "yes"}, "use_chat_template"),
+    ({"prompts": 5}, "prompts"),
+    ({"prompts": []}, "prompts"),
+    ({"prompts": [{"messages": "Hi"}]}, "prompts"),
+    ({"prompts": ["Hi"], "sweep": 5}, "sweep"),
+    ({"prompts": ["Hi"], "sweep": "strength="}, "sweep"),
+    ({"prompts": ["Hi"], "sweep": "temperature=1,2"}, "sweep"),
+    ({"prompts": ["Hi"], "columns": [[]] * 9}, "columns"),
+    ({"prompts": ["Hi"], "max_new_tokens": 0}, "max_new_tokens"),
+    ({"prompts": ["Hi"], "max_new_tokens": "many"}, "max_new_tokens"),
+    ({"prompts": ["Hi"], "temperature": "hot"}, "temperature"),
+    ({"prompts": ["Hi"], "system_prompt": 7}, "system_prompt"),
+]
+BAD_EXPORT = [  # (keyword arguments to /export_code, the field)
+    ({"prompt": "Hi", "kind": "zip"}, "kind"),
+    ({"prompt": "Hi", "use_chat_template": "no"}, "use_chat_template"),
+    ({"prompt": "Hi", "max_new_tokens": 0}, "max_new_tokens"),
+    ({"prompt": ""}, "prompt"),
 ]
 
 
@@ -308,6 +346,16 @@ def battery(url: str, tmp_path: Path, *, shared: bool) -> None:
         check(f"/load_model {args}", app_error(lambda: client.predict(*args, api_name="/load_model")), field)
     check("REST /load_model trust 'maybe'", rest(url, "load_model", '{"data": ["/etc", "", "maybe"]}'),
           "trust_remote_code")
+    for kwargs, field in BAD_EVALUATE:
+        check(f"/evaluate {str(kwargs)[:60]}", app_error(lambda: client.submit(api_name="/evaluate", **kwargs).result()),
+              field)
+    evaluate_body = ('{"data": [["Hi \\ud83d there"], null, "", 1, 2, 0, 1, 0, 0, 0.5, 12, "", 32, true, ""]}')
+    check("REST /evaluate surrogate", rest(url, "evaluate", evaluate_body), "prompt")
+    for kwargs, field in BAD_EXPORT:
+        check(f"/export_code {kwargs}", app_error(lambda: client.predict(api_name="/export_code", **kwargs)), field)
+    check("/trace unknown id", app_error(lambda: client.predict("nope", api_name="/trace")), "trace_id")
+    for stages in ("no", 0, "1", None):
+        check(f"/trace stages {stages!r}", app_error(lambda: client.predict("nope", stages, api_name="/trace")), "stages")
     for name, content in BAD_SAMPLES:
         path = tmp_path / name
         path.write_bytes(content)
@@ -323,7 +371,7 @@ def battery(url: str, tmp_path: Path, *, shared: bool) -> None:
         assert "is a file" in message
 
     assert not failures, f"{len(failures)} of {refused} bad inputs got a poor message:\n" + "\n".join(failures)
-    assert refused >= 40
+    assert refused >= 70
     # Still serving the same model, and decoding.
     info = client.predict(api_name="/info")
     assert info["model"] == MODEL and info["reference"] == "default"
@@ -341,6 +389,110 @@ def test_battery_under_the_share_policy(shared_app_server, tmp_path):
 
 def test_battery_under_the_local_policy(app_server, tmp_path):
     battery(app_server, tmp_path, shared=False)
+
+
+def server_cpu_seconds(pid: int) -> float:
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / 100  # utime + stime, in clock ticks of 1/100 s
+
+
+def server_rss_mb(pid: int) -> float:
+    return next(int(line.split()[1]) / 1024 for line in open(f"/proc/{pid}/status") if line.startswith("VmRSS:"))
+
+
+@pytest.mark.parametrize("policy", ["shared", "local"])
+def test_the_amplification_requests_are_refused_before_any_work(shared_app_server, app_server, policy):
+    """Issue 25's two requests (and the 700 × 700 × 2 × 2 sweep that took 26 s of CPU and +1.1 GB before its
+    refusal) are refused with the field named, within a fraction of a CPU second of the server, before any
+    decoding (the server's CPU time is the measure: wall time on a shared machine says little)."""
+    url = shared_app_server if policy == "shared" else app_server
+    client = Client(url, verbose=False)
+    huge_sweep = {**SWEEP_50_50_2_2, "sweep": " ".join([
+        "reward_start_ratio=" + ",".join(f"{i / 700:.4f}" for i in range(700)),
+        "strength=" + ",".join(f"{i / 20:g}" for i in range(1, 701)), "at_boundary=on,off", "force_at_end=on,off"])}
+    for kwargs, field in [(SEEDS_TIMES_A_LIST, "max_new_tokens"), (SWEEP_50_50_2_2, "sweep"), (huge_sweep, "sweep")]:
+        rss, cpu = server_rss_mb(url.pid), server_cpu_seconds(url.pid)
+        with pytest.raises(AppError) as error:
+            client.submit(api_name="/evaluate", **kwargs).result()
+        grown, spent = server_rss_mb(url.pid) - rss, server_cpu_seconds(url.pid) - cpu
+        print(f"\n{policy}: {error.value.message[:80]!r}: server RSS {grown:+.1f} MB, CPU {spent:.2f} s")
+        assert field in error.value.message
+        assert grown < 50 and spent < 1.0
+        assert client.predict(api_name="/info")["active_generations"] == 0
+
+
+def visitor_texts(url, tmp_path: Path) -> dict[str, str]:
+    """Everything a visitor of ``url`` can read: the page and its config, and each endpoint's answer to a request
+    that succeeds (the downloaded doctor zip's files included)."""
+    import zipfile
+
+    client = Client(url, verbose=False)
+    texts = {}
+    for route in ("", "config", "gradio_api/info"):
+        with urllib.request.urlopen(f"{url}{route}", timeout=30) as response:
+            texts[f"GET /{route}"] = response.read().decode()
+    texts["/info"] = json.dumps(client.predict(api_name="/info"))
+    for kind in ("generate", "pipeline", "kwargs"):
+        texts[f"/export_code {kind}"] = client.predict("Hi", ["eos_reward"], kind, api_name="/export_code")
+    job = client.submit(api_name="/compare", prompt="Hi", columns=[[]], max_new_tokens=2)
+    events = list(job)
+    texts["/compare"] = json.dumps(events)
+    texts["/trace"] = json.dumps(client.predict(events[-1]["trace_id"], True, api_name="/trace"))
+    job = client.submit(api_name="/evaluate", prompts=["Say hi."], columns=[["eos_reward"]], sweep="strength=4,8",
+                        max_new_tokens=2)
+    texts["/evaluate"] = json.dumps(job.result())
+    texts["/doctor"] = client.predict(None, api_name="/doctor")
+    archive, summary, report = client.predict(None, api_name="/doctor_fix")
+    texts["/doctor_fix"] = summary + report
+    while isinstance(archive, dict):  # gr.update(value=file) arrives as {"value": ...}, a file as {"path": ...}
+        archive = archive.get("value") or archive.get("path")
+    with zipfile.ZipFile(archive) as zipped:
+        for name in zipped.namelist():
+            texts[f"/doctor_fix zip {name}"] = zipped.read(name).decode(errors="replace")
+    return texts
+
+
+def test_nothing_a_visitor_reads_names_a_host_path(shared_app_server, smollm, tmp_path):
+    """Under the share policy no page text and no endpoint's answer carries a path of the server: the exported code
+    loads the default model by its hub id, FIXES.md says where the model came from without the cache."""
+    from playground.models import DEFAULT_HUB_ID
+
+    cache = smollm.info.source.split("(cache ")[1].rstrip(")")
+    root = str(Path(__file__).resolve().parent.parent)
+    texts = visitor_texts(shared_app_server, tmp_path)
+    leaks = {where: match.group(0) for where, text in texts.items() for needle in (cache, root)
+             for match in [re.search(re.escape(needle), text)] if match}
+    leaks |= {where: match.group(0) for where, text in texts.items() if not where.startswith("GET")
+              for match in [HOST_DIRS.search(text)] if match}
+    assert not leaks, leaks
+    assert f"MODEL = {DEFAULT_HUB_ID!r}" in texts["/export_code generate"]
+    best = json.loads(texts["/evaluate"])["report"]["sweep"]["best"]
+    assert best is None or f"MODEL = {DEFAULT_HUB_ID!r}" in best["code"]
+    assert DEFAULT_HUB_ID in texts["/doctor_fix zip FIXES.md"]
+
+
+def test_the_owner_still_gets_the_path_the_model_was_loaded_from(app_server, smollm):
+    """The local app exports what the owner loaded: the embedded model's converted directory."""
+    cache = smollm.info.source.split("(cache ")[1].rstrip(")")
+    code = Client(app_server, verbose=False).predict("Hi", ["eos_reward"], "generate", api_name="/export_code")
+    assert f"MODEL = {cache!r}" in code
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"token_id": "abc"}, "token_id must be a whole number, got 'abc'"),
+    ({"token_id": 2.5}, "token_id must be a whole number, got 2.5"),
+    ({"token_id": float("inf")}, "token_id must be a whole number, got inf"),
+    ({"token_id": True}, "token_id must be a whole number, got True"),
+    ({}, "token_id must be a whole number, got None"),
+])
+def test_the_branch_click_data_gets_sentences(data, message):
+    """What only a hand-made request sends to the page's branch handler ("abc" raised int()'s message; 2.5 was
+    silently cut to 2)."""
+    from playground.ui.views import page_whole
+
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        page_whole(data, "token_id")
+    assert page_whole({"token_id": 7.0}, "token_id") == 7
 
 
 def test_flags_are_parsed_strictly_over_rest(app_server):
@@ -397,3 +549,19 @@ def test_the_page_shows_the_error_title_in_the_toast_and_keeps_the_model_line_vi
         page.get_by_text("Check your input", exact=True).wait_for(timeout=30_000)
         assert "prompt is empty" in page.locator("[data-testid=toast-body]").first.inner_text()
         browser.close()
+
+
+@pytest.mark.parametrize("reference, adapter, model_line", [
+    ("default", None, "MODEL = 'HuggingFaceTB/SmolLM2-135M-Instruct'"),
+    ("someone/model", None, "MODEL = 'someone/model'"),
+    ("/home/ann/finetunes/run-7/", "/home/ann/lora", "MODEL = 'run-7'"),
+    ("/home/ann/model.Q4.gguf", None, "MODEL = 'model.Q4.gguf'"),
+])
+def test_a_visitors_exported_fix_names_what_they_can_load(reference, adapter, model_line):
+    from playground.export import export_code
+
+    code = export_code(["eos_reward"], model_reference=reference, prompt="Hi", system_prompt=None,
+                       use_chat_template=True, max_new_tokens=8, temperature=0.0, top_p=1.0, top_k=0, seed=0,
+                       adapter=adapter, reveal_paths=False)
+    assert model_line in code and not HOST_PATH.search(code.replace("'", " ")) and "/home" not in code
+    assert ("model.load_adapter('lora')" in code) == bool(adapter)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
+from playground.jsonlines import loads_line
 from playground.models import LoadedModel, eos_token_ids, embedded_gguf_path
 
 STATUSES = ("ok", "warning", "problem", "not_applicable")
@@ -122,9 +122,9 @@ def load_sample(path) -> list[dict]:
             if not line.strip():
                 continue
             try:
-                example = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}, line {number}: not valid JSON ({error.msg})") from None
+                example = loads_line(line)
+            except ValueError as error:
+                raise ValueError(f"{path}, line {number}: {error}") from None
             examples.append(_check_example(example, f"{path}, line {number}"))
     if not examples:
         raise ValueError(f"{path}: no examples (the file is empty)")

@@ -91,12 +91,15 @@ def check_out_dir(out_dir, originals=()) -> None:
         raise ValueError(f"OUT_DIR {out_dir} already exists and is not an empty directory")
 
 
-def write_fixes(bundle: LoadedModel, findings: list[Finding], out_dir, *, weights: str = "link") -> RepairResult:
+def write_fixes(bundle: LoadedModel, findings: list[Finding], out_dir, *, weights: str = "link",
+                reveal_paths: bool = True) -> RepairResult:
     """Write the repaired model files for ``findings`` (from :func:`diagnose` on ``bundle``) into ``out_dir``.
 
     ``weights="link"`` makes OUT_DIR loadable on its own (weights symlinked, or saved when the model has no
     source directory, GGUF copies written); ``weights="none"`` writes only the small files (for a download).
-    Raises ``ValueError`` when ``out_dir`` is not empty or lies inside the original directory.
+    ``reveal_paths`` False (a download for a visitor of a shared app): FIXES.md names where the model came from
+    without a path on the host. Raises ``ValueError`` when ``out_dir`` is not empty or lies inside the original
+    directory.
     """
     if weights not in ("link", "none"):
         raise ValueError(f"weights must be 'link' or 'none', got {weights!r}")
@@ -112,6 +115,8 @@ def write_fixes(bundle: LoadedModel, findings: list[Finding], out_dir, *, weight
 
     tokenizer = copy.deepcopy(bundle.tokenizer)
     config = copy.deepcopy(base.config)
+    if not reveal_paths:  # config.json records where the model was loaded from (the server's cache, for default)
+        config.name_or_path = ""
     generation_config = copy.deepcopy(getattr(base, "generation_config", None))
     if generation_config is None:
         from transformers import GenerationConfig
@@ -171,7 +176,7 @@ def write_fixes(bundle: LoadedModel, findings: list[Finding], out_dir, *, weight
     fixed = set(result.fixed)
     result.not_fixed += [f.id for f in findings if f.status in ("warning", "problem") and f.id not in fixed
                          and f.id not in result.not_fixed]
-    (out_dir / "FIXES.md").write_text(_fixes_markdown(bundle, findings, result), encoding="utf-8")
+    (out_dir / "FIXES.md").write_text(_fixes_markdown(bundle, findings, result, reveal_paths), encoding="utf-8")
     return result
 
 
@@ -190,11 +195,20 @@ def _place_weights(bundle: LoadedModel, base, source: Path | None, out_dir: Path
     return "written from the loaded model (it did not come from a model directory)"
 
 
-def _fixes_markdown(bundle: LoadedModel, findings: list[Finding], result: RepairResult) -> str:
+def _shown_source(bundle: LoadedModel) -> str:
+    """Where the model came from, as a visitor may read it: the hub id, never a path on the host."""
+    from ..models import DEFAULT_HUB_ID
+
+    origin = bundle.info.origin or bundle.info.name
+    return f"{origin}; on the hub: {DEFAULT_HUB_ID}" if origin.startswith("embedded") else origin
+
+
+def _fixes_markdown(bundle: LoadedModel, findings: list[Finding], result: RepairResult, reveal_paths: bool = True) -> str:
     by_id = {f.id: f for f in findings}
     out = result.out_dir
+    source = bundle.info.source if reveal_paths else _shown_source(bundle)
     lines = [f"# EOS doctor fixes for {bundle.info.name}", "",
-             f"Written by `python -m playground doctor --fix`. The original files ({bundle.info.source}) were not "
+             f"Written by `python -m playground doctor --fix`. The original files ({source}) were not "
              "changed.", ""]
     if result.weights:
         load = f"--adapter {bundle.info.adapter} " if bundle.info.adapter else ""
@@ -225,9 +239,11 @@ def _fixes_markdown(bundle: LoadedModel, findings: list[Finding], result: Repair
     return escape_tags("\n".join(lines).rstrip() + "\n")
 
 
-def zip_fixes(bundle: LoadedModel, findings: list[Finding], root, *, max_age_seconds: float = 3600) -> Path:
+def zip_fixes(bundle: LoadedModel, findings: list[Finding], root, *, max_age_seconds: float = 3600,
+              reveal_paths: bool = True) -> Path:
     """The small repaired files (``write_fixes(weights="none")``) as a zip under ``root``, for a download; zips
-    older than ``max_age_seconds`` are removed so a long-running app does not fill its disk."""
+    older than ``max_age_seconds`` are removed so a long-running app does not fill its disk. ``reveal_paths``
+    False: no path on the host in FIXES.md (a visitor's download)."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     cutoff = time.time() - max_age_seconds
@@ -235,5 +251,5 @@ def zip_fixes(bundle: LoadedModel, findings: list[Finding], root, *, max_age_sec
         if old.stat().st_mtime < cutoff:
             shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
     directory = Path(tempfile.mkdtemp(prefix="fixes-", dir=root))
-    write_fixes(bundle, findings, directory / "repaired", weights="none")
+    write_fixes(bundle, findings, directory / "repaired", weights="none", reveal_paths=reveal_paths)
     return Path(shutil.make_archive(str(directory / "eos-doctor-fixes"), "zip", directory / "repaired"))

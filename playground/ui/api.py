@@ -9,9 +9,8 @@ from collections.abc import Iterator
 
 import gradio as gr
 
-from ..export import export_column
 from ..request import DEFAULTS as D
-from ..request import SETTINGS
+from ..request import SETTINGS, parse_bool
 from ..service import RUNS_AT_ONCE, Playground
 from ..stream import DeltaStream
 from ..decoder import RunStopped
@@ -60,7 +59,8 @@ def api_endpoints(playground: Playground) -> None:
         """A finished comparison's whole trace (the CLI's --json schema), by the trace_id of /compare's last
         event; stages=True adds the distribution after each stage of every step (large)."""
         try:
-            return playground.trace(trace_id).to_dict(stages=bool(stages))
+            stages = parse_bool(stages, "stages")
+            return playground.trace(trace_id).to_dict(stages=stages)
         except ValueError as error:
             raise refusal(playground, "/trace", error, page=False) from None
 
@@ -93,7 +93,7 @@ def export_endpoint(playground: Playground) -> None:
         settings = {name: value for name, value in locals().items() if name in SETTINGS}
         try:
             comparison = playground.comparison(columns=[interventions], **settings)
-            return export_column(comparison, kind=kind, model_reference=playground.shown_reference)
+            return playground.export(comparison, kind)
         except (ValueError, TypeError) as error:
             raise refusal(playground, "/export_code", error, page=False) from None
 

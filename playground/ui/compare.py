@@ -15,11 +15,11 @@ from collections.abc import Iterator
 import gradio as gr
 
 from .. import charts
-from ..export import export_column
 from ..interventions import DESCRIPTIONS, INTERVENTION_NAMES, default_params
 from ..links import MAX_COLUMNS, PAGE_DEFAULTS, from_query, to_query
 from ..request import SETTINGS, Column, column_params_text
 from ..service import RUNS_AT_ONCE, Playground, column_names, write_trace_files
+from ..space import require_whole
 from ..story import describe
 from ..decoder import RunStopped
 from .controls import control
@@ -32,6 +32,7 @@ from .views import (
     column_delta,
     default_selection,
     inspector_html,
+    page_whole,
     token_spans,
 )
 
@@ -251,8 +252,8 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
                 raise ValueError("run a comparison first, and let it finish, to branch it")
             if no_branch_reason(trace):
                 raise ValueError(no_branch_reason(trace))
-            comparison = playground.branch(trace, int(data.get("column", -1)) + 1, int(data.get("step", -1)),
-                                           int(data.get("token_id", -1)))
+            comparison = playground.branch(trace, page_whole(data, "column") + 1, page_whole(data, "step"),
+                                           page_whole(data, "token_id"))
         except (TypeError, ValueError) as error:
             raise refusal(playground, "branch", error, title="Cannot branch here", page=True) from None
         state["comparison"] = comparison
@@ -314,7 +315,11 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
                 charts.stages_figure(trace, column, step), figure, state)
 
     def on_columns(n):
-        visible = [gr.update(visible=i < int(n)) for i in range(MAX_COLUMNS)]
+        try:
+            n = require_whole(n, "Columns", 1, MAX_COLUMNS)
+        except ValueError as error:
+            raise refusal(playground, "columns", error, page=True) from None
+        visible = [gr.update(visible=i < n) for i in range(MAX_COLUMNS)]
         return visible * 3
 
     def on_snippet(choice, kind, state, *values):
@@ -329,7 +334,7 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
                                          params[column], *[""] * (MAX_COLUMNS - 1))
         except (ValueError, TypeError) as error:
             return f"# {playground.user_message(error)}"
-        return export_column(comparison, kind=kind, model_reference=playground.shown_reference)
+        return playground.export(comparison, kind)
 
     def branch_snippet(trace, index: int, kind: str) -> str:
         """A branch's fix: its parent's interventions with the run's settings; the forced tokens are said, since
@@ -342,7 +347,7 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
         forced = ("# This column is a branch of " + repr(trace.variants[parent - 1].name) + f": its tokens at steps 0–{step} "
                   "were forced (the last one picked in the inspector),\n# not chosen by the model. This script applies "
                   "the same interventions and settings, and the model chooses every token.\n")
-        return forced + export_column(comparison, kind=kind, model_reference=playground.shown_reference)
+        return forced + playground.export(comparison, kind)
 
     def page_column_names(n_columns_, pickers_, params) -> list[str]:
         """The names of the page's columns as set now (while one is being typed wrong: by number)."""
@@ -358,7 +363,11 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
 
     def link_query(*values) -> str:
         settings = dict(zip(linked, values[: len(linked)]))
-        count, rest = int(values[len(linked)] or 1), values[len(linked) + 1:]
+        try:
+            count = require_whole(values[len(linked)], "Columns", 1, MAX_COLUMNS)
+        except ValueError as error:
+            raise refusal(playground, "copy link", error, page=True) from None
+        rest = values[len(linked) + 1:]
         try:
             settings["columns"] = playground.page_columns(count, rest[:MAX_COLUMNS], rest[MAX_COLUMNS:])
         except ValueError as error:

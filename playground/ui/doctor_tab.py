@@ -57,7 +57,7 @@ def doctor_tab(playground: Playground) -> None:
         bundle = playground.bundle
         findings = diagnose(bundle, sample=read_sample(sample_file, event), on_check=shown(progress))
         archive = zip_fixes(bundle, findings, Path(tempfile.gettempdir()) / "eos-playground-fixes",
-                            max_age_seconds=TRACE_MAX_AGE)
+                            max_age_seconds=TRACE_MAX_AGE, reveal_paths=playground.policy.reveal_paths)
         fixes = (archive.parent / "repaired" / "FIXES.md").read_text(encoding="utf-8")
         return gr.update(value=str(archive), visible=True), fixes, report_markdown(findings)
 

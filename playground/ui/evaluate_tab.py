@@ -17,6 +17,7 @@ from ..interventions import INTERVENTION_NAMES
 from ..request import DEFAULTS as D
 from ..request import SETTINGS
 from ..service import Playground, write_downloads
+from ..space import require_whole
 from .compare import MAX_COLUMNS
 from .controls import control
 from .errors import refusal
@@ -132,10 +133,10 @@ def evaluate_tab(playground: Playground) -> None:
         settings, picked = dict(zip(EVALUATE_SETTINGS, values)), values[len(EVALUATE_SETTINGS):]
         try:
             evaluation = playground.evaluation(
-                Path(upload_) if upload_ else "builtin", [list(p or []) for p in picked[: int(n_columns_)]],
+                Path(upload_) if upload_ else "builtin", playground.page_columns(n_columns_, picked),
                 sweep=sweep_ or "", seeds=seeds_, **settings)
         except (ValueError, TypeError) as error:
-            raise refusal(playground, "/evaluate", error, page=True) from None
+            raise refusal(playground, "Evaluate", error, page=True) from None
         state["evaluation"] = evaluation
         progress((0, evaluation.total), desc="starting", unit="rows")
         try:
@@ -168,7 +169,11 @@ def evaluate_tab(playground: Playground) -> None:
             evaluation.cancel()
 
     def on_columns(n):
-        return [gr.update(visible=i < int(n)) for i in range(max_columns)]
+        try:
+            n = require_whole(n, "Columns", 1, max_columns)
+        except ValueError as error:
+            raise refusal(playground, "Evaluate columns", error, page=True) from None
+        return [gr.update(visible=i < n) for i in range(max_columns)]
 
     run.click(on_run, [holder, upload, sweep, seeds, n_columns, *[controls[name] for name in EVALUATE_SETTINGS], *pickers],
               [holder, status, summary, lengths_plot, reasons_plot, sweep_plot, best_code, prompts_view,

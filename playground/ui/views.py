@@ -16,6 +16,17 @@ from ..story import step_explanation
 from ..trace import StepRecord, Trace, VariantTrace
 
 
+def page_whole(data: dict, key: str) -> int:
+    """A whole number the page's script sends (a clicked column, step or token id); a sentence naming ``key``
+    for anything else ("abc", 2.5, missing), which only a hand-made request can send."""
+    value = data.get(key) if isinstance(data, dict) else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or value != int(value):
+        text = repr(value) if not isinstance(value, str) else repr(value[:40])
+        raise ValueError(f"{key} must be a whole number, got {text[:50]}")
+    return int(value)
+
+
 def _eos_shade(p: float) -> float:
     """p(EOS) on a log scale from 1e-8 (0) to 1 (1): a rambling model's p(EOS) is ~1e-6, invisible linearly."""
     return min(max((math.log10(max(p, 1e-8)) + 8) / 8, 0.0), 1.0)

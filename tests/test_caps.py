@@ -1,0 +1,103 @@
+"""Evaluations inside the caps (issue 25): types before ranges before sizes, a sweep's cells counted before any
+is built, a time limit for the whole evaluation, and prompt/sample lines read with a depth and size limit."""
+
+from __future__ import annotations
+
+import pytest
+
+from playground.engine import Settings, Variant
+from playground.evaluate import Evaluation, Sweep, parse_prompts, prompts_from_items
+from playground.jsonlines import loads_line
+from playground.service import Playground
+from playground.space import Policy
+
+DEEP = "[" * 200_000 + "]" * 200_000
+
+
+def test_a_grid_is_refused_by_its_count_before_any_cell_is_built(monkeypatch):
+    def built(self):
+        raise AssertionError("a cell was built before the grid was allowed")
+
+    monkeypatch.setattr(Sweep, "cells", built)
+    spec = " ".join(f"{key}={','.join(str(v) for v in range(1, 300))}" for key in ("strength", "reward_start_ratio"))
+    spec = spec[:1990]
+    with pytest.raises(ValueError, match=r"^sweep: \d+ × \d+ = [\d,]+ cells; at most 64"):
+        Sweep.parse(spec)
+    with pytest.raises(ValueError, match="^sweep is 2001 characters long; at most 2000"):
+        Sweep.parse("strength=" + "4" * 1992)
+    monkeypatch.undo()
+    assert len(Sweep.parse("strength=1,2,3,4 reward_start_ratio=0.1,0.2,0.3,0.4 at_boundary=on,off "
+                           "force_at_end=on,off").cells()) == 64
+
+
+def test_evaluation_fields_are_type_checked_before_anything_is_multiplied(tiny):
+    playground = Playground(tiny, policy=Policy(public=True, allowed_models=("default",)))
+    base = dict(temperature=0, top_p=1, top_k=0, seed=0, reward_start_ratio=0.5, strength=12)
+    cases = [
+        ({"seeds": 30_000_000, "max_new_tokens": [0] * 10}, "max_new_tokens must be a whole number"),
+        ({"seeds": "3", "max_new_tokens": 4}, "seeds must be a whole number from 1 to 16, got '3'"),
+        ({"seeds": 2.5, "max_new_tokens": 4}, "seeds must be a whole number from 1 to 16, got 2.5"),
+        ({"max_new_tokens": 4, "use_chat_template": "no"}, "use_chat_template must be true or false, got 'no'"),
+        ({"max_new_tokens": 4, "use_chat_template": 0}, "use_chat_template must be true or false, got 0"),
+        ({"max_new_tokens": 4, "sweep": 7}, "sweep must be text"),
+    ]
+    for overrides, message in cases:
+        with pytest.raises(ValueError, match=f"^{message}"):
+            playground.evaluation(["Hi"], [[]], **{**base, **overrides})
+    # "false" is false (the template is off), not a truthy string.
+    evaluation = playground.evaluation(["Hi"], [[]], **base, max_new_tokens=2, use_chat_template="false")
+    assert evaluation.settings.use_chat_template is False
+
+
+def test_rows_are_capped_in_every_mode(tiny):
+    prompts = prompts_from_items([f"Question {i}?" for i in range(1000)])
+    variants = [Variant(f"c{i}") for i in range(11)]
+    with pytest.raises(ValueError, match=r"^evaluation too large: 1000 prompts × 11 columns × 1 seeds = 11,000 rows"):
+        Evaluation(tiny, prompts, variants, Settings(max_new_tokens=2))
+
+
+def test_an_evaluation_stops_at_the_time_limit_and_keeps_what_finished(tiny):
+    """8 rows of 400 tokens, 4 at a time (a random model never stops; ban_eos makes sure) against a 0.3 s limit:
+    the rows in flight are cancelled, the waiting ones never start, and the report says why it is incomplete."""
+    prompts = prompts_from_items([f"Tell me a long story about the sea, part {i}." for i in range(8)])
+    evaluation = Evaluation(tiny, prompts, [Variant("ban_eos", ["ban_eos"])], Settings(max_new_tokens=400),
+                            time_limit_seconds=0.3, max_rows=4)
+    done = list(evaluation.run())
+    report = evaluation.report()
+    assert evaluation.timed_out and not report.complete and len(report.rows) < 8
+    assert (done[-1] if done else 0) == len(report.rows)
+    assert any(p.startswith("time limit: this app stops an evaluation after 0.3 s") for p in report.problems)
+
+
+def test_a_deeply_nested_prompt_line_is_named_and_skipped():
+    data = (DEEP + "\n" + '{"prompt": "Say hi."}\n' + '{"prompt": "x' + "y" * 50 + '"}\n').encode()
+    prompts = parse_prompts(data, "jsonl")
+    assert [p.text for p in prompts.prompts] == ["Say hi.", "x" + "y" * 50]
+    assert prompts.problems == ["line 1: nested more than 64 levels deep; at most 64 are read; skipped"]
+
+
+def test_a_lone_surrogate_in_a_prompt_gets_a_sentence():
+    prompts = prompts_from_items(["Hi \ud83d there", {"messages": [{"role": "user", "content": "ok"}]}])
+    assert len(prompts.prompts) == 1
+    assert prompts.problems[0].startswith("item 1: the prompt contains an invalid character at position 3 (U+D83D")
+
+
+def test_a_deeply_nested_sample_line_is_named(tiny, tmp_path):
+    sample = tmp_path / "deep.jsonl"
+    sample.write_text('{"text": "Hi"}\n' + DEEP + "\n")
+    with pytest.raises(ValueError, match=r"^training sample deep\.jsonl, line 2: nested more than 64 levels deep"):
+        Playground(tiny).read_sample(str(sample))
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"a": "' + "[" * 100 + '"}', None),  # brackets inside a string are text
+    ('{"a": "\\"[[["}', None),
+    ("x" * 1_000_001, "1,000,001 characters long; at most 1,000,000 are read per line"),
+    ("{nope", "not valid JSON (Expecting property name enclosed in double quotes at column 2)"),
+])
+def test_loads_line_limits(text, message):
+    if message is None:
+        assert isinstance(loads_line(text), dict)
+    else:
+        with pytest.raises(ValueError, match=f"^{message.replace('(', '[(]').replace(')', '[)]')}$"):
+            loads_line(text)
