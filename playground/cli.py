@@ -20,7 +20,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
     group.add_argument("--model", default="default",
                        help='"default" (embedded SmolLM2-135M-Instruct), a hub id, a local directory or a .gguf file')
-    group.add_argument("--adapter", help="PEFT LoRA adapter (directory or hub id) loaded on top of the model")
+    group.add_argument("--adapter", action="append", metavar="NAME=PATH",
+                       help="a PEFT LoRA adapter (directory or hub id) on top of the model, named NAME (a bare path is "
+                            "named after its folder); repeat for several, and pick one per column with @NAME")
     group.add_argument("--quantize", choices=QUANTIZE_CHOICES, help="bitsandbytes quantization")
     group.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES)
     group.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
@@ -36,7 +38,8 @@ def load_from_args(args):
 
 
 def variants_from_args(args) -> list:
-    """Baseline first, then one column per ``--intervention`` (``a+b`` combines several in one column)."""
+    """Baseline first, then one column per ``--intervention`` (``a+b`` combines several in one column; ``@NAME``
+    at the end picks the column's model, ``base`` or a loaded adapter: ``baseline@base``, ``eos_reward@my-run``)."""
     from .engine import Variant
 
     params = {
@@ -45,9 +48,11 @@ def variants_from_args(args) -> list:
     }
     variants = [Variant("baseline", [])]
     for spec in args.intervention or DEFAULT_VARIANTS:
-        names = [name.strip() for name in spec.split("+") if name.strip()]
+        body, at, model = spec.rpartition("@")
+        body, model = (body, model.strip()) if at else (spec, None)
+        names = [name.strip() for name in body.split("+") if name.strip() and name.strip() != "baseline"]
         variants.append(Variant(spec, [{"name": n, "params": {k: v for k, v in params.get(n, {}).items() if v is not None}}
-                                       for n in names]))
+                                       for n in names], model=model))
     return variants
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import copy
 import threading
 import types
 import weakref
@@ -24,6 +25,8 @@ import weakref
 import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
+
+from .models import PEFT_BASE, can_mix
 
 IDLE_SECONDS = 2.0  # an idle loop's thread ends after this; the next submit starts another
 MAX_ROWS = 64  # rows decoding at once; more wait and join as rows finish
@@ -70,6 +73,69 @@ def _left_pad(states: torch.Tensor, width: int) -> torch.Tensor:
 def _mergeable(cache) -> bool:
     """Only plain growing caches can be padded and concatenated; sliding, static or quantized ones cannot."""
     return type(cache) is DynamicCache and all(type(layer) is DynamicLayer for layer in cache.layers)
+
+
+def _forward(model, adapters: list[str], **inputs):
+    """One forward pass of the batch whose rows use the PEFT adapters ``adapters`` (one name per row, "__base__"
+    for the base model). Rows of plain LoRA adapters share the pass (PEFT's mixed adapter batch: the base layers
+    run once for every row, each adapter's update on its own rows); adapters PEFT cannot mix take turns."""
+    if not hasattr(model, "peft_config") or (len(set(adapters)) == 1 and adapters[0] == model.active_adapter):
+        return model(**inputs)
+    if all(can_mix(model, name) for name in set(adapters)):
+        return model(**inputs, adapter_names=adapters)
+    return _take_turns(model, adapters, **inputs)
+
+
+@contextlib.contextmanager
+def _using(model, adapter: str):
+    """``model`` running only ``adapter`` (a PEFT name), for a forward pass without ``adapter_names``."""
+    if adapter == PEFT_BASE:
+        with model.disable_adapter():
+            yield
+        return
+    previous = model.active_adapter
+    model.set_adapter(adapter)
+    try:
+        yield
+    finally:
+        model.set_adapter(previous)
+
+
+def _take_turns(model, adapters: list[str], *, input_ids, attention_mask, position_ids, past_key_values=None,
+                **inputs):
+    """The batch's forward pass as one pass per adapter on its own rows (their slice of the cache), stitched
+    back together in batch order: what rows of an adapter PEFT cannot mix (DoRA) pay instead of sharing."""
+    groups: dict[str, list[int]] = {}
+    for row, name in enumerate(adapters):
+        groups.setdefault(name, []).append(row)
+    outputs = []
+    for name, rows in groups.items():
+        index = torch.tensor(rows, device=input_ids.device)
+        cache = None
+        if past_key_values is not None:  # the group's rows of the batch cache, as a cache of their own
+            cache = copy.copy(past_key_values)
+            cache.layers = [copy.copy(layer) for layer in past_key_values.layers]
+            for layer in cache.layers:
+                layer.keys, layer.values = layer.keys[index], layer.values[index]
+        with _using(model, name):
+            out = model(input_ids=input_ids[index], attention_mask=attention_mask[index],
+                        position_ids=position_ids[index], past_key_values=cache, **inputs)
+        outputs.append((index, out))
+    first = outputs[0][1]
+    logits = first.logits.new_empty((len(adapters), *first.logits.shape[1:]))
+    cache = past_key_values if past_key_values is not None else first.past_key_values
+    for layer_index, layer in enumerate(cache.layers):
+        keys = outputs[0][1].past_key_values.layers[layer_index].keys
+        values = outputs[0][1].past_key_values.layers[layer_index].values
+        all_keys = keys.new_empty((len(adapters), *keys.shape[1:]))
+        all_values = values.new_empty((len(adapters), *values.shape[1:]))
+        for index, out in outputs:
+            all_keys[index] = out.past_key_values.layers[layer_index].keys
+            all_values[index] = out.past_key_values.layers[layer_index].values
+        layer.keys, layer.values = all_keys, all_values
+    for index, out in outputs:
+        logits[index] = out.logits
+    return types.SimpleNamespace(logits=logits, past_key_values=cache)
 
 
 class _Member:
@@ -168,8 +234,9 @@ class DecodeLoop:
             ids, mask = comparison._begin()
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
             # logits_to_keep=1: only the last position's logits, as generate() computes them
-            out = model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                        position_ids=positions.to(self.device), use_cache=True, logits_to_keep=1)
+            out = _forward(model, comparison.row_adapters(range(len(comparison._rows))), input_ids=ids.to(self.device),
+                           attention_mask=mask.to(self.device), position_ids=positions.to(self.device), use_cache=True,
+                           logits_to_keep=1)
         except Exception as error:  # this comparison fails; the batch goes on
             if not self._members:
                 self._patch.close()
@@ -227,9 +294,10 @@ class DecodeLoop:
             return
         tokens = torch.cat(tokens)
         self._mask = torch.cat([self._mask, torch.ones((len(tokens), 1), dtype=self._mask.dtype)], dim=1)
-        out = model(input_ids=tokens[:, None].to(self.device), attention_mask=self._mask.to(self.device),
-                    position_ids=self._positions[:, None].to(self.device), past_key_values=self._cache,
-                    use_cache=True)
+        adapters = [name for member in staying for name in member.comparison.row_adapters(member.active)]
+        out = _forward(model, adapters, input_ids=tokens[:, None].to(self.device),
+                       attention_mask=self._mask.to(self.device), position_ids=self._positions[:, None].to(self.device),
+                       past_key_values=self._cache, use_cache=True)
         self._positions = self._positions + 1
         self._logits = out.logits[:, -1, :].float().cpu()
 

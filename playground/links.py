@@ -58,7 +58,15 @@ PAGE_DEFAULTS: dict = {**{name: f.default for name, f in FIELDS.items()}, "colum
 
 
 def column_name(interventions: list[str]) -> str:
-    return "+".join(interventions) or "baseline"
+    """A column as a link shows it: its interventions joined with "+" (or "baseline"), then ``@MODEL`` when the
+    column names its model (a last item ``"@MODEL"``, as :func:`~playground.service.split_column_model` reads it).
+
+    >>> column_name(["eos_reward", "@my-run"]), column_name(["@base"]), column_name([])
+    ('eos_reward@my-run', 'baseline@base', 'baseline')
+    """
+    model = interventions[-1] if interventions and interventions[-1].startswith("@") else ""
+    names = interventions[:-1] if model else interventions
+    return ("+".join(names) or "baseline") + model
 
 
 def to_query(settings: Mapping) -> str:
@@ -94,12 +102,15 @@ def _parse(name: str, f: Field, text: str):
 
 
 def _parse_column(key: str, text: str) -> list[str]:
+    text, at, model = text.rpartition("@") if "@" in text else (text, "", "")
+    if at and not model.strip():
+        raise ValueError(f"{key}: a column's model goes after '@' (e.g. baseline@base)")
     names = [] if text.strip() in ("", "baseline") else [n.strip() for n in text.split("+") if n.strip()]
     unknown = [n for n in names if n not in INTERVENTION_NAMES]
     if unknown:
         raise ValueError(f"{key}: unknown intervention {', '.join(map(repr, unknown))} "
                          f"(known: {', '.join(INTERVENTION_NAMES)})")
-    return names
+    return names + ([f"@{model.strip()}"] if at else [])
 
 
 def from_query(params: Mapping[str, str]) -> tuple[dict, list[str]]:

@@ -78,7 +78,9 @@ class Playground:
         return (f"**{i.name}** · {i.num_parameters / 1e6:.1f} M parameters · {i.dtype} on {i.device} · "
                 f"context {i.context_length} · EOS ids {eos} · pad id `{i.pad_token_id}` · "
                 f"chat template {'yes' if i.has_chat_template else 'no'}"
-                + (f" · adapter `{i.adapter}`" if i.adapter and self.policy.reveal_paths else "")
+                + "".join(f" · adapter **{name}**" + (f" `{path}`" if self.policy.reveal_paths else "")
+                          for name, path in i.adapters.items())
+                + (" — a column picks `@base` or `@NAME`" if i.adapters else "")
                 + f"  \n<small>from {source}, loaded in {i.load_seconds:.1f} s</small>")
 
     def load(self, reference: str, adapter: str | None = None, trust_remote_code: bool = False) -> dict:
@@ -94,9 +96,34 @@ class Playground:
             self.bundle, self.reference = bundle, reference
         return bundle.info.to_dict()
 
+    def column_models(self) -> list[str]:
+        """The models a column may pick: ``base`` and every loaded adapter's name."""
+        return self.bundle.column_models()
+
+    def add_adapter(self, spec: str) -> dict:
+        """Load a LoRA adapter (``NAME=PATH`` or a path, named after its folder) on the loaded base, without
+        reloading it; rows in flight finish first. Public mode: only adapters on spaces.yaml's allowlist.
+        Returns the model's info; ValueError (refused) or ModelLoadError (failed), each naming the field."""
+        from .models import adapter_spec
+
+        name, reference = adapter_spec(spec)
+        self.policy.check_adapter(reference)
+        with self._lock:
+            decode_loop(self.bundle).drain()
+            self.bundle.add_adapter(name, reference)
+        return self.bundle.info.to_dict()
+
+    def remove_adapter(self, name: str) -> dict:
+        """Unload the adapter ``name`` (the base and the other adapters stay); rows in flight finish first."""
+        with self._lock:
+            decode_loop(self.bundle).drain()
+            self.bundle.remove_adapter(name)
+        return self.bundle.info.to_dict()
+
     def info(self) -> dict:
         """What the server is serving, its limits, and how many comparisons (and their rows) are decoding now."""
         return {"model": self.bundle.info.name, "reference": self.shown_reference, "device": self.bundle.info.device,
+                "models": self.column_models(), "default_model": self.bundle.default_model,
                 "banner": self.banner, "limits": self.policy.describe(), "active_generations": self._active,
                 "rows_in_flight": decode_loop(self.bundle).rows_in_flight}
 
@@ -309,22 +336,51 @@ def split_stop_strings(text: str | None) -> list[str]:
     return [unescape(s) for s in (text or "").split(",") if s.strip(" ")]
 
 
+def split_column_model(column: Sequence[str]) -> tuple[list[str], str | None]:
+    """A column's intervention names and its model, ``base`` or a loaded adapter: ``@NAME`` at the end of the
+    column's last name (``["baseline@base"]``, ``["eos_reward", "stop_strings@my-run"]``) or an item of its own
+    (``"@my-run"``, as the page's picker adds it); None when it names no model.
+
+    >>> split_column_model(["eos_reward@my-run"])
+    (['eos_reward'], 'my-run')
+    >>> split_column_model(["baseline@base"]), split_column_model(["@base", "ban_eos"])
+    (([], 'base'), (['ban_eos'], 'base'))
+    """
+    names, models = [], []
+    for name in column:
+        body, at, model = name.rpartition("@")
+        if not at:
+            if name != "baseline":
+                names.append(name)
+            continue
+        if not model.strip():
+            raise ValueError(f"a column's model goes after '@' (e.g. baseline@base), got {name!r}")
+        models.append(model.strip())
+        if body and body != "baseline":
+            names.append(body)
+    if len(models) > 1:
+        raise ValueError(f"a column uses one model, got {', '.join(map(repr, models))}")
+    return names, (models[0] if models else None)
+
+
 def column_variants(columns: list[list[str]], *, reward_start_ratio: float, strength: float, stop_strings: list[str],
                     min_new_tokens: int) -> list[Variant]:
-    """One Variant per column, named by its interventions joined with " + " (or "baseline"), with the page's
-    shared parameters for the interventions that take them."""
+    """One Variant per column, named by its interventions joined with " + " (or "baseline") and its model
+    (``@NAME``, see :func:`split_column_model`), with the page's shared parameters for the interventions that
+    take them."""
     params = {
         "eos_reward": {"reward_start_ratio": reward_start_ratio, "strength": strength},
         "stop_strings": {"strings": stop_strings},
         "min_new_tokens": {"n": min_new_tokens},
     }
     variants, seen = [], set()
-    for names in columns:
-        name = " + ".join(names) or "baseline"
+    for column in columns:
+        names, model = split_column_model(column)
+        name = (" + ".join(names) or "baseline") + (f" @{model}" if model else "")
         while name in seen:
             name += "′"
         seen.add(name)
-        variants.append(Variant(name, [{"name": n, "params": params.get(n, {})} for n in names]))
+        variants.append(Variant(name, [{"name": n, "params": params.get(n, {})} for n in names], model=model))
     return variants
 
 

@@ -147,6 +147,7 @@ class Policy:
     time_limit_seconds: float | None = None
     max_upload_mb: float = LOCAL_MAX_UPLOAD_MB  # the doctor's training sample, in every mode
     max_sessions: int | None = None  # None: Gradio's default (10 000)
+    allowed_adapters: tuple[str, ...] = ()  # public mode: the LoRA adapters (hub ids) visitors may add
 
     @classmethod
     def local(cls) -> Policy:
@@ -158,7 +159,15 @@ class Policy:
 
     @property
     def allow_adapters(self) -> bool:
-        return not self.public
+        return not self.public or bool(self.allowed_adapters)
+
+    def check_adapter(self, reference: str) -> None:
+        """Public mode adds only the adapters of spaces.yaml's ``allowed_adapters``."""
+        if not self.public:
+            return
+        if reference not in self.allowed_adapters:
+            choices = ", ".join(self.allowed_adapters) or "none"
+            raise ValueError(f"adapter: {shown(reference)} is not available on this app; pick one of: {choices}")
 
     @property
     def reveal_paths(self) -> bool:
@@ -183,6 +192,7 @@ class Policy:
             "time_limit_seconds": self.time_limit_seconds,
             "max_upload_mb": self.max_upload_mb,
             "max_sessions": self.max_sessions,
+            "allowed_adapters": list(self.allowed_adapters),
         }
 
     # -- models ------------------------------------------------------------------------------------
@@ -198,6 +208,10 @@ class Policy:
         adapter = (adapter or "").strip() or None
         if adapter and not self.allow_adapters:
             raise ValueError("adapter: LoRA adapters cannot be loaded on this app")
+        if adapter:
+            from .models import adapter_spec
+
+            self.check_adapter(adapter_spec(adapter)[1])
         if reference is not None and not isinstance(reference, str):
             raise ValueError(f"model must be text (a hub id, a local directory, a .gguf path or 'default'), "
                              f"got {type(reference).__name__}")
@@ -269,7 +283,9 @@ def check_encodable(text: str, name: str) -> None:
 
 
 def normalize_columns(columns) -> list[list[str]]:
-    """Columns as sent by an API client: a list with one list of intervention names per column."""
+    """Columns as sent by an API client: a list with one list of intervention names per column; a column may name
+    its model with ``@NAME`` at its end, or be ``{"model": NAME, "interventions": [...]}`` (read as the list with a
+    last item ``"@NAME"``)."""
     if columns is None:
         return [[], ["eos_reward"]]
     shape = "columns must be a list with one list of intervention names per column, e.g. [[], [\"eos_reward\"]]"
@@ -281,6 +297,14 @@ def normalize_columns(columns) -> list[list[str]]:
             column = []
         if isinstance(column, str):
             column = [column]
+        if isinstance(column, dict):
+            unknown = set(column) - {"model", "interventions"}
+            model = column.get("model")
+            if unknown or (model is not None and not isinstance(model, str)) \
+                    or not isinstance(column.get("interventions") or [], (list, tuple)):
+                raise ValueError(f"a column given as an object has \"model\" (text) and \"interventions\" (a list of "
+                                 f"intervention names); got {shown(column)}")
+            column = [*(column.get("interventions") or []), *([f"@{model}"] if model else [])]
         if not isinstance(column, (list, tuple)) or not all(isinstance(name, str) for name in column):
             raise ValueError(f"{shape}; got {column!r}")
         normalized.append(list(column))
@@ -299,7 +323,7 @@ class ServedModel:
     quantize: str | None = None
     dtype: str = "auto"
     gpu_only: bool = False
-    adapter: str | None = None
+    adapter: str | list[str] | None = None  # one or several --adapter values (NAME=PATH or a path)
 
     def options(self, cuda: bool) -> dict:
         # fp16 on the GPU (a T4 has no bf16); on the CPU the model's usual float32.
@@ -319,6 +343,7 @@ class SpaceConfig:
     allowed_models: tuple[str, ...]
     caps: dict
     path: Path = SPACES_FILE
+    allowed_adapters: tuple[str, ...] = ()  # LoRA adapters (hub ids) visitors may add on the served model
 
     def policy(self, served: ServedModel | None = None, *, cuda: bool = False) -> Policy:
         """The public-mode policy; ``served`` (default: spaces.yaml's model) is always allowed."""
@@ -333,6 +358,7 @@ class SpaceConfig:
             unavailable=unavailable,
             load_options={m.reference: m.options(cuda) for m in (self.model, served)},
             default_load_options={"quantize": None, "dtype": self.model.dtype if cuda else "auto", "device": "auto"},
+            allowed_adapters=self.allowed_adapters,
             **self.caps,
         )
 
@@ -436,6 +462,13 @@ def load_config(path: str | Path = SPACES_FILE) -> SpaceConfig:
         if reference != DEFAULT_MODEL and _looks_local(reference, look_on_disk=True):
             raise ValueError(f"{path}: {reference!r} is a local path; a Space serves hub ids and 'default' only")
 
+    adapters = data.get("allowed_adapters") or []
+    if not isinstance(adapters, list) or not all(isinstance(a, str) and a.strip() for a in adapters):
+        raise ValueError(f"{path}: allowed_adapters must be a list of adapter hub ids")
+    for reference in adapters:
+        if _looks_local(reference, look_on_disk=True):
+            raise ValueError(f"{path}: adapter {reference!r} is a local path; a Space serves hub ids only")
+
     raw_caps = need(data, "caps", dict)
     caps = {}
     for key, (kind, low, high) in CAP_KINDS.items():
@@ -448,7 +481,8 @@ def load_config(path: str | Path = SPACES_FILE) -> SpaceConfig:
     if unknown:
         raise ValueError(f"{path}: unknown caps {', '.join(sorted(unknown))}; known: {', '.join(CAP_KINDS)}")
     return SpaceConfig(card=card, hardware=hardware, public=bool(need(data, "public", bool)), model=served,
-                       allowed_models=tuple(dict.fromkeys(allowed)), caps=caps, path=path)
+                       allowed_models=tuple(dict.fromkeys(allowed)), caps=caps, path=path,
+                       allowed_adapters=tuple(dict.fromkeys(a.strip() for a in adapters)))
 
 
 # ---------------------------------------------------------------------------------------------------------------

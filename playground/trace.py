@@ -77,6 +77,7 @@ class VariantTrace:
     wall_seconds: float = 0.0
     diverges_at: int | None = None  # first step whose token differs from the first variant's
     branch_of: tuple[int, int] | None = None  # a branch: (parent's column number from 1, fork step)
+    model: str = "base"  # the column's model: "base" or a loaded adapter's name
 
     @property
     def finished(self) -> bool:
@@ -105,6 +106,7 @@ class VariantTrace:
     def to_dict(self, stages: bool = False) -> dict:
         return {
             "name": self.name,
+            "model": self.model,
             "interventions": self.interventions,
             "prompt_tokens": self.prompt_tokens,
             "text": self.text,
@@ -119,6 +121,7 @@ class VariantTrace:
     def summary(self) -> dict:
         return {
             "name": self.name,
+            "model": self.model,
             "stop_reason": self.stop_reason,
             "stop_detail": self.stop_detail,
             "generated_tokens": len(self.steps),
@@ -165,12 +168,12 @@ class Trace:
         """One row per variant per step; top-k as ``token_id:p`` pairs."""
         out = io.StringIO()
         writer = csv.writer(out)
-        writer.writerow(["variant", "step", "token_id", "token", "p_chosen", "p_eos_raw", "p_eos", "eos_margin_raw",
+        writer.writerow(["variant", "model", "step", "token_id", "token", "p_chosen", "p_eos_raw", "p_eos", "eos_margin_raw",
                          "eos_margin", "entropy_raw", "entropy", "top_k"])
         for variant in self.variants:
             for s in variant.steps:
                 top = " ".join(f"{t.token_id}:{t.p:.4g}" for t in s.top_k)
                 margins = ["" if m is None else f"{m:.4f}" for m in (s.eos_margin_raw, s.eos_margin)]
-                writer.writerow([variant.name, s.step, s.token_id, s.token, f"{s.p_chosen:.6g}", f"{s.p_eos_raw:.6g}",
+                writer.writerow([variant.name, variant.model, s.step, s.token_id, s.token, f"{s.p_chosen:.6g}", f"{s.p_eos_raw:.6g}",
                                  f"{s.p_eos:.6g}", *margins, f"{s.entropy_raw:.4f}", f"{s.entropy:.4f}", top])
         return out.getvalue()

@@ -1,0 +1,128 @@
+"""Base vs fine-tune side by side: named LoRA adapters on one base, a model per column, mixed adapter batches.
+
+The adapters are real: trained here on the embedded model (two AdamW steps at a high learning rate on one chat
+answer each), once per session, and saved under the session's tmp directory.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from playground.engine import Comparison, Settings, Variant, compare
+from playground.models import BASE, load_model
+from playground.prompts import encode_prompt
+
+PARIS = "What can I do in Paris?"
+N = 24
+
+
+def _train_lora(model, tokenizer, name: str, answer: str, *, use_dora: bool = False):
+    """Two AdamW steps on one chat answer: enough to pull the adapter's greedy answer away from the base's."""
+    from peft import LoraConfig
+
+    config = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], use_dora=use_dora)
+    model.add_adapter(name, config)
+    model.set_adapter(name)
+    ids = tokenizer.apply_chat_template([{"role": "user", "content": PARIS}, {"role": "assistant", "content": answer}],
+                                        return_tensors="pt", return_dict=True)["input_ids"]
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    model.train()
+    for _ in range(2):
+        model(input_ids=ids, labels=ids).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+
+@pytest.fixture(scope="session")
+def adapter_dirs(tmp_path_factory) -> dict[str, str]:
+    """Two LoRA adapters and a DoRA one of the embedded model, trained once per session: name -> directory."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(0)
+    bundle = load_model()
+    model = get_peft_model(bundle.model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"]),
+                           adapter_name="scratch")
+    root = tmp_path_factory.mktemp("adapters")
+    answers = {"louvre": "Visit the Louvre.", "seine": "Walk along the Seine and eat croissants every morning."}
+    for name, answer in answers.items():
+        _train_lora(model, bundle.tokenizer, name, answer)
+    _train_lora(model, bundle.tokenizer, "dora", "Climb the Eiffel Tower.", use_dora=True)
+    model.eval()
+    for name in (*answers, "dora"):
+        model.save_pretrained(root, selected_adapters=[name])
+    return {name: str(root / name) for name in (*answers, "dora")}
+
+
+@pytest.fixture(scope="session")
+def tuned(adapter_dirs):
+    """The embedded model (its own copy) with the adapters louvre and seine: base + two LoRAs."""
+    return load_model(adapter=[f"louvre={adapter_dirs['louvre']}", f"seine={adapter_dirs['seine']}"])
+
+
+def _generate(bundle, model: str, n: int = N) -> list[int]:
+    ids = torch.tensor([encode_prompt(bundle.tokenizer, PARIS)])
+    with bundle.adapter_enabled(model), torch.inference_mode():
+        out = bundle.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, do_sample=False,
+                                    pad_token_id=bundle.tokenizer.pad_token_id)
+    return out[0, ids.shape[1]:].tolist()
+
+
+def test_adapter_names_and_defaults(tuned, adapter_dirs):
+    assert tuned.column_models() == [BASE, "louvre", "seine"]
+    assert tuned.default_model == BASE  # two adapters: a column that names none uses the base
+    assert tuned.info.adapters == {"louvre": adapter_dirs["louvre"], "seine": adapter_dirs["seine"]}
+    with pytest.raises(ValueError, match="'nope' is not loaded.*'base', 'louvre', 'seine'"):
+        Comparison(tuned, PARIS, [Variant("x", model="nope")], Settings(max_new_tokens=4))
+
+
+def test_base_and_adapter_columns_equal_generate_with_and_without_the_adapter(tuned):
+    trace = compare(tuned, PARIS, [Variant("base", model=BASE), Variant("louvre", model="louvre"),
+                                   Variant("seine", model="seine")], Settings(max_new_tokens=N))
+    base, louvre, seine = trace.variants
+    assert [v.model for v in trace.variants] == [BASE, "louvre", "seine"]
+    assert base.token_ids == _generate(tuned, BASE)
+    assert louvre.token_ids == _generate(tuned, "louvre")
+    assert seine.token_ids == _generate(tuned, "seine")
+    # The adapters were trained away from the base: the columns really differ.
+    assert louvre.token_ids != base.token_ids and seine.token_ids != base.token_ids
+
+
+@pytest.mark.parametrize("settings", [Settings(max_new_tokens=N), Settings(max_new_tokens=N, temperature=0.9, seed=7)],
+                         ids=["greedy", "sampled"])
+def test_base_and_two_adapters_in_one_batch_equal_each_alone(tuned, settings):
+    models = [BASE, "louvre", "seine"]
+    together = compare(tuned, PARIS, [Variant(m, model=m) for m in models], settings)
+    for model, column in zip(models, together.variants):
+        alone = compare(tuned, PARIS, [Variant(model, model=model)], settings).variants[0]
+        assert column.token_ids == alone.token_ids, model
+        assert [s.p_eos_raw for s in column.steps] == pytest.approx([s.p_eos_raw for s in alone.steps], rel=1e-3, abs=1e-7)
+
+
+def test_runs_with_different_adapters_at_once_share_steps_and_keep_their_tokens(tuned):
+    """Two visitors, one per adapter, submitted at the same moment: one batch, each its own tokens."""
+    from playground.decoder import decode_loop
+
+    alone = {m: compare(tuned, PARIS, [Variant(m, model=m)], Settings(max_new_tokens=N)).variants[0].token_ids
+             for m in ("louvre", "seine")}
+    loop = decode_loop(tuned)
+    widest, stop = [0], threading.Event()
+
+    def watch():
+        while not stop.wait(0.005):
+            widest[0] = max(widest[0], sum(len(m.active) for m in list(loop._members)))
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    runs = {m: Comparison(tuned, PARIS, [Variant(m, model=m)], Settings(max_new_tokens=N)) for m in alone}
+    done = [threading.Event() for _ in runs]
+    for run, event in zip(runs.values(), done):
+        run.submit(on_done=lambda _, event=event: event.set())
+    assert all(event.wait(timeout=600) for event in done)
+    stop.set()
+    watcher.join()
+    assert widest[0] == 2  # both rows decoded in the same batch
+    for model, run in runs.items():
+        assert run.trace.variants[0].token_ids == alone[model]
