@@ -223,6 +223,10 @@ def report_text(report) -> str:
              f"{len(report.seeds)} seed(s) · max {report.settings['max_new_tokens']} new tokens{done}",
              "rates: share of rows [95% Wilson interval]; lengths in generated tokens; NLL/token under the raw model",
              "", table(SUMMARY_HEADERS, report.summary_rows())]
+    models = report.models()
+    if models:
+        parts += ["", "stops best, per model (its cleanest column): " + "; ".join(
+            f"{m['model']} {m['clean_stop_rate']['rate']:.0%} clean stops ({m['column']})" for m in models)]
     if report.sweep is not None:
         rows = [[c["name"], f"{c['clean_stop_rate']['rate']:.0%}" if c["clean_stop_rate"]["rate"] is not None else "—",
                  f"{c['mean_length']:.1f}" if c["mean_length"] is not None else "—",

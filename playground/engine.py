@@ -402,7 +402,10 @@ class Comparison:
             prompt=prompt,
             settings=settings.to_dict(),
             variants=[VariantTrace(r.variant.name, [i.to_dict() for i in r.interventions], len(r.prompt_ids),
-                                   branch_of=r.variant.branch_of, model=r.model) for r in rows],
+                                   branch_of=r.variant.branch_of, model=r.model,
+                                   model_note=None if bundle.mixable(r.model) else
+                                   f"{r.model} is not a plain LoRA (e.g. DoRA): PEFT cannot batch it with other "
+                                   "models, so its rows take turns") for r in rows],
         )
 
     @classmethod

@@ -323,7 +323,7 @@ class ServedModel:
     quantize: str | None = None
     dtype: str = "auto"
     gpu_only: bool = False
-    adapter: str | list[str] | None = None  # one or several --adapter values (NAME=PATH or a path)
+    adapter: str | tuple[str, ...] | None = None  # one or several --adapter values (NAME=PATH or a path)
 
     def options(self, cuda: bool) -> dict:
         # fp16 on the GPU (a T4 has no bf16); on the CPU the model's usual float32.

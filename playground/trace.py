@@ -78,6 +78,7 @@ class VariantTrace:
     diverges_at: int | None = None  # first step whose token differs from the first variant's
     branch_of: tuple[int, int] | None = None  # a branch: (parent's column number from 1, fork step)
     model: str = "base"  # the column's model: "base" or a loaded adapter's name
+    model_note: str | None = None  # e.g. why this column's forward passes are not shared with other models'
 
     @property
     def finished(self) -> bool:
@@ -91,7 +92,7 @@ class VariantTrace:
         """One line a person reads: how this column is doing or why it stopped."""
         n = len(self.steps)
         if self.stop_reason is None:
-            return f"running · {n} tokens"
+            return f"running · {n} tokens" + (f" · {self.model_note}" if self.model_note else "")
         speed = f" · {self.tokens_per_second:.1f} tok/s"
         last = n - 1  # steps count from 0, as on the charts
         return {
@@ -101,12 +102,13 @@ class VariantTrace:
             "repetition": f"repetition loop at step {last}",
             "cancelled": f"cancelled after {n} tokens",
             "timeout": f"timed out after {n} tokens",
-        }[self.stop_reason] + speed
+        }[self.stop_reason] + speed + (f" · {self.model_note}" if self.model_note else "")
 
     def to_dict(self, stages: bool = False) -> dict:
         return {
             "name": self.name,
             "model": self.model,
+            "model_note": self.model_note,
             "interventions": self.interventions,
             "prompt_tokens": self.prompt_tokens,
             "text": self.text,

@@ -1,7 +1,7 @@
 """Base vs fine-tune side by side: named LoRA adapters on one base, a model per column, mixed adapter batches.
 
-The adapters are real: trained here on the embedded model (two AdamW steps at a high learning rate on one chat
-answer each), once per session, and saved under the session's tmp directory.
+The LoRA adapters are real: trained here on the embedded model (two AdamW steps at a high learning rate on one
+chat answer each), once per session, and saved under the session's tmp directory.
 """
 
 from __future__ import annotations
@@ -19,12 +19,11 @@ PARIS = "What can I do in Paris?"
 N = 24
 
 
-def _train_lora(model, tokenizer, name: str, answer: str, *, use_dora: bool = False):
+def _train_lora(model, tokenizer, name: str, answer: str):
     """Two AdamW steps on one chat answer: enough to pull the adapter's greedy answer away from the base's."""
     from peft import LoraConfig
 
-    config = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], use_dora=use_dora)
-    model.add_adapter(name, config)
+    model.add_adapter(name, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"]))
     model.set_adapter(name)
     ids = tokenizer.apply_chat_template([{"role": "user", "content": PARIS}, {"role": "assistant", "content": answer}],
                                         return_tensors="pt", return_dict=True)["input_ids"]
@@ -38,7 +37,7 @@ def _train_lora(model, tokenizer, name: str, answer: str, *, use_dora: bool = Fa
 
 @pytest.fixture(scope="session")
 def adapter_dirs(tmp_path_factory) -> dict[str, str]:
-    """Two LoRA adapters and a DoRA one of the embedded model, trained once per session: name -> directory."""
+    """Two LoRA adapters of the embedded model trained once per session, and a DoRA one: name -> directory."""
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(0)
@@ -49,7 +48,8 @@ def adapter_dirs(tmp_path_factory) -> dict[str, str]:
     answers = {"louvre": "Visit the Louvre.", "seine": "Walk along the Seine and eat croissants every morning."}
     for name, answer in answers.items():
         _train_lora(model, bundle.tokenizer, name, answer)
-    _train_lora(model, bundle.tokenizer, "dora", "Climb the Eiffel Tower.", use_dora=True)
+    # DoRA only has to be an adapter PEFT cannot mix; non-zero initial weights make it differ from the base.
+    model.add_adapter("dora", LoraConfig(r=8, target_modules=["q_proj", "v_proj"], use_dora=True, init_lora_weights=False))
     model.eval()
     for name in (*answers, "dora"):
         model.save_pretrained(root, selected_adapters=[name])
@@ -126,3 +126,73 @@ def test_runs_with_different_adapters_at_once_share_steps_and_keep_their_tokens(
     assert widest[0] == 2  # both rows decoded in the same batch
     for model, run in runs.items():
         assert run.trace.variants[0].token_ids == alone[model]
+
+
+@pytest.mark.slow  # DoRA recomputes its weight norm at every forward pass: slow on a CPU
+def test_a_dora_adapter_takes_turns_and_says_so(tuned, adapter_dirs):
+    """PEFT cannot mix DoRA rows into a batch of other adapters: they get forward passes of their own, same tokens."""
+    tuned.add_adapter("dora", adapter_dirs["dora"])
+    try:
+        assert not tuned.mixable("dora") and tuned.mixable("louvre")
+        models = [BASE, "louvre", "dora"]
+        together = compare(tuned, PARIS, [Variant(m, model=m) for m in models], Settings(max_new_tokens=12))
+        for model, column in zip(models, together.variants):
+            assert column.token_ids == _generate(tuned, model, 12), model
+        assert "take turns" in together.variants[2].status() and together.variants[1].model_note is None
+    finally:
+        tuned.remove_adapter("dora")
+    assert tuned.column_models() == [BASE, "louvre", "seine"]
+
+
+def test_adding_and_removing_adapters_keeps_the_base(adapter_dirs):
+    """From a plain model: add one (the default column model), a second (default: base), remove both."""
+    bundle = load_model()
+    before = compare(bundle, PARIS, [Variant("b")], Settings(max_new_tokens=8)).variants[0].token_ids
+    bundle.add_adapter("louvre", adapter_dirs["louvre"])
+    assert bundle.default_model == "louvre" and bundle.info.adapter == adapter_dirs["louvre"]
+    bundle.add_adapter("seine", adapter_dirs["seine"])
+    assert bundle.default_model == BASE and bundle.info.adapter is None
+    with pytest.raises(ValueError, match="already loaded"):
+        bundle.add_adapter("seine", adapter_dirs["seine"])
+    bundle.remove_adapter("louvre")
+    assert bundle.column_models() == [BASE, "seine"]
+    bundle.remove_adapter("seine")
+    assert bundle.column_models() == [BASE] and not hasattr(bundle.model, "peft_config")
+    assert compare(bundle, PARIS, [Variant("b")], Settings(max_new_tokens=8)).variants[0].token_ids == before
+
+
+def test_the_export_of_an_adapter_column_loads_that_adapter_and_reproduces_it(tuned, tmp_path):
+    """Run with `python -I` (this package is not importable there): the snippet loads the column's adapter only."""
+    from test_export import finish, start
+
+    from playground.export import export_column
+
+    comparison = Comparison(tuned, PARIS, [Variant("base", model=BASE), Variant("tuned", ["eos_reward"], model="louvre")],
+                            Settings(max_new_tokens=N))
+    code = export_column(comparison, column=1)
+    assert "load_adapter(" in code and "load_adapter(" not in export_column(comparison, column=0)
+    process = start(code, tmp_path)
+    for trace in comparison.run():
+        pass
+    assert finish(process)[1] == trace.variants[1].token_ids != trace.variants[0].token_ids
+
+
+def test_the_service_reads_a_columns_model_and_lists_the_models(tuned, adapter_dirs):
+    """`@NAME` at the end of a column and the JSON form both pick the model; an unknown one is named."""
+    from playground.service import Playground
+    from playground.space import Policy, normalize_columns
+
+    playground = Playground(tuned)
+    assert playground.info()["models"] == [BASE, "louvre", "seine"] and playground.info()["default_model"] == BASE
+    columns = normalize_columns([["baseline@base"], {"model": "louvre", "interventions": ["eos_reward"]}, ["ban_eos@seine"]])
+    comparison = playground.comparison(PARIS, columns, max_new_tokens=4, temperature=0, top_p=1, top_k=0, seed=0,
+                                       reward_start_ratio=0.5, strength=8)
+    assert [(v.name, v.model) for v in comparison.trace.variants] == [
+        ("baseline @base", BASE), ("eos_reward @louvre", "louvre"), ("ban_eos @seine", "seine")]
+    with pytest.raises(ValueError, match="'nope' is not loaded"):
+        playground.comparison(PARIS, [["@nope"]], max_new_tokens=4, temperature=0, top_p=1, top_k=0, seed=0,
+                              reward_start_ratio=0.5, strength=8)
+    public = Playground(tuned, policy=Policy(public=True, allowed_models=("default",), allowed_adapters=("org/lora",)))
+    with pytest.raises(ValueError, match="adapter: .* is not available on this app; pick one of: org/lora"):
+        public.add_adapter(f"mine={adapter_dirs['dora']}")
+    assert tuned.column_models() == [BASE, "louvre", "seine"]
