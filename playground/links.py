@@ -59,13 +59,13 @@ PAGE_DEFAULTS: dict = {**{name: f.default for name, f in FIELDS.items()}, "colum
 
 def column_name(interventions: list[str]) -> str:
     """A column as a link shows it: its interventions joined with "+" (or "baseline"), then ``@MODEL`` when the
-    column names its model (a last item ``"@MODEL"``, as :func:`~playground.service.split_column_model` reads it).
+    column names its model (an item ``"@MODEL"``, as the page's picker adds it).
 
     >>> column_name(["eos_reward", "@my-run"]), column_name(["@base"]), column_name([])
     ('eos_reward@my-run', 'baseline@base', 'baseline')
     """
-    model = interventions[-1] if interventions and interventions[-1].startswith("@") else ""
-    names = interventions[:-1] if model else interventions
+    model = "".join(name for name in interventions if name.startswith("@"))
+    names = [name for name in interventions if not name.startswith("@")]
     return ("+".join(names) or "baseline") + model
 
 

@@ -196,3 +196,16 @@ def test_the_service_reads_a_columns_model_and_lists_the_models(tuned, adapter_d
     with pytest.raises(ValueError, match="adapter: .* is not available on this app; pick one of: org/lora"):
         public.add_adapter(f"mine={adapter_dirs['dora']}")
     assert tuned.column_models() == [BASE, "louvre", "seine"]
+
+
+def test_a_link_carries_each_columns_model():
+    import urllib.parse
+
+    from playground.links import PAGE_DEFAULTS, from_query, to_query
+
+    query = to_query({**PAGE_DEFAULTS, "columns": [["@base"], ["eos_reward", "@louvre"]]})
+    assert "c1=baseline%40base" in query and "c2=eos_reward%40louvre" in query
+    settings, problems = from_query(dict(urllib.parse.parse_qsl(query)))
+    assert settings["columns"] == [["@base"], ["eos_reward", "@louvre"]] and not problems
+    assert from_query({"columns": "1", "c1": "ban_eos@"})[1] == ["c1: a column's model goes after '@' (e.g. "
+                                                                 "baseline@base); kept 'baseline'"]
