@@ -208,7 +208,7 @@ class LoadedModel:
     @contextlib.contextmanager
     def adapter_disabled(self):
         """Run the base model with the LoRA adapters switched off (no-op without an adapter)."""
-        if not self.adapters:
+        if not self.adapters and self.info.adapter is None:
             yield
             return
         with self.model.disable_adapter():

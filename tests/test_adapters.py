@@ -16,7 +16,7 @@ from playground.models import BASE, load_model
 from playground.prompts import encode_prompt
 
 PARIS = "What can I do in Paris?"
-N = 24
+N = 16
 
 
 def _train_lora(model, tokenizer, name: str, answer: str):
@@ -161,6 +161,7 @@ def test_adding_and_removing_adapters_keeps_the_base(adapter_dirs):
     assert compare(bundle, PARIS, [Variant("b")], Settings(max_new_tokens=8)).variants[0].token_ids == before
 
 
+@pytest.mark.slow  # a subprocess loading torch, transformers and the model
 def test_the_export_of_an_adapter_column_loads_that_adapter_and_reproduces_it(tuned, tmp_path):
     """Run with `python -I` (this package is not importable there): the snippet loads the column's adapter only."""
     from test_export import finish, start
@@ -209,3 +210,19 @@ def test_a_link_carries_each_columns_model():
     assert settings["columns"] == [["@base"], ["eos_reward", "@louvre"]] and not problems
     assert from_query({"columns": "1", "c1": "ban_eos@"})[1] == ["c1: a column's model goes after '@' (e.g. "
                                                                  "baseline@base); kept 'baseline'"]
+
+
+def test_a_branch_continues_with_its_columns_model_and_the_story_compares_models(tuned):
+    from playground.story import describe
+
+    trace = compare(tuned, PARIS, [Variant("base", model=BASE), Variant("tuned", model="louvre")],
+                    Settings(max_new_tokens=12))
+    parent = trace.variants[1]
+    branches = Comparison.of_branches(tuned, trace, [(2, 4, parent.token_ids[4])])
+    for branch_trace in branches.run():
+        pass
+    child = branch_trace.variants[0]
+    assert child.model == "louvre" and child.token_ids == parent.token_ids  # the adapter's own tokens, not the base's
+    story = describe(trace)
+    assert story[1].startswith("tuned (louvre) ") and story[-1].startswith("Models: base ")
+    assert "louvre " in story[-1]
