@@ -100,6 +100,11 @@ class Playground:
         """The models a column may pick: ``base`` and every loaded adapter's name."""
         return self.bundle.column_models()
 
+    def default_columns(self) -> list[list[str]]:
+        """The API's columns when a request names none: baseline and eos_reward, after the base model's baseline
+        when an adapter is loaded (base beside the fine-tune)."""
+        return ([["@base"]] if self.bundle.adapters else []) + [[], ["eos_reward"]]
+
     def add_adapter(self, spec: str) -> dict:
         """Load a LoRA adapter (``NAME=PATH`` or a path, named after its folder) on the loaded base, without
         reloading it; rows in flight finish first. Public mode: only adapters on spaces.yaml's allowlist.

@@ -226,3 +226,24 @@ def test_a_branch_continues_with_its_columns_model_and_the_story_compares_models
     story = describe(trace)
     assert story[1].startswith("tuned (louvre) ") and story[-1].startswith("Models: base ")
     assert "louvre " in story[-1]
+
+
+def test_the_cli_takes_several_adapters_and_a_model_per_column():
+    import argparse
+
+    from playground.cli import add_model_arguments, variants_from_args
+
+    parser = argparse.ArgumentParser()
+    add_model_arguments(parser)
+    parser.add_argument("--intervention", action="append")
+    args = parser.parse_args(["--adapter", "louvre=/runs/a", "--adapter", "/runs/seine-lora/", "--intervention",
+                              "baseline@base", "--intervention", "eos_reward+stop_strings@louvre"])
+    assert args.adapter == ["louvre=/runs/a", "/runs/seine-lora/"]
+    args.reward_start_ratio = args.strength = args.stop_string = None
+    variants = variants_from_args(args)
+    assert [(v.model, [i["name"] for i in v.interventions]) for v in variants] == [
+        (None, []), (BASE, []), ("louvre", ["eos_reward", "stop_strings"])]
+    from playground.models import ModelLoadError
+
+    with pytest.raises(ModelLoadError, match="adapter name 'base' is taken"):
+        load_model(adapter="base=/runs/a")

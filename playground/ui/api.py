@@ -28,10 +28,12 @@ def api_endpoints(playground: Playground) -> None:
         one and the column's status; the first also says what is decoded (model, prompt, settings, columns), the
         last ("done": true) each column's summary and a trace_id for /trace.
 
-        columns: one list of intervention names per column (default: baseline and eos_reward).
+        columns: one list of intervention names per column (default: baseline and eos_reward, after the base
+        model's baseline when an adapter is loaded); "@NAME" at a column's end, or {"model": NAME, "interventions":
+        [...]}, picks its model ("base" or a loaded adapter).
         """
         try:
-            columns = normalize_columns(columns)
+            columns = normalize_columns(columns) if columns is not None else playground.default_columns()
             comparison = playground.comparison(
                 prompt, columns, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
                 seed=seed, reward_start_ratio=reward_start_ratio, strength=strength, stop_strings=stop_strings,
