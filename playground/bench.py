@@ -261,6 +261,51 @@ def bench_step_overhead(bundle, rows: int = 64, vocab_size: int = 32000, steps: 
             "step_overhead_ms_greedy": round(greedy, 1),  # target <= 25
             "step_overhead_ms_sampled": round(sampled, 1),  # target <= 60
             "forward_ms_embedded_model": round(forward, 1)}
+def bench_adapters(new_tokens: int = 128, rounds: int = 2) -> dict:
+    """Base + a LoRA adapter as two columns of one engine run (PEFT's mixed adapter batch: one forward pass per step
+    for both rows) vs two sequential ``generate()`` calls, one with the adapter switched off. The adapter (rank 8 on
+    every linear layer, random non-zero weights: its speed does not depend on what it learnt) is saved and
+    loaded the way ``--adapter`` loads one, on its own copy of the embedded model."""
+    from peft import LoraConfig, get_peft_model
+
+    from playground.engine import Settings, Variant, compare
+    from playground.models import BASE, load_model
+    from playground.prompts import encode_prompt
+
+    bundle = load_model()
+    with tempfile.TemporaryDirectory(prefix="bench-adapter-") as directory:
+        torch.manual_seed(0)
+        config = LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", init_lora_weights=False)
+        get_peft_model(load_model().model, config, adapter_name="tuned").save_pretrained(directory)
+        bundle.add_adapter("tuned", str(Path(directory) / "tuned"))  # PEFT saves a named adapter in its own folder
+    ids = torch.tensor([encode_prompt(bundle.tokenizer, RAMBLING_PROMPT)])
+    eos = bundle.info.eos_token_ids
+
+    def two_generates():
+        for model in (BASE, "tuned"):
+            with bundle.adapter_enabled(model):
+                out = bundle.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
+                                            min_new_tokens=new_tokens, do_sample=False, eos_token_id=eos,
+                                            pad_token_id=bundle.tokenizer.pad_token_id)
+            assert out.shape[1] - ids.shape[1] == new_tokens
+
+    pair = [Variant(model, ["ban_eos"], model=model) for model in (BASE, "tuned")]
+
+    def engine():
+        trace = compare(bundle, RAMBLING_PROMPT, pair, Settings(max_new_tokens=new_tokens))
+        assert all(len(v.token_ids) == new_tokens for v in trace.variants)
+
+    two_generates()  # warm-up
+    generate_s = pair_s = float("inf")
+    for _ in range(rounds):
+        generate_s = min(generate_s, _timed(two_generates))
+        pair_s = min(pair_s, _timed(engine))
+    return {
+        "new_tokens": new_tokens,
+        "two_generates_s": round(generate_s, 2),
+        "engine_pair_s": round(pair_s, 2),
+        "adapter_pair_vs_two_generates": round(pair_s / generate_s, 3),  # target <= 0.75
+    }
 
 
 @contextlib.contextmanager
@@ -514,7 +559,8 @@ def main(argv: list[str] | None = None) -> int:
         return device_main(argv)
 
     bundle = load_model()
-    results = {"processors": bench_processors(), "engine": bench_engines(bundle), "step": bench_step_overhead(bundle)}
+    results = {"processors": bench_processors(), "engine": bench_engines(bundle), "step": bench_step_overhead(bundle),
+               "adapters": bench_adapters()}
     with serve_app() as url:
         results["ui"] = bench_ui(bundle, url)
         results["page"] = bench_page(bundle, url)
@@ -544,6 +590,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"per-step CPU work, {t['rows']} rows x {t['vocab_size']} vocabulary, 1 thread: greedy "
           f"{t['step_overhead_ms_greedy']:.1f} ms (target <= 25), sampled {t['step_overhead_ms_sampled']:.1f} ms "
           f"(target <= 60); the embedded model's forward pass at {t['rows']} rows {t['forward_ms_embedded_model']:.1f} ms")
+    a = results["adapters"]
+    print(f"base + LoRA adapter in one run {a['engine_pair_s']:.2f} s vs two generate() calls (adapter off, on) "
+          f"{a['two_generates_s']:.2f} s, {a['new_tokens']} tokens: {a['adapter_pair_vs_two_generates']:.3f} (target <= 0.75)")
     u = results["ui"]
     print(f"app (its own process, 1 thread), /compare over gradio_client, 2 columns x {u['new_tokens']} tokens:")
     print(f"  engine alone {u['engine_tokens_per_s']:.2f} tokens/s, reaching the client {u['client_tokens_per_s']:.2f} tokens/s: "

@@ -21,7 +21,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
     group.add_argument("--model", default="default",
                        help='"default" (embedded SmolLM2-135M-Instruct), a hub id, a local directory or a .gguf file')
-    group.add_argument("--adapter", help="PEFT LoRA adapter (directory or hub id) loaded on top of the model")
+    group.add_argument("--adapter", action="append", metavar="NAME=PATH",
+                       help="a PEFT LoRA adapter (directory or hub id) on top of the model, named NAME (a bare path is "
+                            "named after its folder); repeat for several, and pick one per column with @NAME")
     group.add_argument("--quantize", choices=QUANTIZE_CHOICES, help="bitsandbytes quantization")
     group.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES)
     group.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
@@ -255,6 +257,10 @@ def report_text(report) -> str:
              f"{len(report.seeds)} seed(s) · max {report.settings['max_new_tokens']} new tokens{done}",
              "rates: share of rows [95% Wilson interval]; lengths in generated tokens; NLL/token under the raw model",
              "", table(SUMMARY_HEADERS, report.summary_rows())]
+    models = report.models()
+    if models:
+        parts += ["", "stops best, per model (its cleanest column): " + "; ".join(
+            f"{m['model']} {m['clean_stop_rate']['rate']:.0%} clean stops ({m['column']})" for m in models)]
     if report.sweep is not None:
         rows = [[c["name"], f"{c['clean_stop_rate']['rate']:.0%}" if c["clean_stop_rate"]["rate"] is not None else "—",
                  f"{c['mean_length']:.1f}" if c["mean_length"] is not None else "—",

@@ -16,10 +16,13 @@ picks up whatever steps were added since it last looked.
 from __future__ import annotations
 
 import collections
+import contextlib
+import copy
 import logging
 import math
 import os
 import threading
+import types
 import weakref
 
 import torch
@@ -27,6 +30,7 @@ from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
 from .kernels import DecodeKernels
+from .models import PEFT_BASE, can_mix
 
 IDLE_SECONDS = 2.0  # an idle loop's thread ends after this; the next submit starts another
 MAX_ROWS = 64  # rows decoding at once; more wait and join as rows finish
@@ -131,6 +135,71 @@ def stopped_sentence(error: BaseException, device) -> str:
                 "fewer columns or new tokens.")
     detail = (str(error).splitlines() or [""])[0][:200]
     return f"this run stopped: the model failed ({type(error).__name__}{': ' + detail if detail else ''}); the others continue."
+
+
+# -- LoRA adapters side by side ---------------------------------------------------------------------
+
+
+def forward_rows(model, adapters: list[str], **inputs):
+    """One forward pass of the batch whose rows use the PEFT adapters ``adapters`` (one name per row, "__base__"
+    for the base model). Rows of plain LoRA adapters share the pass (PEFT's mixed adapter batch: the base layers
+    run once for every row, each adapter's update on its own rows); adapters PEFT cannot mix take turns."""
+    if not hasattr(model, "peft_config") or (len(set(adapters)) == 1 and adapters[0] == model.active_adapter):
+        return model(**inputs)
+    if all(can_mix(model, name) for name in set(adapters)):
+        return model(**inputs, adapter_names=adapters)
+    return _take_turns(model, adapters, **inputs)
+
+
+@contextlib.contextmanager
+def _using(model, adapter: str):
+    """``model`` running only ``adapter`` (a PEFT name), for a forward pass without ``adapter_names``."""
+    if adapter == PEFT_BASE:
+        with model.disable_adapter():
+            yield
+        return
+    previous = model.active_adapter
+    model.set_adapter(adapter)
+    try:
+        yield
+    finally:
+        model.set_adapter(previous)
+
+
+def _take_turns(model, adapters: list[str], *, input_ids, attention_mask, position_ids, cache=None, **inputs):
+    """The batch's forward pass as one pass per adapter on its own rows (their slice of the cache), stitched
+    back together in batch order: what rows of an adapter PEFT cannot mix (DoRA) pay instead of sharing."""
+    groups: dict[str, list[int]] = {}
+    for row, name in enumerate(adapters):
+        groups.setdefault(name, []).append(row)
+    outputs = []
+    for name, rows in groups.items():
+        index = torch.tensor(rows, device=input_ids.device)
+        rows_cache = None
+        if cache is not None:  # the group's rows of the batch cache, as a cache of their own
+            rows_cache = copy.copy(cache)
+            rows_cache.layers = [copy.copy(layer) for layer in cache.layers]
+            for layer in rows_cache.layers:
+                layer.keys, layer.values = layer.keys[index], layer.values[index]
+        with _using(model, name):
+            out = model(input_ids=input_ids[index], attention_mask=attention_mask[index],
+                        position_ids=position_ids[index], cache=rows_cache, **inputs)
+        outputs.append((index, out))
+    first = outputs[0][1]
+    logits = first.logits.new_empty((len(adapters), *first.logits.shape[1:]))
+    cache = cache if cache is not None else first.cache
+    for layer_index, layer in enumerate(cache.layers):
+        keys = outputs[0][1].cache.layers[layer_index].keys
+        values = outputs[0][1].cache.layers[layer_index].values
+        all_keys = keys.new_empty((len(adapters), *keys.shape[1:]))
+        all_values = values.new_empty((len(adapters), *values.shape[1:]))
+        for index, out in outputs:
+            all_keys[index] = out.cache.layers[layer_index].keys
+            all_values[index] = out.cache.layers[layer_index].values
+        layer.keys, layer.values = all_keys, all_values
+    for index, out in outputs:
+        logits[index] = out.logits
+    return types.SimpleNamespace(logits=logits, cache=cache)
 
 
 class _Member:
@@ -350,8 +419,9 @@ class DecodeLoop:
         ids, mask = comparison._begin()
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         # logits_to_keep=1: only the last position's logits, as generate() computes them
-        out = model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                    position_ids=positions.to(self.device), use_cache=True, logits_to_keep=1)
+        out = forward_rows(model, comparison.row_adapters(range(len(comparison._rows))), input_ids=ids.to(self.device),
+                           attention_mask=mask.to(self.device), position_ids=positions.to(self.device), use_cache=True,
+                           logits_to_keep=1)
         return out.cache, mask, positions[:, -1] + 1, out.logits[:, -1, :].float().cpu()
 
     def _merge_rows(self, cache, mask, positions, logits) -> None:
@@ -440,8 +510,9 @@ class DecodeLoop:
     def _forward(self, model, tokens: torch.Tensor) -> None:
         self.kernels.use(rows=len(tokens))
         mask = torch.cat([self._mask, torch.ones((len(tokens), 1), dtype=self._mask.dtype)], dim=1)
-        out = model(input_ids=tokens[:, None].to(self.device), attention_mask=mask.to(self.device),
-                    position_ids=self._positions[:, None].to(self.device), cache=self._cache, use_cache=True)
+        adapters = [name for member in self._members for name in member.comparison.row_adapters(member.active)]
+        out = forward_rows(model, adapters, input_ids=tokens[:, None].to(self.device), attention_mask=mask.to(self.device),
+                           position_ids=self._positions[:, None].to(self.device), cache=self._cache, use_cache=True)
         self._mask, self._positions = mask, self._positions + 1
         self._logits = out.logits[:, -1, :].float().cpu()
         self._record()

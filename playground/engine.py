@@ -140,8 +140,8 @@ class Variant:
     from their generator, so a branch forced with the parent's own token reproduces the parent exactly.
     :func:`branch_variant` builds one from a finished trace.
 
-    ``model``: the model the column runs on, by a name of ``Playground.column_models()`` (e.g. "base"); None:
-    the loaded model as it is.
+    ``model`` is the column's model: ``"base"`` or a loaded adapter's name (None: the adapter when exactly one
+    is loaded, else the base; see :meth:`~playground.models.LoadedModel.resolve_model`).
     """
 
     name: str
@@ -190,7 +190,7 @@ def branch_variant(bundle: LoadedModel, trace: Trace, column: int, step: int, to
                                      steps_reason=f" (column {column} {parent.name!r} has {_count(len(parent.steps), 'step')})")
     name = f"{parent.name} → {bundle.tokenizer.decode([token_id])!r} at step {step}"
     return Variant(name, list(parent.interventions), forced_token_ids=[*parent.token_ids[:step], token_id],
-                   branch_of=(column, step))
+                   branch_of=(column, step), model=parent.model)
 
 
 def _visible(text: str, stop_strings: Sequence[str]) -> str:
@@ -343,8 +343,9 @@ def _groups(keys: list) -> list[list[int]]:
 class _Row:
     """Decoding state of one variant that the trace does not need to carry."""
 
-    def __init__(self, variant: Variant, interventions: list[Intervention], prompt_ids: list[int]):
+    def __init__(self, variant: Variant, interventions: list[Intervention], prompt_ids: list[int], model: str):
         self.variant = variant
+        self.model = model  # "base" or a loaded adapter's name
         self.interventions = interventions
         self.interventions_key = json.dumps([i.to_dict() for i in interventions], sort_keys=True)
         self.prompt_ids = prompt_ids
@@ -411,7 +412,11 @@ class Comparison:
             use_template = settings.use_chat_template if prompt_side.use_chat_template is None else prompt_side.use_chat_template
             ids = encode_prompt(tokenizer, prompt + prompt_side.prompt_suffix, use_chat_template=use_template,
                                 system_prompt=settings.system_prompt)
-            rows.append(_Row(variant, interventions, ids))
+            try:
+                model = bundle.resolve_model(variant.model)
+            except ValueError as error:
+                raise ValueError(f"{variant.name}: {error}") from None
+            rows.append(_Row(variant, interventions, ids, model))
         context = bundle.info.context_length
         longest = max(len(r.prompt_ids) for r in rows)
         if context and longest >= context:
@@ -439,7 +444,10 @@ class Comparison:
             prompt=prompt,
             settings=settings.to_dict(),
             variants=[VariantTrace(r.variant.name, [i.to_dict() for i in r.interventions], len(r.prompt_ids),
-                                   branch_of=r.variant.branch_of) for r in rows],
+                                   branch_of=r.variant.branch_of, model=r.model,
+                                   model_note=None if bundle.mixable(r.model) else
+                                   f"{r.model} is not a plain LoRA (e.g. DoRA): PEFT cannot batch it with other "
+                                   "models, so its rows take turns") for r in rows],
         )
 
     @classmethod
@@ -562,6 +570,10 @@ class Comparison:
         ids = torch.tensor([[pad] * (width - len(r.prompt_ids)) + r.prompt_ids for r in self._rows])
         mask = torch.tensor([[0] * (width - len(r.prompt_ids)) + [1] * len(r.prompt_ids) for r in self._rows])
         return ids, mask
+
+    def row_adapters(self, rows: Sequence[int]) -> list[str]:
+        """PEFT's adapter name for each of the rows ``rows`` (original indices): ``adapter_names`` of a forward pass."""
+        return [self.bundle.peft_name(self._rows[i].model) for i in rows]
 
     def submit(self, on_done=None) -> None:
         """Hand this comparison's rows to its model's decode loop; ``on_done(self)`` is called when they finish."""

@@ -368,11 +368,12 @@ class Sweep:
         items = parse_interventions(list(base.interventions))
         if not any(item.name == "eos_reward" for item in items):
             raise ValueError("sweep: the swept column must include eos_reward")
-        variants = [Variant("baseline", [])]
+        variants = [Variant("baseline", [], model=base.model)]
         for cell in self.cells():
             column = [Intervention(i.name, {**i.params, **cell}) if i.name == "eos_reward" else i for i in items]
-            name = format_column(Column(tuple(Intervention(i.name, cell if i.name == "eos_reward" else {}) for i in items)))
-            variants.append(Variant(name, column))
+            name = format_column(Column(tuple(Intervention(i.name, cell if i.name == "eos_reward" else {}) for i in items),
+                                        base.model))
+            variants.append(Variant(name, column, model=base.model))
         return variants
 
     def to_dict(self) -> dict:
@@ -538,7 +539,25 @@ class Report:
         return [r for r in self.rows if r.column == column]
 
     def summary(self) -> list[dict]:
-        return [column_summary(v.name, self.rows_of(i)) for i, v in enumerate(self.columns)]
+        return [{**column_summary(v.name, self.rows_of(i)), "model": v.model} for i, v in enumerate(self.columns)]
+
+    def models(self) -> list[dict] | None:
+        """With columns on several models (``base`` and adapters): per model, its column that stops cleanest
+        (clean-stop rate, then shorter), best model first; None when every column uses one model."""
+        best: dict[str, dict] = {}
+        for summary in self.summary():
+            rate = summary["clean_stop_rate"]["rate"]
+            if rate is None:
+                continue
+            key = (rate, -(summary["mean_length"] or 0))
+            if summary["model"] not in best or key > best[summary["model"]]["key"]:
+                best[summary["model"]] = {"model": summary["model"], "column": summary["name"], "key": key,
+                                          "clean_stop_rate": summary["clean_stop_rate"],
+                                          "mean_length": summary["mean_length"]}
+        if len({v.model for v in self.columns}) < 2:
+            return None
+        ranked = sorted(best.values(), key=lambda m: m["key"], reverse=True)
+        return [{k: v for k, v in m.items() if k != "key"} for m in ranked]
 
     def sweep_cells(self) -> list[dict]:
         """Per sweep cell: its parameters, clean-stop rate, mean length and limit rate (baseline excluded)."""
@@ -577,9 +596,11 @@ class Report:
             "wall_seconds": round(self.wall_seconds, 3),
             "tokens_per_second": self.tokens_per_second(),
             "problems": list(self.problems),
-            "columns": [{"name": v.name, "interventions": [i.to_dict() for i in parse_interventions(list(v.interventions))]}
+            "columns": [{"name": v.name, "model": v.model,
+                         "interventions": [i.to_dict() for i in parse_interventions(list(v.interventions))]}
                         for v in self.columns],
             "summary": self.summary(),
+            "models": self.models(),
             "prompts": [{**p.to_dict(), "rows": [r.to_dict() for r in self.rows if r.prompt == index]}
                         for index, p in enumerate(self.prompts)],
             "sweep": None if self.sweep is None else {**self.sweep.to_dict(), "cells": self.sweep_cells(),
@@ -677,7 +698,8 @@ def _engine_prompt(bundle: LoadedModel, prompt: Prompt, variant: Variant, settin
     else:
         text = "\n\n".join(m["content"] for m in messages)
     kept = [i for i in interventions if i.name not in prompt_side]
-    return text, Variant(variant.name, kept), dataclasses.replace(settings, use_chat_template=False, system_prompt=None)
+    return text, Variant(variant.name, kept, model=variant.model), dataclasses.replace(settings, use_chat_template=False,
+                                                                                   system_prompt=None)
 
 
 class Evaluation:
@@ -707,6 +729,10 @@ class Evaluation:
             raise ValueError(f"column names must be unique, got {names}")
         for variant in variants:
             parse_interventions(list(variant.interventions))
+            try:
+                variant.model = bundle.resolve_model(variant.model)
+            except ValueError as error:
+                raise ValueError(f"{variant.name}: {error}") from None
         cap = {} if max_new_tokens_cap is None else {"max_new_tokens_cap": max_new_tokens_cap}
         settings.validate(vocab_size=bundle.info.vocab_size, **cap)  # a bad setting is no prompt's fault
         rows = len(prompts.prompts) * seeds * len(variants)

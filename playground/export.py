@@ -87,7 +87,9 @@ def _model_lines(model_reference: str | None, model_path: str | None, adapter: s
     lines.append(f"# {dtype}: the dtype the playground decoded with; another dtype can change the tokens.")
     lines.append(f"model = AutoModelForCausalLM.from_pretrained(MODEL{extra}, dtype=torch.{dtype})")
     if adapter:
-        lines.append("# The LoRA adapter the playground loaded on top (transformers' PEFT integration: pip install peft).")
+        if Path(adapter).expanduser().exists():
+            adapter = str(Path(adapter).expanduser().resolve())
+        lines.append("# The column's LoRA adapter, on top of the model (transformers' PEFT integration: pip install peft).")
         lines.append(f"model.load_adapter({adapter!r})")
     return lines
 
@@ -363,14 +365,14 @@ def export_code(
 def export_column(comparison, *, kind: str = "generate", model_reference: str = "default", column: int = 0,
                   reveal_paths: bool = True) -> str:
     """The snippet for one column of a validated :class:`~playground.engine.Comparison`, loading the model the
-    way its bundle was loaded."""
+    way its bundle was loaded, with the column's adapter (none for a ``base`` column)."""
     variant, settings, info = comparison.trace.variants[column], comparison.settings, comparison.bundle.info
     return export_code(
         variant.interventions, model_reference=model_reference, prompt=comparison.trace.prompt,
         system_prompt=settings.system_prompt,
         use_chat_template=settings.use_chat_template and info.has_chat_template,
         max_new_tokens=settings.max_new_tokens, temperature=settings.temperature, top_p=settings.top_p,
-        top_k=settings.top_k, seed=settings.seed, kind=kind, adapter=info.adapter,
+        top_k=settings.top_k, seed=settings.seed, kind=kind, adapter=info.adapters.get(variant.model),
         repetition_penalty=settings.repetition_penalty, no_repeat_ngram_size=settings.no_repeat_ngram_size,
         min_p=settings.min_p, typical_p=settings.typical_p,
         dtype=info.dtype if info.quantize is None else "float32", quantize=info.dtype if info.quantize else None,

@@ -24,6 +24,7 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -63,7 +64,8 @@ class ModelInfo:
     has_chat_template: bool
     load_seconds: float
     quantize: str | None = None
-    adapter: str | None = None
+    adapter: str | None = None  # the reference of the only adapter loaded (None with none or several)
+    adapters: dict[str, str] = field(default_factory=dict)  # every loaded LoRA adapter: name -> reference
     vocab_size: int = 0
     warnings: list[str] = field(default_factory=list)
     origin: str = ""  # ``source`` without host paths (what strangers are shown)
@@ -72,8 +74,60 @@ class ModelInfo:
         return asdict(self)
 
 
+BASE = "base"  # the name a column gives the model without any adapter
+PEFT_BASE = "__base__"  # PEFT's name for it in a mixed adapter batch (``adapter_names=[...]``)
+_ADAPTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def adapter_spec(spec: str) -> tuple[str, str]:
+    """``--adapter``'s value as (name, reference): ``NAME=PATH``, or a bare path named after its folder.
+
+    >>> adapter_spec("my-run=./runs/7/adapter")
+    ('my-run', './runs/7/adapter')
+    >>> adapter_spec("./runs/sft-lora/")
+    ('sft-lora', './runs/sft-lora/')
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"adapter must be a directory or hub id, or NAME=PATH, got {spec!r}")
+    spec = spec.strip()
+    name, sep, reference = spec.partition("=")
+    if sep and _ADAPTER_NAME.match(name.strip()):
+        name, reference = name.strip(), reference.strip()
+    else:
+        reference = spec
+        name = Path(reference.rstrip("/\\")).name or reference
+        name = re.sub(r"[^A-Za-z0-9._-]", "-", name).lstrip("._-")[:64] or "adapter"
+    check_adapter_name(name)
+    if not reference:
+        raise ValueError(f"adapter {name!r}: give its directory or hub id after '='")
+    return name, reference
+
+
+def check_adapter_name(name) -> str:
+    """A name a column can pick with ``@NAME``: letters, digits, '.', '_' and '-', not ``base``."""
+    if not isinstance(name, str) or not _ADAPTER_NAME.match(name):
+        raise ValueError(f"adapter name must be 1 to 64 letters, digits, '.', '_' or '-' (starting with a letter or "
+                         f"digit), got {name!r}")
+    if name in (BASE, PEFT_BASE):
+        raise ValueError(f"adapter name {name!r} is taken: '{BASE}' is the model without adapters")
+    return name
+
+
+def can_mix(model: torch.nn.Module, peft_name: str) -> bool:
+    """Whether PEFT decodes rows of the adapter ``peft_name`` in a batch with rows of other adapters (its
+    ``adapter_names``): plain LoRA, not DoRA (PEFT refuses it), not other adapter types."""
+    if peft_name == PEFT_BASE:
+        return True
+    config = model.peft_config[peft_name]
+    return config.peft_type == "LORA" and not getattr(config, "use_dora", False)
+
+
 @dataclass
 class LoadedModel:
+    """A model, its tokenizer and facts about it. LoRA adapters ride on the one base model under names
+    (:meth:`add_adapter`); a column picks ``base`` or one of them, and rows of different adapters decode in one
+    batch (PEFT's ``adapter_names``). Change adapters only while no row decodes on the model."""
+
     model: torch.nn.Module
     tokenizer: object
     info: ModelInfo
@@ -82,14 +136,97 @@ class LoadedModel:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    @property
+    def adapters(self) -> dict[str, str]:
+        """The loaded adapters, name -> reference, in loading order."""
+        return self.info.adapters
+
+    def column_models(self) -> list[str]:
+        """The models a column may use: ``base`` and every loaded adapter."""
+        return [BASE, *self.adapters]
+
+    @property
+    def default_model(self) -> str:
+        """A column's model when it names none: the adapter when exactly one is loaded, else the base."""
+        return next(iter(self.adapters)) if len(self.adapters) == 1 else BASE
+
+    def resolve_model(self, model: str | None) -> str:
+        """``model`` as a column's model name (None: :attr:`default_model`); ValueError naming the choices."""
+        if model is None:
+            return self.default_model
+        if model not in self.column_models():
+            raise ValueError(f"model {str(model)[:80]!r} is not loaded: a column may use "
+                             f"{', '.join(repr(m) for m in self.column_models())}")
+        return model
+
+    @staticmethod
+    def peft_name(model: str) -> str:
+        """The name PEFT knows ``model`` by in ``adapter_names``."""
+        return PEFT_BASE if model == BASE else model
+
+    def mixable(self, model: str) -> bool:
+        """Whether rows of ``model`` can share a forward pass with rows of other adapters: PEFT mixes plain LoRA
+        adapters (not DoRA, not other adapter types, nothing merged)."""
+        return model == BASE or can_mix(self.model, model)
+
+    def add_adapter(self, name: str, reference: str) -> None:
+        """Load a PEFT adapter under ``name`` on top of the base (which stays as it is); ModelLoadError if it fails."""
+        check_adapter_name(name)
+        if name in self.adapters:
+            raise ValueError(f"adapter {name!r} is already loaded: remove it first, or pick another name")
+        try:
+            from peft import PeftModel
+
+            if isinstance(self.model, PeftModel):
+                self.model.load_adapter(reference, adapter_name=name)
+            else:
+                self.model = PeftModel.from_pretrained(self.model, reference, adapter_name=name)
+        except Exception as error:
+            raise ModelLoadError(f"Could not load LoRA adapter {reference!r}: {str(error).splitlines()[0]}") from error
+        self.model.eval()
+        self.info.adapters[name] = reference
+        self._adapters_changed()
+
+    def remove_adapter(self, name: str) -> None:
+        """Unload the adapter ``name``; the base and the other adapters stay."""
+        if name not in self.adapters:
+            raise ValueError(f"adapter {str(name)[:80]!r} is not loaded (loaded: {', '.join(self.adapters) or 'none'})")
+        del self.info.adapters[name]
+        if self.adapters:
+            self.model.delete_adapter(name)
+            if name in self.model.active_adapters:
+                self.model.set_adapter(next(iter(self.adapters)))
+        else:
+            self.model = self.model.unload()  # the plain base model again, its layers unwrapped
+        self._adapters_changed()
+
+    def _adapters_changed(self) -> None:
+        self.info.adapter = next(iter(self.adapters.values())) if len(self.adapters) == 1 else None
+        if self.adapters and self.default_model != BASE:
+            self.model.set_adapter(self.default_model)
+
     @contextlib.contextmanager
     def adapter_disabled(self):
-        """Run the base model with the LoRA adapter switched off (no-op without an adapter)."""
-        if self.info.adapter is None:
+        """Run the base model with the LoRA adapters switched off (no-op without an adapter)."""
+        if not self.adapters and self.info.adapter is None:
             yield
             return
         with self.model.disable_adapter():
             yield
+
+    @contextlib.contextmanager
+    def adapter_enabled(self, model: str):
+        """Run ``model`` (``base`` or an adapter's name) for calls that take no ``adapter_names`` (``generate()``)."""
+        if self.resolve_model(model) == BASE:
+            with self.adapter_disabled():
+                yield
+            return
+        previous = self.model.active_adapter
+        self.model.set_adapter(model)
+        try:
+            yield
+        finally:
+            self.model.set_adapter(previous)
 
 
 def cache_root() -> Path:
@@ -381,13 +518,16 @@ def _looks_like_path(reference: str) -> bool:
 def load_model(
     reference: str | None = DEFAULT_MODEL,
     *,
-    adapter: str | None = None,
+    adapter: str | Sequence[str] | None = None,
     quantize: str | None = None,
     dtype: str = "auto",
     device: str = "auto",
     trust_remote_code: bool = False,
 ) -> LoadedModel:
-    """Load a causal LM and its tokenizer; see the module docstring for what ``reference`` may be."""
+    """Load a causal LM and its tokenizer; see the module docstring for what ``reference`` may be.
+
+    ``adapter``: one or several PEFT adapters put on top, each ``NAME=PATH`` or a bare path (named after its
+    folder; see :func:`adapter_spec`)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     started = time.perf_counter()
@@ -395,6 +535,14 @@ def load_model(
     device = _pick_device(device)
     torch_dtype = _torch_dtype(dtype, device)
     quantization_config = _quantization_config(quantize, device)
+    specs = [adapter] if isinstance(adapter, str) else list(adapter or [])
+    try:
+        adapters = dict(adapter_spec(spec) for spec in specs)
+    except ValueError as error:
+        raise _BadOption(str(error)) from None
+    if len(adapters) < len(specs):
+        raise _BadOption(f"adapter names must be unique, got {[adapter_spec(spec)[0] for spec in specs]}: "
+                             "name them with NAME=PATH")
 
     kwargs: dict = {"trust_remote_code": trust_remote_code}
     if reference == DEFAULT_MODEL:
@@ -476,19 +624,12 @@ def load_model(
             f"the built-in {type(model).__name__} was loaded instead. Pass --trust-remote-code to use its code."
         )
 
-    if adapter:
-        try:
-            from peft import PeftModel
-
-            model = PeftModel.from_pretrained(model, adapter)
-        except Exception as error:
-            raise ModelLoadError(f"Could not load LoRA adapter {adapter!r}: {str(error).splitlines()[0]}") from error
     model.eval()
 
     if tokenizer.pad_token_id is None:
         # Batched decoding needs a pad id; it is only ever placed under a zero attention mask.
         tokenizer.pad_token = tokenizer.eos_token
-    base = model.get_base_model() if adapter else model
+    base = model
     config = base.config
     info = ModelInfo(
         name=name,
@@ -503,9 +644,11 @@ def load_model(
         has_chat_template=bool(getattr(tokenizer, "chat_template", None)),
         load_seconds=round(time.perf_counter() - started, 3),
         quantize=quantize,
-        adapter=adapter,
         vocab_size=int(base.get_output_embeddings().weight.shape[0]) if base.get_output_embeddings() is not None else len(tokenizer),
         warnings=warnings,
         origin=origin,
     )
-    return LoadedModel(model=model, tokenizer=tokenizer, info=info)
+    bundle = LoadedModel(model=model, tokenizer=tokenizer, info=info)
+    for name, path in adapters.items():
+        bundle.add_adapter(name, path)
+    return bundle

@@ -85,7 +85,9 @@ class Playground:
         return (f"**{i.name}** · {i.num_parameters / 1e6:.1f} M parameters · {i.dtype} on {i.device} · "
                 f"context {i.context_length} · EOS ids {eos} · pad id `{i.pad_token_id}` · "
                 f"chat template {'yes' if i.has_chat_template else 'no'}"
-                + (f" · adapter `{i.adapter}`" if i.adapter and self.policy.reveal_paths else "")
+                + "".join(f" · adapter **{name}**" + (f" `{path}`" if self.policy.reveal_paths else "")
+                          for name, path in i.adapters.items())
+                + (" — a column picks `@base` or `@NAME`" if i.adapters else "")
                 + f"  \n<small>from {source}, loaded in {i.load_seconds:.1f} s</small>")
 
     def load(self, reference: str, adapter: str | None = None, trust_remote_code: bool = False) -> dict:
@@ -112,11 +114,36 @@ class Playground:
             decode_loop(bundle, self.kv_budget_mb)  # on a GPU the budget is what this model leaves free
         return bundle.info.to_dict()
 
+    def default_columns(self) -> list[str]:
+        """The columns of a request that names none: baseline and eos_reward, after the base model's baseline
+        when an adapter is loaded (base beside the fine-tune)."""
+        return (["baseline@base"] if self.bundle.adapters else []) + ["baseline", "eos_reward"]
+
+    def add_adapter(self, spec: str) -> dict:
+        """Load a LoRA adapter (``NAME=PATH`` or a path, named after its folder) on the loaded base, without
+        reloading it; rows in flight finish first. Public mode: only adapters on spaces.yaml's allowlist.
+        Returns the model's info; ValueError (refused) or ModelLoadError (failed), each naming the field."""
+        from .models import adapter_spec
+
+        name, reference = adapter_spec(spec)
+        self.policy.check_adapter(reference)
+        with self._lock:
+            decode_loop(self.bundle).drain()
+            self.bundle.add_adapter(name, reference)
+        return self.bundle.info.to_dict()
+
+    def remove_adapter(self, name: str) -> dict:
+        """Unload the adapter ``name`` (the base and the other adapters stay); rows in flight finish first."""
+        with self._lock:
+            decode_loop(self.bundle).drain()
+            self.bundle.remove_adapter(name)
+        return self.bundle.info.to_dict()
 
     def info(self) -> dict:
         """What the server is serving, its limits, and how many comparisons (and their rows) are decoding now."""
         loop = decode_loop(self.bundle)
         return {"model": self.bundle.info.name, "reference": self.shown_reference, "device": self.bundle.info.device,
+                "models": self.column_models(), "default_model": self.bundle.default_model,
                 "banner": self.banner, "limits": self.policy.describe(), "active_generations": self._active,
                 "rows_in_flight": loop.rows_in_flight, **loop.memory(),
                 "decode_kernels": DecodeKernels(self.bundle.model).describe()}
@@ -164,16 +191,15 @@ class Playground:
     # -- comparisons -------------------------------------------------------------------------------
 
     def column_models(self) -> list[str]:
-        """The model names a column may run on (``eos_reward@NAME``; no name = the loaded model): "base" (the
-        loaded model without its adapter) and the loaded adapter's name, if one is loaded."""
-        adapter = self.bundle.info.adapter
-        return ["base"] + ([Path(str(adapter)).name] if adapter else [])
+        """The models a column may pick (``eos_reward@NAME``; no name = the default model): ``base`` and every
+        loaded adapter's name."""
+        return self.bundle.column_models()
 
     def variants(self, columns, settings: dict) -> list[Variant]:
         """One :class:`Variant` per column (text, JSON or :class:`~playground.request.Column`, see
         :func:`~playground.request.columns_from_json`), named by its text form, its parameters resolved with the
         shared ``settings``. A repeated name gets a prime (′): the API keys columns by name."""
-        parsed = columns_from_json(columns)
+        parsed = columns_from_json(self.default_columns() if columns is None else columns)
         allowed = self.column_models()
         for index, column in enumerate(parsed, start=1):
             if column.model is not None and column.model not in allowed:
@@ -233,8 +259,13 @@ class Playground:
                                  f"got {shown(picked)}")
             if params[index] is not None and not isinstance(params[index], str):
                 raise ValueError(f"Column {index + 1} parameters must be text, got {shown(params[index])}")
+            # The picker's "@NAME" chip is the column's model (base or a loaded adapter).
+            models = [name[1:] for name in picked if name.startswith("@")]
+            if len(models) > 1:
+                raise ValueError(f"Column {index + 1} runs on one model, got {', '.join('@' + m for m in models)}")
             try:
-                columns.append(column_from_page(list(picked), params[index]))
+                columns.append(column_from_page([name for name in picked if not name.startswith("@")], params[index],
+                                                models[0] if models else None))
             except ValueError as error:
                 raise ValueError(f"column {index + 1}: {error}") from None
         return columns

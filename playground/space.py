@@ -154,6 +154,7 @@ class Policy:
     # Fine-tune lab: the most steps one training may run; None in public mode = training switched off (a
     # training holds a second copy of the model and both CPU cores for minutes). Locally: no cap.
     finetune_max_steps: int | None = None
+    allowed_adapters: tuple[str, ...] = ()  # public mode: the LoRA adapters (hub ids) visitors may add
 
     @classmethod
     def local(cls) -> Policy:
@@ -165,7 +166,15 @@ class Policy:
 
     @property
     def allow_adapters(self) -> bool:
-        return not self.public
+        return not self.public or bool(self.allowed_adapters)
+
+    def check_adapter(self, reference: str) -> None:
+        """Public mode adds only the adapters of spaces.yaml's ``allowed_adapters``."""
+        if not self.public:
+            return
+        if reference not in self.allowed_adapters:
+            choices = ", ".join(self.allowed_adapters) or "none"
+            raise ValueError(f"adapter: {shown(reference)} is not available on this app; pick one of: {choices}")
 
     @property
     def reveal_paths(self) -> bool:
@@ -192,6 +201,7 @@ class Policy:
             "max_sessions": self.max_sessions,
             "model_swap": self.model_swap,
             "finetune_max_steps": self.finetune_max_steps,
+            "allowed_adapters": list(self.allowed_adapters),
         }
 
     # -- models ------------------------------------------------------------------------------------
@@ -207,6 +217,10 @@ class Policy:
         adapter = (adapter or "").strip() or None
         if adapter and not self.allow_adapters:
             raise ValueError("adapter: LoRA adapters cannot be loaded on this app")
+        if adapter:
+            from .models import adapter_spec
+
+            self.check_adapter(adapter_spec(adapter)[1])
         if reference is not None and not isinstance(reference, str):
             raise ValueError(f"model must be text (a hub id, a local directory, a .gguf path or 'default'), "
                              f"got {type(reference).__name__}")
@@ -301,7 +315,7 @@ class ServedModel:
     quantize: str | None = None
     dtype: str = "auto"
     gpu_only: bool = False
-    adapter: str | None = None
+    adapter: str | tuple[str, ...] | None = None  # one or several --adapter values (NAME=PATH or a path)
 
     def options(self, cuda: bool) -> dict:
         # fp16 on the GPU (a T4 has no bf16); on the CPU the model's usual float32.
@@ -323,6 +337,7 @@ class SpaceConfig:
     path: Path = SPACES_FILE
     kv_budget_mb: float | None = None  # None: measured on the GPU after loading (see decoder.kv_budget_bytes)
     allow_model_swap: bool = False  # whether visitors may switch the model for everyone
+    allowed_adapters: tuple[str, ...] = ()  # LoRA adapters (hub ids) visitors may add on the served model
 
     def policy(self, served: ServedModel | None = None, *, cuda: bool = False) -> Policy:
         """The public-mode policy; ``served`` (default: spaces.yaml's model) is always allowed."""
@@ -338,6 +353,7 @@ class SpaceConfig:
             load_options={m.reference: m.options(cuda) for m in (self.model, served)},
             default_load_options={"quantize": None, "dtype": self.model.dtype if cuda else "auto", "device": "auto"},
             model_swap=self.allow_model_swap,
+            allowed_adapters=self.allowed_adapters,
             **self.caps,
         )
 
@@ -442,6 +458,13 @@ def load_config(path: str | Path = SPACES_FILE) -> SpaceConfig:
         if reference != DEFAULT_MODEL and _looks_local(reference, look_on_disk=True):
             raise ValueError(f"{path}: {reference!r} is a local path; a Space serves hub ids and 'default' only")
 
+    adapters = data.get("allowed_adapters") or []
+    if not isinstance(adapters, list) or not all(isinstance(a, str) and a.strip() for a in adapters):
+        raise ValueError(f"{path}: allowed_adapters must be a list of adapter hub ids")
+    for reference in adapters:
+        if _looks_local(reference, look_on_disk=True):
+            raise ValueError(f"{path}: adapter {reference!r} is a local path; a Space serves hub ids only")
+
     raw_caps = need(data, "caps", dict)
     caps = {}
     for key, (kind, low, high) in CAP_KINDS.items():
@@ -472,7 +495,7 @@ def load_config(path: str | Path = SPACES_FILE) -> SpaceConfig:
                          "build, not at every start)")
     return SpaceConfig(card=card, hardware=hardware, public=bool(need(data, "public", bool)), model=served,
                        allowed_models=tuple(dict.fromkeys(allowed)), caps=caps, path=path, kv_budget_mb=kv_budget_mb,
-                       allow_model_swap=swap)
+                       allow_model_swap=swap, allowed_adapters=tuple(dict.fromkeys(a.strip() for a in adapters)))
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -51,6 +51,8 @@ def _shift(step: StepRecord) -> float | None:
 def describe_variant(trace: Trace, index: int) -> str:
     variant: VariantTrace = trace.variants[index]
     steps, name = variant.steps, variant.name
+    if len({v.model for v in trace.variants}) > 1 and f"@{variant.model}" not in name:
+        name += f" ({variant.model})"
     if not steps:
         return f"{name} has not produced a token yet."
     last = steps[-1]
@@ -89,9 +91,31 @@ def describe_variant(trace: Trace, index: int) -> str:
     return sentence + "."
 
 
+def compare_models(trace: Trace) -> str | None:
+    """When the columns use several models (``base`` and adapters): one sentence on how each model's first column
+    stopped, e.g. "my-run never put EOS above 1e-04; base stopped at step 41 after '…the Louvre.'". None when
+    every column uses the same model or a column has not finished."""
+    first: dict[str, VariantTrace] = {}
+    for variant in trace.variants:
+        if variant.branch_of is None:
+            first.setdefault(variant.model, variant)
+    if len(first) < 2 or not all(v.finished and v.steps for v in first.values()):
+        return None
+    parts = []
+    for model, variant in first.items():
+        if variant.stop_reason == "eos":
+            parts.append(f"{model} stopped at step {variant.steps[-1].step} after {_tail(variant.text)!r}")
+        else:
+            peak, step = _peak(variant.steps)
+            parts.append(f"{model} never put EOS above {peak:.2g} (step {step}) and ended on {variant.stop_reason}")
+    return "Models: " + "; ".join(parts) + "."
+
+
 def describe(trace: Trace) -> list[str]:
-    """One sentence per column."""
-    return [describe_variant(trace, i) for i in range(len(trace.variants))]
+    """One sentence per column, then one comparing the models when the columns use several."""
+    sentences = [describe_variant(trace, i) for i in range(len(trace.variants))]
+    models = compare_models(trace)
+    return sentences + ([models] if models else [])
 
 
 def step_explanation(step: StepRecord, eos_token: str = "EOS") -> str:

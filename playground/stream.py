@@ -14,8 +14,8 @@ Keyed by name rather than listed: Gradio sends a generator's successive values t
 edits against the previous value, and its list diff mis-numbers deletions when several sibling lists shrink
 (``gradio.utils.diff``), which a list of columns whose step lists grow and shrink from event to event triggers.
 
-The first event also carries ``model``, ``prompt``, ``settings`` and, per column, ``interventions`` and
-``prompt_tokens`` and ``branch_of``. The last event has ``"done": true``, no steps, per column a ``summary`` (stop reason and
+The first event also carries ``model``, ``prompt``, ``settings`` and, per column, ``interventions``,
+``prompt_tokens``, ``branch_of``, ``model`` and ``model_note``. The last event has ``"done": true``, no steps, per column a ``summary`` (stop reason and
 detail, generated tokens, speed, the step where it diverges from the first column) and a ``trace_id`` for the
 whole trace (``/trace``). Applying an event twice changes nothing, so a client that gets the last one twice (the
 REST stream repeats it as its ``complete`` event) is fine. :class:`TraceBuilder` rebuilds the trace.
@@ -49,7 +49,7 @@ class DeltaStream:
         event.update(model=trace.model, prompt=trace.prompt, settings=dict(trace.settings))
         for column, variant in zip(event["columns"].values(), trace.variants):
             column.update(interventions=variant.interventions, prompt_tokens=variant.prompt_tokens,
-                          branch_of=variant.to_dict()["branch_of"])
+                          branch_of=variant.to_dict()["branch_of"], model=variant.model, model_note=variant.model_note)
         return event
 
     def update(self, force: bool = False) -> dict | None:
@@ -127,7 +127,8 @@ class TraceBuilder:
     def apply(self, event: dict) -> None:
         if "model" in event:
             self.trace = {"model": event["model"], "prompt": event["prompt"], "settings": event["settings"],
-                          "variants": [{"name": name, "interventions": c["interventions"],
+                          "variants": [{"name": name, "model": c.get("model", "base"), "model_note": c.get("model_note"),
+                                        "interventions": c["interventions"],
                                         "prompt_tokens": c["prompt_tokens"], "branch_of": c["branch_of"],
                                         "text": "", "token_ids": [],
                                         "stop_reason": None, "stop_detail": None, "steps": [], "summary": None}

@@ -105,6 +105,8 @@ class VariantTrace:
     diverges_at: int | None = None  # first step whose token differs from the first variant's
     branch_of: tuple[int, int] | None = None  # a branch: (parent's column number from 1, fork step)
     waiting: str | None = field(default=None, compare=False)  # why it has not started yet (set by the decode loop)
+    model: str = "base"  # the column's model: "base" or a loaded adapter's name
+    model_note: str | None = None  # e.g. why this column's forward passes are not shared with other models'
 
     @property
     def finished(self) -> bool:
@@ -118,7 +120,9 @@ class VariantTrace:
         """One line a person reads: how this column is doing or why it stopped."""
         n = len(self.steps)
         if self.stop_reason is None:
-            return self.waiting if self.waiting and not n else f"running · {n} tokens"
+            if self.waiting and not n:
+                return self.waiting
+            return f"running · {n} tokens" + (f" · {self.model_note}" if self.model_note else "")
         speed = f" · {self.tokens_per_second:.1f} tok/s"
         last = n - 1  # steps count from 0, as on the charts
         return {
@@ -128,11 +132,13 @@ class VariantTrace:
             "repetition": f"repetition loop at step {last}",
             "cancelled": f"cancelled after {n} tokens",
             "timeout": f"timed out after {n} tokens",
-        }[self.stop_reason] + speed
+        }[self.stop_reason] + speed + (f" · {self.model_note}" if self.model_note else "")
 
     def to_dict(self, stages: bool = False) -> dict:
         return {
             "name": self.name,
+            "model": self.model,
+            "model_note": self.model_note,
             "interventions": self.interventions,
             "prompt_tokens": self.prompt_tokens,
             "text": self.text,
@@ -147,6 +153,7 @@ class VariantTrace:
     def summary(self) -> dict:
         return {
             "name": self.name,
+            "model": self.model,
             "stop_reason": self.stop_reason,
             "stop_detail": self.stop_detail,
             "generated_tokens": len(self.steps),
@@ -209,12 +216,12 @@ class Trace:
         """One row per variant per step; top-k as ``token_id:p`` pairs."""
         out = io.StringIO()
         writer = csv.writer(out)
-        writer.writerow(["variant", "step", "token_id", "token", "p_chosen", "p_eos_raw", "p_eos", "eos_margin_raw",
+        writer.writerow(["variant", "model", "step", "token_id", "token", "p_chosen", "p_eos_raw", "p_eos", "eos_margin_raw",
                          "eos_margin", "entropy_raw", "entropy", "top_k"])
         for variant in self.variants:
             for s in variant.steps:
                 top = " ".join(f"{t.token_id}:{t.p:.4g}" for t in s.top_k)
                 margins = ["" if m is None else f"{m:.4f}" for m in (s.eos_margin_raw, s.eos_margin)]
-                writer.writerow([variant.name, s.step, s.token_id, s.token, f"{s.p_chosen:.6g}", f"{s.p_eos_raw:.6g}",
+                writer.writerow([variant.name, variant.model, s.step, s.token_id, s.token, f"{s.p_chosen:.6g}", f"{s.p_eos_raw:.6g}",
                                  f"{s.p_eos:.6g}", *margins, f"{s.entropy_raw:.4f}", f"{s.entropy:.4f}", top])
         return out.getvalue()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 
 import torch
@@ -160,7 +161,9 @@ def check_p_eos_at_answer_end(ctx: Context) -> Finding:
         template_end in ctx.end_like or template_end in ctx.all_eos_ids) else None
     other_ids = [i for i in [template_other, *ctx.end_like, *ctx.all_eos_ids] if i is not None and i not in stop]
     other_ids = list(dict.fromkeys(other_ids))
-    p_stop, p_other = _p_stop(ctx, examples, stop, other_ids)
+    bundle = ctx.bundle
+    with bundle.adapter_enabled(bundle.default_model) if bundle.adapters else contextlib.nullcontext():
+        p_stop, p_other = _p_stop(ctx, examples, stop, other_ids)
     summary = _summary(p_stop)
     lowest = min(range(len(p_stop)), key=p_stop.__getitem__)
     data = {"p_eos": [round(p, 6) for p in p_stop], **{k: round(v, 6) for k, v in summary.items()},
@@ -178,6 +181,14 @@ def check_p_eos_at_answer_end(ctx: Context) -> Finding:
         base_summary = _summary(p_base)
         data["without_adapter"] = {k: round(v, 6) for k, v in base_summary.items()}
         found.append(f"With the adapter switched off: {_fmt(base_summary)}.")
+    if len(bundle.adapters) > 1:  # several adapters on one base: each against the base
+        data["per_model"] = {}
+        for model in bundle.column_models():
+            with bundle.adapter_enabled(model):
+                values, _ = _p_stop(ctx, examples, stop, [])
+            data["per_model"][model] = {k: round(v, 6) for k, v in _summary(values).items()}
+        found.append("Per model: " + "; ".join(f"{model} {_fmt(numbers)}"
+                                               for model, numbers in data["per_model"].items()) + ".")
     median = summary["median"]
     if median >= P_EOS_WARNING:
         return Finding("p_eos_at_answer_end", title, "ok", " ".join(found) + " The model has learned to stop.", why,

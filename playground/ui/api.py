@@ -37,7 +37,7 @@ def api_endpoints(playground: Playground) -> None:
         last ("done": true) each column's summary and a trace_id for /trace. Columns are keyed by their name, the
         column's text form.
 
-        {columns}
+        {columns} With adapters loaded, the default puts the base model's baseline first.
         branches: [column, step, token_id] triples decoded once the columns have finished.
         """
         request = {name: value for name, value in locals().items() if name in COMPARE_FIELDS}

@@ -92,6 +92,18 @@ def mark_stale(run: gr.Button, controls: list) -> None:
 
 def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
     choices = list(INTERVENTION_NAMES)  # short chips; what each does is in the accordion below the pickers
+
+    def model_choices() -> list[str]:
+        """A column's model as one more chip of its picker, "@base" or "@NAME", when adapters are loaded."""
+        models = playground.column_models()
+        return [f"@{model}" for model in models] if len(models) > 1 else []
+
+    def with_base_column(columns: list[Column]) -> list[Column]:
+        """The default columns with an adapter loaded: the base model's baseline first, beside the adapter's."""
+        if not playground.bundle.adapters:
+            return columns
+        return [Column(model="base"), *columns][:max_columns]
+
     policy = playground.policy
     max_columns = min(MAX_COLUMNS, policy.max_columns)
     default_columns = PAGE_DEFAULTS["columns"][:max_columns]
@@ -378,6 +390,8 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
         """Fill the page from the link's query; name anything in it that could not be used."""
         params = dict(request.query_params) if request is not None else {}
         settings, problems = from_query(params)
+        if "columns" not in params:
+            settings["columns"] = with_base_column(settings["columns"])
         for problem in problems:
             gr.Warning(f"This link: {problem}.", title="Link")
         columns = settings["columns"][:max_columns]
@@ -386,7 +400,8 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
                        f"{policy.max_new_tokens}.", title="Link")
             settings["max_new_tokens"] = policy.max_new_tokens
         values = [settings[key] for key in linked] + [len(columns)]
-        values += [gr.update(value=columns[i].names if i < len(columns) else [], visible=i < len(columns))
+        values += [gr.update(value=columns[i].names + ([f"@{columns[i].model}"] if columns[i].model else [])
+                             if i < len(columns) else [], visible=i < len(columns), choices=[*choices, *model_choices()])
                    for i in range(MAX_COLUMNS)]
         values += [gr.update(value=column_params_text(columns[i]) if i < len(columns) else "", visible=i < len(columns))
                    for i in range(MAX_COLUMNS)]

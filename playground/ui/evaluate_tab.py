@@ -155,6 +155,11 @@ def evaluate_tab(playground: Playground) -> None:
             lines.append(f"**Best cell: {html.escape(best['name'])}** — clean stop "
                          f"{best['clean_stop_rate']['rate']:.0%}, mean length {best['mean_length']:.1f} tokens "
                          f"(rule: {best['rule']}).")
+        models = report.models()
+        if models:
+            lines.append("**Stops best, per model** (its cleanest column): " + "; ".join(
+                f"{html.escape(m['model'])} {m['clean_stop_rate']['rate']:.0%} ({html.escape(m['column'])})"
+                for m in models))
         lines += [f"- skipped: {html.escape(p)}" for p in report.problems]
         return [state, "\n\n".join(lines), report.summary_rows(), evaluate_charts.length_figure(report),
                 evaluate_charts.stop_reasons_figure(report),

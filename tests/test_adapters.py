@@ -1,0 +1,249 @@
+"""Base vs fine-tune side by side: named LoRA adapters on one base, a model per column, mixed adapter batches.
+
+The LoRA adapters are real: trained here on the embedded model (two AdamW steps at a high learning rate on one
+chat answer each), once per session, and saved under the session's tmp directory.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from playground.engine import Comparison, Settings, Variant, compare
+from playground.models import BASE, load_model
+from playground.prompts import encode_prompt
+
+PARIS = "What can I do in Paris?"
+N = 16
+
+
+def _train_lora(model, tokenizer, name: str, answer: str):
+    """Two AdamW steps on one chat answer: enough to pull the adapter's greedy answer away from the base's."""
+    from peft import LoraConfig
+
+    model.add_adapter(name, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"]))
+    model.set_adapter(name)
+    ids = tokenizer.apply_chat_template([{"role": "user", "content": PARIS}, {"role": "assistant", "content": answer}],
+                                        return_tensors="pt", return_dict=True)["input_ids"]
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    model.train()
+    for _ in range(2):
+        model(input_ids=ids, labels=ids).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+
+@pytest.fixture(scope="session")
+def adapter_dirs(tmp_path_factory) -> dict[str, str]:
+    """Two LoRA adapters of the embedded model trained once per session, and a DoRA one: name -> directory."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(0)
+    bundle = load_model()
+    model = get_peft_model(bundle.model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"]),
+                           adapter_name="scratch")
+    root = tmp_path_factory.mktemp("adapters")
+    answers = {"louvre": "Visit the Louvre.", "seine": "Walk along the Seine and eat croissants every morning."}
+    for name, answer in answers.items():
+        _train_lora(model, bundle.tokenizer, name, answer)
+    # DoRA only has to be an adapter PEFT cannot mix; non-zero initial weights make it differ from the base.
+    model.add_adapter("dora", LoraConfig(r=8, target_modules=["q_proj", "v_proj"], use_dora=True, init_lora_weights=False))
+    model.eval()
+    for name in (*answers, "dora"):
+        model.save_pretrained(root, selected_adapters=[name])
+    return {name: str(root / name) for name in (*answers, "dora")}
+
+
+@pytest.fixture(scope="session")
+def tuned(adapter_dirs):
+    """The embedded model (its own copy) with the adapters louvre and seine: base + two LoRAs."""
+    return load_model(adapter=[f"louvre={adapter_dirs['louvre']}", f"seine={adapter_dirs['seine']}"])
+
+
+def _generate(bundle, model: str, n: int = N) -> list[int]:
+    ids = torch.tensor([encode_prompt(bundle.tokenizer, PARIS)])
+    with bundle.adapter_enabled(model), torch.inference_mode():
+        out = bundle.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, do_sample=False,
+                                    pad_token_id=bundle.tokenizer.pad_token_id)
+    return out[0, ids.shape[1]:].tolist()
+
+
+def test_adapter_names_and_defaults(tuned, adapter_dirs):
+    assert tuned.column_models() == [BASE, "louvre", "seine"]
+    assert tuned.default_model == BASE  # two adapters: a column that names none uses the base
+    assert tuned.info.adapters == {"louvre": adapter_dirs["louvre"], "seine": adapter_dirs["seine"]}
+    with pytest.raises(ValueError, match="'nope' is not loaded.*'base', 'louvre', 'seine'"):
+        Comparison(tuned, PARIS, [Variant("x", model="nope")], Settings(max_new_tokens=4))
+
+
+def test_base_and_adapter_columns_equal_generate_with_and_without_the_adapter(tuned):
+    trace = compare(tuned, PARIS, [Variant("base", model=BASE), Variant("louvre", model="louvre"),
+                                   Variant("seine", model="seine")], Settings(max_new_tokens=N))
+    base, louvre, seine = trace.variants
+    assert [v.model for v in trace.variants] == [BASE, "louvre", "seine"]
+    assert base.token_ids == _generate(tuned, BASE)
+    assert louvre.token_ids == _generate(tuned, "louvre")
+    assert seine.token_ids == _generate(tuned, "seine")
+    # The adapters were trained away from the base: the columns really differ.
+    assert louvre.token_ids != base.token_ids and seine.token_ids != base.token_ids
+
+
+@pytest.mark.parametrize("settings", [Settings(max_new_tokens=N), Settings(max_new_tokens=N, temperature=0.9, seed=7)],
+                         ids=["greedy", "sampled"])
+def test_base_and_two_adapters_in_one_batch_equal_each_alone(tuned, settings):
+    models = [BASE, "louvre", "seine"]
+    together = compare(tuned, PARIS, [Variant(m, model=m) for m in models], settings)
+    for model, column in zip(models, together.variants):
+        alone = compare(tuned, PARIS, [Variant(model, model=model)], settings).variants[0]
+        assert column.token_ids == alone.token_ids, model
+        assert [s.p_eos_raw for s in column.steps] == pytest.approx([s.p_eos_raw for s in alone.steps], rel=1e-3, abs=1e-7)
+
+
+def test_runs_with_different_adapters_at_once_share_steps_and_keep_their_tokens(tuned):
+    """Two visitors, one per adapter, submitted at the same moment: one batch, each its own tokens."""
+    from playground.decoder import decode_loop
+
+    alone = {m: compare(tuned, PARIS, [Variant(m, model=m)], Settings(max_new_tokens=N)).variants[0].token_ids
+             for m in ("louvre", "seine")}
+    loop = decode_loop(tuned)
+    widest, stop = [0], threading.Event()
+
+    def watch():
+        while not stop.wait(0.005):
+            widest[0] = max(widest[0], sum(len(m.active) for m in list(loop._members)))
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    runs = {m: Comparison(tuned, PARIS, [Variant(m, model=m)], Settings(max_new_tokens=N)) for m in alone}
+    done = [threading.Event() for _ in runs]
+    for run, event in zip(runs.values(), done):
+        run.submit(on_done=lambda _, event=event: event.set())
+    assert all(event.wait(timeout=600) for event in done)
+    stop.set()
+    watcher.join()
+    assert widest[0] == 2  # both rows decoded in the same batch
+    for model, run in runs.items():
+        assert run.trace.variants[0].token_ids == alone[model]
+
+
+@pytest.mark.slow  # DoRA recomputes its weight norm at every forward pass: slow on a CPU
+def test_a_dora_adapter_takes_turns_and_says_so(tuned, adapter_dirs):
+    """PEFT cannot mix DoRA rows into a batch of other adapters: they get forward passes of their own, same tokens."""
+    tuned.add_adapter("dora", adapter_dirs["dora"])
+    try:
+        assert not tuned.mixable("dora") and tuned.mixable("louvre")
+        models = [BASE, "louvre", "dora"]
+        together = compare(tuned, PARIS, [Variant(m, model=m) for m in models], Settings(max_new_tokens=12))
+        for model, column in zip(models, together.variants):
+            assert column.token_ids == _generate(tuned, model, 12), model
+        assert "take turns" in together.variants[2].status() and together.variants[1].model_note is None
+    finally:
+        tuned.remove_adapter("dora")
+    assert tuned.column_models() == [BASE, "louvre", "seine"]
+
+
+def test_adding_and_removing_adapters_keeps_the_base(adapter_dirs):
+    """From a plain model: add one (the default column model), a second (default: base), remove both."""
+    bundle = load_model()
+    before = compare(bundle, PARIS, [Variant("b")], Settings(max_new_tokens=8)).variants[0].token_ids
+    bundle.add_adapter("louvre", adapter_dirs["louvre"])
+    assert bundle.default_model == "louvre" and bundle.info.adapter == adapter_dirs["louvre"]
+    bundle.add_adapter("seine", adapter_dirs["seine"])
+    assert bundle.default_model == BASE and bundle.info.adapter is None
+    with pytest.raises(ValueError, match="already loaded"):
+        bundle.add_adapter("seine", adapter_dirs["seine"])
+    bundle.remove_adapter("louvre")
+    assert bundle.column_models() == [BASE, "seine"]
+    bundle.remove_adapter("seine")
+    assert bundle.column_models() == [BASE] and not hasattr(bundle.model, "peft_config")
+    assert compare(bundle, PARIS, [Variant("b")], Settings(max_new_tokens=8)).variants[0].token_ids == before
+
+
+@pytest.mark.slow  # a subprocess loading torch, transformers and the model
+def test_the_export_of_an_adapter_column_loads_that_adapter_and_reproduces_it(tuned, tmp_path):
+    """Run with `python -I` (this package is not importable there): the snippet loads the column's adapter only."""
+    from test_export import finish, start
+
+    from playground.export import export_column
+
+    comparison = Comparison(tuned, PARIS, [Variant("base", model=BASE), Variant("tuned", ["eos_reward"], model="louvre")],
+                            Settings(max_new_tokens=N))
+    code = export_column(comparison, column=1)
+    assert "load_adapter(" in code and "load_adapter(" not in export_column(comparison, column=0)
+    process = start(code, tmp_path)
+    for trace in comparison.run():
+        pass
+    assert finish(process)[1] == trace.variants[1].token_ids != trace.variants[0].token_ids
+
+
+def test_the_service_reads_a_columns_model_and_lists_the_models(tuned, adapter_dirs):
+    """`@NAME` at the end of a column and the JSON form both pick the model; an unknown one is named."""
+    from playground.service import Playground
+    from playground.space import Policy, normalize_columns
+
+    playground = Playground(tuned)
+    assert playground.info()["models"] == [BASE, "louvre", "seine"] and playground.info()["default_model"] == BASE
+    columns = normalize_columns([["baseline@base"], {"model": "louvre", "interventions": ["eos_reward"]}, ["ban_eos@seine"]])
+    comparison = playground.comparison(PARIS, columns, max_new_tokens=4, temperature=0, top_p=1, top_k=0, seed=0,
+                                       reward_start_ratio=0.5, strength=8)
+    assert [(v.name, v.model) for v in comparison.trace.variants] == [
+        ("baseline @base", BASE), ("eos_reward @louvre", "louvre"), ("ban_eos @seine", "seine")]
+    with pytest.raises(ValueError, match="'nope' is not loaded"):
+        playground.comparison(PARIS, [["@nope"]], max_new_tokens=4, temperature=0, top_p=1, top_k=0, seed=0,
+                              reward_start_ratio=0.5, strength=8)
+    public = Playground(tuned, policy=Policy(public=True, allowed_models=("default",), allowed_adapters=("org/lora",)))
+    with pytest.raises(ValueError, match="adapter: .* is not available on this app; pick one of: org/lora"):
+        public.add_adapter(f"mine={adapter_dirs['dora']}")
+    assert tuned.column_models() == [BASE, "louvre", "seine"]
+
+
+def test_a_link_carries_each_columns_model():
+    import urllib.parse
+
+    from playground.links import PAGE_DEFAULTS, from_query, to_query
+
+    query = to_query({**PAGE_DEFAULTS, "columns": [["@base"], ["eos_reward", "@louvre"]]})
+    assert "c1=baseline%40base" in query and "c2=eos_reward%40louvre" in query
+    settings, problems = from_query(dict(urllib.parse.parse_qsl(query)))
+    assert settings["columns"] == [["@base"], ["eos_reward", "@louvre"]] and not problems
+    assert from_query({"columns": "1", "c1": "ban_eos@"})[1] == ["c1: a column's model goes after '@' (e.g. "
+                                                                 "baseline@base); kept 'baseline'"]
+
+
+def test_a_branch_continues_with_its_columns_model_and_the_story_compares_models(tuned):
+    from playground.story import describe
+
+    trace = compare(tuned, PARIS, [Variant("base", model=BASE), Variant("tuned", model="louvre")],
+                    Settings(max_new_tokens=12))
+    parent = trace.variants[1]
+    branches = Comparison.of_branches(tuned, trace, [(2, 4, parent.token_ids[4])])
+    for branch_trace in branches.run():
+        pass
+    child = branch_trace.variants[0]
+    assert child.model == "louvre" and child.token_ids == parent.token_ids  # the adapter's own tokens, not the base's
+    story = describe(trace)
+    assert story[1].startswith("tuned (louvre) ") and story[-1].startswith("Models: base ")
+    assert "louvre " in story[-1]
+
+
+def test_the_cli_takes_several_adapters_and_a_model_per_column():
+    import argparse
+
+    from playground.cli import add_model_arguments, variants_from_args
+
+    parser = argparse.ArgumentParser()
+    add_model_arguments(parser)
+    parser.add_argument("--intervention", action="append")
+    args = parser.parse_args(["--adapter", "louvre=/runs/a", "--adapter", "/runs/seine-lora/", "--intervention",
+                              "baseline@base", "--intervention", "eos_reward+stop_strings@louvre"])
+    assert args.adapter == ["louvre=/runs/a", "/runs/seine-lora/"]
+    args.reward_start_ratio = args.strength = args.stop_string = None
+    variants = variants_from_args(args)
+    assert [(v.model, [i["name"] for i in v.interventions]) for v in variants] == [
+        (None, []), (BASE, []), ("louvre", ["eos_reward", "stop_strings"])]
+    from playground.models import ModelLoadError
+
+    with pytest.raises(ModelLoadError, match="adapter name 'base' is taken"):
+        load_model(adapter="base=/runs/a")
