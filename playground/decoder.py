@@ -8,9 +8,9 @@ extended). Positions are explicit, so the pads are never attended and never shif
 decodes the same tokens whatever shares its batch. Decoding never waits on a consumer: a comparison's reader
 picks up whatever steps were added since it last looked.
 
-    >>> loop = decode_loop(bundle)   # doctest: +SKIP  (created on first use; its thread ends when idle)
-    >>> comparison.submit()          # doctest: +SKIP  (what Comparison.run() does first)
-    >>> loop.drain()                 # doctest: +SKIP  (e.g. before loading another model: rows in flight finish)
+    loop = decode_loop(bundle)   # created on first use; its thread ends when idle
+    comparison.submit()          # what Comparison.run() does first
+    loop.drain()                 # e.g. before loading another model: rows in flight finish
 """
 
 from __future__ import annotations

@@ -89,6 +89,7 @@ class EosRewardLogitsProcessor(LogitsProcessor):
     tensor([[0., 0., 0., 0., 0.]])
     >>> processor(torch.zeros(1, 4 + 7, dtype=torch.long), scores)  # step 7: 3 of the 5 ramp steps done
     tensor([[0., 0., 6., 0., 0.]])
+
     ```
     """
 
@@ -278,6 +279,7 @@ class SeedEosTokenRewardLogitsProcessor(LogitsProcessor):
     >>> processor = SeedEosTokenRewardLogitsProcessor(eos_token_id=0, max_length=100)
     >>> processor(torch.zeros(1, 1, dtype=torch.long), torch.tensor([[5.0, 10.0, -1.0, 0.0]]))
     tensor([[ 100.0000,  108.2682, -591.1245,    0.0000]])
+
     ```
     """
 
@@ -322,6 +324,7 @@ class FiniteExponentialDecayLengthPenalty(ExponentialDecayLengthPenalty):
     tensor([[6., 5., -inf]])
     >>> penalty(torch.zeros(1, 1 + 5000, dtype=torch.long), torch.tensor([[float("-inf"), 0.0]]))
     tensor([[-inf, 0.]])
+
     ```
     """
 
@@ -357,6 +360,7 @@ class RepetitionStoppingCriteria(StoppingCriteria):
     >>> criterion = RepetitionStoppingCriteria(ngram_size=2, repeats=3, prompt_length=1)
     >>> criterion(torch.tensor([[9, 4, 5, 4, 5, 4, 5], [9, 4, 5, 4, 5, 4, 4]]), None)
     tensor([ True, False])
+
     ```
     """
 

@@ -20,11 +20,11 @@ detail, generated tokens, speed, the step where it diverges from the first colum
 whole trace (``/trace``). Applying an event twice changes nothing, so a client that gets the last one twice (the
 REST stream repeats it as its ``complete`` event) is fine. :class:`TraceBuilder` rebuilds the trace.
 
-    >>> stream = DeltaStream(comparison)                       # doctest: +SKIP
-    >>> builder = TraceBuilder()
-    >>> for event in stream.events():                          # start, updates as rows advance, finish
-    ...     builder.apply(event)
-    >>> builder.trace == comparison.trace.to_dict()            # True
+    stream = DeltaStream(comparison)
+    builder = TraceBuilder()
+    for event in stream.events():                          # start, updates as rows advance, finish
+        builder.apply(event)
+    assert builder.trace == comparison.trace.to_dict()
 """
 
 from __future__ import annotations

@@ -6,14 +6,12 @@ was found), the runtime stop lists, --fix on a Modelfile, and the training-examp
 from __future__ import annotations
 
 import copy
-import doctest
 import json
 
 import pytest
 
 from playground.cli import main as cli_main
 from playground.doctor import group_findings, report_json, report_markdown, write_fixes
-from playground.doctor import runtimes
 from playground.doctor.artifacts import check_artifacts_agree
 from playground.doctor.core import Context
 from playground.doctor.data import check_sample_ends_with_eos
@@ -199,10 +197,6 @@ def test_fix_writes_a_modelfile_the_check_then_passes(tiny_bundle, tmp_path):
     assert run(check_artifacts_agree, tiny_bundle, artifacts=[written])[0].status == "ok"
     assert original.read_text() == BROKEN_MODELFILE  # the input is untouched
     assert "artifacts/Modelfile: corrected copy" in (tmp_path / "out" / "FIXES.md").read_text()
-
-
-def test_modelfile_and_stop_list_examples_run():
-    assert doctest.testmod(runtimes).failed == 0
 
 
 def test_the_report_gives_each_runtime_its_stop_list(tiny_bundle, tok):

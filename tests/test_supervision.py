@@ -1,14 +1,7 @@
 """The training-example view on the real tokenizer: a masked end token reads as masked, a supervised one as
 supervised, and whitespace is visible."""
 
-import doctest
-
-from playground import supervision
-from playground.supervision import tokens_of, summary, to_html, to_text
-
-
-def test_docstring_examples_run():
-    assert doctest.testmod(supervision).failed == 0
+from playground.supervision import summary, to_html, to_text, tokens_of
 
 
 def _chat(tokenizer):
