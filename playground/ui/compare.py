@@ -91,7 +91,7 @@ def mark_stale(run: gr.Button, controls: list) -> None:
 
 
 def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
-    choices = list(INTERVENTION_NAMES)  # short chips; what each does is in the accordion below the pickers
+    intervention_choices = list(INTERVENTION_NAMES)  # short chips; what each does is in the accordion below the pickers
 
     def model_choices() -> list[str]:
         """A column's model as one more chip of its picker, "@base" or "@NAME", when adapters are loaded."""
@@ -126,7 +126,7 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
                 n_columns = gr.Radio(list(range(1, max_columns + 1)), value=len(default_columns), label="Columns",
                                      elem_id="columns")
                 defaults = PAGE_DEFAULTS["columns"] + [Column()] * MAX_COLUMNS
-                pickers = [gr.Dropdown(choices, value=defaults[index].names, multiselect=True,
+                pickers = [gr.Dropdown(intervention_choices, value=defaults[index].names, multiselect=True,
                                        label=f"Column {index + 1} interventions (none = baseline)",
                                        visible=index < len(default_columns), elem_id=f"picker-{index}")
                            for index in range(MAX_COLUMNS)]
@@ -167,8 +167,8 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
                 selection = gr.HTML("", html_template="", js_on_load=SELECTION_JS, elem_id="selection")
                 with gr.Accordion("Copy this fix", open=False):
                     with gr.Row():
-                        choices = fix_choices(column_names(default_columns), None)
-                        fix_column = gr.Dropdown(choices, value=choices[min(1, len(choices) - 1)][1], label="Column",
+                        fix_options = fix_choices(column_names(default_columns), None)
+                        fix_column = gr.Dropdown(fix_options, value=fix_options[min(1, len(fix_options) - 1)][1], label="Column",
                                                  elem_id="fix-column")
                         fix_kind = gr.Radio([("model.generate() script", "generate"), ("pipeline() script", "pipeline"),
                                          ("arguments for your own generate() call", "kwargs")], value="generate",
@@ -401,7 +401,7 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
             settings["max_new_tokens"] = policy.max_new_tokens
         values = [settings[key] for key in linked] + [len(columns)]
         values += [gr.update(value=columns[i].names + ([f"@{columns[i].model}"] if columns[i].model else [])
-                             if i < len(columns) else [], visible=i < len(columns), choices=[*choices, *model_choices()])
+                             if i < len(columns) else [], visible=i < len(columns), choices=[*intervention_choices, *model_choices()])
                    for i in range(MAX_COLUMNS)]
         values += [gr.update(value=column_params_text(columns[i]) if i < len(columns) else "", visible=i < len(columns))
                    for i in range(MAX_COLUMNS)]
