@@ -293,6 +293,8 @@ def parse_column(text: str) -> Column:
     try:
         tokens = _tokens(text)
         model = None
+        if tokens and tokens[-1] == ("punct", "@"):
+            raise ValueError("a column's model goes after @, e.g. baseline@base")
         if len(tokens) >= 2 and tokens[-2] == ("punct", "@"):
             if tokens[-1][0] != "bare" or not _MODEL.fullmatch(tokens[-1][1]):
                 raise ValueError("write the model after @ as a name, e.g. eos_reward@base")

@@ -181,18 +181,16 @@ def test_the_export_of_an_adapter_column_loads_that_adapter_and_reproduces_it(tu
 def test_the_service_reads_a_columns_model_and_lists_the_models(tuned, adapter_dirs):
     """`@NAME` at the end of a column and the JSON form both pick the model; an unknown one is named."""
     from playground.service import Playground
-    from playground.space import Policy, normalize_columns
+    from playground.space import Policy
 
     playground = Playground(tuned)
     assert playground.info()["models"] == [BASE, "louvre", "seine"] and playground.info()["default_model"] == BASE
-    columns = normalize_columns([["baseline@base"], {"model": "louvre", "interventions": ["eos_reward"]}, ["ban_eos@seine"]])
-    comparison = playground.comparison(PARIS, columns, max_new_tokens=4, temperature=0, top_p=1, top_k=0, seed=0,
-                                       reward_start_ratio=0.5, strength=8)
+    columns = ["baseline@base", {"model": "louvre", "interventions": ["eos_reward"]}, ["ban_eos@seine"]]
+    comparison = playground.comparison(PARIS, columns, max_new_tokens=4, strength=8)
     assert [(v.name, v.model) for v in comparison.trace.variants] == [
-        ("baseline @base", BASE), ("eos_reward @louvre", "louvre"), ("ban_eos @seine", "seine")]
+        ("baseline@base", BASE), ("eos_reward@louvre", "louvre"), ("ban_eos@seine", "seine")]
     with pytest.raises(ValueError, match="'nope' is not loaded"):
-        playground.comparison(PARIS, [["@nope"]], max_new_tokens=4, temperature=0, top_p=1, top_k=0, seed=0,
-                              reward_start_ratio=0.5, strength=8)
+        playground.comparison(PARIS, ["baseline@nope"], max_new_tokens=4)
     public = Playground(tuned, policy=Policy(public=True, allowed_models=("default",), allowed_adapters=("org/lora",)))
     with pytest.raises(ValueError, match="adapter: .* is not available on this app; pick one of: org/lora"):
         public.add_adapter(f"mine={adapter_dirs['dora']}")
@@ -203,13 +201,16 @@ def test_a_link_carries_each_columns_model():
     import urllib.parse
 
     from playground.links import PAGE_DEFAULTS, from_query, to_query
+    from playground.request import parse_column
 
-    query = to_query({**PAGE_DEFAULTS, "columns": [["@base"], ["eos_reward", "@louvre"]]})
+    columns = [parse_column("baseline@base"), parse_column("eos_reward@louvre")]
+    query = to_query({**PAGE_DEFAULTS, "columns": columns})
     assert "c1=baseline%40base" in query and "c2=eos_reward%40louvre" in query
     settings, problems = from_query(dict(urllib.parse.parse_qsl(query)))
-    assert settings["columns"] == [["@base"], ["eos_reward", "@louvre"]] and not problems
-    assert from_query({"columns": "1", "c1": "ban_eos@"})[1] == ["c1: a column's model goes after '@' (e.g. "
-                                                                 "baseline@base); kept 'baseline'"]
+    assert settings["columns"] == columns and not problems
+    assert from_query({"columns": "1", "c1": "ban_eos@"})[1] == [
+        "c1: column 'ban_eos@': a column's model goes after @, e.g. baseline@base (write e.g. "
+        "eos_reward(strength=8)+stop_strings); kept 'baseline'"]
 
 
 def test_a_branch_continues_with_its_columns_model_and_the_story_compares_models(tuned):
@@ -229,20 +230,15 @@ def test_a_branch_continues_with_its_columns_model_and_the_story_compares_models
 
 
 def test_the_cli_takes_several_adapters_and_a_model_per_column():
-    import argparse
+    from playground.cli import build_parser, columns_from_args
+    from playground.request import parse_column
 
-    from playground.cli import add_model_arguments, variants_from_args
-
-    parser = argparse.ArgumentParser()
-    add_model_arguments(parser)
-    parser.add_argument("--intervention", action="append")
-    args = parser.parse_args(["--adapter", "louvre=/runs/a", "--adapter", "/runs/seine-lora/", "--intervention",
-                              "baseline@base", "--intervention", "eos_reward+stop_strings@louvre"])
+    args = build_parser().parse_args(["compare", "--prompt", PARIS, "--adapter", "louvre=/runs/a", "--adapter",
+                                      "/runs/seine-lora/", "--column", "baseline@base", "--column",
+                                      "eos_reward+stop_strings@louvre"])
     assert args.adapter == ["louvre=/runs/a", "/runs/seine-lora/"]
-    args.reward_start_ratio = args.strength = args.stop_string = None
-    variants = variants_from_args(args)
-    assert [(v.model, [i["name"] for i in v.interventions]) for v in variants] == [
-        (None, []), (BASE, []), ("louvre", ["eos_reward", "stop_strings"])]
+    columns = [parse_column(text) for text in columns_from_args(args)]
+    assert [(c.model, c.names) for c in columns] == [(BASE, []), ("louvre", ["eos_reward", "stop_strings"])]
     from playground.models import ModelLoadError
 
     with pytest.raises(ModelLoadError, match="adapter name 'base' is taken"):
