@@ -34,9 +34,9 @@ CSS = """
 #story ul { margin: 0; padding-left: 1.2em; font-size: 0.9em; }
 #selection { display: none; }
 #stale-note { display: none; }
-.stale-results #stale-note { display: block; }
+#stale-note.stale { display: block; }
 .stale-note { background: #f3f4f6; border: 1px solid #d1d5db; border-radius: 6px; padding: 3px 10px; font-size: 0.9em; color: #374151; }
-.stale-results #columns-row, .stale-results #story, .stale-results #chart, .stale-results #inspector { opacity: 0.45; }
+#columns-row.stale, #story.stale, #chart.stale, #inspector.stale { opacity: 0.45; }
 .remove-branch { align-self: flex-start; }
 @media (max-width: 720px) {  /* a phone: the inspector goes under the chart, each at full width */
   .row:has(> #chart) { flex-direction: column; }

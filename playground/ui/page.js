@@ -253,7 +253,13 @@ window.eosPlayground = window.eosPlayground || (() => {
   // Results of other settings: dimmed, with a note, until the next Run (only when there are results to dim).
   function stale(on) {
     const results = state.charts.some((c) => c.data);
-    document.body.classList.toggle("stale-results", Boolean(on && results));
+    const flag = Boolean(on && results);
+    document.body.classList.toggle("stale-results", flag);
+    // On the elements themselves: Gradio scopes the page's CSS inside its container, so a class on <body> styles nothing.
+    for (const id of ["stale-note", "columns-row", "story", "chart", "inspector"]) {
+      const element = document.getElementById(id);
+      if (element) element.classList.toggle("stale", flag);
+    }
   }
 
   return { chart, tokens, selection, inspector, select, stale, state };
