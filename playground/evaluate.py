@@ -551,7 +551,7 @@ class Report:
                 continue
             key = (rate, -(summary["mean_length"] or 0))
             if summary["model"] not in best or key > best[summary["model"]]["key"]:
-                best[summary["model"]] = {"model": summary["model"], "column": summary["name"], "key": key,
+                best[summary["model"]] = {"model": summary["model"], "column": summary["column"], "key": key,
                                           "clean_stop_rate": summary["clean_stop_rate"],
                                           "mean_length": summary["mean_length"]}
         if len({v.model for v in self.columns}) < 2:

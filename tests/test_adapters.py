@@ -185,7 +185,7 @@ def test_the_service_reads_a_columns_model_and_lists_the_models(tuned, adapter_d
 
     playground = Playground(tuned)
     assert playground.info()["models"] == [BASE, "louvre", "seine"] and playground.info()["default_model"] == BASE
-    columns = ["baseline@base", {"model": "louvre", "interventions": ["eos_reward"]}, ["ban_eos@seine"]]
+    columns = ["baseline@base", {"model": "louvre", "interventions": ["eos_reward"]}, "ban_eos@seine"]
     comparison = playground.comparison(PARIS, columns, max_new_tokens=4, strength=8)
     assert [(v.name, v.model) for v in comparison.trace.variants] == [
         ("baseline@base", BASE), ("eos_reward@louvre", "louvre"), ("ban_eos@seine", "seine")]
@@ -243,3 +243,21 @@ def test_the_cli_takes_several_adapters_and_a_model_per_column():
 
     with pytest.raises(ModelLoadError, match="adapter name 'base' is taken"):
         load_model(adapter="base=/runs/a")
+
+
+def test_evaluate_reports_which_model_stops_best(tuned):
+    """Columns across models in one evaluation: the report ranks the models by their cleanest column, and its
+    JSON (what the tab and /evaluate hand out) carries that ranking."""
+    import json
+
+    from playground.service import Playground
+
+    evaluation = Playground(tuned).evaluation(["Say hi."], ["baseline@base", "baseline@louvre", "eos_reward@seine"],
+                                              max_new_tokens=4)
+    for _ in evaluation.run():
+        pass
+    report = evaluation.report()
+    ranked = report.models()
+    assert sorted(m["model"] for m in ranked) == [BASE, "louvre", "seine"]
+    assert {m["model"]: m["column"] for m in ranked}["seine"] == "eos_reward@seine"
+    assert json.loads(report.to_json())["models"] == ranked
