@@ -145,7 +145,9 @@ def check_setting(name: str, value):
         number = value
     else:
         raise ValueError(f"{name} must be {whole}, got {shown(value)}")
-    if not math.isfinite(number) or (s.kind is int and number != int(number)):
+    if not math.isfinite(number):
+        raise ValueError(f"{name} must be a finite number, got {shown(value)}")
+    if s.kind is int and number != int(number):
         raise ValueError(f"{name} must be {whole}, got {shown(value)}")
     if not s.low <= number <= s.high:
         raise ValueError(f"{name} must be between {s.low:g} and {s.high:g}, got {number:g}")

@@ -21,7 +21,7 @@ from .engine import Comparison, Settings, Variant
 from .export import export_column
 from .kernels import DecodeKernels
 from .request import (DEFAULTS, Column, check_settings, column_from_page, columns_from_json, parse_bool, parse_column,
-                      resolve)
+                      resolve, split_stop_strings)
 from .models import LoadedModel, load_model
 from .space import Policy, require_whole, shown
 from .trace import Trace
@@ -219,8 +219,7 @@ class Playground:
         0) decoded in one second batch once the columns have finished; :meth:`stream` runs them."""
         values = check_settings({"prompt": prompt, **settings})
         variants = self.variants(columns, values)
-        strings = [s for v in variants for i in v.interventions if i.name == "stop_strings" for s in i.params["strings"]]
-        self.policy.check_request(values["prompt"], values["system_prompt"], variants, list(dict.fromkeys(strings)))
+        self.policy.check_request(values["prompt"], values["system_prompt"], variants, stop_strings_of(values, variants))
         if branches is not None and (isinstance(branches, str) or not isinstance(branches, list | tuple)):
             raise ValueError(f"branches must be a list of [column, step, token_id], got {branches!r}")
         with self._lock:
@@ -358,8 +357,7 @@ class Playground:
             raise ValueError(f"prompts must be \"builtin\" or a list of strings or {{\"prompt\"/\"messages\"}} "
                              f"objects, got {shown(prompts)}")
         variants = self.variants(columns, values)
-        strings = [s for v in variants for i in v.interventions if i.name == "stop_strings" for s in i.params["strings"]]
-        policy.check_request("", values["system_prompt"], variants, list(dict.fromkeys(strings)))
+        policy.check_request("", values["system_prompt"], variants, stop_strings_of(values, variants))
         grid = evaluate.Sweep.parse(sweep) if (sweep.strip() if isinstance(sweep, str) else sweep) else None
         if grid is not None:
             base = next((v for v in variants if any(i.name == "eos_reward" for i in v.interventions)),
@@ -385,6 +383,14 @@ class Playground:
         load (its hub id), never by a path on this host."""
         return export_column(comparison, kind=kind, model_reference=self.reference,
                              reveal_paths=self.policy.reveal_paths)
+
+
+def stop_strings_of(values: dict, variants: Sequence[Variant]) -> list[str]:
+    """Every stop string of a request, for the policy's caps: the shared setting's (checked whether or not a column
+    uses it: a value no door accepts is refused at every door) and each column's own."""
+    strings = split_stop_strings(values["stop_strings"])
+    strings += [s for v in variants for i in v.interventions if i.name == "stop_strings" for s in i.params["strings"]]
+    return list(dict.fromkeys(strings))
 
 
 def engine_settings(values: dict, policy: Policy | None = None) -> Settings:

@@ -26,7 +26,7 @@ def test_a_grid_is_refused_by_its_count_before_any_cell_is_built(monkeypatch):
     with pytest.raises(ValueError, match="^sweep is 2001 characters long; at most 2000"):
         Sweep.parse("strength=" + "4" * 1992)
     monkeypatch.undo()
-    assert len(Sweep.parse("strength=1,2,3,4 reward_start_ratio=0.1,0.2,0.3,0.4 at_boundary=on,off "
+    assert len(Sweep.parse("strength=1,2,3,4 reward_start_ratio=0.1,0.2,0.3,0.4 at_boundary=true,false "
                            "force_at_end=on,off").cells()) == 64
 
 

@@ -120,9 +120,10 @@ def raw_call(url: str, api_name: str, body: str) -> str:
 
 @pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity"])
 def test_non_finite_temperature_gets_a_sentence(public_app_server, client, value):
-    # prompt, columns, max_new_tokens, temperature, top_p, top_k, seed, ratio, strength, stops, min_new, template, system
+    # prompt, columns, max_new_tokens, temperature, top_p, top_k, seed, ratio, strength, stops, min_new, template,
+    # system, repetition_penalty, no_repeat_ngram_size, min_p, typical_p, branches: the positional route needs all
     stream = raw_call(public_app_server, "compare",
-                      f'{{"data": ["Hi", null, 8, {value}, 1.0, 0, 0, 0.5, 12, "\\\\n\\\\n", 32, true, ""]}}')
+                      f'{{"data": ["Hi", null, 8, {value}, 1.0, 0, 0, 0.5, 12, "\\\\n\\\\n", 32, true, "", 1.0, 0, 0.0, 1.0, null]}}')
     assert "event: error" in stream
     message = json.loads(stream.split("event: error\ndata: ", 1)[1].splitlines()[0])["error"]
     assert_clear(message, "temperature")

@@ -53,7 +53,8 @@ def test_inspector_shows_the_step_the_margin_and_every_stage(tiny):
     trace = compare(tiny, "Hello", [Variant("a", ["eos_reward"])], Settings(max_new_tokens=3, temperature=0.7, top_k=5, top_p=0.9))
     step = trace.variants[0].steps[1]
     html = inspector_html(trace, 0, 1, tiny.info.stop_token_ids)
-    assert f"step 1 · chose <code>{repr(step.token)}" in html.replace("&#x27;", "'")
+    shown = "EOS" if step.token_id in tiny.info.stop_token_ids else repr(step.token)  # the ramp starts at step 1
+    assert f"step 1 · chose <code>{shown}</code>" in html.replace("&#x27;", "'")
     assert "EOS would need" in html or "top choice" in html
     stages = [cell.split("</td>")[0] for cell in html.split("<tr><td>")[1:]]
     assert stages == ["raw", "interventions", "temperature", "top_k", "top_p", "sampled"]
