@@ -244,12 +244,12 @@ def bench_step_overhead(bundle, rows: int = 64, vocab_size: int = 32000, steps: 
         ids = torch.tensor([encode_prompt(bundle.tokenizer, RAMBLING_PROMPT)] * rows)
         with torch.inference_mode(), DecodeKernels(bundle.model) as kernels:
             out = bundle.model(input_ids=ids, use_cache=True, logits_to_keep=1)
-            cache, token = out.past_key_values, out.logits[:, -1].argmax(-1, keepdim=True)
+            cache, token = out.cache, out.logits[:, -1].argmax(-1, keepdim=True)
             kernels.use(rows)
             seconds = []
             for _ in range(4):
                 started = time.perf_counter()
-                out = bundle.model(input_ids=token, past_key_values=cache, use_cache=True)
+                out = bundle.model(input_ids=token, cache=cache, use_cache=True)
                 seconds.append(time.perf_counter() - started)
                 token = out.logits[:, -1].argmax(-1, keepdim=True)
         return sorted(seconds)[len(seconds) // 2] * 1e3
