@@ -162,6 +162,7 @@ def request(seed: int) -> dict:
             "temperature": 1.0, "top_p": 0.95, "seed": seed, "reward_start_ratio": 0.5}
 
 
+@pytest.mark.slow  # 23 s; concurrent runs keeping their own tokens are also covered by test_memory and test_adapters
 def test_eight_clients_streaming_at_once_get_what_each_gets_alone(public_app_server, client):
     alone = {seed: compare(client, **request(seed))[-1] for seed in range(8)}
     # Sampling with different seeds gives different stories, so matching outputs mean something.

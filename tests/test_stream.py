@@ -84,6 +84,7 @@ def client(app_server):
     return Client(app_server, verbose=False)
 
 
+@pytest.mark.slow  # 45 s; test_events_rebuild_the_trace_and_carry_each_step_once covers the rebuild on the tiny model
 def test_a_long_run_streamed_through_compare_rebuilds_the_engine_trace(client, smollm):
     kwargs = dict(prompt=RAMBLING, columns=[["ban_eos"], ["eos_reward"], ["concise_suffix"]], max_new_tokens=160,
                   reward_start_ratio=0.5, strength=12)
