@@ -13,6 +13,27 @@ import torch
 from playground.models import LoadedModel, ModelInfo, eos_token_ids, load_model, stop_token_ids
 
 
+def pytest_sessionfinish(session, exitstatus):
+    session.config.stash[EXIT_STATUS] = int(exitstatus)
+
+
+def pytest_unconfigure(config):
+    """Leave with pytest's own exit status once the report is printed, skipping interpreter teardown: in-process
+    runs leave daemon threads (the decode loop idles for a few seconds before it ends) and native thread pools,
+    and tearing those down at exit sometimes aborts the process ("terminate called without an active exception",
+    exit 134) after every test has passed."""
+    import sys
+
+    status = config.stash.get(EXIT_STATUS, None)
+    if status is not None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+
+
+EXIT_STATUS = pytest.StashKey[int]()
+
+
 @pytest.fixture(scope="session")
 def smollm() -> LoadedModel:
     """SmolLM2-135M-Instruct from the embedded GGUF (converted once, then read from the cache)."""
