@@ -27,7 +27,7 @@ def test_a_grid_is_refused_by_its_count_before_any_cell_is_built(monkeypatch):
         Sweep.parse("strength=" + "4" * 1992)
     monkeypatch.undo()
     assert len(Sweep.parse("strength=1,2,3,4 reward_start_ratio=0.1,0.2,0.3,0.4 at_boundary=true,false "
-                           "force_at_end=on,off").cells()) == 64
+                           "force_at_end=true,false").cells()) == 64
 
 
 def test_evaluation_fields_are_type_checked_before_anything_is_multiplied(tiny):

@@ -349,7 +349,10 @@ def battery(url: str, tmp_path: Path, *, shared: bool) -> None:
     for kwargs, field in BAD_EVALUATE:
         check(f"/evaluate {str(kwargs)[:60]}", app_error(lambda: client.submit(api_name="/evaluate", **kwargs).result()),
               field)
-    evaluate_body = ('{"data": [["Hi \\ud83d there"], null, "", 1, 2, 0, 1, 0, 0, 0.5, 12, "", 32, true, ""]}')
+    # prompts, columns, sweep, seeds, max_new_tokens, temperature, top_p, top_k, seed, ratio, strength, stop strings,
+    # min new tokens, chat template, system prompt, repetition penalty, no-repeat n-gram size, min-p, typical-p
+    evaluate_body = ('{"data": [["Hi \\ud83d there"], null, "", 1, 2, 0, 1, 0, 0, 0.5, 12, "", 32, true, "", 1.0, 0, 0.0, '
+                     '1.0]}')
     check("REST /evaluate surrogate", rest(url, "evaluate", evaluate_body), "prompt")
     for kwargs, field in BAD_EXPORT:
         check(f"/export_code {kwargs}", app_error(lambda: client.predict(api_name="/export_code", **kwargs)), field)
