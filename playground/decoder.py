@@ -29,6 +29,7 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
+from . import lora_batch
 from .kernels import DecodeKernels
 from .models import PEFT_BASE, can_mix
 
@@ -142,10 +143,14 @@ def stopped_sentence(error: BaseException, device) -> str:
 
 def forward_rows(model, adapters: list[str], **inputs):
     """One forward pass of the batch whose rows use the PEFT adapters ``adapters`` (one name per row, "__base__"
-    for the base model). Rows of plain LoRA adapters share the pass (PEFT's mixed adapter batch: the base layers
-    run once for every row, each adapter's update on its own rows); adapters PEFT cannot mix take turns."""
+    for the base model). Rows of plain LoRA adapters share the pass (the base layers run once for every row, each
+    adapter's update weighted onto its own rows: :mod:`playground.lora_batch`, else PEFT's mixed adapter batch);
+    adapters PEFT cannot mix take turns."""
     if not hasattr(model, "peft_config") or (len(set(adapters)) == 1 and adapters[0] == model.active_adapter):
         return model(**inputs)
+    if lora_batch.supports(model, adapters):
+        with lora_batch.mixed_rows(model, adapters):
+            return model(**inputs)
     if all(can_mix(model, name) for name in set(adapters)):
         return model(**inputs, adapter_names=adapters)
     return _take_turns(model, adapters, **inputs)

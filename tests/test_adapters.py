@@ -101,6 +101,36 @@ def test_base_and_two_adapters_in_one_batch_equal_each_alone(tuned, settings):
         assert [s.p_eos_raw for s in column.steps] == pytest.approx([s.p_eos_raw for s in alone.steps], rel=1e-3, abs=1e-7)
 
 
+def test_mixed_rows_give_each_row_what_peft_gives_it(tuned):
+    """The decode loop's mixed LoRA batch (one weighted update per adapter, no row gathering) and PEFT's own
+    ``adapter_names`` path give every row the same logits; an adapter on the embeddings keeps PEFT's path."""
+    from playground import lora_batch
+    from playground.decoder import forward_rows
+
+    rows = ["__base__", "louvre", "seine", "louvre"]
+    ids = torch.tensor([encode_prompt(tuned.tokenizer, PARIS)] * len(rows))
+    assert lora_batch.supports(tuned.model, rows)
+    with torch.inference_mode():
+        ours = forward_rows(tuned.model, rows, input_ids=ids).logits
+        peft = tuned.model(input_ids=ids, adapter_names=rows).logits
+    torch.testing.assert_close(ours, peft, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(ours[0], ours[1])  # the adapter rows really differ from the base row
+
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(0)
+    embedded = get_peft_model(load_model().model, LoraConfig(r=4, target_modules=["embed_tokens", "q_proj"],
+                                                             init_lora_weights=False), adapter_name="emb").eval()
+    assert not lora_batch.supports(embedded, ["__base__", "emb"])
+    with torch.inference_mode():
+        mixed = forward_rows(embedded, ["__base__", "emb"], input_ids=ids[:2]).logits
+        with embedded.disable_adapter():
+            base = embedded(input_ids=ids[:2]).logits
+        tuned_rows = embedded(input_ids=ids[:2]).logits
+    torch.testing.assert_close(mixed[0], base[0], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(mixed[1], tuned_rows[1], rtol=1e-4, atol=1e-4)
+
+
 def test_runs_with_different_adapters_at_once_share_steps_and_keep_their_tokens(tuned):
     """Two visitors, one per adapter, submitted at the same moment: one batch, each its own tokens."""
     from playground.decoder import decode_loop
