@@ -40,11 +40,12 @@ from dataclasses import asdict, dataclass, field
 import torch
 from transformers import (LogitsProcessor, LogitsProcessorList, MinPLogitsWarper, NoRepeatNGramLogitsProcessor,
                           RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper, TopKLogitsWarper,
-                          TopPLogitsWarper, TypicalLogitsWarper)
+                          TypicalLogitsWarper)
 
 from .interventions import Intervention, build_interventions, parse_interventions
 from .models import LoadedModel
 from .prompts import encode_prompt
+from .samplers import PartialTopPLogitsWarper
 from .trace import LazyStages, Stage, StepRecord, TopToken, Trace, VariantTrace
 
 MAX_NEW_TOKENS_CAP = 2048
@@ -266,7 +267,8 @@ def _processor_stage(processor: LogitsProcessor) -> tuple[str, LogitsProcessor, 
 
 def sampling_warpers(settings: Settings) -> list[tuple[str, LogitsProcessor, Callable[[_StageStep], str]]]:
     """The sampling stages as (name, transformers warper, note), in the order ``generate()`` applies them
-    (its ``_get_logits_processor``: temperature, top-k, top-p, min-p, typical-p); none when greedy, as
+    (its ``_get_logits_processor``: temperature, top-k, top-p, min-p, typical-p; top-p by
+    :class:`~playground.samplers.PartialTopPLogitsWarper`, same result); none when greedy, as
     ``generate(do_sample=False)`` skips them all."""
     if settings.greedy:
         return []
@@ -278,7 +280,7 @@ def sampling_warpers(settings: Settings) -> list[tuple[str, LogitsProcessor, Cal
         warpers.append(("top_k", TopKLogitsWarper(k), lambda s: f"top-k {k} kept {s.kept} of {s.kept_before} tokens"))
     if settings.top_p < 1:
         p = float(settings.top_p)
-        warpers.append(("top_p", TopPLogitsWarper(p), lambda s: f"top-p {p:g} kept {s.kept} of {s.kept_before} tokens, "
+        warpers.append(("top_p", PartialTopPLogitsWarper(p), lambda s: f"top-p {p:g} kept {s.kept} of {s.kept_before} tokens, "
                                                               f"the most likely ones adding up to {p:g}"))
     if settings.min_p > 0:
         min_p = float(settings.min_p)
