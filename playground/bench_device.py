@@ -37,7 +37,7 @@ DEFAULTS = {"cuda": {"runs": (1, 8, 16), "new_tokens": 512, "kv_budget_mb": None
 def load_served(device: str):
     """The model as the app serves it: spaces.yaml's on CUDA, the embedded model on the CPU."""
     from .models import load_model
-    from .space import load_config
+    from .space.config import load_config
 
     if device == "cpu":
         return load_model(device="cpu"), None

@@ -460,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return bench_main(argv[1:])
     if argv[:1] == ["deploy"]:
-        from .space import main as deploy_main
+        from .space.deploy import main as deploy_main
 
         return deploy_main(argv[1:])
     args = build_parser().parse_args(argv)

@@ -51,7 +51,7 @@ from .request import DEFAULTS, SETTINGS, Column, format_column, parse_bool, reso
 from .jsonlines import loads_line
 from .models import LoadedModel
 from .prompts import encode_prompt
-from .space import check_encodable
+from .space.policy import check_encodable
 from .trace import VariantTrace
 
 BUILTIN_PROMPTS = Path(__file__).resolve().parent / "data" / "prompts.jsonl"

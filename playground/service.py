@@ -23,7 +23,7 @@ from .kernels import DecodeKernels
 from .request import (DEFAULTS, Column, check_settings, column_from_page, columns_from_json, parse_bool, parse_column,
                       resolve, split_stop_strings)
 from .models import LoadedModel, load_model
-from .space import Policy, require_whole, shown
+from .space.policy import Policy, require_whole, shown
 from .trace import Trace
 
 TRACE_MAX_AGE = 3600  # seconds a downloadable trace is kept

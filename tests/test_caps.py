@@ -9,7 +9,7 @@ from playground.engine import Settings, Variant
 from playground.evaluate import Evaluation, Sweep, parse_prompts, prompts_from_items
 from playground.jsonlines import loads_line
 from playground.service import Playground
-from playground.space import Policy
+from playground.space.policy import Policy
 
 DEEP = "[" * 200_000 + "]" * 200_000
 

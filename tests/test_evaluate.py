@@ -137,7 +137,7 @@ def test_csv_text_empty_and_oversized_files(tmp_path):
 
 
 def test_the_builtin_set_ships_with_the_package_and_varies():
-    from playground.space import upload_files
+    from playground.space.deploy import upload_files
 
     prompts = builtin_prompts()
     assert prompts.problems == [] and len(prompts.prompts) >= 30
@@ -300,7 +300,7 @@ def test_cancel_keeps_the_rows_that_finished(smollm):
 
 def test_bad_requests_are_sentences(smollm):
     from playground.service import Playground
-    from playground.space import Policy
+    from playground.space.policy import Policy
 
     columns = [Variant("baseline")]
     with pytest.raises(ValueError, match="seeds: greedy decoding"):

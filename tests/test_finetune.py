@@ -179,7 +179,7 @@ def test_the_tab_previews_each_recipe_with_the_shared_view(smollm):
 def test_public_mode_keeps_training_off_unless_capped(smollm):
     from playground.finetune.lab import Lab
     from playground.service import Playground
-    from playground.space import Policy
+    from playground.space.policy import Policy
 
     with pytest.raises(ValueError, match="training is switched off on this app"):
         Lab(Playground(smollm, policy=Policy(public=True))).start("correct", None, 10)

@@ -17,7 +17,7 @@ from ..interventions import INTERVENTION_NAMES
 from ..request import DEFAULTS as D
 from ..request import SETTINGS
 from ..service import Playground, write_downloads
-from ..space import require_whole
+from ..space.policy import require_whole
 from .compare import MAX_COLUMNS
 from .controls import control
 from .errors import refusal
