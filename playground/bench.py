@@ -462,7 +462,8 @@ def bench_evaluate(bundle, prompts: int = 16, new_tokens: int = 32) -> dict:
     The evaluation decodes through ``engine.run_all``; the ratio reaches its target (≤ 0.35) only when that
     batches rows across comparisons."""
     from playground.engine import Settings, Variant
-    from playground.evaluate import Evaluation, PromptSet, builtin_prompts
+    from playground.evaluate.prompt_files import PromptSet, builtin_prompts
+    from playground.evaluate.runner import Evaluation
     from playground.interventions import build_interventions
     from playground.prompts import encode_prompt
 

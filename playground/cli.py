@@ -250,7 +250,7 @@ def table(headers: list[str], rows: list[list]) -> str:
 
 def report_text(report) -> str:
     """An evaluation report for the terminal: the per-column table, then the sweep and its best cell."""
-    from .evaluate import SUMMARY_HEADERS
+    from .evaluate.report import SUMMARY_HEADERS
 
     done = "" if report.complete else f" — cancelled, {len(report.rows)} of {report.expected_rows} rows"
     parts = [f"{report.model} · {len(report.prompts)} prompts × {len(report.columns)} columns × "

@@ -16,21 +16,12 @@ import pytest
 import torch
 
 from playground.engine import Settings, Variant
-from playground.evaluate import (
-    Evaluation,
-    Prompt,
-    PromptSet,
-    Report,
-    Sweep,
-    builtin_prompts,
-    column_summary,
-    compare_query,
-    ends_sentence,
-    has_loop,
-    parse_prompts,
-    read_prompts,
-    row_result,
-)
+from playground.evaluate.metrics import column_summary, has_loop, row_result
+from playground.evaluate.prompt_files import Prompt, PromptSet, builtin_prompts, parse_prompts, read_prompts
+from playground.evaluate.report import Report, compare_query
+from playground.evaluate.runner import Evaluation
+from playground.evaluate.sweep import Sweep
+from playground.interventions import ends_sentence
 from playground.prompts import encode_prompt
 from playground.trace import StepRecord, VariantTrace
 
@@ -178,7 +169,7 @@ def test_compare_query_opens_the_prompt_with_the_same_columns():
 
 
 def test_charts_of_a_synthetic_report():
-    from playground import evaluate_charts
+    from playground.evaluate import charts as evaluate_charts
 
     rows = synthetic_rows()
     for index, row in enumerate(rows):
@@ -259,7 +250,7 @@ def test_a_stronger_ramp_never_gives_longer_answers_at_the_same_start(smollm):
         weak = {r.prompt: r.length for r in report.rows_of(cells[(start, 4.0)]["column"])}
         strong = {r.prompt: r.length for r in report.rows_of(cells[(start, 16.0)]["column"])}
         assert all(strong[p] <= weak[p] for p in weak)  # greedy: a larger EOS bonus can only stop sooner
-    from playground import evaluate_charts
+    from playground.evaluate import charts as evaluate_charts
 
     figure = evaluate_charts.sweep_figure(report)
     [heatmap] = figure.data  # start ratio down, strength across

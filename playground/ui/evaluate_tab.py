@@ -10,9 +10,9 @@ from pathlib import Path
 
 import gradio as gr
 
-from .. import evaluate_charts
 from ..engine import Settings
-from ..evaluate import SUMMARY_HEADERS, Report, compare_query
+from ..evaluate import charts as evaluate_charts
+from ..evaluate.report import SUMMARY_HEADERS, Report, compare_query
 from ..interventions import INTERVENTION_NAMES
 from ..request import DEFAULTS as D
 from ..request import SETTINGS
