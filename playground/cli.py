@@ -456,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     # bench and deploy own their flags; hand them the rest of the command line.
     if argv[:1] == ["bench"]:
-        from .bench import main as bench_main
+        from .bench.run import main as bench_main
 
         return bench_main(argv[1:])
     if argv[:1] == ["deploy"]:

@@ -149,7 +149,7 @@ def test_the_same_request_through_every_door_gives_the_same_columns(smollm, app_
 @pytest.mark.slow
 @pytest.mark.browser
 def test_a_link_with_column_parameters_runs_the_same_columns_in_chromium(smollm, app_server, monkeypatch, capsys):
-    from playground.bench_page import CHROMIUM, CHROMIUM_ARGS
+    from playground.bench.page import CHROMIUM, CHROMIUM_ARGS
     from playwright.sync_api import sync_playwright
 
     query = to_query({**DEFAULTS, "prompt": PARIS, "max_new_tokens": N, "columns": [parse_column(c) for c in COLUMNS]})
