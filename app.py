@@ -63,7 +63,8 @@ def exposed_policy(args: argparse.Namespace):
     """The policy of an app other machines can reach but that is not in public mode, or None (only this machine
     can reach it: the owner's local policy). Exits with a sentence for a combination that would hand the host to
     whoever has the link."""
-    from playground.space import exposed_by, load_config
+    from playground.space.config import load_config
+    from playground.space.policy import exposed_by
 
     exposure = exposed_by(args.share, args.host)
     if exposure is None:
@@ -83,7 +84,7 @@ def exposed_policy(args: argparse.Namespace):
 
 
 def describe_exposure(args: argparse.Namespace, policy) -> str:
-    from playground.space import exposed_by
+    from playground.space.policy import exposed_by
 
     exposure = exposed_by(args.share, args.host)
     caps = (f"at most {policy.max_new_tokens} new tokens, {policy.max_prompt_tokens} prompt tokens, "
@@ -101,7 +102,8 @@ def main(argv: list[str] | None = None):
     from playground.cli import load_from_args
     from playground.decoder import KV_BUDGET_ENV
     from playground.models import ModelLoadError
-    from playground.space import ServedModel, is_public, load_config, serve_public
+    from playground.space.config import ServedModel, load_config
+    from playground.space.serving import is_public, serve_public
     from playground.service import Playground
     from playground.ui import launch
 

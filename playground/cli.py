@@ -250,7 +250,7 @@ def table(headers: list[str], rows: list[list]) -> str:
 
 def report_text(report) -> str:
     """An evaluation report for the terminal: the per-column table, then the sweep and its best cell."""
-    from .evaluate import SUMMARY_HEADERS
+    from .evaluate.report import SUMMARY_HEADERS
 
     done = "" if report.complete else f" — cancelled, {len(report.rows)} of {report.expected_rows} rows"
     parts = [f"{report.model} · {len(report.prompts)} prompts × {len(report.columns)} columns × "
@@ -456,11 +456,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     # bench and deploy own their flags; hand them the rest of the command line.
     if argv[:1] == ["bench"]:
-        from .bench import main as bench_main
+        from .bench.run import main as bench_main
 
         return bench_main(argv[1:])
     if argv[:1] == ["deploy"]:
-        from .space import main as deploy_main
+        from .space.deploy import main as deploy_main
 
         return deploy_main(argv[1:])
     args = build_parser().parse_args(argv)

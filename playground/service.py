@@ -23,7 +23,7 @@ from .kernels import DecodeKernels
 from .request import (DEFAULTS, Column, check_settings, column_from_page, columns_from_json, parse_bool, parse_column,
                       resolve, split_stop_strings)
 from .models import LoadedModel, load_model
-from .space import Policy, require_whole, shown
+from .space.policy import Policy, require_whole, shown
 from .trace import Trace
 
 TRACE_MAX_AGE = 3600  # seconds a downloadable trace is kept
@@ -340,7 +340,10 @@ class Playground:
         Checked in this order, before any work: every field's type and range (the settings, seeds, the flag),
         then the sizes — sweep cells (counted before the grid is built) and rows in every mode, and in public
         mode prompts × columns × seeds × new tokens. The evaluation stops at the policy's time limit."""
-        from . import evaluate
+        from .evaluate.prompt_files import (MAX_FILE_BYTES, MAX_PROMPT_CHARS, builtin_prompts, prompts_from_items,
+                                            read_prompts)
+        from .evaluate.runner import MAX_SEEDS, Evaluation, check_budget
+        from .evaluate.sweep import Sweep
 
         policy = self.policy
         values = check_settings(settings)
@@ -348,7 +351,7 @@ class Playground:
         with self._lock:
             bundle = self.bundle
         engine.validate(vocab_size=bundle.info.vocab_size, max_new_tokens_cap=policy.max_new_tokens)
-        seeds = require_whole(seeds, "seeds", 1, evaluate.MAX_SEEDS)
+        seeds = require_whole(seeds, "seeds", 1, MAX_SEEDS)
         if sweep is None:
             sweep = ""
         if not isinstance(sweep, (str, list, tuple)):
@@ -358,25 +361,25 @@ class Playground:
                              f"objects, got {shown(prompts)}")
         variants = self.variants(columns, values)
         policy.check_request("", values["system_prompt"], variants, stop_strings_of(values, variants))
-        grid = evaluate.Sweep.parse(sweep) if (sweep.strip() if isinstance(sweep, str) else sweep) else None
+        grid = Sweep.parse(sweep) if (sweep.strip() if isinstance(sweep, str) else sweep) else None
         if grid is not None:
             base = next((v for v in variants if any(i.name == "eos_reward" for i in v.interventions)),
                         Variant("eos_reward", resolve(parse_column("eos_reward"), values)))
             variants = grid.variants(base)
-        max_chars = policy.max_prompt_chars or evaluate.MAX_PROMPT_CHARS
+        max_chars = policy.max_prompt_chars or MAX_PROMPT_CHARS
         if isinstance(prompts, Path):
-            max_bytes = int(policy.max_upload_mb * 1024 * 1024) if policy.max_upload_mb else evaluate.MAX_FILE_BYTES
-            prompt_set = evaluate.read_prompts(prompts, max_bytes=max_bytes, max_chars=max_chars)
+            max_bytes = int(policy.max_upload_mb * 1024 * 1024) if policy.max_upload_mb else MAX_FILE_BYTES
+            prompt_set = read_prompts(prompts, max_bytes=max_bytes, max_chars=max_chars)
         elif prompts == "builtin":
-            prompt_set = evaluate.builtin_prompts()
+            prompt_set = builtin_prompts()
         else:
-            prompt_set = evaluate.prompts_from_items(prompts, max_chars=max_chars)
+            prompt_set = prompts_from_items(prompts, max_chars=max_chars)
         if policy.public:
-            evaluate.check_budget(len(prompt_set.prompts), len(variants), seeds, values["max_new_tokens"])
-        return evaluate.Evaluation(bundle, prompt_set, variants, engine, seeds=seeds, sweep=grid,
-                                   model_reference=self.reference, max_new_tokens_cap=policy.max_new_tokens,
-                                   prompt_token_check=policy.check_prompt_tokens,
-                                   time_limit_seconds=policy.time_limit_seconds, reveal_paths=policy.reveal_paths)
+            check_budget(len(prompt_set.prompts), len(variants), seeds, values["max_new_tokens"])
+        return Evaluation(bundle, prompt_set, variants, engine, seeds=seeds, sweep=grid,
+                          model_reference=self.reference, max_new_tokens_cap=policy.max_new_tokens,
+                          prompt_token_check=policy.check_prompt_tokens,
+                          time_limit_seconds=policy.time_limit_seconds, reveal_paths=policy.reveal_paths)
 
     def export(self, comparison: Comparison, kind: str = "generate") -> str:
         """"Copy this fix" for the comparison's first column; a stranger's copy names the model by what they can

@@ -211,7 +211,7 @@ def test_the_export_of_an_adapter_column_loads_that_adapter_and_reproduces_it(tu
 def test_the_service_reads_a_columns_model_and_lists_the_models(tuned, adapter_dirs):
     """`@NAME` at the end of a column and the JSON form both pick the model; an unknown one is named."""
     from playground.service import Playground
-    from playground.space import Policy
+    from playground.space.policy import Policy
 
     playground = Playground(tuned)
     assert playground.info()["models"] == [BASE, "louvre", "seine"] and playground.info()["default_model"] == BASE

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from playground.bench_page import CHROMIUM, CHROMIUM_ARGS, FINISHED  # the bench drives the page the same way
+from playground.bench.page import CHROMIUM, CHROMIUM_ARGS, FINISHED  # the bench drives the page the same way
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"

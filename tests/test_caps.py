@@ -6,10 +6,12 @@ from __future__ import annotations
 import pytest
 
 from playground.engine import Settings, Variant
-from playground.evaluate import Evaluation, Sweep, parse_prompts, prompts_from_items
+from playground.evaluate.prompt_files import parse_prompts, prompts_from_items
+from playground.evaluate.runner import Evaluation
+from playground.evaluate.sweep import Sweep
 from playground.jsonlines import loads_line
 from playground.service import Playground
-from playground.space import Policy
+from playground.space.policy import Policy
 
 DEEP = "[" * 200_000 + "]" * 200_000
 

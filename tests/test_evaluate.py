@@ -16,21 +16,12 @@ import pytest
 import torch
 
 from playground.engine import Settings, Variant
-from playground.evaluate import (
-    Evaluation,
-    Prompt,
-    PromptSet,
-    Report,
-    Sweep,
-    builtin_prompts,
-    column_summary,
-    compare_query,
-    ends_sentence,
-    has_loop,
-    parse_prompts,
-    read_prompts,
-    row_result,
-)
+from playground.evaluate.metrics import column_summary, has_loop, row_result
+from playground.evaluate.prompt_files import Prompt, PromptSet, builtin_prompts, parse_prompts, read_prompts
+from playground.evaluate.report import Report, compare_query
+from playground.evaluate.runner import Evaluation
+from playground.evaluate.sweep import Sweep
+from playground.interventions import ends_sentence
 from playground.prompts import encode_prompt
 from playground.trace import StepRecord, VariantTrace
 
@@ -137,7 +128,7 @@ def test_csv_text_empty_and_oversized_files(tmp_path):
 
 
 def test_the_builtin_set_ships_with_the_package_and_varies():
-    from playground.space import upload_files
+    from playground.space.deploy import upload_files
 
     prompts = builtin_prompts()
     assert prompts.problems == [] and len(prompts.prompts) >= 30
@@ -178,7 +169,7 @@ def test_compare_query_opens_the_prompt_with_the_same_columns():
 
 
 def test_charts_of_a_synthetic_report():
-    from playground import evaluate_charts
+    from playground.evaluate.charts import length_figure, stop_reasons_figure
 
     rows = synthetic_rows()
     for index, row in enumerate(rows):
@@ -187,9 +178,9 @@ def test_charts_of_a_synthetic_report():
     report = Report(model="m", model_reference="default", settings=Settings(max_new_tokens=16).to_dict(), seeds=[0],
                     prompts=prompts, columns=[Variant("baseline"), Variant("eos_reward", ["eos_reward"])], rows=rows,
                     problems=[])
-    lengths = evaluate_charts.length_figure(report)
+    lengths = length_figure(report)
     assert [list(t.y) for t in lengths.data] == [[3, 2], [16, 0]]
-    reasons = evaluate_charts.stop_reasons_figure(report)
+    reasons = stop_reasons_figure(report)
     shares = {t.name: list(t.y) for t in reasons.data}
     assert shares == {"eos": [0.5, 0.5], "max_new_tokens": [0.0, 0.5], "stop_string": [0.5, 0.0]}
 
@@ -259,9 +250,9 @@ def test_a_stronger_ramp_never_gives_longer_answers_at_the_same_start(smollm):
         weak = {r.prompt: r.length for r in report.rows_of(cells[(start, 4.0)]["column"])}
         strong = {r.prompt: r.length for r in report.rows_of(cells[(start, 16.0)]["column"])}
         assert all(strong[p] <= weak[p] for p in weak)  # greedy: a larger EOS bonus can only stop sooner
-    from playground import evaluate_charts
+    from playground.evaluate.charts import sweep_figure
 
-    figure = evaluate_charts.sweep_figure(report)
+    figure = sweep_figure(report)
     [heatmap] = figure.data  # start ratio down, strength across
     assert len(figure.layout.shapes) == 1  # the best cell's frame
     assert [list(row) for row in heatmap.z] == [[cells[(start, strength)]["clean_stop_rate"]["rate"] for strength in (4.0, 16.0)]
@@ -300,7 +291,7 @@ def test_cancel_keeps_the_rows_that_finished(smollm):
 
 def test_bad_requests_are_sentences(smollm):
     from playground.service import Playground
-    from playground.space import Policy
+    from playground.space.policy import Policy
 
     columns = [Variant("baseline")]
     with pytest.raises(ValueError, match="seeds: greedy decoding"):

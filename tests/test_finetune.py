@@ -179,7 +179,7 @@ def test_the_tab_previews_each_recipe_with_the_shared_view(smollm):
 def test_public_mode_keeps_training_off_unless_capped(smollm):
     from playground.finetune.lab import Lab
     from playground.service import Playground
-    from playground.space import Policy
+    from playground.space.policy import Policy
 
     with pytest.raises(ValueError, match="training is switched off on this app"):
         Lab(Playground(smollm, policy=Policy(public=True))).start("correct", None, 10)
@@ -191,7 +191,8 @@ def test_public_mode_keeps_training_off_unless_capped(smollm):
 def rates(adapter=None) -> tuple[dict, list[str]]:
     """The built-in prompt set at 128 new tokens, greedy, through Evaluate: the column's summary and its answers."""
     from playground.engine import Settings, Variant
-    from playground.evaluate import Evaluation, builtin_prompts
+    from playground.evaluate.prompt_files import builtin_prompts
+    from playground.evaluate.runner import Evaluation
 
     evaluation = Evaluation(load_model(adapter=adapter), builtin_prompts(), [Variant("baseline")],
                             Settings(max_new_tokens=128))

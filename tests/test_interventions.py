@@ -11,7 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from playground.bench import article_processor_class
+from playground.bench.processors import article_processor_class
 from playground.interventions import (
     DESCRIPTIONS,
     INTERVENTION_NAMES,

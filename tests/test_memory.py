@@ -189,7 +189,7 @@ def test_the_decode_thread_restarts_after_it_dies(bundle, loop, monkeypatch):
 
 
 def test_the_device_check_runs_concurrent_four_column_runs_within_its_budget(bundle, loop):
-    from playground.bench_device import device_check, report
+    from playground.bench.device import device_check, report
 
     result = device_check("cpu", bundle, runs=(1, 2), new_tokens=3, kv_budget_mb=0.25)
     assert [load["runs"] for load in result["loads"]] == [1, 2]

@@ -139,7 +139,7 @@ def test_the_same_request_through_every_door_gives_the_same_columns(smollm, app_
     report = evaluation.report()
     assert [c.name for c in report.columns] == names
     assert [row.text for row in sorted(report.rows, key=lambda r: r.column)] == [v["text"] for v in cli["variants"]]
-    from playground.evaluate import compare_query
+    from playground.evaluate.report import compare_query
 
     query = compare_query(report.prompts[0], report.columns, evaluation.settings, 0)
     linked, problems = from_query(dict(urllib.parse.parse_qsl(query[1:])))
@@ -149,7 +149,7 @@ def test_the_same_request_through_every_door_gives_the_same_columns(smollm, app_
 @pytest.mark.slow
 @pytest.mark.browser
 def test_a_link_with_column_parameters_runs_the_same_columns_in_chromium(smollm, app_server, monkeypatch, capsys):
-    from playground.bench_page import CHROMIUM, CHROMIUM_ARGS
+    from playground.bench.page import CHROMIUM, CHROMIUM_ARGS
     from playwright.sync_api import sync_playwright
 
     query = to_query({**DEFAULTS, "prompt": PARIS, "max_new_tokens": N, "columns": [parse_column(c) for c in COLUMNS]})

@@ -20,7 +20,8 @@ from gradio_client.exceptions import AppError
 
 from playground.service import HOST_PATH, Playground, hide_paths
 from playground.request import parse_bool
-from playground.space import Policy, exposed_by, load_config
+from playground.space.config import load_config
+from playground.space.policy import Policy, exposed_by
 
 MODEL = "SmolLM2-135M-Instruct"
 # What a message to a stranger must never contain: any absolute path, and the places this host keeps things.

@@ -16,7 +16,8 @@ from playground.decoder import decode_loop
 from playground.engine import Comparison, Settings, Variant
 from playground.models import _friendly_error, _torch_dtype
 from playground.service import Playground
-from playground.space import SPACES_FILE, Policy, load_config
+from playground.space.config import SPACES_FILE, load_config
+from playground.space.policy import Policy
 
 
 @pytest.mark.parametrize("capability, dtype", [((7, 5), torch.float16), ((8, 0), torch.bfloat16)])

@@ -11,21 +11,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from playground import space
-from playground.space import (
-    UPLOAD_IGNORE,
-    Policy,
-    ServedModel,
-    deploy,
-    front_matter,
-    is_public,
-    load_config,
-    plan_deploy,
-    readme_drift,
-    readme_with_front_matter,
-    serve_public,
-    upload_files,
-)
+from playground.space.config import ServedModel, front_matter, load_config, readme_drift, readme_with_front_matter
+from playground.space.deploy import UPLOAD_IGNORE, deploy, plan_deploy, upload_files
+from playground.space.deploy import main as deploy_main
+from playground.space.policy import Policy
+from playground.space.serving import is_public, serve_public
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -106,7 +96,7 @@ def test_deploy_dry_run_prints_exactly_what_would_be_uploaded_and_set(capsys):
     out = capsys.readouterr().out
     listed = [line.strip() for line in out.splitlines() if line.startswith("  ") and "=" not in line]
     assert listed == upload_files(ROOT)
-    for needed in ("app.py", "requirements.txt", "README.md", "spaces.yaml", "playground/space.py", "playground/ui/compare.py"):
+    for needed in ("app.py", "requirements.txt", "README.md", "spaces.yaml", "playground/space/deploy.py", "playground/ui/compare.py"):
         assert needed in listed
     for path in listed:
         assert not path.startswith(("tests/", ".", "test-artifacts/")) and "__pycache__" not in path
@@ -157,7 +147,7 @@ def test_deploy_without_a_token_stops_with_a_clear_message(monkeypatch, tmp_path
 @pytest.mark.parametrize("space_id", ["no-owner", "a/b/c", "bad owner/x", ""])
 def test_deploy_refuses_a_malformed_space_id(monkeypatch, capsys, space_id):
     _forbid_hub(monkeypatch)
-    assert space.main(["--space", space_id, "--dry-run"]) == 2
+    assert deploy_main(["--space", space_id, "--dry-run"]) == 2
     assert "--space must be OWNER/NAME" in capsys.readouterr().err
 
 
@@ -167,7 +157,7 @@ def test_deploy_refuses_when_readme_front_matter_drifted(monkeypatch, tmp_path, 
     data["card"]["title"] = "Another title"
     drifted = tmp_path / "spaces.yaml"
     drifted.write_text(yaml.safe_dump(data, allow_unicode=True))
-    assert space.main(["--space", "someone/eos", "--config", str(drifted), "--dry-run"]) == 2
+    assert deploy_main(["--space", "someone/eos", "--config", str(drifted), "--dry-run"]) == 2
     err = capsys.readouterr().err
     assert "title" in err and "--sync-readme" in err
 

@@ -19,7 +19,7 @@ from ..interventions import DESCRIPTIONS, INTERVENTION_NAMES, default_params
 from ..links import MAX_COLUMNS, PAGE_DEFAULTS, from_query, to_query
 from ..request import SETTINGS, Column, column_params_text
 from ..service import RUNS_AT_ONCE, Playground, column_names, write_trace_files
-from ..space import require_whole
+from ..space.policy import require_whole
 from ..story import describe
 from ..decoder import RunStopped
 from .controls import control

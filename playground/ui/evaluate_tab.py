@@ -10,14 +10,14 @@ from pathlib import Path
 
 import gradio as gr
 
-from .. import evaluate_charts
 from ..engine import Settings
-from ..evaluate import SUMMARY_HEADERS, Report, compare_query
+from ..evaluate.charts import length_figure, stop_reasons_figure, sweep_figure
+from ..evaluate.report import SUMMARY_HEADERS, Report, compare_query
 from ..interventions import INTERVENTION_NAMES
 from ..request import DEFAULTS as D
 from ..request import SETTINGS
 from ..service import Playground, write_downloads
-from ..space import require_whole
+from ..space.policy import require_whole
 from .compare import MAX_COLUMNS
 from .controls import control
 from .errors import refusal
@@ -161,9 +161,9 @@ def evaluate_tab(playground: Playground) -> None:
                 f"{html.escape(m['model'])} {m['clean_stop_rate']['rate']:.0%} ({html.escape(m['column'])})"
                 for m in models))
         lines += [f"- skipped: {html.escape(p)}" for p in report.problems]
-        return [state, "\n\n".join(lines), report.summary_rows(), evaluate_charts.length_figure(report),
-                evaluate_charts.stop_reasons_figure(report),
-                gr.update(value=evaluate_charts.sweep_figure(report), visible=report.sweep is not None),
+        return [state, "\n\n".join(lines), report.summary_rows(), length_figure(report),
+                stop_reasons_figure(report),
+                gr.update(value=sweep_figure(report), visible=report.sweep is not None),
                 gr.update(value=best["code"] if best else "", visible=best is not None),
                 prompts_html(report, max_columns),
                 gr.update(value=files[0], visible=True), gr.update(value=files[1], visible=True)]

@@ -17,13 +17,12 @@ import re
 import time
 import urllib.parse
 import urllib.request
-from pathlib import Path
 
-from .bench import (
+from .common import (
     RAMBLING_PROMPT,  # the engine reference's prompt: the page must decode the same
+    _one_thread,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--disable-quic", "--no-first-run"]
@@ -92,3 +91,16 @@ def measure_page(url: str, engine_column_tokens_per_s: float, new_tokens: int = 
         "page_bytes_per_token_64": round(short["bytes"] / short["tokens"]),
         "page_bytes_256x4": long["bytes"],
     }
+
+
+def bench_page(bundle, url: str, new_tokens: int = 128) -> dict:
+    """The page in headless Chromium against the app served at ``url``: its decode speed as its statuses show it
+    against the engine alone (one thread, like the server) for the same 2 columns, and the bytes it receives
+    per token (see :func:`measure_page`)."""
+    from playground.engine import Settings, Variant, compare
+
+    variants = [Variant(name, [] if name == "baseline" else [name]) for name in PAGE_COLUMNS]
+    trace = _one_thread(lambda: compare(bundle, RAMBLING_PROMPT, variants, Settings(max_new_tokens=new_tokens)))
+    assert all(len(v.steps) == new_tokens for v in trace.variants)
+    engine = sum(v.tokens_per_second for v in trace.variants) / len(trace.variants)
+    return measure_page(url, engine, new_tokens)

@@ -20,8 +20,8 @@ import time
 
 import torch
 
-from .decoder import MB, decode_loop
-from .engine import Comparison, Settings, Variant
+from ..decoder import MB, decode_loop
+from ..engine import Comparison, Settings, Variant
 
 # Prompts of different lengths, so joining runs pad against each other as visitors' runs do.
 PROMPTS = ["What can I do in Paris?", "Write a haiku about the sea.",
@@ -36,8 +36,8 @@ DEFAULTS = {"cuda": {"runs": (1, 8, 16), "new_tokens": 512, "kv_budget_mb": None
 
 def load_served(device: str):
     """The model as the app serves it: spaces.yaml's on CUDA, the embedded model on the CPU."""
-    from .models import load_model
-    from .space import load_config
+    from ..models import load_model
+    from ..space.config import load_config
 
     if device == "cpu":
         return load_model(device="cpu"), None

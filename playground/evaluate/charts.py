@@ -1,4 +1,4 @@
-"""Plotly figures of an evaluation :class:`~playground.evaluate.Report`. Pure functions: no gradio, no model."""
+"""Plotly figures of an evaluation :class:`~playground.evaluate.report.Report`. Pure functions: no gradio, no model."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ import itertools
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .charts import COLORS
-from .evaluate import STOP_REASONS, Report, Sweep
+from ..charts import COLORS
+from .metrics import STOP_REASONS
+from .report import Report
+from .sweep import Sweep
 
 STOP_COLORS = {"eos": "#2ca02c", "max_new_tokens": "#d62728", "stop_string": "#1f77b4", "repetition": "#9467bd",
                "timeout": "#7f7f7f"}

@@ -1,0 +1,89 @@
+"""``python -m playground bench``: every part of the benchmark, then readable lines and one JSON line of ratios
+(``--device`` hands over to :mod:`playground.bench.device`)."""
+
+from __future__ import annotations
+
+import json
+
+from .common import serve_app
+from .decoding import bench_adapters, bench_engines, bench_step_overhead
+from .evaluate import bench_evaluate
+from .finetune import bench_finetune
+from .page import bench_page
+from .processors import bench_processors
+from .ui import bench_ui
+
+def main(argv: list[str] | None = None) -> int:
+    from playground.models import load_model
+
+    if argv and any(arg == "--device" or arg.startswith("--device=") for arg in argv):
+        from playground.bench.device import main as device_main  # the device check (concurrent runs, memory)
+
+        return device_main(argv)
+
+    bundle = load_model()
+    results = {"processors": bench_processors(), "engine": bench_engines(bundle), "step": bench_step_overhead(bundle),
+               "adapters": bench_adapters()}
+    with serve_app() as url:
+        results["ui"] = bench_ui(bundle, url)
+        results["page"] = bench_page(bundle, url)
+    results["evaluate"] = bench_evaluate(bundle)
+    results["finetune"] = bench_finetune()
+    p = results["processors"]
+    print(f"logits processors, one row of {p['vocab_size']} logits, 1 CPU thread (literal article code from {p['literal_seed_source']}):")
+    print(f"  article's literal EosTokenRewardLogitsProcessor  {p['literal_seed_ms_per_call']:10.3f} ms/call")
+    print(f"  SeedEosTokenRewardLogitsProcessor (vectorised)   {p['vectorised_seed_us_per_call']:10.2f} µs/call"
+          f"  ({p['vectorised_seed_speedup_vs_literal_seed']:.0f}x faster, identical output: {p['vectorised_seed_matches_literal']})")
+    print(f"  EosRewardLogitsProcessor                         {p['eos_reward_us_per_call']:10.2f} µs/call"
+          f"  ({p['eos_reward_speedup_vs_literal_seed']:.0f}x faster)")
+    print(f"  EosRewardLogitsProcessor, at_boundary            {p['eos_reward_at_boundary_us_per_call']:10.2f} µs/call")
+    e = results["engine"]
+    print(f"engine, embedded model, {e['greedy_1_threads']['new_tokens']} new tokens, EOS banned, on {e['cpu']}:")
+    for key, r in e.items():
+        if key == "cpu":
+            continue
+        mode = "greedy" if r["sampling"] == "greedy" else "sampled (T 0.7, top-p 0.9)"
+        print(f"  {mode}, {r['torch_threads']} thread(s): generate() {r['generate_tokens_per_s']:.2f} tokens/s; "
+              f"baseline + 1 variant {r['engine_pair_tokens_per_s']:.2f} tokens/s, time vs two generate() calls "
+              f"{r['pair_vs_two_generates']:.3f} (target <= 0.60); 1 variant + telemetry "
+              f"{r['engine_single_tokens_per_s']:.2f} tokens/s, vs one generate() {r['single_with_telemetry_vs_generate']:.3f} "
+              f"(target <= 1.05)")
+        print(f"    decode kernels (rows: shape -> kernel): {json.dumps(r['decode_kernels'])}")
+    t = results["step"]
+    print(f"per-step CPU work, {t['rows']} rows x {t['vocab_size']} vocabulary, 1 thread: greedy "
+          f"{t['step_overhead_ms_greedy']:.1f} ms (target <= 25), sampled {t['step_overhead_ms_sampled']:.1f} ms "
+          f"(target <= 60); the embedded model's forward pass at {t['rows']} rows {t['forward_ms_embedded_model']:.1f} ms")
+    a = results["adapters"]
+    print(f"base + LoRA adapter in one run {a['engine_pair_s']:.2f} s vs two generate() calls (adapter off, on) "
+          f"{a['two_generates_s']:.2f} s, {a['new_tokens']} tokens: {a['adapter_pair_vs_two_generates']:.3f} (target <= 0.75)")
+    u = results["ui"]
+    print(f"app (its own process, 1 thread), /compare over gradio_client, 2 columns x {u['new_tokens']} tokens:")
+    print(f"  engine alone {u['engine_tokens_per_s']:.2f} tokens/s, reaching the client {u['client_tokens_per_s']:.2f} tokens/s: "
+          f"fraction {u['client_fraction_of_engine']:.3f} (target >= 0.9), {u['events_received']} events, "
+          f"{u['seconds_to_first_event']:.2f} s to the first")
+    print(f"  REST stream, 512 tokens x 4 columns: {u['rest_bytes_512x4'] / 1e6:.2f} MB "
+          f"({u['rest_bytes_per_token']:.0f} bytes per token; target <= 4 MB)")
+    print(f"  8 clients at once, 2 columns x 64 tokens each: {u['eight_runs_64x2_seconds']:.1f} s vs one alone "
+          f"{u['one_run_64x2_seconds']:.1f} s: {u['concurrent_8_vs_one']:.2f}x (target <= 2.5)")
+    g = results["page"]
+    if "skipped" in g:
+        print(f"page in Chromium: skipped ({g['skipped']})")
+    else:
+        print("page in headless Chromium (the same app), 2 columns x 128 tokens and 4 columns x 256 / 64 tokens:")
+        print(f"  each column {g['page_column_tokens_per_s']:.2f} tokens/s as the page shows it vs the engine's "
+              f"{g['engine_column_tokens_per_s']:.2f}: fraction {g['page_fraction_of_engine']:.3f} (target >= 0.8); "
+              f"click to last status {g['page_end_to_end_fraction']:.3f}")
+        print(f"  {g['page_bytes_per_token']} bytes per token at 256 x 4 ({g['page_bytes_256x4'] / 1e6:.2f} MB), "
+              f"{g['page_bytes_per_token_64']} at 64 x 4 (target <= 2048, flat in length)")
+    v = results["evaluate"]
+    print(f"evaluate, {v['prompts']} prompts x {v['columns']} columns, greedy, up to {v['new_tokens']} new tokens "
+          f"({v['generated_tokens']} generated, same as generate(): {v['same_tokens_as_generate']}):")
+    print(f"  {v['evaluate_s']:.1f} s vs {v['sequential_generate_s']:.1f} s for one generate() per (prompt, column): "
+          f"{v['evaluate_vs_sequential_generate']:.3f} (target <= 0.35)")
+    f = results["finetune"]
+    print("fine-tune lab, recipe correct, LoRA r 16 all linear, batch 4, embedded model:")
+    print(f"  SFTTrainer {f['sft_seconds_per_step']:.2f} s/step vs a plain PEFT loop {f['plain_lora_seconds_per_step']:.2f} "
+          f"s/step: {f['sft_vs_plain_lora']:.2f}x; the default {f['default_steps']} steps take "
+          f"~{f['default_correct_seconds']:.0f} s (target <= 120)")
+    print(json.dumps(results))
+    return 0
