@@ -330,6 +330,25 @@ class _TokenTexts(dict):
         return text
 
 
+def _entropy(logits: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+    """Each row's entropy in nats, −Σ p·log p, from its logits and their softmax ``probs``. ``log_softmax`` is
+    vectorised where ``torch.special.entr`` is not (4× faster on a 49k vocabulary); a removed token (log p = −inf,
+    p = 0) adds 0."""
+    return -(probs * torch.log_softmax(logits, dim=-1).clamp(min=-1e4)).sum(-1)
+
+
+def _top_of_larger(p_a: torch.Tensor, top_a: torch.Tensor, p_b: torch.Tensor, top_b: torch.Tensor) -> torch.Tensor:
+    """The top-k ids of max(p_a, p_b) per row, from each one's top-k ids ``top_a`` and ``top_b``: a token in the
+    top k of the larger is in the top k of one of them, so only those 2k candidates are compared, not the
+    vocabulary."""
+    k = top_a.shape[-1]
+    candidates = torch.cat([top_a, top_b], dim=-1)
+    larger = torch.maximum(p_a.gather(-1, candidates), p_b.gather(-1, candidates))
+    repeated = (top_b[:, :, None] == top_a[:, None, :]).any(-1)  # a token among both top-k counts once
+    larger[:, k:] = larger[:, k:].masked_fill(repeated, -1.0)
+    return candidates.gather(-1, torch.topk(larger, k, dim=-1).indices)
+
+
 def _groups(keys: list) -> list[list[int]]:
     """Positions grouped by equal key, in first-seen order.
 
@@ -508,8 +527,8 @@ class Comparison:
     def _eos_margin(self, logits: torch.Tensor) -> torch.Tensor:
         """Best non-EOS logit − best EOS logit per row: how far EOS is from winning (+inf where it is banned)."""
         eos = torch.tensor(self.eos_ids)
-        others = logits.index_fill(-1, eos, float("-inf")).max(-1).values
-        return others - logits[:, eos].max(-1).values
+        others = logits.index_fill(-1, eos, float("-inf")).amax(-1)  # amax: max(-1) also finds the indices, 50× slower
+        return others - logits[:, eos].amax(-1)
 
     def _telemetry(self, raw: torch.Tensor, stages: list[tuple[str, torch.Tensor, Callable[[_StageStep], str]]],
                    chosen: torch.Tensor) -> list[StepRecord]:
@@ -522,16 +541,16 @@ class Comparison:
         interventions = names.index("interventions")
         final_is_raw = p_final is p_raw
         # Top-k of whichever is larger, so a token the interventions promoted (EOS) shows beside the raw favourites.
-        top_ids = numbers[0]["top_ids"] if final_is_raw else torch.topk(
-            torch.maximum(p_raw, p_final), self.settings.telemetry_top_k, dim=-1).indices
-        entropy_raw = torch.special.entr(p_raw).sum(-1)
+        top_ids = numbers[0]["top_ids"] if final_is_raw else _top_of_larger(
+            p_raw, numbers[0]["top_ids"], p_final, numbers[-1]["top_ids"])
+        entropy_raw = _entropy(raw, p_raw)
         margin_raw = self._eos_margin(raw)
         columns = {
             "chosen": chosen,
             "p_eos_raw": numbers[0]["p_eos"],
             "p_eos": numbers[-1]["p_eos"],
             "entropy_raw": entropy_raw,
-            "entropy": entropy_raw if final_is_raw else torch.special.entr(p_final).sum(-1),
+            "entropy": entropy_raw if final_is_raw else _entropy(stages[-1][1], p_final),
             "top_ids": top_ids,
             "top_p_raw": p_raw.gather(-1, top_ids),
             "top_p": p_final.gather(-1, top_ids),
@@ -679,15 +698,16 @@ class Comparison:
             for slots in _groups([len(row.prompt_ids) for row in rows]):
                 logits[slots] = processor(torch.cat([own_ids[slot] for slot in slots]), logits[slots])
             stages.append((name, logits, note))
-        processed = logits.clone()  # some interventions (the seed article's) write into their input
-        # Rows with the same interventions run them as one batch (built alike: same settings, same padded length)
-        for slots in _groups([row.interventions_key for row in rows]):
-            processors = rows[slots[0]].built.logits_processors
-            if processors:
-                ids, scores = torch.cat([row_ids[slot] for slot in slots]), processed[slots]
-                for processor in processors:  # as LogitsProcessorList does, without inspecting signatures each step
-                    scores = processor(ids, scores)
-                processed[slots] = scores
+        # Rows with the same interventions run them as one batch (built alike: same settings, same padded length).
+        # Without any, the stage is the previous one's tensor, which tells the telemetry it changed nothing.
+        groups = [slots for slots in _groups([row.interventions_key for row in rows])
+                  if rows[slots[0]].built.logits_processors]
+        processed = logits.clone() if groups else logits  # some interventions (the seed article's) write into their input
+        for slots in groups:
+            ids, scores = torch.cat([row_ids[slot] for slot in slots]), processed[slots]
+            for processor in rows[slots[0]].built.logits_processors:  # as LogitsProcessorList does, without
+                scores = processor(ids, scores)  # inspecting each processor's signature at every step
+            processed[slots] = scores
         stages.append(("interventions", processed, lambda s: _interventions_note(rows[s.slot].interventions, s)))
         if self.settings.greedy:
             chosen = processed.argmax(-1)
