@@ -49,6 +49,8 @@ from .samplers import PartialTopPLogitsWarper
 from .trace import LazyStages, Stage, StepRecord, TopToken, Trace, VariantTrace
 
 MAX_NEW_TOKENS_CAP = 2048
+# Sampling stages that only rescale or cut the tail: the tokens they keep stay in the order they were in.
+ORDER_KEEPING_STAGES = frozenset({"temperature", "top_k", "top_p", "min_p"})
 MAX_TEMPERATURE = 100.0
 MAX_VARIANTS = 8
 MAX_REPETITION_PENALTY = 100.0
@@ -503,24 +505,28 @@ class Comparison:
     def _token(self, token_id: int) -> str:
         return self._token_text[token_id]
 
-    def _stage_numbers(self, logits_by_stage: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[dict]]:
+    def _stage_numbers(self, logits_by_stage: list[torch.Tensor], names: list[str]) -> tuple[list[torch.Tensor], list[dict]]:
         """Per stage (raw first), for every row at once: its probabilities and the numbers its row in the stage
         table shows (p(EOS), tokens kept, top-k, logits changed). A stage that changed nothing (greedy decoding
         without interventions, an intervention not active yet) reuses the previous stage's numbers: its softmax
-        and top-k are the same tensors."""
+        and top-k are the same tensors. A stage that keeps the order of the tokens it keeps (temperature, top-k,
+        top-p, min-p) has the previous stage's top-k ids while it keeps all of them: no top-k over the vocabulary."""
         probs, numbers = [], []
         unchanged = torch.zeros(logits_by_stage[0].shape[0], dtype=torch.long)
-        for index, logits in enumerate(logits_by_stage):
+        for index, (logits, name) in enumerate(zip(logits_by_stage, names)):
             previous = logits_by_stage[index - 1] if index else None
             if previous is not None and (logits is previous or torch.equal(logits, previous)):
                 probs.append(probs[-1])
                 numbers.append({**numbers[-1], "changed": unchanged})
                 continue
             p = torch.softmax(logits, dim=-1)
-            top = torch.topk(p, self.settings.telemetry_top_k, dim=-1)
+            top_ids = numbers[-1]["top_ids"] if name in ORDER_KEEPING_STAGES else None
+            top_p = None if top_ids is None else p.gather(-1, top_ids)
+            if top_p is None or not bool((top_p > 0).all()):
+                top_p, top_ids = torch.topk(p, self.settings.telemetry_top_k, dim=-1)
             probs.append(p)
-            numbers.append({"p_eos": p[:, self.eos_ids].sum(-1), "kept": (p > 0).sum(-1), "top_ids": top.indices,
-                            "top_p": top.values,
+            numbers.append({"p_eos": p[:, self.eos_ids].sum(-1), "kept": (p > 0).sum(-1), "top_ids": top_ids,
+                            "top_p": top_p,
                             "changed": unchanged if previous is None else (logits != previous).sum(-1)})
         return probs, numbers
 
@@ -536,7 +542,7 @@ class Comparison:
         at once and copied to Python in one ``tolist()``; each row's stage table is built when something reads it
         (the inspector, ``--stages``, /trace with stages)."""
         names = ["raw", *(name for name, _, _ in stages)]
-        probs, numbers = self._stage_numbers([raw, *(logits for _, logits, _ in stages)])
+        probs, numbers = self._stage_numbers([raw, *(logits for _, logits, _ in stages)], names)
         p_raw, p_final = probs[0], probs[-1]
         interventions = names.index("interventions")
         final_is_raw = p_final is p_raw

@@ -12,7 +12,7 @@ the ones ``generate()`` keeps.
     >>> import torch
     >>> from transformers import TopPLogitsWarper
     >>> scores = torch.randn(3, 5000, generator=torch.Generator().manual_seed(0)) * 4
-    >>> ours = PartialTopPLogitsWarper(0.9, candidates=256)(None, scores)
+    >>> ours = PartialTopPLogitsWarper(0.9)(None, scores)
     >>> torch.equal(ours, TopPLogitsWarper(0.9)(None, scores))
     True
 """
@@ -22,41 +22,52 @@ from __future__ import annotations
 import torch
 from transformers import TopPLogitsWarper
 
-CANDIDATES = 512  # tokens examined per row before falling back to the full sort
+CANDIDATES = (64, 512)  # tokens examined per row, the second only for rows the first cannot decide
 MARGIN = 1e-5  # a cumulative probability this close to 1 - top_p is decided by the full sort (float rounding)
 
 
 class PartialTopPLogitsWarper(TopPLogitsWarper):
-    """``TopPLogitsWarper(top_p)`` computed from each row's ``candidates`` most likely tokens (same output)."""
+    """``TopPLogitsWarper(top_p)`` computed from each row's most likely tokens (same output): its 64 likeliest,
+    then 512 for the rows those cannot decide, then the full sort."""
 
     def __init__(self, top_p: float, filter_value: float = -float("inf"), min_tokens_to_keep: int = 1,
-                 candidates: int = CANDIDATES):
+                 candidates: tuple[int, ...] = CANDIDATES):
         super().__init__(top_p, filter_value=filter_value, min_tokens_to_keep=min_tokens_to_keep)
         self.candidates = candidates
 
     def __call__(self, input_ids, scores: torch.FloatTensor) -> torch.FloatTensor:
-        k = min(self.candidates, scores.shape[-1])
-        if k == scores.shape[-1] or k <= self.min_tokens_to_keep or scores.dtype != torch.float32:
+        if scores.dtype != torch.float32:  # half-precision sums round too coarsely for the margin
             return super().__call__(input_ids, scores)
+        out = scores.clone()
+        rows = torch.arange(scores.shape[0])
+        probs = torch.softmax(scores, dim=-1)
+        for k in self.candidates:
+            if k >= scores.shape[-1] or k <= self.min_tokens_to_keep or not len(rows):
+                break
+            kept, unsure = self._from_candidates(scores[rows], probs[rows], k)
+            out[rows[~unsure]] = kept[~unsure]
+            rows = rows[unsure]
+        if len(rows):
+            out[rows] = super().__call__(input_ids, scores[rows])
+        return out
+
+    def _from_candidates(self, scores: torch.Tensor, probs: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each row's top-p from its ``k`` likeliest tokens, and which rows that cannot decide exactly."""
         top = torch.topk(scores, k + 1, dim=-1)  # one more than kept at most: the cut's neighbour, for ties
-        probs = torch.softmax(scores, dim=-1, dtype=torch.float64)
-        top_probs = probs.gather(-1, top.indices[:, :k])
+        top_probs = probs.gather(-1, top.indices[:, :k]).double()
         # The full sort's ascending cumulative sum at each candidate: everything below the candidates, plus the
-        # candidates from the smallest up to it.
-        below = probs.sum(-1) - top_probs.sum(-1)
+        # candidates from the smallest up to it (summed in float64, as torch's cumsum accumulates).
+        below = probs.sum(-1, dtype=torch.float64) - top_probs.sum(-1)
         cumulative = below[:, None] + top_probs.flip(-1).cumsum(-1).flip(-1)
         threshold = 1 - self.top_p
         remove = cumulative <= threshold
         remove[:, : self.min_tokens_to_keep] = False
         kept = (~remove).sum(-1)
-        # Rows this shortcut cannot decide exactly: the outside tokens might be kept, a sum sits on the threshold,
-        # or the last kept logit ties with the first removed one (whichever the sort put first would be kept).
+        # Rows this cannot decide: the outside tokens might be kept, a sum sits on the threshold, or the last kept
+        # logit ties with the first removed one (whichever the sort put first would be kept).
         cut_value = top.values.gather(-1, (kept - 1)[:, None])[:, 0]
         next_value = top.values.gather(-1, kept[:, None])[:, 0]
         unsure = ((below > threshold - MARGIN) | ((cumulative - threshold).abs() < MARGIN).any(-1)
                   | (cut_value == next_value))
         keep = torch.zeros_like(scores, dtype=torch.bool).scatter_(-1, top.indices[:, :k], ~remove)
-        out = scores.masked_fill(~keep, self.filter_value)
-        if unsure.any():
-            out[unsure] = super().__call__(input_ids, scores[unsure])
-        return out
+        return scores.masked_fill(~keep, self.filter_value), unsure
