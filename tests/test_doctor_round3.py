@@ -288,3 +288,24 @@ def test_cli_fix_writes_a_modelfile_the_check_then_passes_and_compares_an_earlie
     assert cli_main(base + ["--artifact", str(written)]) in (0, 1)
     assert {f["id"]: f for f in json.loads(capsys.readouterr().out)["findings"]}["artifacts_agree"]["status"] == "ok"
     assert original.read_text() == BROKEN_MODELFILE
+
+
+def test_pad_is_eos_reads_the_labels_a_pre_collated_sample_gives(tiny_bundle, tokenizer):
+    """The lab writes each adapter's examples as the trainer saw them (ids and labels after its collator): pad =
+    EOS is a problem where those labels mask the end token, a warning where they supervise it."""
+    from playground.finetune.recipes import RECIPES, collator_for, encode
+    from playground.finetune.data import builtin_examples
+
+    def as_trained(recipe):
+        recipe = RECIPES[recipe]
+        batch = collator_for(tokenizer, recipe)([encode(tokenizer, e, recipe) for e in builtin_examples()[:3]])
+        return [{"input_ids": [i for i, m in zip(ids, mask) if m], "labels": [l for l, m in zip(labels, mask) if m]}
+                for ids, labels, mask in zip(batch["input_ids"].tolist(), batch["labels"].tolist(),
+                                             batch["attention_mask"].tolist())]
+
+    masked, _ = run(check_pad_is_eos, tiny_bundle, as_trained("pad_is_eos_masked"))
+    assert masked.status == "problem" and masked.data["eos_label_masked"] == masked.data["labelled"] == 3
+    assert "-100 in 3 of 3" in masked.found
+    kept, _ = run(check_pad_is_eos, tiny_bundle, as_trained("correct"))
+    assert kept.status == "warning" and kept.data["eos_label_masked"] == 0
+    assert "supervise the end token after the answer in all 3" in kept.found

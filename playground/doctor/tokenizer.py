@@ -56,6 +56,19 @@ def check_pad_is_eos(ctx: Context) -> Finding:
                        "Nothing to fix.", {"pad_token_id": pad_id})
     found = f"pad_token {ctx.named(pad_id)} is the same id as the EOS/end token."
     data: dict = {"pad_token_id": pad_id}
+    labelled = [e for e in ctx.sample_examples if e.labels is not None and e.end_index is not None] if ctx.sample else []
+    if labelled:  # the sample says what the trainer saw: read its labels rather than guess at a collator
+        masked = sum(e.labels[e.end_index] == -100 for e in labelled)
+        data.update({"labelled": len(labelled), "eos_label_masked": masked, "repair": repair})
+        if masked:
+            found += (f" In your sample's labels the end token after the answer is -100 in {masked} of "
+                      f"{len(labelled)}: a collator masked pad ids by value and took the real EOS with them.")
+            return Finding("pad_is_eos", "Pad token is the same id as EOS", "problem", found, why,
+                           _pad_fix(ctx, candidate), data, action=action)
+        found += (f" Your sample's labels supervise the end token after the answer in all {len(labelled)}: "
+                  "whatever collated them kept it. A collator that masks pad ids by value would not.")
+        return Finding("pad_is_eos", "Pad token is the same id as EOS", "warning", found, why,
+                       _pad_fix(ctx, candidate), data, action=action)
     try:
         result = _collate_eos_labels(ctx, ctx.examples)
     except Exception as error:  # e.g. a tokenizer that cannot pad
