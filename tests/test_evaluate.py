@@ -368,15 +368,17 @@ def test_evaluate_tab_uploads_runs_and_downloads(app_server, tmp_path):
             max_new = page.locator("#evaluate-max-new input[type=number]")
             max_new.fill("8")
             max_new.press("Enter")
+            page.locator("#evaluate-column-params").get_by_text("Each column's own parameters").click()  # column 2's own strength
+            page.locator("#evaluate-params-1 textarea, #evaluate-params-1 input").first.fill("strength=4")
             page.locator("#evaluate-run").click()
             page.locator("#evaluate-status").get_by_text("4 of 4 rows").wait_for(timeout=180_000)
-            assert "eos_reward" in page.locator("#evaluate-summary").inner_text()
+            assert "eos_reward(strength=4)" in page.locator("#evaluate-summary").inner_text()
             page.wait_for_function("() => document.querySelectorAll('#evaluate-lengths .js-plotly-plot, "
                                    "#evaluate-reasons .js-plotly-plot').length == 2", timeout=30_000)
             assert "line 3: not valid JSON" in page.locator("#evaluate-status").inner_text()
             assert page.locator("#evaluate-prompts tbody tr").count() == 2
             link = page.locator("#evaluate-prompts a.open-compare").first.get_attribute("href")
-            assert urllib.parse.parse_qs(link[1:])["c2"] == ["eos_reward"]
+            assert urllib.parse.parse_qs(link[1:])["c2"] == ["eos_reward(strength=4)"]
             with page.expect_download() as download:
                 page.locator("#evaluate-json").click()
             report = json.loads(Path(download.value.path()).read_text(encoding="utf-8"))

@@ -113,6 +113,12 @@ def evaluate_tab(playground: Playground) -> None:
                     pickers.append(gr.Dropdown(choices, value=[[], ["eos_reward"], ["stop_strings"], ["ban_eos"]][index],
                                                multiselect=True, label=f"Column {index + 1} (none = baseline)"))
                 boxes.append(box)
+        # As on the Compare tab: a column's own parameters; what it leaves out takes the settings above.
+        with gr.Accordion("Each column's own parameters", open=False, elem_id="evaluate-column-params"):
+            param_boxes = [gr.Textbox("", label=f"Column {index + 1}", max_lines=1, visible=index < 2,
+                                      placeholder="e.g. strength=8, reward_start_ratio=0.4 (empty: shared)",
+                                      elem_id=f"evaluate-params-{index}")
+                           for index in range(max_columns)]
         with gr.Row():
             run = gr.Button("Evaluate", variant="primary", elem_id="evaluate-run")
             stop = gr.Button("Stop (keeps what finished)", variant="stop")
@@ -130,10 +136,11 @@ def evaluate_tab(playground: Playground) -> None:
             download_csv = gr.DownloadButton("Download rows (CSV)", visible=False, elem_id="evaluate-csv")
 
     def on_run(state, upload_, sweep_, seeds_, n_columns_, *values, progress=gr.Progress()):
-        settings, picked = dict(zip(EVALUATE_SETTINGS, values)), values[len(EVALUATE_SETTINGS):]
+        settings, rest = dict(zip(EVALUATE_SETTINGS, values)), values[len(EVALUATE_SETTINGS):]
+        picked, params = rest[:max_columns], rest[max_columns:]
         try:
             evaluation = playground.evaluation(
-                Path(upload_) if upload_ else "builtin", playground.page_columns(n_columns_, picked),
+                Path(upload_) if upload_ else "builtin", playground.page_columns(n_columns_, picked, params),
                 sweep=sweep_ or "", seeds=seeds_, **settings)
         except (ValueError, TypeError) as error:
             raise refusal(playground, "Evaluate", error, page=True) from None
@@ -178,14 +185,15 @@ def evaluate_tab(playground: Playground) -> None:
             n = require_whole(n, "Columns", 1, max_columns)
         except ValueError as error:
             raise refusal(playground, "Evaluate columns", error, page=True) from None
-        return [gr.update(visible=i < n) for i in range(max_columns)]
+        return [gr.update(visible=i < n) for i in range(max_columns)] * 2  # the pickers' boxes, the parameter boxes
 
-    run.click(on_run, [holder, upload, sweep, seeds, n_columns, *[controls[name] for name in EVALUATE_SETTINGS], *pickers],
+    run.click(on_run, [holder, upload, sweep, seeds, n_columns, *[controls[name] for name in EVALUATE_SETTINGS], *pickers,
+                       *param_boxes],
               [holder, status, summary, lengths_plot, reasons_plot, sweep_plot, best_code, prompts_view,
                download_json, download_csv],
               concurrency_id="model", concurrency_limit=1, api_visibility="private")
     stop.click(on_stop, holder, None, queue=False, api_visibility="private")
-    n_columns.change(on_columns, n_columns, boxes, queue=False, api_visibility="private")
+    n_columns.change(on_columns, n_columns, [*boxes, *param_boxes], queue=False, api_visibility="private")
 
     def evaluate(prompts: list | str = "builtin", columns: list | None = None, sweep: str = "", seeds: int = 1,
                  max_new_tokens: int = D["max_new_tokens"], temperature: float = D["temperature"],
