@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import copy
 import logging
 import math
 import os
@@ -26,10 +25,17 @@ import types
 import weakref
 
 import torch
-from transformers import DynamicCache
-from transformers.cache_utils import DynamicLayer
 
 from . import lora_batch
+from .compat import (
+    append_cache_rows,
+    cache_rows,
+    drop_cache_positions,
+    keep_cache_rows,
+    mergeable_cache,
+    stitch_cache_rows,
+    trim_cache,
+)
 from .kernels import DecodeKernels
 from .models import PEFT_BASE, can_mix
 
@@ -43,16 +49,6 @@ CUDA_RESERVE_FRACTION = 0.15
 CUDA_RESERVE_MIN_BYTES = 1 << 30
 MB = 1 << 20
 log = logging.getLogger("playground")
-
-
-def _left_pad(states: torch.Tensor, width: int) -> torch.Tensor:
-    """Pad a [batch, heads, length, dim] cache tensor with ``width`` zero positions on the left."""
-    return torch.nn.functional.pad(states, (0, 0, width, 0)) if width else states
-
-
-def _mergeable(cache) -> bool:
-    """Only plain growing caches can be padded and concatenated; sliding, static or quantized ones cannot."""
-    return type(cache) is DynamicCache and all(type(layer) is DynamicLayer for layer in cache.layers)
 
 
 # -- the KV budget ---------------------------------------------------------------------------------
@@ -180,12 +176,7 @@ def _take_turns(model, adapters: list[str], *, input_ids, attention_mask, positi
     outputs = []
     for name, rows in groups.items():
         index = torch.tensor(rows, device=input_ids.device)
-        rows_cache = None
-        if cache is not None:  # the group's rows of the batch cache, as a cache of their own
-            rows_cache = copy.copy(cache)
-            rows_cache.layers = [copy.copy(layer) for layer in cache.layers]
-            for layer in rows_cache.layers:
-                layer.keys, layer.values = layer.keys[index], layer.values[index]
+        rows_cache = cache_rows(cache, index) if cache is not None else None  # the group's rows of the batch cache
         with _using(model, name):
             out = model(input_ids=input_ids[index], attention_mask=attention_mask[index],
                         position_ids=position_ids[index], cache=rows_cache, **inputs)
@@ -193,15 +184,7 @@ def _take_turns(model, adapters: list[str], *, input_ids, attention_mask, positi
     first = outputs[0][1]
     logits = first.logits.new_empty((len(adapters), *first.logits.shape[1:]))
     cache = cache if cache is not None else first.cache
-    for layer_index, layer in enumerate(cache.layers):
-        keys = outputs[0][1].cache.layers[layer_index].keys
-        values = outputs[0][1].cache.layers[layer_index].values
-        all_keys = keys.new_empty((len(adapters), *keys.shape[1:]))
-        all_values = values.new_empty((len(adapters), *values.shape[1:]))
-        for index, out in outputs:
-            all_keys[index] = out.cache.layers[layer_index].keys
-            all_values[index] = out.cache.layers[layer_index].values
-        layer.keys, layer.values = all_keys, all_values
+    stitch_cache_rows(cache, [(index, out.cache) for index, out in outputs], len(adapters))
     for index, out in outputs:
         logits[index] = out.logits
     return types.SimpleNamespace(logits=logits, cache=cache)
@@ -398,7 +381,7 @@ class DecodeLoop:
         message = None
         try:
             cache, mask, positions, logits = self._prefill(model, comparison)
-            if self._members and not _mergeable(cache):  # learnt on this model's first prefill: one run at a time
+            if self._members and not mergeable_cache(cache):  # learnt on this model's first prefill: one run at a time
                 self._merge = False
                 with self._cv:
                     self._waiting.appendleft(comparison)  # prefilled again once the batch is empty
@@ -408,7 +391,7 @@ class DecodeLoop:
                 self._merge_rows(cache, mask, positions, logits)
             else:
                 self._cache, self._mask, self._positions, self._logits = cache, mask, positions, logits
-                self._merge = self._merge and _mergeable(cache)
+                self._merge = self._merge and mergeable_cache(cache)
         except Exception as error:  # the traceback (which holds the cache) goes with `error` at the end of this block
             message = stopped_sentence(error, self.device)
         if message is not None:
@@ -438,9 +421,7 @@ class DecodeLoop:
         pad = torch.nn.functional.pad
         merged_mask = torch.cat([pad(self._mask, (old, 0)), pad(mask, (new, 0))])
         try:
-            for batch_layer, layer in zip(self._cache.layers, cache.layers):
-                batch_layer.keys = torch.cat([_left_pad(batch_layer.keys, old), _left_pad(layer.keys, new)])
-                batch_layer.values = torch.cat([_left_pad(batch_layer.values, old), _left_pad(layer.values, new)])
+            append_cache_rows(self._cache, cache, old, new)
         except BaseException:
             self._restore(rows, width, slice(old, None))  # the layers merged so far: the batch's rows, unpadded
             raise
@@ -451,11 +432,7 @@ class DecodeLoop:
     def _restore(self, rows: int, width: int, positions: slice) -> None:
         """After a failed merge or forward pass: the layers it changed (they no longer hold ``rows`` × ``width``)
         back to the batch's first ``rows`` and ``positions``."""
-        for layer in self._cache.layers:
-            for name in ("keys", "values"):
-                states = getattr(layer, name)
-                if states.shape[0] != rows or states.shape[-2] != width:
-                    setattr(layer, name, states[:rows, :, positions, :])
+        trim_cache(self._cache, rows, width, positions)
 
     def _step(self, model) -> None:
         """Every comparison takes its step on its rows' logits; finished rows leave; one forward pass for the rest."""
@@ -537,13 +514,12 @@ class DecodeLoop:
         if not keep:
             self._reset()
             return
-        self._cache.batch_select_indices(torch.tensor(keep, device=self.device))
+        keep_cache_rows(self._cache, torch.tensor(keep, device=self.device))
         self._mask, self._positions, self._logits = self._mask[keep], self._positions[keep], self._logits[keep]
         first = int(self._mask.any(0).int().argmax())  # leading positions that are padding in every row
         if first and self._merge:
             self._mask = self._mask[:, first:]
-            for layer in self._cache.layers:
-                layer.keys, layer.values = layer.keys[..., first:, :], layer.values[..., first:, :]
+            drop_cache_positions(self._cache, first)
         self._record()
 
     def _reset(self) -> None:

@@ -42,6 +42,7 @@ from transformers import (LogitsProcessor, LogitsProcessorList, MinPLogitsWarper
                           RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper, TopKLogitsWarper,
                           TypicalLogitsWarper)
 
+from .compat import config_logits_processors
 from .interventions import Intervention, build_interventions, parse_interventions
 from .models import LoadedModel
 from .prompts import encode_prompt
@@ -220,7 +221,7 @@ def generation_config_processors(model, prompt_length: int, max_new_tokens: int,
     overrides the config's, as the same ``generate()`` argument would, and transformers puts it in its own
     place in the list. Sampling (temperature, top-k, top-p, min-p, typical-p) stays the playground's, as in an
     explicit ``generate(temperature=..., top_k=..., ...)``. Built with transformers' own (private) helpers,
-    the same ones ``generate()`` calls."""
+    the same ones ``generate()`` calls (:func:`~playground.compat.config_logits_processors`)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     config = copy.deepcopy(base.generation_config)
     config.update(do_sample=False, max_new_tokens=max_new_tokens)
@@ -229,9 +230,7 @@ def generation_config_processors(model, prompt_length: int, max_new_tokens: int,
     if no_repeat_ngram_size:
         config.no_repeat_ngram_size = int(no_repeat_ngram_size)
     config.max_length = prompt_length + max_new_tokens
-    base._prepare_special_tokens(config, kwargs_has_attention_mask=True, device="cpu")
-    return base._get_logits_processor(config, input_ids_seq_length=prompt_length, encoder_input_ids=None,
-                                      logits_processor=LogitsProcessorList(), device="cpu", model_kwargs={})
+    return config_logits_processors(base, config, prompt_length)
 
 
 @dataclass

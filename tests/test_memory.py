@@ -153,10 +153,10 @@ def test_out_of_memory_stops_the_newest_run_and_frees_its_cache(bundle, loop, wh
 
 
 def test_out_of_memory_while_merging_stops_the_joining_run_and_the_batch_goes_on(bundle, loop, monkeypatch):
-    import playground.decoder as decoder
+    import playground.compat as compat
 
     first_alone = tokens(compare(bundle, "Tell me about the sea.", COLUMNS[:2], Settings(max_new_tokens=24)))
-    pad, calls, refs = decoder._left_pad, [], []
+    pad, calls, refs = compat._left_pad, [], []
 
     def failing_pad(states, width):  # the 5th call is the second layer's keys: the first layer is merged by then
         calls.append(width)
@@ -165,7 +165,7 @@ def test_out_of_memory_while_merging_stops_the_joining_run_and_the_batch_goes_on
             raise torch.OutOfMemoryError("CUDA out of memory (injected)")
         return pad(states, width)
 
-    first, newest, _ = started_then_joined(bundle, lambda: monkeypatch.setattr(decoder, "_left_pad", failing_pad))
+    first, newest, _ = started_then_joined(bundle, lambda: monkeypatch.setattr(compat, "_left_pad", failing_pad))
     assert len(calls) == 5
     assert first._error is None and tokens(first) == first_alone  # the merged first layer was put back
     gc.collect()

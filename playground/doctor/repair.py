@@ -54,7 +54,7 @@ class RepairResult:
 def _source_directory(bundle: LoadedModel) -> Path | None:
     """The local directory the model's weights were loaded from (a hub id resolves to its cached snapshot)."""
     base = bundle.model.get_base_model() if bundle.info.adapter else bundle.model
-    name = getattr(base.config, "_name_or_path", "") or ""
+    name = base.config.name_or_path or ""
     if not name:
         return None
     path = Path(name).expanduser()
