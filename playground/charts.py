@@ -7,9 +7,12 @@ import math
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .trace import Trace
+from .trace import StopReason, Trace
 
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
+# The plotly marker the live chart puts where a column stopped; a run stopped from outside gets an open circle.
+STOP_MARKERS = {StopReason.EOS: "star", StopReason.MAX_NEW_TOKENS: "square", StopReason.STOP_STRING: "diamond",
+                StopReason.REPETITION: "x", StopReason.CANCELLED: "circle-open", StopReason.TIMEOUT: "circle-open"}
 
 
 def ramp_starts(trace: Trace) -> list[tuple[str, int]]:

@@ -47,7 +47,7 @@ from .interventions import Intervention, build_interventions, parse_intervention
 from .models import LoadedModel
 from .prompts import encode_prompt
 from .samplers import PartialTopPLogitsWarper
-from .trace import LazyStages, Stage, StepRecord, TopToken, Trace, VariantTrace
+from .trace import LazyStages, Stage, StepRecord, StopReason, TopToken, Trace, VariantTrace
 
 MAX_NEW_TOKENS_CAP = 2048
 # Sampling stages that only rescale or cut the tail: the tokens they keep stay in the order they were in.
@@ -650,9 +650,9 @@ class Comparison:
         ``raw``: choose, record, advance. Returns the chosen tokens and the slots (positions in ``active``) of
         the rows that keep decoding."""
         settings, step = self.settings, self._step_index
-        reason = "cancelled" if self._cancel.is_set() else None
+        reason = StopReason.CANCELLED if self._cancel.is_set() else None
         if settings.timeout_seconds and time.perf_counter() - self._started > settings.timeout_seconds:
-            reason = "timeout"
+            reason = StopReason.TIMEOUT
         if reason:
             for i in active:
                 variant = self.trace.variants[i]
@@ -678,7 +678,7 @@ class Comparison:
         if done:
             for variant in self.trace.variants:
                 if variant.stop_reason is None:  # left without a reason of its own: the loop was told to stop
-                    variant.stop_reason = "cancelled"
+                    variant.stop_reason = StopReason.CANCELLED
                     variant.wall_seconds = time.perf_counter() - self._started if self._started else 0.0
         with self._progress:
             self._version += 1
@@ -739,7 +739,7 @@ class Comparison:
         variant.wall_seconds = time.perf_counter() - started
         stop_strings = row.built.stop_strings
         if record.token_id in self.eos_ids:
-            variant.stop_reason = "eos"
+            variant.stop_reason = StopReason.EOS
         else:
             row.decoded = self.bundle.tokenizer.decode([t for t in variant.token_ids if t not in self.eos_ids])
             # The step's text is what it added to the whole decoded text: decoding a token alone drops
@@ -753,8 +753,8 @@ class Comparison:
             if fired:
                 variant.stop_reason, variant.stop_detail = fired
             elif len(variant.token_ids) >= self.settings.max_new_tokens:
-                variant.stop_reason = "max_new_tokens"
-        if variant.stop_reason == "stop_string" and variant.stop_detail in row.decoded:
+                variant.stop_reason = StopReason.MAX_NEW_TOKENS
+        if variant.stop_reason == StopReason.STOP_STRING and variant.stop_detail in row.decoded:
             variant.text = row.decoded[: row.decoded.rfind(variant.stop_detail)]
         elif variant.stop_reason is None:
             variant.text = _visible(row.decoded, stop_strings)

@@ -29,6 +29,8 @@ from transformers import (
     SuppressTokensLogitsProcessor,
 )
 
+from .trace import StopReason
+
 _TOKENIZER_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -603,8 +605,8 @@ class BuiltInterventions:
     stop_strings: list[str] = field(default_factory=list)
     _checks: list = field(default_factory=list, repr=False)
 
-    def stop_reason(self, input_ids: torch.LongTensor, scores: torch.FloatTensor | None = None) -> tuple[str, str | None] | None:
-        """For one row (``input_ids`` of shape [1, seq]): ("stop_string", the string) or ("repetition", None) when
+    def stop_reason(self, input_ids: torch.LongTensor, scores: torch.FloatTensor | None = None) -> tuple[StopReason, str | None] | None:
+        """For one row (``input_ids`` of shape [1, seq]): (STOP_STRING, the string) or (REPETITION, None) when
         one of the stopping criteria fires, else None. EOS and max_new_tokens are the caller's business."""
         for reason, which, criterion in self._checks:
             if bool(criterion(input_ids, scores)[0]):
@@ -681,9 +683,9 @@ def build_interventions(
     checks = []
     stop_strings = chosen.get("stop_strings", {}).get("strings", [])
     for text in stop_strings:
-        checks.append(("stop_string", text, _AnswerStopString(tokenizer, text, prompt_length)))
+        checks.append((StopReason.STOP_STRING, text, _AnswerStopString(tokenizer, text, prompt_length)))
     if "repetition_stop" in chosen:
-        checks.append(("repetition", None, RepetitionStoppingCriteria(**chosen["repetition_stop"], prompt_length=prompt_length)))
+        checks.append((StopReason.REPETITION, None, RepetitionStoppingCriteria(**chosen["repetition_stop"], prompt_length=prompt_length)))
 
     return BuiltInterventions(
         logits_processors=processors,

@@ -11,7 +11,7 @@ moved EOS by ("the ramp at +8.4").
 from __future__ import annotations
 
 from .interventions import ends_sentence
-from .trace import StepRecord, Trace, VariantTrace
+from .trace import INTERRUPTED, StepRecord, StopReason, Trace, VariantTrace
 
 # Why an intervention stops a column the way it does, said once after the numbers.
 WHY = {
@@ -59,7 +59,7 @@ def describe_variant(trace: Trace, index: int) -> str:
     why = next((_why(i) for i in variant.interventions if i["name"] in WHY), None)
     peak, peak_step = _peak(steps)
     forced_until = variant.branch_of[1] if variant.branch_of is not None else -1  # a branch's forced steps
-    if variant.stop_reason == "eos":
+    if variant.stop_reason == StopReason.EOS:
         before = variant.text
         where = f"right after {_tail(before)!r} ({'a sentence end' if ends_sentence(before) else 'mid-sentence'})"
         if last.step <= forced_until:
@@ -71,22 +71,22 @@ def describe_variant(trace: Trace, index: int) -> str:
                 sentence += f"; the interventions moved EOS {shift:+.1f} logits there"
             elif last.eos_margin_raw is not None:
                 sentence += " on its own"
-    elif variant.stop_reason == "max_new_tokens":
+    elif variant.stop_reason == StopReason.MAX_NEW_TOKENS:
         sentence = f"{name} hit the {len(steps)}-token limit; p(EOS) never rose above {peak:.2g} (step {peak_step})"
         closest = min((s for s in steps if s.eos_margin is not None), key=lambda s: s.eos_margin, default=None)
         if closest is not None:
             sentence += f", and EOS stayed at least {closest.eos_margin:.1f} logits behind the best token (step {closest.step})"
-    elif variant.stop_reason == "stop_string":
+    elif variant.stop_reason == StopReason.STOP_STRING:
         sentence = f"{name} stopped at step {last.step} on the stop string {variant.stop_detail!r}"
-    elif variant.stop_reason == "repetition":
+    elif variant.stop_reason == StopReason.REPETITION:
         sentence = f"{name} stopped at step {last.step}: the same words kept repeating"
-    elif variant.stop_reason in ("cancelled", "timeout"):
-        sentence = f"{name} was {'cancelled' if variant.stop_reason == 'cancelled' else 'timed out'} after {len(steps)} tokens"
+    elif variant.stop_reason in INTERRUPTED:
+        sentence = f"{name} was {'cancelled' if variant.stop_reason == StopReason.CANCELLED else 'timed out'} after {len(steps)} tokens"
     else:
         sentence = f"{name} is running: {len(steps)} tokens, p(EOS) {last.p_eos_raw:.2g} now"
-    if forced_until >= 0 and not (variant.stop_reason == "eos" and last.step <= forced_until):
+    if forced_until >= 0 and not (variant.stop_reason == StopReason.EOS and last.step <= forced_until):
         sentence += f" (a branch: steps 0–{forced_until} forced, the model chose from step {forced_until + 1} on)"
-    if why and variant.stop_reason not in (None, "cancelled", "timeout"):  # a cancelled column did not stop that way
+    if why and variant.stop_reason is not None and variant.stop_reason not in INTERRUPTED:  # it did not stop that way
         sentence += f" — {why}"
     return sentence + "."
 
@@ -103,7 +103,7 @@ def compare_models(trace: Trace) -> str | None:
         return None
     parts = []
     for model, variant in first.items():
-        if variant.stop_reason == "eos":
+        if variant.stop_reason == StopReason.EOS:
             parts.append(f"{model} stopped at step {variant.steps[-1].step} after {_tail(variant.text)!r}")
         else:
             peak, step = _peak(variant.steps)

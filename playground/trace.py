@@ -8,10 +8,49 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import enum
 import io
 import json
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+
+
+class StopReason(enum.StrEnum):
+    """Why a column stopped, the one list of them: the engine records one, the trace and the API carry it, the
+    page's chart marks it (page.js gets the labels and markers from the server: ``playground.ui.PAGE_CONFIG``) and
+    Evaluate counts them. A str, so JSON, CSV and a trace read back from a file hold the bare value."""
+
+    EOS = "eos"  # the model chose an end-of-sequence token
+    MAX_NEW_TOKENS = "max_new_tokens"  # the token budget ran out
+    STOP_STRING = "stop_string"  # the answer completed a stop string (stop_detail says which)
+    REPETITION = "repetition"  # the repetition stop saw the same n-gram loop
+    CANCELLED = "cancelled"  # stopped from outside: by the person, or the decode loop ending the run
+    TIMEOUT = "timeout"  # stopped from outside: the app's time limit
+
+    @property
+    def label(self) -> str:
+        """How the page names it: "max new tokens"."""
+        return self.value.replace("_", " ")
+
+
+# Stopped from outside, not by the model or an intervention.
+INTERRUPTED = frozenset({StopReason.CANCELLED, StopReason.TIMEOUT})
+
+
+# A finished column's status line per stop reason ({last}: its last step, counted from 0 as on the charts; {n}: the
+# tokens it generated; {detail}: the stop string).
+STATUS = {
+    StopReason.EOS: "stopped by EOS at step {last}",
+    StopReason.MAX_NEW_TOKENS: "hit max new tokens ({n})",
+    StopReason.STOP_STRING: "stop string {detail!r} at step {last}",
+    StopReason.REPETITION: "repetition loop at step {last}",
+    StopReason.CANCELLED: "cancelled after {n} tokens",
+    StopReason.TIMEOUT: "timed out after {n} tokens",
+}
+# A regular expression (Python's and JavaScript's) that matches a finished column's status line and no running one:
+# what a page driver waits for.
+FINISHED_STATUS = "|".join(re.escape(line.split("{")[0].rstrip(" (")) for line in STATUS.values())
 
 
 @dataclass
@@ -99,7 +138,7 @@ class VariantTrace:
     token_ids: list[int] = field(default_factory=list)
     text: str = ""
     steps: list[StepRecord] = field(default_factory=list)
-    stop_reason: str | None = None  # eos, max_new_tokens, stop_string, repetition, cancelled or timeout
+    stop_reason: StopReason | None = None  # a plain str when read back from JSON: StopReason compares equal
     stop_detail: str | None = None  # e.g. which stop string
     wall_seconds: float = 0.0
     diverges_at: int | None = None  # first step whose token differs from the first variant's
@@ -124,15 +163,8 @@ class VariantTrace:
                 return self.waiting
             return f"running · {n} tokens" + (f" · {self.model_note}" if self.model_note else "")
         speed = f" · {self.tokens_per_second:.1f} tok/s"
-        last = n - 1  # steps count from 0, as on the charts
-        return {
-            "eos": f"stopped by EOS at step {last}",
-            "max_new_tokens": f"hit max new tokens ({n})",
-            "stop_string": f"stop string {self.stop_detail!r} at step {last}",
-            "repetition": f"repetition loop at step {last}",
-            "cancelled": f"cancelled after {n} tokens",
-            "timeout": f"timed out after {n} tokens",
-        }[self.stop_reason] + speed + (f" · {self.model_note}" if self.model_note else "")
+        return (STATUS[self.stop_reason].format(last=n - 1, n=n, detail=self.stop_detail) + speed
+                + (f" · {self.model_note}" if self.model_note else ""))
 
     def to_dict(self, stages: bool = False) -> dict:
         return {

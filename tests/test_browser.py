@@ -148,12 +148,13 @@ def test_clicking_a_token_inspects_that_step_and_arrows_move_one_step(first_run)
     assert page.locator("#tokens-0 [data-s='6'].sel").count() == 1
 
 
-# Per column of the live chart: its solid line's points and whether a stop marker is drawn.
+# Per column of the live chart: its solid line's points and its stop marker's [symbol, name] (null: none drawn).
 CHART_COLUMNS = """() => {
   const traces = document.querySelector('#chart .js-plotly-plot').data;
   const own = traces.filter(t => t.meta.kind === 'own');
+  const stop = (t) => traces.find(s => s.meta.kind === 'stop' && s.meta.column === t.meta.column);
   return own.map(t => ({ name: t.name, dash: t.line.dash, points: t.x.length,
-                         stop: traces.some(s => s.meta.kind === 'stop' && s.meta.column === t.meta.column) }));
+                         stop: stop(t) ? [stop(t).marker.symbol, stop(t).name] : null }));
 }"""
 
 
@@ -163,6 +164,9 @@ def test_the_live_chart_is_plotly_with_a_line_and_a_stop_marker_per_column_and_t
     columns = sorted(page.evaluate(CHART_COLUMNS), key=lambda c: c["name"])
     assert [c["name"] for c in columns] == ["baseline", "eos_reward", "seed_article"]
     assert all(c["dash"] == "solid" and c["stop"] for c in columns)
+    # each marker and its name as the server's PAGE_CONFIG gives them (page.js copies no stop reason)
+    assert [c["stop"] for c in columns] == [["square", "baseline stopped: max new tokens"],
+                                            ["star", "eos_reward stopped: eos"], ["star", "seed_article stopped: eos"]]
     assert next(c for c in columns if c["name"] == "baseline")["points"] == 80
     assert page.locator("#chart .legendtext").count() == 3  # one legend entry per column (toggles its lines)
     axis = "() => { const l = document.querySelector('#chart .js-plotly-plot')._fullLayout; return [l.yaxis.type, l.yaxis.title.text]; }"

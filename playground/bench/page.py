@@ -18,6 +18,7 @@ import time
 import urllib.parse
 import urllib.request
 
+from ..trace import FINISHED_STATUS
 from .common import (
     RAMBLING_PROMPT,  # the engine reference's prompt: the page must decode the same
     _one_thread,
@@ -27,7 +28,7 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--disable-quic", "--no-first-run"]
 PAGE_COLUMNS = ["baseline", "ban_eos"]
-FINISHED = r"stopped by EOS|hit max new tokens|stop string|repetition loop|cancelled|timed out"
+FINISHED = FINISHED_STATUS
 
 
 def page_run(browser, url: str, new_tokens: int, columns: list[str]) -> dict:

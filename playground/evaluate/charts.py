@@ -8,12 +8,13 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ..charts import COLORS
+from ..trace import StopReason
 from .metrics import STOP_REASONS
 from .report import Report
 from .sweep import Sweep
 
-STOP_COLORS = {"eos": "#2ca02c", "max_new_tokens": "#d62728", "stop_string": "#1f77b4", "repetition": "#9467bd",
-               "timeout": "#7f7f7f"}
+STOP_COLORS = {StopReason.EOS: "#2ca02c", StopReason.MAX_NEW_TOKENS: "#d62728", StopReason.STOP_STRING: "#1f77b4",
+               StopReason.REPETITION: "#9467bd", StopReason.TIMEOUT: "#7f7f7f"}
 
 
 def _layout(fig: go.Figure, title: str, height: int = 360) -> go.Figure:

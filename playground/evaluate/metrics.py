@@ -22,12 +22,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..interventions import ends_sentence
-from ..trace import VariantTrace
+from ..trace import StopReason, VariantTrace
 
 Z_95 = 1.959963984540054
 LOOP_MIN_TOKENS = 16
 LOOP_MAX_PERIOD = 32
-STOP_REASONS = ("eos", "max_new_tokens", "stop_string", "repetition", "timeout")
+# A cancelled row is not counted. Plain str: they key the report's JSON, and orjson refuses a str subclass as a key.
+STOP_REASONS = tuple(r.value for r in StopReason if r != StopReason.CANCELLED)
 RATES = ("eos", "limit", "stop_string", "loop", "mid_sentence", "clean_stop")
 
 
@@ -51,7 +52,7 @@ class RowResult:
     column: int  # index into the report's columns
     seed: int
     text: str
-    stop_reason: str
+    stop_reason: StopReason
     stop_detail: str | None
     length: int  # generated tokens, EOS not counted
     steps: int  # generated tokens, EOS counted
@@ -62,7 +63,7 @@ class RowResult:
 
     @property
     def clean_stop(self) -> bool:
-        return self.stop_reason == "eos" and self.ends_sentence
+        return self.stop_reason == StopReason.EOS and self.ends_sentence
 
     def to_dict(self) -> dict:
         return {"prompt": self.prompt, "column": self.column, "seed": self.seed, "text": self.text,
@@ -74,13 +75,13 @@ class RowResult:
 
 def row_result(variant: VariantTrace, *, prompt: int, column: int, seed: int) -> RowResult:
     """Reduce a finished column's trace to its row."""
-    kept = variant.steps[:-1] if variant.stop_reason == "eos" else variant.steps
+    kept = variant.steps[:-1] if variant.stop_reason == StopReason.EOS else variant.steps
     ids = [s.token_id for s in kept]
     return RowResult(
         prompt=prompt, column=column, seed=seed, text=variant.text, stop_reason=variant.stop_reason,
         stop_detail=variant.stop_detail, length=len(kept), steps=len(variant.steps),
         nll=sum(-math.log(max(s.p_chosen_raw, 1e-45)) for s in kept), wall_seconds=variant.wall_seconds,
-        ends_sentence=ends_sentence(variant.text), loops=variant.stop_reason == "repetition" or has_loop(ids),
+        ends_sentence=ends_sentence(variant.text), loops=variant.stop_reason == StopReason.REPETITION or has_loop(ids),
     )
 
 
@@ -122,9 +123,9 @@ def column_summary(name: str, rows: Sequence[RowResult]) -> dict:
     tokens = sum(lengths)
     wall = sum(r.wall_seconds for r in rows)
     counts = {
-        "eos": sum(r.stop_reason == "eos" for r in rows),
-        "limit": sum(r.stop_reason == "max_new_tokens" for r in rows),
-        "stop_string": sum(r.stop_reason == "stop_string" for r in rows),
+        "eos": sum(r.stop_reason == StopReason.EOS for r in rows),
+        "limit": sum(r.stop_reason == StopReason.MAX_NEW_TOKENS for r in rows),
+        "stop_string": sum(r.stop_reason == StopReason.STOP_STRING for r in rows),
         "loop": sum(r.loops for r in rows),
         "mid_sentence": sum(not r.ends_sentence for r in rows),
         "clean_stop": sum(r.clean_stop for r in rows),

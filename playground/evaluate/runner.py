@@ -24,6 +24,7 @@ from ..engine import Comparison, Settings, Variant, run_all
 from ..interventions import parse_interventions
 from ..models import LoadedModel
 from ..prompts import encode_prompt
+from ..trace import StopReason
 from .metrics import RowResult, row_result
 from .prompt_files import Prompt, PromptSet
 from .report import Report
@@ -179,7 +180,7 @@ class Evaluation:
                     yield len(self.rows)
                     continue
                 variant = comparison.trace.variants[0]
-                if variant.stop_reason != "cancelled":
+                if variant.stop_reason != StopReason.CANCELLED:
                     prompt, column, seed = where[id(comparison)]
                     self.rows.append(row_result(variant, prompt=prompt, column=column, seed=seed))
                 self._tokens_done += len(variant.steps)

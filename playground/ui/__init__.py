@@ -3,6 +3,7 @@ components; the app's state and request handling are in :mod:`playground.service
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from pathlib import Path
@@ -11,7 +12,9 @@ from urllib.parse import quote
 import gradio as gr
 import plotly
 
+from ..charts import STOP_MARKERS
 from ..service import TRACE_MAX_AGE, Playground
+from ..trace import StopReason
 from .api import api_endpoints, export_endpoint
 from .compare import compare_tab
 from .doctor_tab import doctor_tab
@@ -81,8 +84,11 @@ CSS = """
 # without internet still gets the chart. It is allowed as a static file and loaded without blocking the page.
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 gr.set_static_paths([PLOTLY_JS])
+# What page.js takes from the server rather than copying: each stop reason's label and chart marker.
+PAGE_CONFIG = {"stops": {reason.value: {"label": reason.label, "symbol": STOP_MARKERS[reason]} for reason in StopReason}}
 HEAD = (f'<script src="gradio_api/file={quote(str(PLOTLY_JS))}" async></script>'
-        f"<script>{(Path(__file__).parent / 'page.js').read_text(encoding='utf-8')}</script>")
+        f"<script>window.eosPlaygroundConfig = {json.dumps(PAGE_CONFIG)};\n"
+        f"{(Path(__file__).parent / 'page.js').read_text(encoding='utf-8')}</script>")
 
 
 def build_app(playground: Playground) -> gr.Blocks:

@@ -7,8 +7,8 @@
 // click the chart, ← →) marks it in the text and on the chart at once, and asks the server for that step's
 // inspector through the chart's `trigger`.
 window.eosPlayground = window.eosPlayground || (() => {
-  const SYMBOLS = { eos: "star", max_new_tokens: "square", stop_string: "diamond", repetition: "x",
-                    cancelled: "circle-open", timeout: "circle-open" };
+  // Each stop reason's label and marker, from the server (playground/ui/__init__.py: PAGE_CONFIG, before this script).
+  const STOPS = window.eosPlaygroundConfig.stops;
   const MODES = [["log", "p(EOS), log"], ["linear", "p(EOS), linear"], ["margin", "distance to EOS (logits)"]];
   const NOTES = { log: "solid: the model's own p(EOS) · dashed: after interventions and sampling",
                   linear: "solid: the model's own p(EOS) · dashed: after interventions and sampling",
@@ -68,10 +68,10 @@ window.eosPlayground = window.eosPlayground || (() => {
       if (s.stop && s.steps.length) {
         const after = values(s, mode, "after"), own = values(s, mode, "own");
         const y = after[after.length - 1] ?? own[own.length - 1];
-        const reason = s.stop.reason.replace(/_/g, " ");
+        const stop = STOPS[s.stop.reason], reason = stop.label;
         traces.push({ x: [s.stop.step], y: [y], type: "scatter", mode: "markers", legendgroup: group, showlegend: false,
                       name: `${name} stopped: ${reason}`, meta: { column, kind: "stop" },
-                      marker: { symbol: SYMBOLS[s.stop.reason] || "circle", size: 13, color, line: { color: "black", width: 1 } },
+                      marker: { symbol: stop.symbol, size: 13, color, line: { color: "black", width: 1 } },
                       hovertemplate: `${reason} at step %{x}<extra></extra>` });
       }
     });

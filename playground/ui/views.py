@@ -13,7 +13,7 @@ import math
 
 from ..charts import COLORS, ramp_starts
 from ..story import step_explanation
-from ..trace import StepRecord, Trace, VariantTrace
+from ..trace import StepRecord, StopReason, Trace, VariantTrace
 
 
 def page_whole(data: dict, key: str) -> int:
@@ -65,7 +65,7 @@ def token_spans(variant: VariantTrace, start: int = 0) -> str:
     parts = []
     steps = variant.steps
     for s in steps[start:]:
-        if s is steps[-1] and variant.stop_reason == "eos":
+        if s is steps[-1] and variant.stop_reason == StopReason.EOS:
             parts.append(f'<span data-s="{s.step}" class="eos-badge" title="{html.escape(_step_title(s))}">EOS</span>')
         else:
             marked = ' class="ws"' if s.token.strip() == "" else ""
@@ -121,7 +121,7 @@ def default_selection(trace: Trace) -> tuple[int, int]:
     """What the inspector opens on after a run: the first intervened column's stop by EOS (the step a user wants
     explained), else the first column's last step."""
     for index, variant in enumerate(trace.variants):
-        if variant.interventions and variant.stop_reason == "eos" and variant.steps:
+        if variant.interventions and variant.stop_reason == StopReason.EOS and variant.steps:
             return index, len(variant.steps) - 1
     first = trace.variants[0]
     return 0, max(len(first.steps) - 1, 0)
