@@ -96,14 +96,13 @@ def _model_lines(model_reference: str | None, model_path: str | None, adapter: s
 
 def _visitor_model_lines(reference: str, adapter: str | None, dtype: str, quantize: str | None) -> list[str]:
     """_model_lines for a visitor: no host path, the hub id where there is one."""
-    from .models import DEFAULT_HUB_ID, DEFAULT_MODEL
+    from .models import DEFAULT_HUB_ID, DEFAULT_MODEL, looks_local
 
     lines = []
     if reference == DEFAULT_MODEL:
         location = DEFAULT_HUB_ID
         lines.append("# The playground's default model, SmolLM2-135M-Instruct, as published on the hub.")
-    elif reference.startswith(("/", ".", "~")) or "\\" in reference or reference.endswith(".gguf") \
-            or reference.count("/") > 1:
+    elif looks_local(reference):
         location = Path(reference.rstrip("/\\")).name or "model"
         lines.append("# The app's own local model: put where your copy of it is.")
     else:

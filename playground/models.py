@@ -509,10 +509,19 @@ def _check_hub_id(reference: str) -> None:
         ) from None
 
 
-def _looks_like_path(reference: str) -> bool:
-    # A hub id is "name" or "owner/name"; anything with more slashes can only be a path.
-    return (reference.startswith(("/", "./", "../", "~")) or reference.endswith(".gguf")
-            or reference.count("/") > 1 or os.sep * 2 in reference)
+def looks_local(reference: str, *, look_on_disk: bool = False) -> bool:
+    """The one rule for "is this model or adapter reference a filesystem path" rather than "default" or a hub id
+    ("name" or "owner/name", which never starts with "/", "." or "~", nor holds a backslash, a colon or a second
+    slash), judged by its spelling; a .gguf file is always a path.
+
+    Only the operator's own configuration may ``look_on_disk``: for a visitor's reference the answer would tell
+    them whether a path exists on the host.
+
+        >>> [looks_local(r) for r in ("default", "HuggingFaceTB/SmolLM2-135M-Instruct", "./run", "runs/a/b", "m.gguf")]
+        [False, False, True, True, True]
+    """
+    return (reference.startswith(("/", ".", "~")) or "\\" in reference or reference.endswith(".gguf")
+            or reference.count("/") > 1 or ":" in reference or (look_on_disk and Path(reference).exists()))
 
 
 def load_model(
@@ -577,7 +586,7 @@ def load_model(
         elif kind == "other":
             raise ModelLoadError(f"{path} is not a regular file or directory (a device, pipe or socket): a model is "
                                  "a directory with config.json or a .gguf file")
-        elif _looks_like_path(reference):
+        elif looks_local(reference):
             raise ModelLoadError(f"No such file or directory: {path} (a model is a local directory, a .gguf file or a hub id)")
         else:
             _check_hub_id(reference)

@@ -290,7 +290,7 @@ def test_load_sample_reads_conversations_and_labelled_ids(tmp_path):
 @pytest.mark.parametrize("line, message", [
     ('{"messages": []}', r"line 1: 'messages' must be a non-empty list"),
     ('{"messages": [{"role": "user", "content": "Hi?"}]}', r"line 1: 'messages' has no assistant turn"),
-    ('{"messages": [{"role": "user"}]}', r"line 1: messages\[0\] must be an object with string 'role' and 'content'"),
+    ('{"messages": [{"role": "user"}]}', r"line 1: message 1 needs a 'role' \(system, user, assistant\) and a 'content' string"),
     ('{"input_ids": [1, 2], "labels": [1]}', r"line 1: 'input_ids' has 2 ids but 'labels' has 1"),
     ('{"input_ids": [1, "a"], "labels": [1, 2]}', r"line 1: 'input_ids' must be a non-empty list of integers"),
 ])

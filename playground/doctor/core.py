@@ -10,6 +10,7 @@ import torch
 
 from playground.jsonlines import loads_line
 from playground.models import LoadedModel, eos_token_ids, embedded_gguf_path
+from playground.prompts import check_messages
 
 STATUSES = ("ok", "warning", "problem", "not_applicable")
 STATUS_ICONS = {"ok": "✅", "warning": "⚠️", "problem": "❌", "not_applicable": "➖"}
@@ -67,18 +68,6 @@ class Finding:
 # Sample loading
 
 
-def _check_messages(messages, where: str) -> list[dict]:
-    if not isinstance(messages, list) or not messages:
-        raise ValueError(f"{where}: 'messages' must be a non-empty list of {{\"role\", \"content\"}} objects")
-    for number, message in enumerate(messages, start=1):
-        if not isinstance(message, dict) or not isinstance(message.get("role"), str) \
-                or not isinstance(message.get("content"), str):
-            raise ValueError(f"{where}: messages[{number - 1}] must be an object with string 'role' and 'content'")
-    if not any(message["role"] == "assistant" for message in messages):
-        raise ValueError(f"{where}: 'messages' has no assistant turn")
-    return [{"role": m["role"], "content": m["content"]} for m in messages]
-
-
 def _check_example(example, where: str) -> dict:
     if not isinstance(example, dict):
         raise ValueError(f"{where}: expected a JSON object, got {type(example).__name__}")
@@ -92,7 +81,7 @@ def _check_example(example, where: str) -> dict:
                 raise ValueError(f"{where}: {key!r} must be a string, got {type(example[key]).__name__}")
         return {"prompt": example["prompt"], "response": example["response"]}
     if "messages" in example:
-        return {"messages": _check_messages(example["messages"], where)}
+        return {"messages": check_messages(example["messages"], where, to_answer=False)}
     if "input_ids" in example and "labels" in example:
         ids, labels = example["input_ids"], example["labels"]
         for key, values in (("input_ids", ids), ("labels", labels)):

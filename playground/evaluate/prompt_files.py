@@ -10,13 +10,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..jsonlines import loads_line
+from ..prompts import check_messages
 from ..space.policy import check_encodable
 
 BUILTIN_PROMPTS = Path(__file__).resolve().parents[1] / "data" / "prompts.jsonl"
 MAX_FILE_BYTES = 1_000_000  # a prompt file larger than this is read up to this size (the rest is reported)
 MAX_PROMPTS = 1000
 MAX_PROMPT_CHARS = 20_000
-ROLES = ("system", "user", "assistant")
 
 
 @dataclass
@@ -71,18 +71,7 @@ def prompt_from_record(record, where: str, max_chars: int = MAX_PROMPT_CHARS) ->
             raise ValueError(f"{where}: 'prompt' must be a string, got {type(record['prompt']).__name__}")
         messages = [{"role": "user", "content": record["prompt"]}]
     elif "messages" in record:
-        messages = record["messages"]
-        if not isinstance(messages, list) or not messages:
-            raise ValueError(f"{where}: 'messages' must be a non-empty list of {{\"role\", \"content\"}} objects")
-        for index, message in enumerate(messages):
-            if (not isinstance(message, dict) or message.get("role") not in ROLES
-                    or not isinstance(message.get("content"), str)):
-                raise ValueError(f"{where}: message {index + 1} needs a 'role' ({', '.join(ROLES)}) and a 'content' string")
-        if messages[-1]["role"] != "user":
-            raise ValueError(f"{where}: the last message must be the user's (the model answers it), got {messages[-1]['role']!r}")
-        if any(m["role"] == "system" for m in messages[1:]):
-            raise ValueError(f"{where}: a system message may only come first")
-        messages = [{"role": m["role"], "content": m["content"]} for m in messages]
+        messages = check_messages(record["messages"], where, to_answer=True)
     else:
         found = ", ".join(sorted(map(str, record))) or "none"
         raise ValueError(f"{where}: needs a 'prompt' string or a 'messages' list; found keys: {found}")

@@ -22,6 +22,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..prompts import check_messages
+
 BUILTIN_DATA = Path(__file__).parent / "data" / "finetune_qa.jsonl"
 MAX_FILE_BYTES = 16 * 1024 * 1024
 TURNS_PER_CHAT = 3
@@ -46,14 +48,7 @@ def _check(example, where: str) -> dict:
     if not isinstance(example, dict):
         raise ValueError(f"{where}: expected a JSON object, got {type(example).__name__}")
     if "messages" in example:
-        messages = example["messages"]
-        if not isinstance(messages, list) or not messages or not all(
-                isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
-                for m in messages):
-            raise ValueError(f"{where}: 'messages' must be a list of {{\"role\", \"content\"}} objects with strings")
-        if not any(m["role"] == "assistant" for m in messages):
-            raise ValueError(f"{where}: 'messages' has no assistant turn to learn from")
-        return {"messages": [{"role": m["role"], "content": m["content"]} for m in messages]}
+        return {"messages": check_messages(example["messages"], where, to_answer=False)}
     if "prompt" in example or "response" in example:
         for key in ("prompt", "response"):
             if not isinstance(example.get(key), str) or not example[key].strip():

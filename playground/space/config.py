@@ -25,8 +25,8 @@ from pathlib import Path
 
 from ..decoder import check_budget_mb
 from ..engine import MAX_NEW_TOKENS_CAP, MAX_VARIANTS
-from ..models import DEFAULT_HUB_ID, DEFAULT_MODEL, DTYPE_CHOICES, QUANTIZE_CHOICES
-from .policy import Policy, looks_local
+from ..models import DEFAULT_HUB_ID, DEFAULT_MODEL, DTYPE_CHOICES, QUANTIZE_CHOICES, looks_local
+from .policy import Policy
 
 ROOT = Path(__file__).resolve().parents[2]
 SPACES_FILE = ROOT / "spaces.yaml"

@@ -15,9 +15,9 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from ..engine import MAX_NEW_TOKENS_CAP, MAX_VARIANTS
+from ..models import looks_local
 from ..request import parse_bool
 
 # A Llama/SmolLM token is rarely longer than 8 characters of ordinary text, so a prompt this many characters
@@ -25,16 +25,6 @@ from ..request import parse_bool
 CHARS_PER_TOKEN_BOUND = 8
 # The doctor reads its whole training sample; a few hundred examples are plenty and 2.5 MB already takes ~12 s.
 LOCAL_MAX_UPLOAD_MB = 1.0
-
-
-def looks_local(reference: str, *, look_on_disk: bool = False) -> bool:
-    """A filesystem path rather than "default" or a hub id ("name" or "owner/name"), judged by its spelling.
-
-    Only the operator's own configuration may ``look_on_disk``: for a visitor's reference the answer would tell
-    them whether a path exists on the host.
-    """
-    return (reference.startswith(("/", ".", "~")) or "\\" in reference or reference.endswith(".gguf")
-            or reference.count("/") > 1 or ":" in reference or (look_on_disk and Path(reference).exists()))
 
 
 LOOPBACK_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost")
