@@ -26,13 +26,7 @@ import math
 import textwrap
 from pathlib import Path
 
-from .interventions import (
-    EosRewardLogitsProcessor,
-    RepetitionStoppingCriteria,
-    SeedEosTokenRewardLogitsProcessor,
-    concise_suffix_text,
-    parse_interventions,
-)
+from .interventions import SPECS, concise_suffix_text, parse_interventions
 
 KINDS = ("generate", "pipeline", "kwargs")
 # FiniteExponentialDecayLengthPenalty caps factor**k here; transformers' own penalty grows on (to inf in float32,
@@ -119,22 +113,22 @@ def _visitor_model_lines(reference: str, adapter: str | None, dtype: str, quanti
     return lines
 
 
-def _prompt_lines(chosen: dict, prompt: str, system_prompt: str | None, use_chat_template: bool, kind: str) -> list[str]:
+def _written(chosen: dict, max_new_tokens: int, kind: str) -> dict[str, list[str]]:
+    """Each intervention's line as its spec writes it, by place (see interventions.Export), in stage order."""
+    placed = {"argument": [], "logits_processor": [], "stopping_criteria": [], "prompt": []}
+    for name in sorted(chosen, key=lambda name: SPECS[name].stage):
+        export = SPECS[name].export
+        placed[export.place].append(export.text(chosen[name], max_new_tokens, kind))
+    return placed
+
+
+def _prompt_lines(chosen: dict, written: dict[str, list[str]], prompt: str, system_prompt: str | None,
+                  use_chat_template: bool, kind: str) -> list[str]:
     """The prompt as the column built it: its text (with the concise suffix), in the chat template or not."""
-    text = prompt
-    lines = []
-    if "concise_suffix" in chosen:
-        suffix = concise_suffix_text(chosen["concise_suffix"]["sentences"])
-        if kind == "kwargs":
-            lines.append(f"# concise_suffix: end the user's message with {suffix!r}.")
-        else:
-            lines.append("# concise_suffix: the fix asks for a short answer in the prompt itself.")
-            text = prompt + suffix
-    if "chat_template" in chosen:
-        how = "in the model's chat template" if use_chat_template else "as plain text, without the chat template"
-        lines.append(f"# chat_template: the prompt goes in {how}.")
+    lines = list(written["prompt"])
     if kind == "kwargs":
         return lines
+    text = prompt + (concise_suffix_text(chosen["concise_suffix"]["sentences"]) if "concise_suffix" in chosen else "")
     lines.append(f"prompt = {text!r}")
     if use_chat_template:
         system = f"{{'role': 'system', 'content': {system_prompt!r}}}, " if system_prompt else ""
@@ -178,9 +172,10 @@ def _stop_string_note(strings: list[str], prompt_text: str | None) -> list[str]:
             "# answer only. Where that happens, generate() stops at the first token and the column goes on."]
 
 
-def _generation_lines(chosen: dict, *, max_new_tokens: int, temperature: float, top_p: float, top_k: int,
-                      prompt_text: str | None, repetition_penalty: float = 1.0, no_repeat_ngram_size: int = 0,
-                      min_p: float = 0.0, typical_p: float = 1.0) -> tuple[list[str], list[str]]:
+def _generation_lines(chosen: dict, written: dict[str, list[str]], *, max_new_tokens: int, temperature: float,
+                      top_p: float, top_k: int, prompt_text: str | None, repetition_penalty: float = 1.0,
+                      no_repeat_ngram_size: int = 0, min_p: float = 0.0,
+                      typical_p: float = 1.0) -> tuple[list[str], list[str]]:
     """(lines before the arguments: eos ids, notes), (the keyword-argument lines of the generate() call)."""
     before = [
         "# generate() stops on the generation config's end-of-sequence id(s), as the playground does (the",
@@ -203,41 +198,20 @@ def _generation_lines(chosen: dict, *, max_new_tokens: int, temperature: float, 
     if no_repeat_ngram_size:
         args.append(f"no_repeat_ngram_size={int(no_repeat_ngram_size)},")
     args.append("eos_token_id=eos_token_ids,")
-    if "ban_eos" in chosen:
-        args.append("suppress_tokens=eos_token_ids,  # ban_eos: EOS can never be chosen")
-    if "min_new_tokens" in chosen:
-        n = chosen["min_new_tokens"]["n"]
-        args.append(f"min_new_tokens={n},  # min_new_tokens: no EOS before {n} new tokens")
+    args += written["argument"]
+    # Where generate() would decode differently from the column, the snippet says so before the call.
     if "decay_penalty" in chosen:
-        start, factor = chosen["decay_penalty"]["start"], chosen["decay_penalty"]["factor"]
-        args.append(f"exponential_decay_length_penalty=({start}, {factor!r}),  "
-                    f"# decay_penalty: the EOS logit grows by {factor!r}**k after {start} new tokens")
         note = _decay_note(chosen, max_new_tokens)
         if note:
             before += textwrap.wrap(note, 116, subsequent_indent="# ")
     if "stop_strings" in chosen:
-        strings = chosen["stop_strings"]["strings"]
-        args.append(f"stop_strings={strings!r}, tokenizer=tokenizer,  # stop_strings: stop once the answer holds one")
-        before += _stop_string_note(strings, prompt_text)
-    processors = []
-    if "seed_article" in chosen:
-        processors.append(f"SeedEosTokenRewardLogitsProcessor(eos_token_ids[0], max_length={max_new_tokens})")
-    if "eos_reward" in chosen:
-        p = chosen["eos_reward"]
-        boundary = ", tokenizer=tokenizer" if p["at_boundary"] else ""
-        processors.append(
-            f"EosRewardLogitsProcessor(eos_token_ids, max_new_tokens={max_new_tokens}, "
-            f"reward_start_ratio={p['reward_start_ratio']!r}, strength={p['strength']!r},\n"
-            f"            schedule={p['schedule']!r}, at_boundary={p['at_boundary']!r}, "
-            f"force_at_end={p['force_at_end']!r}{boundary})")
-    if processors:
+        before += _stop_string_note(chosen["stop_strings"]["strings"], prompt_text)
+    if written["logits_processor"]:
         args.append("logits_processor=LogitsProcessorList([")
-        args += [f"    {processor}," for processor in processors]
+        args += [f"    {processor}," for processor in written["logits_processor"]]
         args.append("]),")
-    if "repetition_stop" in chosen:
-        p = chosen["repetition_stop"]
-        args.append(f"stopping_criteria=StoppingCriteriaList([RepetitionStoppingCriteria(ngram_size={p['ngram_size']}, "
-                    f"repeats={p['repeats']})]),")
+    if written["stopping_criteria"]:
+        args.append(f"stopping_criteria=StoppingCriteriaList([{', '.join(written['stopping_criteria'])}]),")
     return before, args
 
 
@@ -290,24 +264,25 @@ def export_code(
     if "chat_template" in chosen:
         use_chat_template = chosen["chat_template"]["enabled"]
 
-    classes = [cls for name, cls in (("seed_article", SeedEosTokenRewardLogitsProcessor),
-                                     ("eos_reward", EosRewardLogitsProcessor),
-                                     ("repetition_stop", RepetitionStoppingCriteria)) if name in chosen]
+    written = _written(chosen, max_new_tokens, kind)
+    classes = [SPECS[name].export.carries for name in sorted(chosen, key=lambda name: SPECS[name].stage)
+               if SPECS[name].export.carries is not None]
+    sources = [class_source(cls) for cls in classes]
     names = [] if kind == "kwargs" else ["AutoModelForCausalLM", "AutoTokenizer"]
-    if "seed_article" in chosen or "eos_reward" in chosen:
+    if written["logits_processor"]:  # the carried processors subclass LogitsProcessor
         names += ["LogitsProcessor", "LogitsProcessorList"]
-    if "repetition_stop" in chosen:
+    if written["stopping_criteria"]:
         names += ["StoppingCriteria", "StoppingCriteriaList"]
     if kind == "pipeline":
         names.append("pipeline")
-    imports = (["import math", ""] if EosRewardLogitsProcessor in classes else []) + ["import torch"]
+    imports = (["import math", ""] if any("math." in source for source in sources) else []) + ["import torch"]
     if names:
         line = f"from transformers import {', '.join(names)}"
         imports.append(line if len(line) <= 116 else "from transformers import (\n" + "".join(f"    {n},\n" for n in names) + ")")
 
     raw_prompt = None if use_chat_template else (f"{system_prompt}\n\n" if system_prompt else "") + prompt + (
         concise_suffix_text(chosen["concise_suffix"]["sentences"]) if "concise_suffix" in chosen else "")
-    before, args = _generation_lines(chosen, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+    before, args = _generation_lines(chosen, written, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                                      top_k=top_k, prompt_text=raw_prompt, repetition_penalty=repetition_penalty,
                                      no_repeat_ngram_size=no_repeat_ngram_size, min_p=min_p, typical_p=typical_p)
     stateful = bool(classes)
@@ -326,12 +301,12 @@ def export_code(
                   "Needs torch and transformers only; run it as a script to print the answer.",
                   '"""']
     out = header + imports
-    for cls in classes:
-        out += ["", "", class_source(cls)]
+    for source in sources:
+        out += ["", "", source]
     out += ["", ""]
     if kind != "kwargs":
         out += _model_lines(model_reference, model_path, adapter, dtype, quantize, reveal_paths) + [""]
-    prompt_lines = _prompt_lines(chosen, prompt, system_prompt, use_chat_template, kind)
+    prompt_lines = _prompt_lines(chosen, written, prompt, system_prompt, use_chat_template, kind)
     if prompt_lines:
         out += prompt_lines + [""]
     out += before

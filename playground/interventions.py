@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections
 import math
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -461,11 +462,61 @@ class Param:
 
 
 @dataclass(frozen=True)
+class Export:
+    """How :mod:`playground.export` writes an intervention into the user's own ``generate()`` call.
+
+    ``place``: "argument" (a keyword argument of ``generate()``), "logits_processor" or "stopping_criteria" (an item
+    of that list), or "prompt" (a comment by the prompt-building lines). ``line``: its text, ``str.format``-ed with
+    the intervention's parameters and ``max_new_tokens``; or, where the text depends on more, a function of (the
+    parameters, max_new_tokens, the snippet's kind: generate, pipeline or kwargs). ``carries``: the engine's class
+    the snippet carries the source of, for what transformers lacks.
+    """
+
+    place: str
+    line: str | Callable[[dict, int, str], str]
+    carries: type | None = None
+
+    def text(self, params: dict, max_new_tokens: int, kind: str) -> str:
+        if callable(self.line):
+            return self.line(params, max_new_tokens, kind)
+        return self.line.format(**params, max_new_tokens=max_new_tokens)
+
+
+@dataclass(frozen=True)
 class InterventionSpec:
-    """An intervention, declared once: what it does (one line) and its parameters."""
+    """An intervention, declared once: what it does (one line), its parameters, where it acts, how the export
+    writes it and, where the story says why it stopped a column so, that one line.
+
+    ``stage``: its place in the pipeline, ascending: EOS bans before the length penalty before the EOS boosts (a
+    boost adds to ``-inf`` and so cannot undo a ban), then the stopping criteria, then the prompt's changes.
+    :func:`build_interventions` applies the logits processors, and the export writes every line, in this order.
+    ``why``: ``str.format``-ed with the intervention's parameters.
+    """
 
     description: str
+    stage: int
+    export: Export
     params: dict[str, Param] = field(default_factory=dict)
+    why: str | None = None
+
+
+def _eos_reward_line(p: dict, max_new_tokens: int, kind: str) -> str:
+    boundary = ", tokenizer=tokenizer" if p["at_boundary"] else ""  # the boundary tokens come from the tokenizer
+    return (f"EosRewardLogitsProcessor(eos_token_ids, max_new_tokens={max_new_tokens}, "
+            f"reward_start_ratio={p['reward_start_ratio']!r}, strength={p['strength']!r},\n"
+            f"            schedule={p['schedule']!r}, at_boundary={p['at_boundary']!r}, "
+            f"force_at_end={p['force_at_end']!r}{boundary})")
+
+
+def _concise_suffix_line(p: dict, max_new_tokens: int, kind: str) -> str:
+    if kind == "kwargs":  # a kwargs snippet builds no prompt: the user adds the suffix to their own message
+        return f"# concise_suffix: end the user's message with {concise_suffix_text(p['sentences'])!r}."
+    return "# concise_suffix: the fix asks for a short answer in the prompt itself."
+
+
+def _chat_template_line(p: dict, max_new_tokens: int, kind: str) -> str:
+    how = "in the model's chat template" if p["enabled"] else "in as plain text, without the chat template"
+    return f"# chat_template: the prompt goes {how}."
 
 
 # The defaults are the Compare page's measured story (playground/request.py): the ramp from half of the budget at
@@ -473,7 +524,8 @@ class InterventionSpec:
 # the request's shared setting named by ``shared``.
 SPECS: dict[str, InterventionSpec] = {
     "eos_reward": InterventionSpec(
-        "Ramp up a bonus on the EOS logit over the last part of the token budget (corrected article idea).", {
+        "Ramp up a bonus on the EOS logit over the last part of the token budget (corrected article idea).",
+        stage=4, export=Export("logits_processor", _eos_reward_line, carries=EosRewardLogitsProcessor), params={
             "reward_start_ratio": Param(0.5, _number(0.0, 1.0), shared="reward_start_ratio"),
             "strength": Param(12.0, _number(0.0, 100.0), shared="strength"),
             "schedule": Param("linear", _choice(*SCHEDULES)),
@@ -481,25 +533,41 @@ SPECS: dict[str, InterventionSpec] = {
             "force_at_end": Param(False, _flag),
         }),
     "seed_article": InterventionSpec(
-        "The article's EosTokenRewardLogitsProcessor as written: rescales all logits, pins EOS to 100."),
+        "The article's EosTokenRewardLogitsProcessor as written: rescales all logits, pins EOS to 100.",
+        stage=3, export=Export("logits_processor", "SeedEosTokenRewardLogitsProcessor(eos_token_ids[0], max_length={max_new_tokens})",
+                               carries=SeedEosTokenRewardLogitsProcessor),
+        why="the article's processor pins the EOS logit to 100 at every step, so EOS wins at the first token the "
+            "model is unsure of"),
     "stop_strings": InterventionSpec(
         "Stop as soon as the answer contains one of these strings (may span several tokens).",
-        {"strings": Param(["\n\n"], _strings, shared="stop_strings")}),
+        stage=5, export=Export("argument", "stop_strings={strings!r}, tokenizer=tokenizer,  # stop_strings: stop once the answer holds one"),
+        params={"strings": Param(["\n\n"], _strings, shared="stop_strings")}),
     "decay_penalty": InterventionSpec(
         "transformers' exponential decay length penalty: EOS logit grows by factor^k after `start` tokens.",
-        {"start": Param(20, _integer(0, 100_000)), "factor": Param(1.1, _number(1.0, 10.0))}),
+        stage=2, export=Export("argument", "exponential_decay_length_penalty=({start}, {factor!r}),  "
+                                           "# decay_penalty: the EOS logit grows by {factor!r}**k after {start} new tokens"),
+        params={"start": Param(20, _integer(0, 100_000)), "factor": Param(1.1, _number(1.0, 10.0))}),
     "min_new_tokens": InterventionSpec(
-        "Forbid EOS until at least n new tokens exist.", {"n": Param(32, _integer(0, 100_000), shared="min_new_tokens")}),
+        "Forbid EOS until at least n new tokens exist.",
+        stage=1, export=Export("argument", "min_new_tokens={n},  # min_new_tokens: no EOS before {n} new tokens"),
+        params={"n": Param(32, _integer(0, 100_000), shared="min_new_tokens")},
+        why="EOS is banned until the minimum length of {n} tokens"),
     "ban_eos": InterventionSpec(
-        "Forbid EOS entirely, reproducing a model that never stops (runs to max_new_tokens)."),
+        "Forbid EOS entirely, reproducing a model that never stops (runs to max_new_tokens).",
+        stage=0, export=Export("argument", "suppress_tokens=eos_token_ids,  # ban_eos: EOS can never be chosen"),
+        why="EOS is banned, so it can only hit the limit"),
     "repetition_stop": InterventionSpec(
         "Stop when the last n-gram has repeated `repeats` times in a row (degenerate loop).",
-        {"ngram_size": Param(4, _integer(1, 256)), "repeats": Param(3, _integer(2, 1000))}),
+        stage=6, export=Export("stopping_criteria", "RepetitionStoppingCriteria(ngram_size={ngram_size}, repeats={repeats})",
+                               carries=RepetitionStoppingCriteria),
+        params={"ngram_size": Param(4, _integer(1, 256)), "repeats": Param(3, _integer(2, 1000))}),
     "concise_suffix": InterventionSpec(
         "Append 'Answer in N sentences or fewer.' to the prompt (the article's prompt fix).",
-        {"sentences": Param(5, _integer(1, 100))}),
+        stage=7, export=Export("prompt", _concise_suffix_line), params={"sentences": Param(5, _integer(1, 100))},
+        why="the prompt asked for a short answer"),
     "chat_template": InterventionSpec(
-        "Wrap the prompt in the model's chat template (on) or send raw text (off).", {"enabled": Param(True, _flag)}),
+        "Wrap the prompt in the model's chat template (on) or send raw text (off).",
+        stage=8, export=Export("prompt", _chat_template_line), params={"enabled": Param(True, _flag)}),
 }
 INTERVENTION_NAMES: tuple[str, ...] = tuple(SPECS)
 DESCRIPTIONS: dict[str, str] = {name: spec.description for name, spec in SPECS.items()}
@@ -663,22 +731,24 @@ def build_interventions(
     def with_prompt_length(make):
         return make(prompt_length) if prompt_length is not None else _PromptLengthFromFirstCall(make)
 
-    processors = LogitsProcessorList()
+    made = {}  # name -> its logits processor
     if "ban_eos" in chosen:
-        processors.append(SuppressTokensLogitsProcessor(eos_token_ids))
+        made["ban_eos"] = SuppressTokensLogitsProcessor(eos_token_ids)
     if "min_new_tokens" in chosen:
         n = chosen["min_new_tokens"]["n"]
-        processors.append(with_prompt_length(lambda length: MinNewTokensLengthLogitsProcessor(length, n, eos_token_ids)))
+        made["min_new_tokens"] = with_prompt_length(lambda length: MinNewTokensLengthLogitsProcessor(length, n, eos_token_ids))
     if "decay_penalty" in chosen:
         decay = (chosen["decay_penalty"]["start"], chosen["decay_penalty"]["factor"])
-        processors.append(with_prompt_length(lambda length: FiniteExponentialDecayLengthPenalty(decay, eos_token_ids, length)))
+        made["decay_penalty"] = with_prompt_length(lambda length: FiniteExponentialDecayLengthPenalty(decay, eos_token_ids, length))
     if "seed_article" in chosen:
-        processors.append(SeedEosTokenRewardLogitsProcessor(eos_token_ids[0], max_new_tokens, in_place=False))
+        made["seed_article"] = SeedEosTokenRewardLogitsProcessor(eos_token_ids[0], max_new_tokens, in_place=False)
     if "eos_reward" in chosen:
-        processors.append(_MemoizedEosReward(
+        made["eos_reward"] = _MemoizedEosReward(
             eos_token_ids, max_new_tokens, prompt_length, **chosen["eos_reward"],
             tokenizer=tokenizer if chosen["eos_reward"]["at_boundary"] else None,
-        ))
+        )
+    # In the specs' stage order, the order the export writes them in too.
+    processors = LogitsProcessorList(made[name] for name in sorted(made, key=lambda name: SPECS[name].stage))
 
     checks = []
     stop_strings = chosen.get("stop_strings", {}).get("strings", [])

@@ -10,24 +10,15 @@ moved EOS by ("the ramp at +8.4").
 
 from __future__ import annotations
 
-from .interventions import ends_sentence
+from .interventions import SPECS, ends_sentence
 from .trace import INTERRUPTED, StepRecord, StopReason, Trace, VariantTrace
 
-# Why an intervention stops a column the way it does, said once after the numbers.
-WHY = {
-    "seed_article": "the article's processor pins the EOS logit to 100 at every step, so EOS wins at the first "
-                    "token the model is unsure of",
-    "ban_eos": "EOS is banned, so it can only hit the limit",
-    "min_new_tokens": "EOS is banned until the minimum length",
-    "concise_suffix": "the prompt asked for a short answer",
-}
 
-
-def _why(intervention: dict) -> str:
-    """WHY for one intervention, with its number where it has one (min_new_tokens: the minimum length)."""
-    why = WHY[intervention["name"]]
-    n = intervention.get("params", {}).get("n")
-    return f"{why} of {n} tokens" if intervention["name"] == "min_new_tokens" and n is not None else why
+def _why(intervention: dict) -> str | None:
+    """Why this intervention stops a column the way it does (its spec's ``why``, with its parameters), said once
+    after the numbers; None for one whose numbers say it all."""
+    why = SPECS[intervention["name"]].why
+    return why.format(**intervention["params"]) if why else None
 
 
 def _tail(text: str, size: int = 24) -> str:
@@ -56,7 +47,7 @@ def describe_variant(trace: Trace, index: int) -> str:
     if not steps:
         return f"{name} has not produced a token yet."
     last = steps[-1]
-    why = next((_why(i) for i in variant.interventions if i["name"] in WHY), None)
+    why = next((why for why in map(_why, variant.interventions) if why), None)
     peak, peak_step = _peak(steps)
     forced_until = variant.branch_of[1] if variant.branch_of is not None else -1  # a branch's forced steps
     if variant.stop_reason == StopReason.EOS:

@@ -310,6 +310,24 @@ def test_registry_names_and_descriptions():
     assert set(DESCRIPTIONS) == set(INTERVENTION_NAMES) and all(DESCRIPTIONS.values())
 
 
+def test_an_intervention_is_declared_once_with_its_export_line_and_its_stage(tokenizer):
+    """Each spec writes its own line for the export, and its stage orders both the processors the engine applies
+    and the lines the export writes: EOS bans first, so a boost cannot undo them."""
+    from playground.export import export_code
+    from playground.interventions import SPECS
+
+    for name, spec in SPECS.items():
+        assert spec.export.place in ("argument", "logits_processor", "stopping_criteria", "prompt")
+        assert spec.export.text(default_params(name), 16, "generate").strip()
+    built = build_interventions(list(SPECS), tokenizer=tokenizer, eos_token_ids=[2], max_new_tokens=16, prompt_length=4)
+    assert [type(p).__name__ for p in built.logits_processors] == [
+        "SuppressTokensLogitsProcessor", "MinNewTokensLengthLogitsProcessor", "FiniteExponentialDecayLengthPenalty",
+        "SeedEosTokenRewardLogitsProcessor", "_MemoizedEosReward"]
+    code = export_code(["eos_reward", "seed_article"], model_reference="default", prompt="Hi", system_prompt=None,
+                       use_chat_template=True, max_new_tokens=16, temperature=0.0, top_p=1.0, top_k=0, seed=0)
+    assert code.index("    SeedEosTokenRewardLogitsProcessor(") < code.index("    EosRewardLogitsProcessor(")
+
+
 def test_parse_accepts_names_dicts_and_objects_and_fills_defaults():
     parsed = parse_interventions([
         "ban_eos",
