@@ -237,7 +237,9 @@ def test_three_branches_beside_a_three_column_run_and_one_removed(first_run):
                                timeout=120_000)
     columns = visible_columns(page)
     assert len(columns) == 6 and sum("→" in s for s in columns) == 3
-    assert page.locator(".remove-branch:visible").count() == 3
+    # "remove" comes with a branch's last update, just after the status that says it stopped
+    page.wait_for_function("() => [...document.querySelectorAll('.remove-branch')].filter(b => b.offsetParent).length === 3",
+                           timeout=30_000)
     removed = columns[4].split(" — ")[0]
     page.locator("#remove-4").click()
     page.wait_for_function("() => !document.querySelector('#status-5') || !document.querySelector('#status-5').offsetParent",
