@@ -117,7 +117,8 @@ def main(argv: list[str] | None = None):
         served = None
         if args.model is not None:  # the operator's choice wins over spaces.yaml
             served = ServedModel(reference=args.model, quantize=args.quantize, dtype=args.dtype or "auto",
-                                 adapter=tuple(args.adapter) if args.adapter else None)
+                                 adapter=tuple(args.adapter) if args.adapter else None,
+                                 checkpoint=tuple(args.checkpoint) if args.checkpoint else None)
         try:
             s = serve_public(config, served)
         except ModelLoadError as error:

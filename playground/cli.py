@@ -15,7 +15,9 @@ from .request import SETTINGS
 DEFAULT_VARIANTS = ["eos_reward"]
 
 
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+def add_model_arguments(parser: argparse.ArgumentParser, *, checkpoints: bool = True) -> None:
+    """The flags that load the model; ``checkpoints`` False for the commands that look at one model only (the
+    doctor, finetune) and so take no ``--checkpoint``."""
     from .models import DTYPE_CHOICES, DEVICE_CHOICES, QUANTIZE_CHOICES
 
     group = parser.add_argument_group("model")
@@ -24,6 +26,12 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--adapter", action="append", metavar="NAME=PATH",
                        help="a PEFT LoRA adapter (directory or hub id) on top of the model, named NAME (a bare path is "
                             "named after its folder); repeat for several, and pick one per column with @NAME")
+    if checkpoints:
+        group.add_argument("--checkpoint", action="append", metavar="NAME=PATH",
+                           help="a second full model with the same tokenizer (e.g. a merged fine-tune, or the DPO "
+                                "checkpoint beside the SFT one), loaded like --model and named NAME (a bare path is "
+                                "named after its folder); a column picks it with @NAME and decodes on it in its own "
+                                "loop, its forward passes not shared with the other columns'. Repeatable")
     group.add_argument("--quantize", choices=QUANTIZE_CHOICES, help="bitsandbytes quantization")
     group.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES)
     group.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
@@ -34,8 +42,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 def load_from_args(args):
     from .models import load_model
 
-    return load_model(args.model, adapter=args.adapter, quantize=args.quantize, dtype=args.dtype,
-                      device=args.device, trust_remote_code=args.trust_remote_code)
+    return load_model(args.model, adapter=args.adapter, checkpoint=getattr(args, "checkpoint", None),
+                      quantize=args.quantize, dtype=args.dtype, device=args.device,
+                      trust_remote_code=args.trust_remote_code)
 
 
 def columns_from_args(args) -> list[str]:
@@ -395,7 +404,7 @@ def add_finetune_parser(sub) -> None:
     finetune.add_argument("--lora-r", type=int, default=16)
     finetune.add_argument("--max-length", type=int, default=512)
     finetune.add_argument("--seed", type=int, default=0)
-    add_model_arguments(finetune)
+    add_model_arguments(finetune, checkpoints=False)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -423,7 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_finetune_parser(sub)
 
     doctor = sub.add_parser("doctor", help="check a model and tokenizer for the usual reasons it never emits EOS")
-    add_model_arguments(doctor)
+    add_model_arguments(doctor, checkpoints=False)
     doctor.add_argument("--sample", help="JSONL training sample: {prompt, response}, {text}, {messages} or "
                                          "{input_ids, labels} per line")
     doctor.add_argument("--max-length", type=int, default=512, help="training max_length used for truncation (>= 2)")

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import collections
 import copy
+import dataclasses
 import functools
 import json
 import math
@@ -44,10 +45,10 @@ from transformers import (LogitsProcessor, LogitsProcessorList, MinPLogitsWarper
 
 from .compat import config_logits_processors
 from .interventions import Intervention, build_interventions, parse_interventions
-from .models import LoadedModel
+from .models import BASE, LoadedModel
 from .prompts import encode_prompt
 from .samplers import PartialTopPLogitsWarper
-from .trace import LazyStages, Stage, StepRecord, StopReason, TopToken, Trace, VariantTrace
+from .trace import LazyStages, Stage, StepRecord, StopReason, TopToken, Trace, VariantTrace, first_difference
 
 MAX_NEW_TOKENS_CAP = 2048
 # Sampling stages that only rescale or cut the tail: the tokens they keep stay in the order they were in.
@@ -144,8 +145,8 @@ class Variant:
     from their generator, so a branch forced with the parent's own token reproduces the parent exactly.
     :func:`branch_variant` builds one from a finished trace.
 
-    ``model`` is the column's model: ``"base"`` or a loaded adapter's name (None: the adapter when exactly one
-    is loaded, else the base; see :meth:`~playground.models.LoadedModel.resolve_model`).
+    ``model`` is the column's model: ``"base"``, a loaded adapter's name or a second checkpoint's (None: the
+    adapter when exactly one is loaded, else the base; see :meth:`~playground.models.LoadedModel.resolve_model`).
     """
 
     name: str
@@ -377,7 +378,74 @@ class _Row:
         self.attributed = 0  # characters of `decoded` already shown as some step's token text
 
 
-class Comparison:
+def _column_model(bundle: LoadedModel, variant: Variant) -> str:
+    """The column's model as ``bundle`` names it; ValueError naming the column and the models it may use."""
+    try:
+        return bundle.resolve_model(variant.model)
+    except ValueError as error:
+        raise ValueError(f"{variant.name}: {error}") from None
+
+
+def _check_request(bundle: LoadedModel, prompt: str, variants: Sequence[Variant], settings: Settings,
+                   branches: Sequence, max_new_tokens_cap: int) -> list[tuple[int, int, int]]:
+    """Check what a comparison is asked to decode before anything is tokenized (ValueError naming the field);
+    return its branch requests as whole numbers."""
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ValueError("prompt is empty: type a question or some text for the model to continue")
+    if not 1 <= len(variants) <= MAX_VARIANTS:
+        raise ValueError(f"variants: give between 1 and {MAX_VARIANTS}, got {len(variants)}")
+    names = [v.name for v in variants]
+    if len(set(names)) != len(names):
+        raise ValueError(f"variant names must be unique, got {names}")
+    settings.validate(vocab_size=bundle.info.vocab_size, max_new_tokens_cap=max_new_tokens_cap)
+    for variant in variants:
+        forced = variant.forced_token_ids
+        if len(forced) > settings.max_new_tokens or not all(
+                isinstance(t, int) and 0 <= t < bundle.info.vocab_size for t in forced):
+            raise ValueError(f"{variant.name}: forced_token_ids must be at most max_new_tokens "
+                             f"({settings.max_new_tokens}) token ids below the vocabulary size {bundle.info.vocab_size}")
+    checked = [check_branch(b, columns=len(variants), steps=settings.max_new_tokens,
+                            vocab_size=bundle.info.vocab_size, steps_reason=" (max_new_tokens - 1)")
+               for b in branches]
+    if len(variants) + len(checked) > MAX_TRACE_COLUMNS:
+        raise ValueError(f"branches: a trace holds at most {MAX_TRACE_COLUMNS} columns, branches included; "
+                         f"{len(variants)} columns leave room for {MAX_TRACE_COLUMNS - len(variants)} branches")
+    return checked
+
+
+class _FollowedRun:
+    """What a reader of a :class:`Comparison` or a :class:`SplitComparison` does the same way: :meth:`run`."""
+
+    def _settle(self) -> None:
+        """Bring the trace up to date before a reader sees it (a Comparison's is, step by step)."""
+
+    def run(self) -> Iterator[Trace]:
+        """Decode every column to its end, yielding the (same) trace whenever rows have advanced: after every step
+        for a fast consumer, several steps at once for a slow one (decoding never waits on the consumer). The last
+        yield is the finished trace. Closing the generator early cancels the rows."""
+        self.submit()
+        seen = 0
+        try:
+            while True:
+                with self._progress:
+                    self._progress.wait_for(lambda: self._version != seen)
+                    seen = self._version
+                if self.done:
+                    break
+                self._settle()
+                yield self.trace
+        finally:
+            if not self.done:  # closed early (a UI Stop, a closed page): cancel and wait for the loops to let go
+                self.cancel()
+                with self._progress:
+                    self._progress.wait_for(lambda: self.done)
+        if self._error is not None:
+            raise self._error
+        self._settle()
+        yield self.trace
+
+
+class Comparison(_FollowedRun):
     """One prompt, several variants, decoded together. Validates everything before any decoding.
 
     Iterate :meth:`run` to decode; it yields the (same, updated) :class:`Trace` as rows advance. The rows are
@@ -388,36 +456,21 @@ class Comparison:
 
     def __init__(self, bundle: LoadedModel, prompt: str, variants: Sequence[Variant], settings: Settings,
                  *, max_new_tokens_cap: int = MAX_NEW_TOKENS_CAP, branches: Sequence = (),
-                 appends_to: Trace | None = None):
+                 appends_to: Trace | None = None, part_of: SplitComparison | None = None):
         """``branches``: ``(column, step, token_id)`` requests to decode once this comparison has finished
         (checked now as far as they can be; :meth:`of_branches` builds their comparison). ``appends_to``: the
         trace whose columns these are branches of; a caller streaming this comparison shows
-        ``appends_to.with_branches(trace)``."""
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise ValueError("prompt is empty: type a question or some text for the model to continue")
-        if not 1 <= len(variants) <= MAX_VARIANTS:
-            raise ValueError(f"variants: give between 1 and {MAX_VARIANTS}, got {len(variants)}")
-        names = [v.name for v in variants]
-        if len(set(names)) != len(names):
-            raise ValueError(f"variant names must be unique, got {names}")
-        settings.validate(vocab_size=bundle.info.vocab_size, max_new_tokens_cap=max_new_tokens_cap)
-        for variant in variants:
-            forced = variant.forced_token_ids
-            if len(forced) > settings.max_new_tokens or not all(
-                    isinstance(t, int) and 0 <= t < bundle.info.vocab_size for t in forced):
-                raise ValueError(f"{variant.name}: forced_token_ids must be at most max_new_tokens "
-                                 f"({settings.max_new_tokens}) token ids below the vocabulary size {bundle.info.vocab_size}")
-        self.branches = [check_branch(b, columns=len(variants), steps=settings.max_new_tokens,
-                                      vocab_size=bundle.info.vocab_size, steps_reason=" (max_new_tokens - 1)")
-                         for b in branches]
-        if len(variants) + len(self.branches) > MAX_TRACE_COLUMNS:
-            raise ValueError(f"branches: a trace holds at most {MAX_TRACE_COLUMNS} columns, branches included; "
-                             f"{len(variants)} columns leave room for {MAX_TRACE_COLUMNS - len(variants)} branches")
+        ``appends_to.with_branches(trace)``. ``part_of``: the :class:`SplitComparison` whose columns on
+        ``bundle`` these are. Every variant's model must be ``bundle``'s own (``base`` or an adapter):
+        :func:`comparison_for` builds the comparison of columns on second checkpoints."""
+        self.branches = _check_request(bundle, prompt, variants, settings, branches, max_new_tokens_cap)
         self.appends_to = appends_to
         self.bundle, self.settings = bundle, settings
         self._cancel = threading.Event()
         self.lock = threading.Lock()  # held by the decode loop while it steps this comparison's rows
-        self._progress = threading.Condition()
+        # A part of a SplitComparison wakes the one reader of all parts, which also finds where columns diverge.
+        self._part_of = part_of
+        self._progress = part_of._progress if part_of is not None else threading.Condition()
         self._version, self._done, self._error = 0, False, None
         self._on_done = None
         self._started = 0.0
@@ -434,10 +487,10 @@ class Comparison:
             use_template = settings.use_chat_template if prompt_side.use_chat_template is None else prompt_side.use_chat_template
             ids = encode_prompt(tokenizer, prompt + prompt_side.prompt_suffix, use_chat_template=use_template,
                                 system_prompt=settings.system_prompt)
-            try:
-                model = bundle.resolve_model(variant.model)
-            except ValueError as error:
-                raise ValueError(f"{variant.name}: {error}") from None
+            model = _column_model(bundle, variant)
+            if model in bundle.checkpoints:  # another model, with a decode loop of its own
+                raise ValueError(f"{variant.name}: {model!r} is a second checkpoint: comparison_for() decodes its "
+                                 "columns in a SplitComparison")
             rows.append(_Row(variant, interventions, ids, model))
         context = bundle.info.context_length
         longest = max(len(r.prompt_ids) for r in rows)
@@ -469,12 +522,13 @@ class Comparison:
                                    branch_of=r.variant.branch_of, model=r.model,
                                    model_note=None if bundle.mixable(r.model) else
                                    f"{r.model} is not a plain LoRA (e.g. DoRA): PEFT cannot batch it with other "
-                                   "models, so its rows take turns") for r in rows],
+                                   "models, so its rows take turns", shared_forward=bundle.mixable(r.model))
+                      for r in rows],
         )
 
     @classmethod
     def of_branches(cls, bundle: LoadedModel, trace: Trace, branches: Sequence, settings: Settings | None = None,
-                    **kwargs) -> Comparison:
+                    **kwargs) -> Comparison | SplitComparison:
         """One batch decoding ``branches`` (``(column, step, token_id)`` each) of ``trace``'s columns, with
         the trace's settings unless given; it appends to ``trace`` (see :meth:`Trace.with_branches`)."""
         if not branches:
@@ -490,7 +544,8 @@ class Comparison:
             taken.add(variant.name)
             variants.append(variant)
         settings = settings or Settings(**trace.settings)
-        return cls(bundle, trace.prompt, variants, settings, appends_to=trace, **kwargs)
+        # A branch of a second checkpoint's column continues on that checkpoint.
+        return comparison_for(bundle, trace.prompt, variants, settings, appends_to=trace, **kwargs)
 
     def cancel(self) -> None:
         self._cancel.set()
@@ -498,6 +553,11 @@ class Comparison:
     @property
     def cancelled(self) -> bool:
         return self._cancel.is_set()
+
+    @property
+    def parts(self) -> list[Comparison]:
+        """The comparisons a decode loop runs for this one: itself (a :class:`SplitComparison` has one per model)."""
+        return [self]
 
     # -- one step's telemetry -------------------------------------------------------------------------
 
@@ -612,29 +672,6 @@ class Comparison:
     def done(self) -> bool:
         return self._done
 
-    def run(self) -> Iterator[Trace]:
-        """Decode every variant to its end, yielding the (same) trace whenever rows have advanced: after every step
-        for a fast consumer, several steps at once for a slow one (decoding never waits on the consumer). The last
-        yield is the finished trace. Closing the generator early cancels the rows."""
-        self.submit()
-        seen = 0
-        try:
-            while True:
-                with self._progress:
-                    self._progress.wait_for(lambda: self._version != seen)
-                    seen = self._version
-                if self._done:
-                    break
-                yield self.trace
-        finally:
-            if not self._done:  # closed early (a UI Stop, a closed page): cancel and wait for the loop to let go
-                self.cancel()
-                with self._progress:
-                    self._progress.wait_for(lambda: self._done)
-        if self._error is not None:
-            raise self._error
-        yield self.trace
-
     def _begin(self):
         """The rows join the batch: reset per-row state; return the prefill's (ids, mask)."""
         sequences, mask = self._prefill()
@@ -669,7 +706,8 @@ class Comparison:
             record.step = step
             if self._advance(i, record, sequences[i:i + 1], raw[slot:slot + 1], self._started):
                 still.append(slot)
-        self._mark_divergence(step)
+        if self._part_of is None:  # a part's columns are compared with the first column of the whole
+            self._mark_divergence(step)
         self._step_index += 1
         return chosen, still
 
@@ -772,7 +810,129 @@ class Comparison:
                 variant.diverges_at = step
 
 
-def run_all(comparisons: Sequence[Comparison], *, max_rows: int = 32,
+class _Locks:
+    """Several locks held as one, taken in one order: a reader of a :class:`SplitComparison` holds every part's,
+    so each part's columns stay at one step while it reads. No deadlock: a decode loop takes only its own part's."""
+
+    def __init__(self, locks: Sequence[threading.Lock]):
+        self._locks = list(locks)
+
+    def __enter__(self) -> _Locks:
+        for lock in self._locks:
+            lock.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for lock in reversed(self._locks):
+            lock.release()
+
+
+class SplitComparison(_FollowedRun):
+    """One comparison whose columns run on more than one loaded model: the loaded model (``base`` and its
+    adapters) and second checkpoints (:meth:`~playground.models.LoadedModel.add_checkpoint`).
+
+    Each model's columns are a part: a :class:`Comparison` on that model, decoded by that model's own decode loop
+    beside every other run on it. The parts decode at once, each at its own pace (every column's steps stay in
+    order); a checkpoint's columns share no forward pass with the other models' columns, and say so
+    (``model_note``, ``shared_forward``). :attr:`trace` holds every part's columns in the order given — the same
+    objects, so it follows them as they decode — and this class answers what callers ask of a
+    :class:`Comparison`: :meth:`run`, :meth:`submit`, :meth:`cancel`, :attr:`lock`, :attr:`done`, :attr:`parts`.
+    A failure that stops one part cancels the others, and :meth:`run` raises it, as for a Comparison.
+    """
+
+    def __init__(self, bundle: LoadedModel, prompt: str, variants: Sequence[Variant], settings: Settings,
+                 *, max_new_tokens_cap: int = MAX_NEW_TOKENS_CAP, branches: Sequence = (),
+                 appends_to: Trace | None = None):
+        self.branches = _check_request(bundle, prompt, variants, settings, branches, max_new_tokens_cap)
+        self.bundle, self.settings, self.appends_to = bundle, settings, appends_to
+        self._cancel = threading.Event()
+        self._progress = threading.Condition()  # notified by every part as its rows advance
+        self._on_done, self._parts_done = None, 0
+        columns: dict[str | None, list[int]] = {}  # checkpoint name (None: the loaded model) -> column indices
+        for index, variant in enumerate(variants):
+            model = _column_model(bundle, variant)
+            columns.setdefault(model if model in bundle.checkpoints else None, []).append(index)
+        self.parts: list[Comparison] = []
+        placed: list[VariantTrace | None] = [None] * len(variants)
+        for checkpoint, indices in columns.items():
+            if checkpoint is None:
+                part = Comparison(bundle, prompt, [variants[i] for i in indices], settings,
+                                  max_new_tokens_cap=max_new_tokens_cap, part_of=self)
+            else:  # on its own bundle a checkpoint is the base model; the trace names it
+                part = Comparison(bundle.checkpoints[checkpoint], prompt,
+                                  [dataclasses.replace(variants[i], model=BASE) for i in indices], settings,
+                                  max_new_tokens_cap=max_new_tokens_cap, part_of=self)
+                for column in part.trace.variants:
+                    column.model, column.shared_forward = checkpoint, False
+                    column.model_note = (f"{checkpoint} is a second checkpoint: its forward passes are not shared "
+                                         "with the other models' columns")
+            self.parts.append(part)
+            for index, column in zip(indices, part.trace.variants):
+                placed[index] = column
+        self.padded_length = max(part.padded_length for part in self.parts)
+        self.lock = _Locks([part.lock for part in self.parts])
+        self.trace = Trace(model=bundle.info.name, prompt=prompt, settings=settings.to_dict(), variants=placed)
+
+    def cancel(self) -> None:
+        self._cancel.set()
+        for part in self.parts:
+            part.cancel()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    @property
+    def done(self) -> bool:
+        return all(part.done for part in self.parts)
+
+    @property
+    def _error(self) -> BaseException | None:
+        return next((part._error for part in self.parts if part._error is not None), None)
+
+    @property
+    def _version(self) -> int:
+        return sum(part._version for part in self.parts)
+
+    def submit(self, on_done=None) -> None:
+        """Hand every part to its model's decode loop; ``on_done(self)`` is called when all have finished."""
+        self._on_done = on_done
+        for part in self.parts:
+            part.submit(on_done=self._part_done)
+
+    def _part_done(self, part: Comparison) -> None:
+        if part._error is not None:  # a part stopped by its decode loop ends the whole run
+            self.cancel()
+        with self._progress:
+            self._parts_done += 1
+            last = self._parts_done == len(self.parts)
+        if last:
+            self._mark_divergence()
+            if self._on_done is not None:
+                self._on_done(self)
+
+    def _mark_divergence(self) -> None:
+        """Each column's first step whose token differs from the first column's. The parts decode at their own
+        pace, so whole token lists are compared (as :meth:`Trace.with_branches` does), not one step at a time."""
+        with self.lock:
+            base = self.trace.variants[0].token_ids
+            for variant in self.trace.variants[1:]:
+                variant.diverges_at = first_difference(variant.token_ids, base)
+
+    def _settle(self) -> None:
+        self._mark_divergence()
+
+
+def comparison_for(bundle: LoadedModel, prompt: str, variants: Sequence[Variant], settings: Settings,
+                   **kwargs) -> Comparison | SplitComparison:
+    """The comparison of ``variants``: a :class:`Comparison` when every column runs on ``bundle``'s model (the
+    base or an adapter), else a :class:`SplitComparison` with a part per model. ``kwargs``: Comparison's."""
+    if any(_column_model(bundle, variant) in bundle.checkpoints for variant in variants):
+        return SplitComparison(bundle, prompt, variants, settings, **kwargs)
+    return Comparison(bundle, prompt, variants, settings, **kwargs)
+
+
+def run_all(comparisons: Sequence[Comparison | SplitComparison], *, max_rows: int = 32,
             heartbeat: float | None = None) -> Iterator[Comparison | None]:
     """Decode many comparisons, at most ``max_rows`` rows at once (more join as rows finish), sharing forward
     passes; yield each comparison as it finishes, in finishing order. Closing the iterator cancels the rest.
@@ -782,17 +942,17 @@ def run_all(comparisons: Sequence[Comparison], *, max_rows: int = 32,
         >>> for done in run_all([Comparison(bundle, p, variants, settings) for p in prompts]):  # doctest: +SKIP
         ...     print(done.trace.prompt, [v.stop_reason for v in done.trace.variants])
     """
-    waiting = collections.deque(comparisons)
+    waiting = collections.deque(comparisons)  # Comparison or SplitComparison, one row per column
     finished: queue.SimpleQueue[Comparison] = queue.SimpleQueue()
     running: set[Comparison] = set()
     rows = 0
     try:
         while waiting or running:
             # A comparison wider than max_rows still runs, alone.
-            while waiting and (not running or rows + len(waiting[0]._rows) <= max_rows):
+            while waiting and (not running or rows + len(waiting[0].trace.variants) <= max_rows):
                 comparison = waiting.popleft()
                 running.add(comparison)
-                rows += len(comparison._rows)
+                rows += len(comparison.trace.variants)
                 comparison.submit(on_done=finished.put)
             try:
                 comparison = finished.get(timeout=heartbeat)
@@ -800,7 +960,7 @@ def run_all(comparisons: Sequence[Comparison], *, max_rows: int = 32,
                 yield None
                 continue
             running.discard(comparison)
-            rows -= len(comparison._rows)
+            rows -= len(comparison.trace.variants)
             if comparison._error is not None:
                 raise comparison._error
             yield comparison
@@ -812,7 +972,7 @@ def run_all(comparisons: Sequence[Comparison], *, max_rows: int = 32,
 def compare(bundle: LoadedModel, prompt: str, variants: Sequence[Variant], settings: Settings | None = None,
             **kwargs) -> Trace:
     """Run a comparison to the end and return its trace."""
-    comparison = Comparison(bundle, prompt, variants, settings or Settings(), **kwargs)
+    comparison = comparison_for(bundle, prompt, variants, settings or Settings(), **kwargs)
     for trace in comparison.run():
         pass
     return trace

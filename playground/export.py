@@ -338,9 +338,12 @@ def export_code(
 
 def export_column(comparison, *, kind: str = "generate", model_reference: str = "default", column: int = 0,
                   reveal_paths: bool = True) -> str:
-    """The snippet for one column of a validated :class:`~playground.engine.Comparison`, loading the model the
-    way its bundle was loaded, with the column's adapter (none for a ``base`` column)."""
-    variant, settings, info = comparison.trace.variants[column], comparison.settings, comparison.bundle.info
+    """The snippet for one column of a validated :class:`~playground.engine.Comparison` (or SplitComparison),
+    loading the model the way its bundle was loaded, with the column's adapter (none for a ``base`` column); a
+    second checkpoint's column loads that checkpoint instead of ``model_reference``."""
+    variant, settings = comparison.trace.variants[column], comparison.settings
+    info = comparison.bundle.bundle_for(variant.model).info
+    model_reference = comparison.bundle.info.checkpoints.get(variant.model, model_reference)
     return export_code(
         variant.interventions, model_reference=model_reference, prompt=comparison.trace.prompt,
         system_prompt=settings.system_prompt,

@@ -47,7 +47,8 @@ class ModelLoadError(RuntimeError):
 
 
 class _BadOption(ModelLoadError, ValueError):
-    """An option (dtype, device, quantize) outside its allowed values; also a ValueError, like all bad input."""
+    """An option (dtype, device, quantize, an adapter or checkpoint name) outside its allowed values, or a
+    checkpoint whose tokens cannot be compared with the loaded model's; also a ValueError, like all bad input."""
 
 
 @dataclass
@@ -66,6 +67,7 @@ class ModelInfo:
     quantize: str | None = None
     adapter: str | None = None  # the reference of the only adapter loaded (None with none or several)
     adapters: dict[str, str] = field(default_factory=dict)  # every loaded LoRA adapter: name -> reference
+    checkpoints: dict[str, str] = field(default_factory=dict)  # every second full checkpoint: name -> reference
     vocab_size: int = 0
     warnings: list[str] = field(default_factory=list)
     origin: str = ""  # ``source`` without host paths (what strangers are shown)
@@ -76,7 +78,26 @@ class ModelInfo:
 
 BASE = "base"  # the name a column gives the model without any adapter
 PEFT_BASE = "__base__"  # PEFT's name for it in a mixed adapter batch (``adapter_names=[...]``)
-_ADAPTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def _named_reference(spec: str, kind: str) -> tuple[str, str]:
+    """A ``--adapter`` or ``--checkpoint`` value as (name, reference): ``NAME=PATH``, or a bare path named after
+    its folder; ``kind`` ("adapter", "checkpoint") names the flag in the messages."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"{kind} must be a directory or hub id, or NAME=PATH, got {spec!r}")
+    spec = spec.strip()
+    name, sep, reference = spec.partition("=")
+    if sep and _MODEL_NAME.match(name.strip()):
+        name, reference = name.strip(), reference.strip()
+    else:
+        reference = spec
+        name = Path(reference.rstrip("/\\")).name or reference
+        name = re.sub(r"[^A-Za-z0-9._-]", "-", name).lstrip("._-")[:64] or kind
+    check_model_name(name, kind)
+    if not reference:
+        raise ValueError(f"{kind} {name!r}: give its directory or hub id after '='")
+    return name, reference
 
 
 def adapter_spec(spec: str) -> tuple[str, str]:
@@ -87,29 +108,26 @@ def adapter_spec(spec: str) -> tuple[str, str]:
     >>> adapter_spec("./runs/sft-lora/")
     ('sft-lora', './runs/sft-lora/')
     """
-    if not isinstance(spec, str) or not spec.strip():
-        raise ValueError(f"adapter must be a directory or hub id, or NAME=PATH, got {spec!r}")
-    spec = spec.strip()
-    name, sep, reference = spec.partition("=")
-    if sep and _ADAPTER_NAME.match(name.strip()):
-        name, reference = name.strip(), reference.strip()
-    else:
-        reference = spec
-        name = Path(reference.rstrip("/\\")).name or reference
-        name = re.sub(r"[^A-Za-z0-9._-]", "-", name).lstrip("._-")[:64] or "adapter"
-    check_adapter_name(name)
-    if not reference:
-        raise ValueError(f"adapter {name!r}: give its directory or hub id after '='")
-    return name, reference
+    return _named_reference(spec, "adapter")
 
 
-def check_adapter_name(name) -> str:
-    """A name a column can pick with ``@NAME``: letters, digits, '.', '_' and '-', not ``base``."""
-    if not isinstance(name, str) or not _ADAPTER_NAME.match(name):
-        raise ValueError(f"adapter name must be 1 to 64 letters, digits, '.', '_' or '-' (starting with a letter or "
+def checkpoint_spec(spec: str) -> tuple[str, str]:
+    """``--checkpoint``'s value as (name, reference), read as :func:`adapter_spec` reads ``--adapter``'s.
+
+    >>> checkpoint_spec("dpo=./runs/dpo-merged")
+    ('dpo', './runs/dpo-merged')
+    """
+    return _named_reference(spec, "checkpoint")
+
+
+def check_model_name(name, kind: str = "adapter") -> str:
+    """A name a column can pick with ``@NAME`` (an adapter's or a checkpoint's, as ``kind`` says): letters,
+    digits, '.', '_' and '-', not ``base``."""
+    if not isinstance(name, str) or not _MODEL_NAME.match(name):
+        raise ValueError(f"{kind} name must be 1 to 64 letters, digits, '.', '_' or '-' (starting with a letter or "
                          f"digit), got {name!r}")
     if name in (BASE, PEFT_BASE):
-        raise ValueError(f"adapter name {name!r} is taken: '{BASE}' is the model without adapters")
+        raise ValueError(f"{kind} name {name!r} is taken: '{BASE}' is the model without adapters")
     return name
 
 
@@ -126,11 +144,14 @@ def can_mix(model: torch.nn.Module, peft_name: str) -> bool:
 class LoadedModel:
     """A model, its tokenizer and facts about it. LoRA adapters ride on the one base model under names
     (:meth:`add_adapter`); a column picks ``base`` or one of them, and rows of different adapters decode in one
-    batch (PEFT's ``adapter_names``). Change adapters only while no row decodes on the model."""
+    batch (PEFT's ``adapter_names``). Second full checkpoints of the same tokenizer (:meth:`add_checkpoint`) are
+    loaded models of their own, named like adapters: a column that picks one decodes on it, in its own decode
+    loop. Change adapters and checkpoints only while no row decodes on them."""
 
     model: torch.nn.Module
     tokenizer: object
     info: ModelInfo
+    checkpoints: dict[str, LoadedModel] = field(default_factory=dict)  # name -> that checkpoint, loaded
 
     @property
     def device(self) -> torch.device:
@@ -142,8 +163,12 @@ class LoadedModel:
         return self.info.adapters
 
     def column_models(self) -> list[str]:
-        """The models a column may use: ``base`` and every loaded adapter."""
-        return [BASE, *self.adapters]
+        """The models a column may use: ``base``, every loaded adapter and every second checkpoint."""
+        return [BASE, *self.adapters, *self.checkpoints]
+
+    def bundle_for(self, model: str) -> LoadedModel:
+        """The loaded model a column of ``model`` decodes on: a second checkpoint's own, else this one."""
+        return self.checkpoints.get(model, self)
 
     @property
     def default_model(self) -> str:
@@ -169,11 +194,17 @@ class LoadedModel:
         adapters (not DoRA, not other adapter types, nothing merged)."""
         return model == BASE or can_mix(self.model, model)
 
+    def _check_new_name(self, name: str, kind: str) -> None:
+        """A new adapter's or checkpoint's name: well formed, and no column model has it yet."""
+        check_model_name(name, kind)
+        if name in self.column_models():
+            holder = "adapter" if name in self.adapters else "checkpoint"
+            taken = "is already loaded" if holder == kind else f"is taken by a loaded {holder}"
+            raise ValueError(f"{kind} {name!r} {taken}: remove it first, or pick another name")
+
     def add_adapter(self, name: str, reference: str) -> None:
         """Load a PEFT adapter under ``name`` on top of the base (which stays as it is); ModelLoadError if it fails."""
-        check_adapter_name(name)
-        if name in self.adapters:
-            raise ValueError(f"adapter {name!r} is already loaded: remove it first, or pick another name")
+        self._check_new_name(name, "adapter")
         try:
             from peft import PeftModel
 
@@ -214,9 +245,31 @@ class LoadedModel:
         with self.model.disable_adapter():
             yield
 
+    def add_checkpoint(self, name: str, reference: str, **options) -> None:
+        """Load a second full model (``reference``, with :func:`load_model`'s ``options``) that a column picks as
+        ``name``. _BadOption (a ValueError) with a sentence naming the checkpoint when its tokenizer's vocabulary
+        or EOS ids differ from this model's: its columns could not be compared with the others."""
+        self._check_new_name(name, "checkpoint")
+        for loaded, loaded_reference in self.info.checkpoints.items():
+            if loaded_reference == reference:  # a second copy of the same weights would show nothing new
+                raise ValueError(f"checkpoint {name!r}: {reference} is already loaded as {loaded!r}; a column picks "
+                                 f"it with @{loaded}")
+        checkpoint = load_model(reference, **options)
+        check_comparable(self, checkpoint, f"checkpoint {name!r}")
+        self.checkpoints[name] = checkpoint
+        self.info.checkpoints[name] = reference
+
+    def remove_checkpoint(self, name: str) -> None:
+        """Forget the checkpoint ``name`` (its memory goes once no run holds it)."""
+        if name not in self.checkpoints:
+            raise ValueError(f"checkpoint {str(name)[:80]!r} is not loaded (loaded: {', '.join(self.checkpoints) or 'none'})")
+        del self.checkpoints[name], self.info.checkpoints[name]
+
     @contextlib.contextmanager
     def adapter_enabled(self, model: str):
         """Run ``model`` (``base`` or an adapter's name) for calls that take no ``adapter_names`` (``generate()``)."""
+        if model in self.checkpoints:
+            raise ValueError(f"{model!r} is a second checkpoint, not an adapter: use bundle_for({model!r})")
         if self.resolve_model(model) == BASE:
             with self.adapter_disabled():
                 yield
@@ -435,6 +488,30 @@ def stop_token_ids(tokenizer, model) -> list[int]:
     return [t for t in (value if isinstance(value, (list, tuple)) else [value]) if isinstance(t, int)]
 
 
+def check_comparable(loaded: LoadedModel, other: LoadedModel, field: str) -> None:
+    """Refuse ``other`` as a column model beside ``loaded`` (``field`` names it in the sentence) when its token
+    ids would not mean the same text (another vocabulary) or its columns would stop on, and measure p(EOS) over,
+    other ids than the loaded model's: the columns would not be comparable."""
+    ours, theirs = loaded.tokenizer, other.tokenizer
+    if loaded.info.vocab_size != other.info.vocab_size or ours.get_vocab() != theirs.get_vocab():
+        raise _BadOption(
+            f"{field}: its tokenizer's vocabulary differs from the loaded model's ({len(theirs)} tokens and "
+            f"{other.info.vocab_size} output rows, against {len(ours)} and {loaded.info.vocab_size}): the same token "
+            "id would be other text, so its columns could not be compared. Give a checkpoint of the same base model.")
+
+    def named(ids: list[int]) -> str:
+        return ", ".join(f"{i} {ours.convert_ids_to_tokens(i)!r}" for i in ids) or "none"
+
+    for what, mine, its in (("EOS ids", loaded.info.eos_token_ids, other.info.eos_token_ids),
+                            ("stop ids (the generation config's EOS)", loaded.info.stop_token_ids,
+                             other.info.stop_token_ids)):
+        if sorted(mine) != sorted(its):
+            raise _BadOption(
+                f"{field}: its {what} are {named(its)}, the loaded model's {named(mine)}: p(EOS) would be measured "
+                "over other tokens and its columns would stop on others, so they could not be compared. Give a "
+                "checkpoint whose tokenizer and generation config end on the same tokens.")
+
+
 def _friendly_error(reference: str, error: Exception) -> ModelLoadError:
     from huggingface_hub.errors import GatedRepoError
 
@@ -528,6 +605,7 @@ def load_model(
     reference: str | None = DEFAULT_MODEL,
     *,
     adapter: str | Sequence[str] | None = None,
+    checkpoint: str | Sequence[str] | None = None,
     quantize: str | None = None,
     dtype: str = "auto",
     device: str = "auto",
@@ -536,7 +614,9 @@ def load_model(
     """Load a causal LM and its tokenizer; see the module docstring for what ``reference`` may be.
 
     ``adapter``: one or several PEFT adapters put on top, each ``NAME=PATH`` or a bare path (named after its
-    folder; see :func:`adapter_spec`)."""
+    folder; see :func:`adapter_spec`). ``checkpoint``: one or several second full models of the same tokenizer,
+    named the same way (:func:`checkpoint_spec`), loaded with the same options; a column picks one with
+    ``@NAME`` and decodes on it (:meth:`LoadedModel.add_checkpoint`)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     started = time.perf_counter()
@@ -544,14 +624,11 @@ def load_model(
     device = _pick_device(device)
     torch_dtype = _torch_dtype(dtype, device)
     quantization_config = _quantization_config(quantize, device)
-    specs = [adapter] if isinstance(adapter, str) else list(adapter or [])
-    try:
-        adapters = dict(adapter_spec(spec) for spec in specs)
-    except ValueError as error:
-        raise _BadOption(str(error)) from None
-    if len(adapters) < len(specs):
-        raise _BadOption(f"adapter names must be unique, got {[adapter_spec(spec)[0] for spec in specs]}: "
-                             "name them with NAME=PATH")
+    adapters = _named_references(adapter, adapter_spec)
+    checkpoints = _named_references(checkpoint, checkpoint_spec)
+    taken = sorted(set(adapters) & set(checkpoints))
+    if taken:
+        raise _BadOption(f"checkpoint name {taken[0]!r} is already an adapter's: name them apart with NAME=PATH")
 
     kwargs: dict = {"trust_remote_code": trust_remote_code}
     if reference == DEFAULT_MODEL:
@@ -660,4 +737,21 @@ def load_model(
     bundle = LoadedModel(model=model, tokenizer=tokenizer, info=info)
     for name, path in adapters.items():
         bundle.add_adapter(name, path)
+    for name, path in checkpoints.items():
+        bundle.add_checkpoint(name, path, quantize=quantize, dtype=dtype, device=device,
+                              trust_remote_code=trust_remote_code)
     return bundle
+
+
+def _named_references(given: str | Sequence[str] | None, spec) -> dict[str, str]:
+    """``--adapter`` or ``--checkpoint`` values (one or a list) as name -> reference, read by ``spec``
+    (:func:`adapter_spec`, :func:`checkpoint_spec`); _BadOption on a bad value or a repeated name."""
+    specs = [given] if isinstance(given, str) else list(given or [])
+    try:
+        named = [spec(value) for value in specs]
+    except ValueError as error:
+        raise _BadOption(str(error)) from None
+    if len({name for name, _ in named}) < len(named):
+        kind = spec.__name__.removesuffix("_spec")
+        raise _BadOption(f"{kind} names must be unique, got {[name for name, _ in named]}: name them with NAME=PATH")
+    return dict(named)

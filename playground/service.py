@@ -16,8 +16,8 @@ import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from .decoder import decode_loop
-from .engine import Comparison, Settings, Variant
+from .decoder import DecodeLoop, decode_loop
+from .engine import Comparison, Settings, SplitComparison, Variant, comparison_for
 from .export import export_column
 from .kernels import DecodeKernels
 from .request import (DEFAULTS, Column, check_settings, column_from_page, columns_from_json, parse_bool, parse_column,
@@ -53,7 +53,8 @@ class Playground:
         after each load, or a fixed size on the CPU; see :func:`~playground.decoder.kv_budget_bytes`)."""
         self.bundle = bundle
         self.kv_budget_mb = kv_budget_mb
-        decode_loop(bundle, kv_budget_mb)
+        for model in (bundle, *bundle.checkpoints.values()):  # each second checkpoint decodes in a loop of its own
+            decode_loop(model, kv_budget_mb)
         self.reference = reference
         self.load_options = load_options or {}  # quantize / dtype / device / trust_remote_code for later loads
         self.policy = policy or Policy.local()
@@ -85,13 +86,17 @@ class Playground:
         return (f"**{i.name}** · {i.num_parameters / 1e6:.1f} M parameters · {i.dtype} on {i.device} · "
                 f"context {i.context_length} · EOS ids {eos} · pad id `{i.pad_token_id}` · "
                 f"chat template {'yes' if i.has_chat_template else 'no'}"
-                + "".join(f" · adapter **{name}**" + (f" `{path}`" if self.policy.reveal_paths else "")
-                          for name, path in i.adapters.items())
-                + (" — a column picks `@base` or `@NAME`" if i.adapters else "")
+                + "".join(f" · {kind} **{name}**" + (f" `{path}`" if self.policy.reveal_paths else "")
+                          for kind, named in (("adapter", i.adapters), ("checkpoint", i.checkpoints))
+                          for name, path in named.items())
+                + (" — a column picks `@base` or `@NAME`" if i.adapters or i.checkpoints else "")
+                + (" (a checkpoint's columns decode in its own loop: their forward passes are not shared)"
+                   if i.checkpoints else "")
                 + f"  \n<small>from {source}, loaded in {i.load_seconds:.1f} s</small>")
 
     def load(self, reference: str, adapter: str | None = None, trust_remote_code: bool = False) -> dict:
-        """Load another model; on failure the current one stays. Returns the new model's info.
+        """Load another model (without the second checkpoints of the one it replaces: they were checked against
+        its tokenizer); on failure the current one stays. Returns the new model's info.
 
         Raises ValueError (a refused request) or ModelLoadError (the load failed), each naming the field. In public
         mode the served model stays unless the policy allows swaps, and a swap never starts while runs decode."""
@@ -104,11 +109,13 @@ class Playground:
                              "it; duplicate the Space (or run the app yourself) to try another model")
         options = self.policy.options_for(reference, self.load_options, trust_remote_code)
         with self._lock:  # no comparison is built meanwhile; the rows in flight finish on the current model first
-            loop = decode_loop(self.bundle)
-            if self.policy.public and loop.rows_in_flight:
+            loops = self._decode_loops()
+            in_flight = sum(loop.rows_in_flight for loop in loops)
+            if self.policy.public and in_flight:
                 raise ValueError(f"model: other visitors' runs are decoding on {self.shown_reference} "
-                                 f"({loop.rows_in_flight} columns in flight); switch the model when they have finished")
-            loop.drain()
+                                 f"({in_flight} columns in flight); switch the model when they have finished")
+            for loop in loops:
+                loop.drain()
             bundle = load_model(reference, adapter=(adapter or "").strip() or None, **options)
             self.bundle, self.reference = bundle, reference
             decode_loop(bundle, self.kv_budget_mb)  # on a GPU the budget is what this model leaves free
@@ -132,6 +139,34 @@ class Playground:
             self.bundle.add_adapter(name, reference)
         return self.bundle.info.to_dict()
 
+    def add_checkpoint(self, spec: str) -> dict:
+        """Load a second full checkpoint (``NAME=PATH`` or a path, named after its folder) beside the loaded
+        model, as the loaded model was loaded; a column picks it with ``@NAME`` and decodes on it in its own loop.
+        Public mode: only checkpoints on spaces.yaml's allowlist. Returns the model's info; ValueError (refused:
+        not allowed, another tokenizer) or ModelLoadError (failed), each naming the field."""
+        from .models import checkpoint_spec
+
+        name, reference = checkpoint_spec(spec)
+        self.policy.check_checkpoint(reference)
+        options = self.policy.options_for(self.reference, self.load_options)
+        with self._lock:  # no comparison is built meanwhile; runs in flight go on, none decodes on it yet
+            self.bundle.add_checkpoint(name, reference, **options)
+            decode_loop(self.bundle.checkpoints[name], self.kv_budget_mb)
+        return self.bundle.info.to_dict()
+
+    def remove_checkpoint(self, name: str) -> dict:
+        """Unload the second checkpoint ``name``; rows in flight on it finish first."""
+        with self._lock:
+            checkpoint = self.bundle.checkpoints.get(name)
+            if checkpoint is not None:
+                decode_loop(checkpoint).drain()
+            self.bundle.remove_checkpoint(name)
+        return self.bundle.info.to_dict()
+
+    def _decode_loops(self) -> list[DecodeLoop]:
+        """The decode loops of the loaded model and of each second checkpoint."""
+        return [decode_loop(bundle) for bundle in (self.bundle, *self.bundle.checkpoints.values())]
+
     def remove_adapter(self, name: str) -> dict:
         """Unload the adapter ``name`` (the base and the other adapters stay); rows in flight finish first."""
         with self._lock:
@@ -140,12 +175,16 @@ class Playground:
         return self.bundle.info.to_dict()
 
     def info(self) -> dict:
-        """What the server is serving, its limits, and how many comparisons (and their rows) are decoding now."""
+        """What the server is serving, its limits, and how many comparisons (and their rows, on the loaded model
+        and its second checkpoints) are decoding now; the KV cache figures are the loaded model's loop's."""
         loop = decode_loop(self.bundle)
+        checkpoints = {name: reference if self.policy.reveal_paths else hide_paths(reference)
+                       for name, reference in self.bundle.info.checkpoints.items()}
         return {"model": self.bundle.info.name, "reference": self.shown_reference, "device": self.bundle.info.device,
                 "models": self.column_models(), "default_model": self.bundle.default_model,
-                "banner": self.banner, "limits": self.policy.describe(), "active_generations": self._active,
-                "rows_in_flight": loop.rows_in_flight, **loop.memory(),
+                "checkpoints": checkpoints, "banner": self.banner, "limits": self.policy.describe(),
+                "active_generations": self._active,
+                "rows_in_flight": sum(loop.rows_in_flight for loop in self._decode_loops()), **loop.memory(),
                 "decode_kernels": DecodeKernels(self.bundle.model).describe()}
 
     def user_message(self, error: BaseException) -> str:
@@ -191,8 +230,8 @@ class Playground:
     # -- comparisons -------------------------------------------------------------------------------
 
     def column_models(self) -> list[str]:
-        """The models a column may pick (``eos_reward@NAME``; no name = the default model): ``base`` and every
-        loaded adapter's name."""
+        """The models a column may pick (``eos_reward@NAME``; no name = the default model): ``base``, every
+        loaded adapter's name and every second checkpoint's."""
         return self.bundle.column_models()
 
     def variants(self, columns, settings: dict) -> list[Variant]:
@@ -209,27 +248,29 @@ class Playground:
                 for name, column in zip(column_names(parsed), parsed)]
 
     def comparison(self, prompt=DEFAULTS["prompt"], columns=None, *, branches: list | None = None,
-                   **settings) -> Comparison:
+                   **settings) -> Comparison | SplitComparison:
         """Validate a request and build its comparison (ValueError with the field's name on bad input).
 
         ``columns``: one column each, as text (``"eos_reward(strength=8)+stop_strings"``), a list of
         interventions (names or ``{"name", "params"}``) or ``{"model", "interventions"}``; None: baseline and
         eos_reward. ``settings``: any of :data:`~playground.request.SETTINGS` (the rest take their defaults).
         ``branches``: ``[column, step, token_id]`` triples (column from 1 in the order of ``columns``, step from
-        0) decoded in one second batch once the columns have finished; :meth:`stream` runs them."""
+        0) decoded in one second batch once the columns have finished; :meth:`stream` runs them. Columns on
+        second checkpoints make it a :class:`~playground.engine.SplitComparison`, one part per model."""
         values = check_settings({"prompt": prompt, **settings})
         variants = self.variants(columns, values)
         self.policy.check_request(values["prompt"], values["system_prompt"], variants, stop_strings_of(values, variants))
         if branches is not None and (isinstance(branches, str) or not isinstance(branches, list | tuple)):
             raise ValueError(f"branches must be a list of [column, step, token_id], got {branches!r}")
         with self._lock:
-            comparison = Comparison(self.bundle, values["prompt"], variants, engine_settings(values, self.policy),
-                                    max_new_tokens_cap=self.policy.max_new_tokens, branches=branches or ())
+            comparison = comparison_for(self.bundle, values["prompt"], variants, engine_settings(values, self.policy),
+                                        max_new_tokens_cap=self.policy.max_new_tokens, branches=branches or ())
         self.policy.check_prompt_tokens(comparison.padded_length)
-        decode_loop(comparison.bundle).check_fits(comparison)
+        for part in comparison.parts:
+            decode_loop(part.bundle).check_fits(part)
         return comparison
 
-    def branch(self, trace: Trace, column: int, step: int, token_id: int) -> Comparison:
+    def branch(self, trace: Trace, column: int, step: int, token_id: int) -> Comparison | SplitComparison:
         """A comparison decoding one new column: ``trace``'s column number ``column`` (from 1) continued from
         ``step`` with ``token_id`` (a token of that step's top-k, or EOS), with the trace's settings and
         interventions. :meth:`stream` yields ``trace`` with the branch appended as its last column."""
@@ -276,12 +317,13 @@ class Playground:
         with self._active_lock:
             self._active += 1
         try:
-            yield from self._stream_comparison(run) if isinstance(run, Comparison) else run.run(heartbeat=0.5)
+            yield from (self._stream_comparison(run) if isinstance(run, Comparison | SplitComparison)
+                        else run.run(heartbeat=0.5))
         finally:
             with self._active_lock:
                 self._active -= 1
 
-    def _stream_comparison(self, comparison: Comparison) -> Iterator[Trace]:
+    def _stream_comparison(self, comparison: Comparison | SplitComparison) -> Iterator[Trace]:
         """``comparison.run()``'s traces. A branch comparison yields the trace it branches from with its columns
         appended; a comparison with ``branches`` then decodes them in one second batch (within what is left of
         the time limit) and yields the whole trace, branches appended."""
@@ -297,7 +339,7 @@ class Playground:
             yield from self._decode(branches)
 
     @staticmethod
-    def _decode(comparison: Comparison) -> Iterator[Trace]:
+    def _decode(comparison: Comparison | SplitComparison) -> Iterator[Trace]:
         """Yield the comparison's trace after every step, appended to the trace it branches from if any;
         return the last one."""
         trace = comparison.trace
@@ -381,9 +423,9 @@ class Playground:
                           prompt_token_check=policy.check_prompt_tokens,
                           time_limit_seconds=policy.time_limit_seconds, reveal_paths=policy.reveal_paths)
 
-    def export(self, comparison: Comparison, kind: str = "generate") -> str:
-        """"Copy this fix" for the comparison's first column; a stranger's copy names the model by what they can
-        load (its hub id), never by a path on this host."""
+    def export(self, comparison: Comparison | SplitComparison, kind: str = "generate") -> str:
+        """"Copy this fix" for the comparison's first column (a second checkpoint's column loads that checkpoint);
+        a stranger's copy names the model by what they can load (its hub id), never by a path on this host."""
         return export_column(comparison, kind=kind, model_reference=self.reference,
                              reveal_paths=self.policy.reveal_paths)
 

@@ -15,7 +15,7 @@ edits against the previous value, and its list diff mis-numbers deletions when s
 (``gradio.utils.diff``), which a list of columns whose step lists grow and shrink from event to event triggers.
 
 The first event also carries ``model``, ``prompt``, ``settings`` and, per column, ``interventions``,
-``prompt_tokens``, ``branch_of``, ``model`` and ``model_note``. The last event has ``"done": true``, no steps, per column a ``summary`` (stop reason and
+``prompt_tokens``, ``branch_of``, ``model``, ``model_note`` and ``shared_forward``. The last event has ``"done": true``, no steps, per column a ``summary`` (stop reason and
 detail, generated tokens, speed, the step where it diverges from the first column) and a ``trace_id`` for the
 whole trace (``/trace``). Applying an event twice changes nothing, so a client that gets the last one twice (the
 REST stream repeats it as its ``complete`` event) is fine. :class:`TraceBuilder` rebuilds the trace.
@@ -31,13 +31,13 @@ from __future__ import annotations
 
 import time
 
-from .engine import Comparison
+from .engine import Comparison, SplitComparison
 
 
 class DeltaStream:
     """Builds the events of one comparison; remembers what each column has already sent."""
 
-    def __init__(self, comparison: Comparison):
+    def __init__(self, comparison: Comparison | SplitComparison):
         self.comparison = comparison
         count = len(comparison.trace.variants)
         self._steps_sent, self._text_sent, self._status_sent = [0] * count, [""] * count, [""] * count
@@ -49,7 +49,8 @@ class DeltaStream:
         event.update(model=trace.model, prompt=trace.prompt, settings=dict(trace.settings))
         for column, variant in zip(event["columns"].values(), trace.variants):
             column.update(interventions=variant.interventions, prompt_tokens=variant.prompt_tokens,
-                          branch_of=variant.to_dict()["branch_of"], model=variant.model, model_note=variant.model_note)
+                          branch_of=variant.to_dict()["branch_of"], model=variant.model, model_note=variant.model_note,
+                          shared_forward=variant.shared_forward)
         return event
 
     def update(self, force: bool = False) -> dict | None:
@@ -128,6 +129,7 @@ class TraceBuilder:
         if "model" in event:
             self.trace = {"model": event["model"], "prompt": event["prompt"], "settings": event["settings"],
                           "variants": [{"name": name, "model": c.get("model", "base"), "model_note": c.get("model_note"),
+                                        "shared_forward": c.get("shared_forward", True),
                                         "interventions": c["interventions"],
                                         "prompt_tokens": c["prompt_tokens"], "branch_of": c["branch_of"],
                                         "text": "", "token_ids": [],

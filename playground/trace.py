@@ -130,6 +130,15 @@ class StepRecord:
         return data
 
 
+def first_difference(ids: Sequence[int], base: Sequence[int]) -> int | None:
+    """The first step whose token differs between ``ids`` and ``base`` (None: none, as far as both go).
+
+    >>> first_difference([1, 2, 3], [1, 2, 4]), first_difference([1, 2], [1, 2, 3])
+    (2, None)
+    """
+    return next((step for step, (a, b) in enumerate(zip(ids, base)) if a != b), None)
+
+
 @dataclass
 class VariantTrace:
     name: str
@@ -144,8 +153,11 @@ class VariantTrace:
     diverges_at: int | None = None  # first step whose token differs from the first variant's
     branch_of: tuple[int, int] | None = None  # a branch: (parent's column number from 1, fork step)
     waiting: str | None = field(default=None, compare=False)  # why it has not started yet (set by the decode loop)
-    model: str = "base"  # the column's model: "base" or a loaded adapter's name
+    model: str = "base"  # the column's model: "base", a loaded adapter's name or a second checkpoint's
     model_note: str | None = None  # e.g. why this column's forward passes are not shared with other models'
+    # False: this column's rows get forward passes of their own, not the batch's shared with the loaded model's
+    # other columns (a second checkpoint's column, an adapter PEFT cannot mix)
+    shared_forward: bool = True
 
     @property
     def finished(self) -> bool:
@@ -171,6 +183,7 @@ class VariantTrace:
             "name": self.name,
             "model": self.model,
             "model_note": self.model_note,
+            "shared_forward": self.shared_forward,
             "interventions": self.interventions,
             "prompt_tokens": self.prompt_tokens,
             "text": self.text,
@@ -221,8 +234,7 @@ class Trace:
         ``diverges_at`` is recomputed against this trace's first column, as for every other column."""
         base = self.variants[0].token_ids
         for variant in branches.variants:
-            ids = variant.token_ids
-            variant.diverges_at = next((step for step, (a, b) in enumerate(zip(ids, base)) if a != b), None)
+            variant.diverges_at = first_difference(variant.token_ids, base)
         return Trace(self.model, self.prompt, self.settings, [*self.variants, *branches.variants])
 
     def without_branch(self, index: int) -> Trace:

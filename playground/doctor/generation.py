@@ -7,6 +7,7 @@ import statistics
 
 import torch
 
+from ..models import BASE
 from .core import Context, Example, Finding, as_list
 
 # Teacher forcing runs one forward pass per example; a few dozen are plenty for a distribution.
@@ -183,7 +184,7 @@ def check_p_eos_at_answer_end(ctx: Context) -> Finding:
         found.append(f"With the adapter switched off: {_fmt(base_summary)}.")
     if len(bundle.adapters) > 1:  # several adapters on one base: each against the base
         data["per_model"] = {}
-        for model in bundle.column_models():
+        for model in (BASE, *bundle.adapters):
             with bundle.adapter_enabled(model):
                 values, _ = _p_stop(ctx, examples, stop, [])
             data["per_model"][model] = {k: round(v, 6) for k, v in _summary(values).items()}

@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 
-from ..engine import Comparison, Settings, Variant, run_all
+from ..engine import Comparison, Settings, SplitComparison, Variant, comparison_for, run_all
 from ..interventions import parse_interventions
 from ..models import LoadedModel
 from ..prompts import encode_prompt
@@ -120,15 +120,17 @@ class Evaluation:
         self.seeds = [settings.seed + k for k in range(seeds)]
         self.problems = list(prompts.problems)
         self.prompts: list[Prompt] = []
-        self._jobs: list[tuple[Comparison, int, int, int]] = []  # (comparison, prompt, column, seed)
+        self._jobs: list[tuple[Comparison | SplitComparison, int, int, int]] = []  # (comparison, prompt, column, seed)
         for prompt in prompts.prompts:
             try:
                 jobs = []
                 for seed in self.seeds:
                     for column, variant in enumerate(self.columns):
+                        # A multi-turn prompt is rendered with the chat template of the model the column runs on.
                         text, engine_variant, engine_settings = _engine_prompt(
-                            bundle, prompt, variant, dataclasses.replace(settings, seed=seed, telemetry_top_k=1))
-                        comparison = Comparison(bundle, text, [engine_variant], engine_settings, **cap)
+                            bundle.bundle_for(variant.model), prompt, variant,
+                            dataclasses.replace(settings, seed=seed, telemetry_top_k=1))
+                        comparison = comparison_for(bundle, text, [engine_variant], engine_settings, **cap)
                         if prompt_token_check is not None:
                             prompt_token_check(comparison.padded_length)
                         jobs.append((comparison, len(self.prompts), column, seed))

@@ -46,6 +46,7 @@ class ServedModel:
     dtype: str = "auto"
     gpu_only: bool = False
     adapter: str | tuple[str, ...] | None = None  # one or several --adapter values (NAME=PATH or a path)
+    checkpoint: tuple[str, ...] | None = None  # --checkpoint values: second full models beside it (NAME=PATH)
 
     def options(self, cuda: bool) -> dict:
         # fp16 on the GPU (a T4 has no bf16); on the CPU the model's usual float32.
@@ -68,6 +69,7 @@ class SpaceConfig:
     kv_budget_mb: float | None = None  # None: measured on the GPU after loading (see decoder.kv_budget_bytes)
     allow_model_swap: bool = False  # whether visitors may switch the model for everyone
     allowed_adapters: tuple[str, ...] = ()  # LoRA adapters (hub ids) visitors may add on the served model
+    allowed_checkpoints: tuple[str, ...] = ()  # second full checkpoints (hub ids) visitors may add beside it
 
     def policy(self, served: ServedModel | None = None, *, cuda: bool = False) -> Policy:
         """The public-mode policy; ``served`` (default: spaces.yaml's model) is always allowed."""
@@ -84,6 +86,7 @@ class SpaceConfig:
             default_load_options={"quantize": None, "dtype": self.model.dtype if cuda else "auto", "device": "auto"},
             model_swap=self.allow_model_swap,
             allowed_adapters=self.allowed_adapters,
+            allowed_checkpoints=self.allowed_checkpoints,
             **self.caps,
         )
 
@@ -188,12 +191,17 @@ def load_config(path: str | Path = SPACES_FILE) -> SpaceConfig:
         if reference != DEFAULT_MODEL and looks_local(reference, look_on_disk=True):
             raise ValueError(f"{path}: {reference!r} is a local path; a Space serves hub ids and 'default' only")
 
-    adapters = data.get("allowed_adapters") or []
-    if not isinstance(adapters, list) or not all(isinstance(a, str) and a.strip() for a in adapters):
-        raise ValueError(f"{path}: allowed_adapters must be a list of adapter hub ids")
-    for reference in adapters:
-        if looks_local(reference, look_on_disk=True):
-            raise ValueError(f"{path}: adapter {reference!r} is a local path; a Space serves hub ids only")
+    def hub_ids(key: str, kind: str) -> tuple[str, ...]:
+        """An optional allowlist of hub ids (``allowed_adapters``, ``allowed_checkpoints``)."""
+        given = data.get(key) or []
+        if not isinstance(given, list) or not all(isinstance(a, str) and a.strip() for a in given):
+            raise ValueError(f"{path}: {key} must be a list of {kind} hub ids")
+        for reference in given:
+            if looks_local(reference, look_on_disk=True):
+                raise ValueError(f"{path}: {kind} {reference!r} is a local path; a Space serves hub ids only")
+        return tuple(dict.fromkeys(a.strip() for a in given))
+
+    adapters, checkpoints = hub_ids("allowed_adapters", "adapter"), hub_ids("allowed_checkpoints", "checkpoint")
 
     raw_caps = need(data, "caps", dict)
     caps = {}
@@ -225,7 +233,7 @@ def load_config(path: str | Path = SPACES_FILE) -> SpaceConfig:
                          "build, not at every start)")
     return SpaceConfig(card=card, hardware=hardware, public=bool(need(data, "public", bool)), model=served,
                        allowed_models=tuple(dict.fromkeys(allowed)), caps=caps, path=path, kv_budget_mb=kv_budget_mb,
-                       allow_model_swap=swap, allowed_adapters=tuple(dict.fromkeys(a.strip() for a in adapters)))
+                       allow_model_swap=swap, allowed_adapters=adapters, allowed_checkpoints=checkpoints)
 
 
 # ---------------------------------------------------------------------------------------------------------------

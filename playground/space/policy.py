@@ -99,6 +99,7 @@ class Policy:
     # training holds a second copy of the model and both CPU cores for minutes). Locally: no cap.
     finetune_max_steps: int | None = None
     allowed_adapters: tuple[str, ...] = ()  # public mode: the LoRA adapters (hub ids) visitors may add
+    allowed_checkpoints: tuple[str, ...] = ()  # public mode: the second full checkpoints (hub ids) visitors may add
 
     @classmethod
     def local(cls) -> Policy:
@@ -112,13 +113,17 @@ class Policy:
     def allow_adapters(self) -> bool:
         return not self.public or bool(self.allowed_adapters)
 
+    @property
+    def allow_checkpoints(self) -> bool:
+        return not self.public or bool(self.allowed_checkpoints)
+
     def check_adapter(self, reference: str) -> None:
         """Public mode adds only the adapters of spaces.yaml's ``allowed_adapters``."""
-        if not self.public:
-            return
-        if reference not in self.allowed_adapters:
-            choices = ", ".join(self.allowed_adapters) or "none"
-            raise ValueError(f"adapter: {shown(reference)} is not available on this app; pick one of: {choices}")
+        _check_allowed(self.public, "adapter", reference, self.allowed_adapters)
+
+    def check_checkpoint(self, reference: str) -> None:
+        """Public mode adds only the second checkpoints of spaces.yaml's ``allowed_checkpoints``."""
+        _check_allowed(self.public, "checkpoint", reference, self.allowed_checkpoints)
 
     @property
     def reveal_paths(self) -> bool:
@@ -146,6 +151,7 @@ class Policy:
             "model_swap": self.model_swap,
             "finetune_max_steps": self.finetune_max_steps,
             "allowed_adapters": list(self.allowed_adapters),
+            "allowed_checkpoints": list(self.allowed_checkpoints),
         }
 
     # -- models ------------------------------------------------------------------------------------
@@ -234,6 +240,13 @@ class Policy:
         if self.max_prompt_tokens is not None and tokens > self.max_prompt_tokens:
             raise ValueError(f"prompt is {tokens} tokens with the chat template and system prompt; this app "
                              f"accepts at most {self.max_prompt_tokens}")
+
+
+def _check_allowed(public: bool, field: str, reference: str, allowed: tuple[str, ...]) -> None:
+    """In public mode, refuse a ``field`` (adapter, checkpoint) that is not on its spaces.yaml allowlist."""
+    if public and reference not in allowed:
+        raise ValueError(f"{field}: {shown(reference)} is not available on this app; pick one of: "
+                         f"{', '.join(allowed) or 'none'}")
 
 
 def check_encodable(text: str, name: str) -> None:

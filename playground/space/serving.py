@@ -75,7 +75,7 @@ def serve_public(config: SpaceConfig, served: ServedModel | None = None, *, cuda
         log(f"loading {served.describe()} on {'the GPU' if cuda else 'the CPU'} "
             "(the first start downloads its weights: progress bars follow)")
         try:
-            bundle = loader(served.reference, adapter=served.adapter, **options)
+            bundle = loader(served.reference, adapter=served.adapter, checkpoint=served.checkpoint, **options)
         except ModelLoadError as error:
             reason = (f"{served.reference} could not be loaded, so this page serves the default model "
                       f"({DEFAULT_MODEL_NAME}) instead. Reason: {error}")

@@ -67,7 +67,8 @@ def api_endpoints(playground: Playground) -> None:
     gr.api(trace, api_name="trace", queue=False)
 
     def info() -> dict:
-        """The model being served, this app's limits, how many comparisons are decoding right now, and the KV cache
+        """The model being served, the models a column may pick (models; checkpoints: the second full checkpoints,
+        name -> reference), this app's limits, how many comparisons are decoding right now, and the KV cache
         against its budget: kv_budget_mb, kv_in_use_mb, kv_peak_mb (since start), kv_padding_fraction, rows_waiting."""
         return playground.info()
 

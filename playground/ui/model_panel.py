@@ -3,6 +3,8 @@ current one)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import gradio as gr
 
 from ..models import ModelLoadError
@@ -25,13 +27,13 @@ def model_panel(playground: Playground) -> None:
             trust_code = gr.Checkbox(label="Trust remote code (runs the model's own Python code)", value=False,
                                      visible=policy.allow_trust_remote_code, scale=1)
             load_button = gr.Button("Load", scale=1)
-        with gr.Row(visible=policy.allow_adapters):
-            adapter_add = gr.Textbox(label="Add a LoRA adapter on this base (NAME=PATH, or a path named after its "
-                                           "folder); a column then picks @base or @NAME", scale=3, elem_id="adapter-add")
-            add_button = gr.Button("Add adapter", scale=1, elem_id="adapter-add-button")
-            adapter_remove = gr.Dropdown(list(playground.bundle.adapters), value=None, label="Loaded adapters", scale=2,
-                                         elem_id="adapter-remove")
-            remove_button = gr.Button("Remove adapter", scale=1)
+        named_models_row(playground, model_info, "adapter", "Add a LoRA adapter on this base (NAME=PATH, or a path named "
+                         "after its folder); a column then picks @base or @NAME", policy.allow_adapters,
+                         playground.add_adapter, playground.remove_adapter, lambda: playground.bundle.adapters)
+        named_models_row(playground, model_info, "checkpoint", "Add a second checkpoint with this model's tokenizer "
+                         "(NAME=PATH, or a path named after its folder); a column then picks @NAME and decodes on it "
+                         "in its own loop, its forward passes not shared", policy.allow_checkpoints,
+                         playground.add_checkpoint, playground.remove_checkpoint, lambda: playground.bundle.checkpoints)
 
     def on_load(reference, adapter, trust_remote_code, event: gr.EventData):
         try:
@@ -40,24 +42,41 @@ def model_panel(playground: Playground) -> None:
             raise refusal(playground, "/load_model", error, title=MODEL_NOT_LOADED, page=from_page(event)) from None
         return playground.model_markdown()
 
-    def on_add(spec, event: gr.EventData):
-        try:
-            playground.add_adapter(spec)
-        except (ModelLoadError, ValueError) as error:
-            raise refusal(playground, "/add_adapter", error, title=MODEL_NOT_LOADED, page=from_page(event)) from None
-        return playground.model_markdown(), gr.update(choices=list(playground.bundle.adapters))
-
-    def on_remove(name, event: gr.EventData):
-        try:
-            playground.remove_adapter(name)
-        except ValueError as error:
-            raise refusal(playground, "/remove_adapter", error, page=from_page(event)) from None
-        return playground.model_markdown(), gr.update(choices=list(playground.bundle.adapters), value=None)
-
-    add_button.click(on_add, adapter_add, [model_info, adapter_remove], concurrency_id="model", concurrency_limit=1,
-                     api_name="add_adapter")
-    remove_button.click(on_remove, adapter_remove, [model_info, adapter_remove], concurrency_id="model",
-                        concurrency_limit=1, api_name="remove_adapter")
     load_button.click(on_load, [model_ref, adapter_ref, trust_code], model_info, concurrency_id="model",
                       concurrency_limit=1, api_name="load_model").success(
         lambda: gr.update(label=playground.model_label()), None, panel, api_visibility="private", queue=False)
+
+
+def named_models_row(playground: Playground, model_info: gr.Markdown, kind: str, label: str, visible: bool,
+                     add: Callable[[str], dict], remove: Callable[[str], dict], named: Callable[[], dict]) -> None:
+    """A row that adds (``add(spec)``) or removes (``remove(name)``) a named column model of ``kind`` — "adapter"
+    (a LoRA on the loaded base) or "checkpoint" (a second full model); ``named()`` gives the loaded ones. Also
+    served as the /add_<kind> and /remove_<kind> endpoints."""
+
+    def loaded() -> list[str]:
+        return list(named())
+
+    with gr.Row(visible=visible):
+        spec_box = gr.Textbox(label=label, scale=3, elem_id=f"{kind}-add")
+        add_button = gr.Button(f"Add {kind}", scale=1, elem_id=f"{kind}-add-button")
+        remove_choice = gr.Dropdown(loaded(), value=None, label=f"Loaded {kind}s", scale=2, elem_id=f"{kind}-remove")
+        remove_button = gr.Button(f"Remove {kind}", scale=1)
+
+    def on_add(spec, event: gr.EventData):
+        try:
+            add(spec)
+        except (ModelLoadError, ValueError) as error:
+            raise refusal(playground, f"/add_{kind}", error, title=MODEL_NOT_LOADED, page=from_page(event)) from None
+        return playground.model_markdown(), gr.update(choices=loaded())
+
+    def on_remove(name, event: gr.EventData):
+        try:
+            remove(name)
+        except ValueError as error:
+            raise refusal(playground, f"/remove_{kind}", error, page=from_page(event)) from None
+        return playground.model_markdown(), gr.update(choices=loaded(), value=None)
+
+    add_button.click(on_add, spec_box, [model_info, remove_choice], concurrency_id="model", concurrency_limit=1,
+                     api_name=f"add_{kind}")
+    remove_button.click(on_remove, remove_choice, [model_info, remove_choice], concurrency_id="model",
+                        concurrency_limit=1, api_name=f"remove_{kind}")
