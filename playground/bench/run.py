@@ -65,8 +65,11 @@ def main(argv: list[str] | None = None) -> int:
           f"{t['step_overhead_ms_greedy']:.1f} ms (target <= 25), sampled {t['step_overhead_ms_sampled']:.1f} ms "
           f"(target <= 60); the embedded model's forward pass at {t['rows']} rows {t['forward_ms_embedded_model']:.1f} ms")
     a = results["adapters"]
-    print(f"base + LoRA adapter in one run {a['engine_pair_s']:.2f} s vs two generate() calls (adapter off, on) "
-          f"{a['two_generates_s']:.2f} s, {a['new_tokens']} tokens: {a['adapter_pair_vs_two_generates']:.3f} (target <= 0.75)")
+    for threads in (1, 2):
+        r = a[f"{threads}_threads"]
+        print(f"base + LoRA adapter in one run, {threads} thread(s): {r['engine_pair_s']:.2f} s vs two generate() calls "
+              f"(adapter off, on) {r['two_generates_s']:.2f} s, {a['new_tokens']} tokens: "
+              f"{r['adapter_pair_vs_two_generates']:.3f} (target <= 0.75)")
     u = results["ui"]
     print(f"app (its own process, 1 thread), /compare over gradio_client, 2 columns x {u['new_tokens']} tokens:")
     print(f"  engine alone {u['engine_tokens_per_s']:.2f} tokens/s, reaching the client {u['client_tokens_per_s']:.2f} tokens/s: "
