@@ -484,8 +484,8 @@ class Export:
 
 @dataclass(frozen=True)
 class InterventionSpec:
-    """An intervention, declared once: what it does (one line), its parameters, where it acts, how the export
-    writes it and, where the story says why it stopped a column so, that one line.
+    """An intervention, declared once: what it does (one line), its parameters, where it acts, how it is built
+    for a generation, how the export writes it and, where the story says why it stopped a column so, that one line.
 
     ``stage``: its place in the pipeline, ascending: EOS bans before the length penalty before the EOS boosts (a
     boost adds to ``-inf`` and so cannot undo a ban), then the stopping criteria, then the prompt's changes.
@@ -498,6 +498,24 @@ class InterventionSpec:
     export: Export
     params: dict[str, Param] = field(default_factory=dict)
     why: str | None = None
+    # How it is built for one generation (``build_interventions``): a logits processor, or stopping checks as
+    # (stop reason, detail, criterion); the prompt's changes are read from the params directly.
+    processor: Callable[[dict, _Generation], LogitsProcessor] | None = None
+    stop_checks: Callable[[dict, _Generation], list] | None = None
+
+
+@dataclass(frozen=True)
+class _Generation:
+    """What building an intervention for one generation needs."""
+
+    tokenizer: object
+    eos_token_ids: list[int]
+    max_new_tokens: int
+    prompt_length: int | None
+
+    def with_prompt_length(self, make):
+        """``make(prompt_length)``, or a processor that calls it with the length its first call sees."""
+        return make(self.prompt_length) if self.prompt_length is not None else _PromptLengthFromFirstCall(make)
 
 
 def _eos_reward_line(p: dict, max_new_tokens: int, kind: str) -> str:
@@ -525,7 +543,9 @@ def _chat_template_line(p: dict, max_new_tokens: int, kind: str) -> str:
 SPECS: dict[str, InterventionSpec] = {
     "eos_reward": InterventionSpec(
         "Ramp up a bonus on the EOS logit over the last part of the token budget (corrected article idea).",
-        stage=4, export=Export("logits_processor", _eos_reward_line, carries=EosRewardLogitsProcessor), params={
+        stage=4, export=Export("logits_processor", _eos_reward_line, carries=EosRewardLogitsProcessor),
+        processor=lambda p, g: _MemoizedEosReward(g.eos_token_ids, g.max_new_tokens, g.prompt_length, **p,
+                                                  tokenizer=g.tokenizer if p["at_boundary"] else None), params={
             "reward_start_ratio": Param(0.5, _number(0.0, 1.0), shared="reward_start_ratio"),
             "strength": Param(12.0, _number(0.0, 100.0), shared="strength"),
             "schedule": Param("linear", _choice(*SCHEDULES)),
@@ -536,31 +556,41 @@ SPECS: dict[str, InterventionSpec] = {
         "The article's EosTokenRewardLogitsProcessor as written: rescales all logits, pins EOS to 100.",
         stage=3, export=Export("logits_processor", "SeedEosTokenRewardLogitsProcessor(eos_token_ids[0], max_length={max_new_tokens})",
                                carries=SeedEosTokenRewardLogitsProcessor),
+        processor=lambda p, g: SeedEosTokenRewardLogitsProcessor(g.eos_token_ids[0], g.max_new_tokens, in_place=False),
         why="the article's processor pins the EOS logit to 100 at every step, so EOS wins at the first token the "
             "model is unsure of"),
     "stop_strings": InterventionSpec(
         "Stop as soon as the answer contains one of these strings (may span several tokens).",
         stage=5, export=Export("argument", "stop_strings={strings!r}, tokenizer=tokenizer,  # stop_strings: stop once the answer holds one"),
-        params={"strings": Param(["\n\n"], _strings, shared="stop_strings")}),
+        params={"strings": Param(["\n\n"], _strings, shared="stop_strings")},
+        stop_checks=lambda p, g: [(StopReason.STOP_STRING, text, _AnswerStopString(g.tokenizer, text, g.prompt_length))
+                                  for text in p["strings"]]),
     "decay_penalty": InterventionSpec(
         "transformers' exponential decay length penalty: EOS logit grows by factor^k after `start` tokens.",
         stage=2, export=Export("argument", "exponential_decay_length_penalty=({start}, {factor!r}),  "
                                            "# decay_penalty: the EOS logit grows by {factor!r}**k after {start} new tokens"),
-        params={"start": Param(20, _integer(0, 100_000)), "factor": Param(1.1, _number(1.0, 10.0))}),
+        params={"start": Param(20, _integer(0, 100_000)), "factor": Param(1.1, _number(1.0, 10.0))},
+        processor=lambda p, g: g.with_prompt_length(
+            lambda length: FiniteExponentialDecayLengthPenalty((p["start"], p["factor"]), g.eos_token_ids, length))),
     "min_new_tokens": InterventionSpec(
         "Forbid EOS until at least n new tokens exist.",
         stage=1, export=Export("argument", "min_new_tokens={n},  # min_new_tokens: no EOS before {n} new tokens"),
         params={"n": Param(32, _integer(0, 100_000), shared="min_new_tokens")},
+        processor=lambda p, g: g.with_prompt_length(
+            lambda length: MinNewTokensLengthLogitsProcessor(length, p["n"], g.eos_token_ids)),
         why="EOS is banned until the minimum length of {n} tokens"),
     "ban_eos": InterventionSpec(
         "Forbid EOS entirely, reproducing a model that never stops (runs to max_new_tokens).",
         stage=0, export=Export("argument", "suppress_tokens=eos_token_ids,  # ban_eos: EOS can never be chosen"),
+        processor=lambda p, g: SuppressTokensLogitsProcessor(g.eos_token_ids),
         why="EOS is banned, so it can only hit the limit"),
     "repetition_stop": InterventionSpec(
         "Stop when the last n-gram has repeated `repeats` times in a row (degenerate loop).",
         stage=6, export=Export("stopping_criteria", "RepetitionStoppingCriteria(ngram_size={ngram_size}, repeats={repeats})",
                                carries=RepetitionStoppingCriteria),
-        params={"ngram_size": Param(4, _integer(1, 256)), "repeats": Param(3, _integer(2, 1000))}),
+        params={"ngram_size": Param(4, _integer(1, 256)), "repeats": Param(3, _integer(2, 1000))},
+        stop_checks=lambda p, g: [(StopReason.REPETITION, None,
+                                   RepetitionStoppingCriteria(**p, prompt_length=g.prompt_length))]),
     "concise_suffix": InterventionSpec(
         "Append 'Answer in N sentences or fewer.' to the prompt (the article's prompt fix).",
         stage=7, export=Export("prompt", _concise_suffix_line), params={"sentences": Param(5, _integer(1, 100))},
@@ -724,38 +754,16 @@ def build_interventions(
     chosen = {i.name: i.params for i in parse_interventions(interventions)}
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be an int >= 1, got {max_new_tokens!r}")
-    needs_eos = {"eos_reward", "seed_article", "decay_penalty", "min_new_tokens", "ban_eos"} & set(chosen)
-    if needs_eos:
+    if any(SPECS[name].processor for name in chosen):  # every logits processor here acts on the EOS ids
         eos_token_ids = EosRewardLogitsProcessor.eos_id_list(eos_token_ids)
-
-    def with_prompt_length(make):
-        return make(prompt_length) if prompt_length is not None else _PromptLengthFromFirstCall(make)
-
-    made = {}  # name -> its logits processor
-    if "ban_eos" in chosen:
-        made["ban_eos"] = SuppressTokensLogitsProcessor(eos_token_ids)
-    if "min_new_tokens" in chosen:
-        n = chosen["min_new_tokens"]["n"]
-        made["min_new_tokens"] = with_prompt_length(lambda length: MinNewTokensLengthLogitsProcessor(length, n, eos_token_ids))
-    if "decay_penalty" in chosen:
-        decay = (chosen["decay_penalty"]["start"], chosen["decay_penalty"]["factor"])
-        made["decay_penalty"] = with_prompt_length(lambda length: FiniteExponentialDecayLengthPenalty(decay, eos_token_ids, length))
-    if "seed_article" in chosen:
-        made["seed_article"] = SeedEosTokenRewardLogitsProcessor(eos_token_ids[0], max_new_tokens, in_place=False)
-    if "eos_reward" in chosen:
-        made["eos_reward"] = _MemoizedEosReward(
-            eos_token_ids, max_new_tokens, prompt_length, **chosen["eos_reward"],
-            tokenizer=tokenizer if chosen["eos_reward"]["at_boundary"] else None,
-        )
+    generation = _Generation(tokenizer, eos_token_ids, max_new_tokens, prompt_length)
     # In the specs' stage order, the order the export writes them in too.
-    processors = LogitsProcessorList(made[name] for name in sorted(made, key=lambda name: SPECS[name].stage))
-
-    checks = []
+    ordered = sorted(chosen, key=lambda name: SPECS[name].stage)
+    processors = LogitsProcessorList(SPECS[name].processor(chosen[name], generation)
+                                     for name in ordered if SPECS[name].processor)
+    checks = [check for name in ordered if SPECS[name].stop_checks
+              for check in SPECS[name].stop_checks(chosen[name], generation)]
     stop_strings = chosen.get("stop_strings", {}).get("strings", [])
-    for text in stop_strings:
-        checks.append((StopReason.STOP_STRING, text, _AnswerStopString(tokenizer, text, prompt_length)))
-    if "repetition_stop" in chosen:
-        checks.append((StopReason.REPETITION, None, RepetitionStoppingCriteria(**chosen["repetition_stop"], prompt_length=prompt_length)))
 
     return BuiltInterventions(
         logits_processors=processors,
