@@ -387,6 +387,23 @@ class RepetitionStoppingCriteria(StoppingCriteria):
         return (tail == tail[:, -1:, :]).all(dim=2).all(dim=1)
 
 
+class _SuppressTokens(SuppressTokensLogitsProcessor):
+    """transformers' ``SuppressTokensLogitsProcessor`` (what ``generate(suppress_tokens=...)`` builds, so the export
+    reproduces it), with its vocabulary mask made once per vocabulary size and device instead of at every step.
+
+    >>> scores = torch.zeros(2, 5)
+    >>> torch.equal(_SuppressTokens([1, 3])(None, scores), SuppressTokensLogitsProcessor([1, 3])(None, scores))
+    True
+    """
+
+    def __call__(self, input_ids, scores: torch.Tensor) -> torch.Tensor:
+        key = (scores.shape[-1], scores.device)
+        if getattr(self, "_mask_key", None) != key:
+            vocab = torch.arange(scores.shape[-1], device=scores.device)
+            self._mask, self._mask_key = torch.isin(vocab, self.suppress_tokens.to(scores.device)), key
+        return torch.where(self._mask, -float("inf"), scores)
+
+
 class _PromptLengthFromFirstCall(LogitsProcessor):
     """Builds ``make(prompt_length)`` at the first call, reading the prompt length from that call's input_ids."""
 
@@ -582,7 +599,7 @@ SPECS: dict[str, InterventionSpec] = {
     "ban_eos": InterventionSpec(
         "Forbid EOS entirely, reproducing a model that never stops (runs to max_new_tokens).",
         stage=0, export=Export("argument", "suppress_tokens=eos_token_ids,  # ban_eos: EOS can never be chosen"),
-        processor=lambda p, g: SuppressTokensLogitsProcessor(g.eos_token_ids),
+        processor=lambda p, g: _SuppressTokens(g.eos_token_ids),
         why="EOS is banned, so it can only hit the limit"),
     "repetition_stop": InterventionSpec(
         "Stop when the last n-gram has repeated `repeats` times in a row (degenerate loop).",

@@ -321,7 +321,7 @@ def test_an_intervention_is_declared_once_with_its_export_line_and_its_stage(tok
         assert spec.export.text(default_params(name), 16, "generate").strip()
     built = build_interventions(list(SPECS), tokenizer=tokenizer, eos_token_ids=[2], max_new_tokens=16, prompt_length=4)
     assert [type(p).__name__ for p in built.logits_processors] == [
-        "SuppressTokensLogitsProcessor", "MinNewTokensLengthLogitsProcessor", "FiniteExponentialDecayLengthPenalty",
+        "_SuppressTokens", "MinNewTokensLengthLogitsProcessor", "FiniteExponentialDecayLengthPenalty",
         "SeedEosTokenRewardLogitsProcessor", "_MemoizedEosReward"]
     code = export_code(["eos_reward", "seed_article"], model_reference="default", prompt="Hi", system_prompt=None,
                        use_chat_template=True, max_new_tokens=16, temperature=0.0, top_p=1.0, top_k=0, seed=0)
