@@ -220,6 +220,8 @@ class Context:
             self.end_ids.append(template_end)
         self.sample = [_check_example(ex, f"sample example {i + 1}") for i, ex in enumerate(sample)] if sample else None
         self.sample_examples = [self.encode(ex, f"sample example {i + 1}") for i, ex in enumerate(self.sample or [])]
+        # The sample's pre-tokenised rows: their labels are what the trainer saw, not a guess at a collator.
+        self.labelled_examples = [e for e in self.sample_examples if e.labels is not None]
         self.probe_examples = [
             self.encode({"prompt": q, "response": a}, f"probe {q!r}") for q, a in PROBE_PAIRS
         ]

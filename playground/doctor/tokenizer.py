@@ -56,7 +56,7 @@ def check_pad_is_eos(ctx: Context) -> Finding:
                        "Nothing to fix.", {"pad_token_id": pad_id})
     found = f"pad_token {ctx.named(pad_id)} is the same id as the EOS/end token."
     data: dict = {"pad_token_id": pad_id}
-    labelled = [e for e in ctx.sample_examples if e.labels is not None and e.end_index is not None] if ctx.sample else []
+    labelled = [e for e in ctx.labelled_examples if e.end_index is not None]
     if labelled:  # the sample says what the trainer saw: read its labels rather than guess at a collator
         masked = sum(e.labels[e.end_index] == -100 for e in labelled)
         data.update({"labelled": len(labelled), "eos_label_masked": masked, "repair": repair})

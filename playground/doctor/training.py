@@ -228,7 +228,7 @@ def check_packing_separates_samples(ctx: Context) -> Finding:
         "answer comes another conversation. Wrapped packing that cuts samples at the row's edge, and "
         "pre-tokenised data that skips the trainer's EOS append, lose it the same way."
     )
-    rows = [e for e in ctx.sample_examples if e.labels is not None]
+    rows = ctx.labelled_examples
     if not rows:
         return Finding("packing_separates_samples", title, "not_applicable",
                        "No pre-tokenised {\"input_ids\", \"labels\"} rows in the sample (packing happens after "
@@ -294,7 +294,7 @@ def check_labels_aligned(ctx: Context) -> Finding:
         "shifted by hand, or a mask that is one token off at the answer boundary, drop the first answer token or "
         "the end token from the loss - the second means the model never learns to stop."
     )
-    rows = [e for e in ctx.sample_examples if e.labels is not None]
+    rows = ctx.labelled_examples
     if not rows:
         return Finding("labels_aligned", title, "not_applicable",
                        "No pre-tokenised {\"input_ids\", \"labels\"} rows in the sample.", why, "Nothing to check.")
