@@ -369,7 +369,12 @@ def test_evaluate_tab_uploads_runs_and_downloads(app_server, tmp_path):
             max_new.fill("8")
             max_new.press("Enter")
             page.locator("#evaluate-column-params").get_by_text("Each column's own parameters").click()  # column 2's own strength
-            page.locator("#evaluate-params-1 textarea, #evaluate-params-1 input").first.fill("strength=4")
+            own = page.locator("#evaluate-params-1 textarea, #evaluate-params-1 input").first
+            own.fill("strength=4")
+            own.blur()  # Gradio sends a textbox's value on change; let it arrive before Run reads the inputs
+            page.wait_for_function("() => document.querySelector('#evaluate-params-1 textarea, #evaluate-params-1 "
+                                   "input').value === 'strength=4'")
+            page.wait_for_timeout(500)
             page.locator("#evaluate-run").click()
             page.locator("#evaluate-status").get_by_text("4 of 4 rows").wait_for(timeout=180_000)
             assert "eos_reward(strength=4)" in page.locator("#evaluate-summary").inner_text()
