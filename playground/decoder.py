@@ -38,6 +38,7 @@ from .compat import (
 )
 from .kernels import DecodeKernels
 from .models import PEFT_BASE, can_mix
+from .openmp import release_thread_team
 
 IDLE_SECONDS = 2.0  # an idle loop's thread ends after this; the next submit starts another
 MAX_ROWS = 64  # rows decoding at once; more wait and join as rows finish
@@ -315,6 +316,7 @@ class DecodeLoop:
         with self._cv:
             if not self._waiting and not self._members:
                 self._cv.notify_all()  # wake drain()
+                release_thread_team()  # an idle loop's OpenMP threads would slow everybody else's
                 if model is None or not self._cv.wait_for(lambda: self._waiting, IDLE_SECONDS):
                     self._thread = None
                     return False

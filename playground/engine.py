@@ -46,6 +46,7 @@ from transformers import (LogitsProcessor, LogitsProcessorList, MinPLogitsWarper
 from .compat import config_logits_processors
 from .interventions import Intervention, build_interventions, parse_interventions
 from .models import BASE, LoadedModel
+from .openmp import release_thread_team
 from .prompts import encode_prompt
 from .samplers import PartialTopPLogitsWarper
 from .trace import LazyStages, Stage, StepRecord, StopReason, TopToken, Trace, VariantTrace, first_difference
@@ -424,6 +425,7 @@ class _FollowedRun:
         for a fast consumer, several steps at once for a slow one (decoding never waits on the consumer). The last
         yield is the finished trace. Closing the generator early cancels the rows."""
         self.submit()
+        release_thread_team()  # this thread only waits from now on: its OpenMP threads would slow the loop's
         seen = 0
         try:
             while True:
@@ -942,6 +944,7 @@ def run_all(comparisons: Sequence[Comparison | SplitComparison], *, max_rows: in
         >>> for done in run_all([Comparison(bundle, p, variants, settings) for p in prompts]):  # doctest: +SKIP
         ...     print(done.trace.prompt, [v.stop_reason for v in done.trace.variants])
     """
+    release_thread_team()  # this thread only waits from now on: its OpenMP threads would slow the loop's
     waiting = collections.deque(comparisons)  # Comparison or SplitComparison, one row per column
     finished: queue.SimpleQueue[Comparison] = queue.SimpleQueue()
     running: set[Comparison] = set()

@@ -4,10 +4,14 @@ During a decode step each row brings one position, so every linear layer multipl
 Which way is faster depends on the CPU and its BLAS: on one machine MKL ran ``x @ Wᵀ`` for 2 rows at half the
 speed of ``W @ xᵀ``, on another it is the other way round. So nothing is hard-coded: the first time the decode
 loop steps a batch of a given size (rounded up to a power of two), every candidate is timed on the model's own
-weights for each linear shape, interleaved and repeated, and the faster is kept for that (rows, shape); the
-library's ``x @ Wᵀ`` stays unless another is clearly faster. Choices are cached per CPU model, torch version and
-thread count in ``$PLAYGROUND_CACHE/decode-kernels.json``, so a later start skips the timing. GPUs and quantized
-layers keep their own kernels (only plain float32 CPU ``nn.Linear`` is touched); prefill keeps the usual path.
+layers, each read once per sweep in the model's order as a decode step reads them (from memory: timing one
+layer over and over runs it from the CPU's cache and once chose a kernel 1.7× slower in the model), interleaved
+and repeated, and the faster is kept for each (rows, shape); the library's ``x @ Wᵀ`` stays unless another is
+clearly faster. Every candidate returns a row-major result: the next layer's input in the layout it was timed
+with (a transposed one made MKL 4× slower in the MLP's down projection). Choices are cached per CPU model, torch
+version and thread count in ``$PLAYGROUND_CACHE/decode-kernels.json``, so a later start skips the timing. GPUs
+and quantized layers keep their own kernels (only plain float32 CPU ``nn.Linear`` is touched); prefill keeps the
+usual path.
 
 A candidate is used for one row only when it gives the library's numbers bit for bit, so a single column still
 reproduces ``generate()`` exactly.
@@ -36,14 +40,15 @@ from pathlib import Path
 
 import torch
 
-# Each candidate computes x @ Wᵀ for x of shape [rows, in] and W of shape [out, in].
+# Each candidate computes x @ Wᵀ for x of shape [rows, in] and W of shape [out, in], row-major.
 CANDIDATES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "x_wt": lambda x, weight: torch.nn.functional.linear(x, weight),  # the library's kernel
-    "w_xt": lambda x, weight: torch.mm(weight, x.T).T,  # weight-stationary: W @ xᵀ
+    "w_xt": lambda x, weight: torch.mm(weight, x.T).T.contiguous(),  # weight-stationary: W @ xᵀ
 }
 LIBRARY = "x_wt"
 MARGIN = 0.05  # another kernel replaces the library's only when at least this much faster
 ROUNDS = 5
+METHOD = 2  # how choices are measured; cached choices measured otherwise are measured again
 
 _forced: str | None = os.environ.get("PLAYGROUND_DECODE_KERNEL") or None
 _lock = threading.Lock()
@@ -84,28 +89,39 @@ def _default_cache() -> Path:
     return cache_root() / "decode-kernels.json"
 
 
-def _seconds(kernel, x, weight, calls: int) -> float:
-    started = time.perf_counter()
-    for _ in range(calls):
-        kernel(x, weight)
-    return time.perf_counter() - started
-
-
-def measure(weight: torch.Tensor, rows: int, rounds: int = ROUNDS) -> tuple[str, dict[str, float]]:
-    """Time every candidate on ``weight`` for ``rows`` rows, interleaved so each sees the same machine; return
-    the one to use and each one's best seconds per call. For one row only bit-identical candidates compete."""
-    x = torch.randn(rows, weight.shape[1], generator=torch.Generator().manual_seed(0), dtype=weight.dtype)
-    reference = CANDIDATES[LIBRARY](x, weight)
-    eligible = {name: kernel for name, kernel in CANDIDATES.items()
-                if rows > 1 or torch.equal(kernel(x, weight), reference)}
-    calls = max(1, int(1e-3 / max(_seconds(CANDIDATES[LIBRARY], x, weight, 1), 1e-6)))  # ~1 ms per timing
-    best = dict.fromkeys(eligible, float("inf"))
+def measure(layers: list[torch.Tensor], rows: int, rounds: int = ROUNDS) -> dict[tuple[int, int], tuple[str, dict[str, float]]]:
+    """Time every candidate for ``rows`` rows on ``layers`` (weights in the model's order), each candidate sweeping
+    every layer once per round, interleaved so each sees the same machine; return per weight shape the kernel to
+    use and each candidate's best seconds per sweep of that shape's layers. For one row only the candidates that
+    give the library's numbers bit for bit compete."""
+    generator = torch.Generator().manual_seed(0)
+    inputs = {weight.shape[1]: torch.randn(rows, weight.shape[1], generator=generator, dtype=weight.dtype)
+              for weight in layers}
+    eligible: dict[tuple[int, int], list[str]] = {}
+    for weight in layers:
+        shape = tuple(weight.shape)
+        if shape not in eligible:
+            x = inputs[shape[1]]
+            eligible[shape] = [name for name, kernel in CANDIDATES.items()
+                               if rows > 1 or torch.equal(kernel(x, weight), CANDIDATES[LIBRARY](x, weight))]
+    best = {shape: dict.fromkeys(names, float("inf")) for shape, names in eligible.items()}
     for _ in range(rounds):
-        for name, kernel in eligible.items():
-            best[name] = min(best[name], _seconds(kernel, x, weight, calls) / calls)
-    fastest = min(best, key=best.get)
-    chosen = fastest if best[fastest] < (1 - MARGIN) * best[LIBRARY] else LIBRARY
-    return chosen, best
+        for name, kernel in CANDIDATES.items():
+            spent = dict.fromkeys(eligible, 0.0)
+            for weight in layers:
+                shape = tuple(weight.shape)
+                if name in eligible[shape]:
+                    started = time.perf_counter()
+                    kernel(inputs[shape[1]], weight)
+                    spent[shape] += time.perf_counter() - started
+            for shape, seconds in spent.items():
+                if name in best[shape]:
+                    best[shape][name] = min(best[shape][name], seconds)
+    chosen = {}
+    for shape, seconds in best.items():
+        fastest = min(seconds, key=seconds.get)
+        chosen[shape] = (fastest if seconds[fastest] < (1 - MARGIN) * seconds[LIBRARY] else LIBRARY, seconds)
+    return chosen
 
 
 def _patchable(module: torch.nn.Module) -> bool:
@@ -132,10 +148,10 @@ class DecodeKernels:
     def __init__(self, model: torch.nn.Module, cache: Path | None | str = "default"):
         self.model = model
         self.cache = _default_cache() if cache == "default" else cache
-        self.weights = {}  # (out, in) -> one weight of that shape, to time kernels on
-        for module in model.modules():
-            if _patchable(module):
-                self.weights.setdefault(tuple(module.weight.shape), module.weight.detach())
+        self.layers = [module.weight.detach() for module in model.modules() if _patchable(module)]  # to time on
+        self.weights = {}  # (out, in) -> the first weight of that shape
+        for weight in self.layers:
+            self.weights.setdefault(tuple(weight.shape), weight)
         self.current: dict[tuple[int, int], Callable] = {}
         self._rows = None
 
@@ -162,8 +178,8 @@ class DecodeKernels:
         size = bucket(rows)
         missing = [shape for shape in self.weights if f"{size}:{shape[0]}:{shape[1]}" not in table]
         if missing:
-            for shape in missing:
-                table[f"{size}:{shape[0]}:{shape[1]}"] = measure(self.weights[shape], size)[0]
+            for shape, (kernel, _) in measure(self.layers, size).items():
+                table[f"{size}:{shape[0]}:{shape[1]}"] = kernel
             self._save(table)
         self.current = {shape: CANDIDATES[self._pick(table, size, shape)] for shape in self.weights}
         self._rows = key
@@ -191,7 +207,7 @@ class DecodeKernels:
     # -- the per-CPU table ---------------------------------------------------------------------------
 
     def _key(self) -> tuple:
-        return cpu_name(), torch.__version__, torch.get_num_threads()
+        return cpu_name(), torch.__version__, torch.get_num_threads(), f"method {METHOD}"
 
     def _table(self) -> dict[str, str]:
         key = self._key()

@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from playground import kernels
+from playground import kernels, openmp
 from playground.engine import Settings, Variant, compare
 from playground.prompts import encode_prompt
 
@@ -69,7 +69,7 @@ def test_choices_are_measured_once_cached_per_cpu_and_said(tmp_path, monkeypatch
 
 def test_one_row_uses_only_kernels_that_give_the_librarys_numbers_bit_for_bit():
     weight = torch.randn(48, 24)
-    chosen, seconds = kernels.measure(weight, rows=1, rounds=1)
+    (chosen, seconds), = kernels.measure([weight], rows=1, rounds=1).values()
     x = torch.randn(1, 24)
     reference = torch.nn.functional.linear(x, weight)
     assert all(torch.equal(kernels.CANDIDATES[name](x, weight), reference) for name in seconds)
@@ -87,3 +87,24 @@ def test_info_says_which_kernels_the_model_decodes_with(smollm):
     assert described["cpu"] == kernels.cpu_name() and described["torch_threads"] == torch.get_num_threads()
     assert set(described["choices"]["2"]) >= {"576x576", "49152x576"}  # the model's linear shapes, 2 rows measured
     assert set(described["choices"]["2"].values()) <= set(kernels.CANDIDATES)
+
+
+def test_the_loop_keeps_its_threads_awake_after_its_caller_ran_torch_on_two_threads(smollm):
+    """GNU OpenMP puts idle worker threads to sleep after every parallel region once the process has more of them
+    than CPUs. The caller's own team (left by its generate()) did that to the decode loop: ~900 sleeps a step, and
+    base + adapter in one batch cost more than two generate() calls. The caller now hands its team back."""
+    import os
+    import resource
+
+    if not openmp.release_thread_team() or (os.cpu_count() or 1) < 2:
+        pytest.skip("needs GNU OpenMP and 2 CPUs")
+    steps, previous = 24, torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        generate_tokens(smollm, 4)  # this thread's team of 2, as a script's generate() leaves it
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_nvcsw
+        compare(smollm, PARIS, [Variant("a"), Variant("b", ["eos_reward"])], Settings(max_new_tokens=steps))
+        sleeps = resource.getrusage(resource.RUSAGE_SELF).ru_nvcsw - before
+    finally:
+        torch.set_num_threads(previous)
+    assert sleeps < 60 * steps, f"{sleeps} voluntary context switches for {steps} steps"

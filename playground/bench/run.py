@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 
@@ -14,92 +15,131 @@ from .page import bench_page
 from .processors import bench_processors
 from .ui import bench_ui
 
-def main(argv: list[str] | None = None) -> int:
-    from playground.models import load_model
+PARTS = ("processors", "engine", "step", "adapters", "ui", "page", "evaluate", "finetune")
+SERVED = ("ui", "page")  # the parts that need the app running in its own process
 
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m playground bench",
+        description="Measure the engine, the app and the fine-tune lab against their references, as ratios taken in "
+                    "one run; print readable lines, then one JSON line. The whole bench takes about 10 minutes on 2 "
+                    "CPU cores. --device hands over to the device check (concurrent runs and memory on a GPU).")
+    parser.add_argument("--only", metavar="PARTS", type=lambda text: [part.strip() for part in text.split(",")],
+                        help=f"comma-separated parts to run (default: all): {', '.join(PARTS)}")
+    args, rest = parser.parse_known_args(argv)
+    if rest:
+        parser.error(f"unrecognised arguments: {' '.join(rest)} (--device starts the device check)")
+    unknown = [part for part in args.only or () if part not in PARTS]
+    if unknown:
+        parser.error(f"--only: no part named {', '.join(unknown)}; the parts are {', '.join(PARTS)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
     if argv and any(arg == "--device" or arg.startswith("--device=") for arg in argv):
         from playground.bench.device import main as device_main  # the device check (concurrent runs, memory)
 
         return device_main(argv)
+    wanted = parse_args(argv).only or PARTS
+
+    from playground.models import load_model
 
     bundle = load_model()
     results, seconds = {}, {}
+    measures = {"processors": (bench_processors,), "engine": (bench_engines, bundle),
+                "step": (bench_step_overhead, bundle), "adapters": (bench_adapters,), "ui": (bench_ui, bundle),
+                "page": (bench_page, bundle), "evaluate": (bench_evaluate, bundle), "finetune": (bench_finetune,)}
 
-    def part(name, measure, *args):  # each part's wall time too: the whole bench should stay near 10 minutes
+    def part(name, url=None):  # each part's wall time too: the whole bench should stay near 10 minutes
+        measure, *args = measures[name]
         started = time.perf_counter()
-        results[name] = measure(*args)
+        results[name] = measure(*args, *([url] if url else []))
         seconds[name] = round(time.perf_counter() - started, 1)
 
-    part("processors", bench_processors)
-    part("engine", bench_engines, bundle)
-    part("step", bench_step_overhead, bundle)
-    part("adapters", bench_adapters)
-    with serve_app() as url:
-        part("ui", bench_ui, bundle, url)
-        part("page", bench_page, bundle, url)
-    part("evaluate", bench_evaluate, bundle)
-    part("finetune", bench_finetune)
+    served = [name for name in PARTS if name in wanted and name in SERVED]
+    for name in (name for name in PARTS if name in wanted):
+        if name not in SERVED:
+            part(name)
+        elif name == served[0]:  # one app process for the served parts, which sit next to each other in PARTS
+            with serve_app() as url:
+                for name in served:
+                    part(name, url)
     results["seconds"] = seconds
-    p = results["processors"]
-    print(f"logits processors, one row of {p['vocab_size']} logits, 1 CPU thread (literal article code from {p['literal_seed_source']}):")
-    print(f"  article's literal EosTokenRewardLogitsProcessor  {p['literal_seed_ms_per_call']:10.3f} ms/call")
-    print(f"  SeedEosTokenRewardLogitsProcessor (vectorised)   {p['vectorised_seed_us_per_call']:10.2f} µs/call"
-          f"  ({p['vectorised_seed_speedup_vs_literal_seed']:.0f}x faster, identical output: {p['vectorised_seed_matches_literal']})")
-    print(f"  EosRewardLogitsProcessor                         {p['eos_reward_us_per_call']:10.2f} µs/call"
-          f"  ({p['eos_reward_speedup_vs_literal_seed']:.0f}x faster)")
-    print(f"  EosRewardLogitsProcessor, at_boundary            {p['eos_reward_at_boundary_us_per_call']:10.2f} µs/call")
-    e = results["engine"]
-    print(f"engine, embedded model, {e['greedy_1_threads']['new_tokens']} new tokens, EOS banned, on {e['cpu']}:")
-    for key, r in e.items():
-        if key == "cpu":
-            continue
-        mode = "greedy" if r["sampling"] == "greedy" else "sampled (T 0.7, top-p 0.9)"
-        print(f"  {mode}, {r['torch_threads']} thread(s): generate() {r['generate_tokens_per_s']:.2f} tokens/s; "
-              f"baseline + 1 variant {r['engine_pair_tokens_per_s']:.2f} tokens/s, time vs two generate() calls "
-              f"{r['pair_vs_two_generates']:.3f} (target <= 0.60); 1 variant + telemetry "
-              f"{r['engine_single_tokens_per_s']:.2f} tokens/s, vs one generate() {r['single_with_telemetry_vs_generate']:.3f} "
-              f"(target <= 1.05)")
-        print(f"    decode kernels (rows: shape -> kernel): {json.dumps(r['decode_kernels'])}")
-    t = results["step"]
-    print(f"per-step CPU work, {t['rows']} rows x {t['vocab_size']} vocabulary, 1 thread: greedy "
-          f"{t['step_overhead_ms_greedy']:.1f} ms (target <= 25), sampled {t['step_overhead_ms_sampled']:.1f} ms "
-          f"(target <= 60); the embedded model's forward pass at {t['rows']} rows {t['forward_ms_embedded_model']:.1f} ms")
-    a = results["adapters"]
-    for threads in (1, 2):
-        r = a[f"{threads}_threads"]
-        print(f"base + LoRA adapter in one run, {threads} thread(s): {r['engine_pair_s']:.2f} s vs two generate() calls "
-              f"(adapter off, on) {r['two_generates_s']:.2f} s, {a['new_tokens']} tokens: "
-              f"{r['adapter_pair_vs_two_generates']:.3f} (target <= 0.75)")
-    u = results["ui"]
-    print(f"app (its own process, 1 thread), /compare over gradio_client, 2 columns x {u['new_tokens']} tokens:")
-    print(f"  engine alone {u['engine_tokens_per_s']:.2f} tokens/s, reaching the client {u['client_tokens_per_s']:.2f} tokens/s: "
-          f"fraction {u['client_fraction_of_engine']:.3f} (target >= 0.9), {u['events_received']} events, "
-          f"{u['seconds_to_first_event']:.2f} s to the first")
-    print(f"  REST stream, 512 tokens x 4 columns: {u['rest_bytes_512x4'] / 1e6:.2f} MB "
-          f"({u['rest_bytes_per_token']:.0f} bytes per token; target <= 4 MB)")
-    print(f"  8 clients at once, 2 columns x 64 tokens each: {u['eight_runs_64x2_seconds']:.1f} s vs one alone "
-          f"{u['one_run_64x2_seconds']:.1f} s: {u['concurrent_8_vs_one']:.2f}x (target <= 2.5)")
-    g = results["page"]
-    if "skipped" in g:
-        print(f"page in Chromium: skipped ({g['skipped']})")
-    else:
-        print("page in headless Chromium (the same app), 2 columns x 128 tokens and 4 columns x 256 / 64 tokens:")
-        print(f"  each column {g['page_column_tokens_per_s']:.2f} tokens/s as the page shows it vs the engine's "
-              f"{g['engine_column_tokens_per_s']:.2f}: fraction {g['page_fraction_of_engine']:.3f} (target >= 0.8); "
-              f"click to last status {g['page_end_to_end_fraction']:.3f}")
-        print(f"  {g['page_bytes_per_token']} bytes per token at 256 x 4 ({g['page_bytes_256x4'] / 1e6:.2f} MB), "
-              f"{g['page_bytes_per_token_64']} at 64 x 4 (target <= 2048, flat in length)")
-    v = results["evaluate"]
-    print(f"evaluate, {v['prompts']} prompts x {v['columns']} columns, greedy, up to {v['new_tokens']} new tokens "
-          f"({v['generated_tokens']} generated, same as generate(): {v['same_tokens_as_generate']}):")
-    print(f"  {v['evaluate_s']:.1f} s vs {v['sequential_generate_s']:.1f} s for one generate() per (prompt, column): "
-          f"{v['evaluate_vs_sequential_generate']:.3f} (target <= 0.35)")
-    f = results["finetune"]
-    print("fine-tune lab, recipe correct, LoRA r 16 all linear, batch 4, embedded model:")
-    print(f"  SFTTrainer {f['sft_seconds_per_step']:.2f} s/step vs a plain PEFT loop {f['plain_lora_seconds_per_step']:.2f} "
-          f"s/step: {f['sft_vs_plain_lora']:.2f}x; the default {f['default_steps']} steps take "
-          f"~{f['default_correct_seconds']:.0f} s (target <= 120)")
+    report(results)
+    return 0
+
+
+def report(results: dict) -> None:
+    """The readable lines for the parts that ran, then the whole result as one JSON line."""
+    seconds = results["seconds"]
+    if "processors" in results:
+        p = results["processors"]
+        print(f"logits processors, one row of {p['vocab_size']} logits, 1 CPU thread (literal article code from {p['literal_seed_source']}):")
+        print(f"  article's literal EosTokenRewardLogitsProcessor  {p['literal_seed_ms_per_call']:10.3f} ms/call")
+        print(f"  SeedEosTokenRewardLogitsProcessor (vectorised)   {p['vectorised_seed_us_per_call']:10.2f} µs/call"
+              f"  ({p['vectorised_seed_speedup_vs_literal_seed']:.0f}x faster, identical output: {p['vectorised_seed_matches_literal']})")
+        print(f"  EosRewardLogitsProcessor                         {p['eos_reward_us_per_call']:10.2f} µs/call"
+              f"  ({p['eos_reward_speedup_vs_literal_seed']:.0f}x faster)")
+        print(f"  EosRewardLogitsProcessor, at_boundary            {p['eos_reward_at_boundary_us_per_call']:10.2f} µs/call")
+    if "engine" in results:
+        e = results["engine"]
+        print(f"engine, embedded model, {e['greedy_1_threads']['new_tokens']} new tokens, EOS banned, on {e['cpu']}:")
+        for key, r in e.items():
+            if key == "cpu":
+                continue
+            mode = "greedy" if r["sampling"] == "greedy" else "sampled (T 0.7, top-p 0.9)"
+            print(f"  {mode}, {r['torch_threads']} thread(s): generate() {r['generate_tokens_per_s']:.2f} tokens/s; "
+                  f"baseline + 1 variant {r['engine_pair_tokens_per_s']:.2f} tokens/s, time vs two generate() calls "
+                  f"{r['pair_vs_two_generates']:.3f} (target <= 0.60); 1 variant + telemetry "
+                  f"{r['engine_single_tokens_per_s']:.2f} tokens/s, vs one generate() {r['single_with_telemetry_vs_generate']:.3f} "
+                  f"(target <= 1.05)")
+            print(f"    decode kernels (rows: shape -> kernel): {json.dumps(r['decode_kernels'])}")
+    if "step" in results:
+        t = results["step"]
+        print(f"per-step CPU work, {t['rows']} rows x {t['vocab_size']} vocabulary, 1 thread: greedy "
+              f"{t['step_overhead_ms_greedy']:.1f} ms (target <= 25), sampled {t['step_overhead_ms_sampled']:.1f} ms "
+              f"(target <= 60); the embedded model's forward pass at {t['rows']} rows {t['forward_ms_embedded_model']:.1f} ms")
+    if "adapters" in results:
+        a = results["adapters"]
+        for threads in (1, 2):
+            r = a[f"{threads}_threads"]
+            print(f"base + LoRA adapter in one run, {threads} thread(s): {r['engine_pair_s']:.2f} s vs two generate() calls "
+                  f"(adapter off, on) {r['two_generates_s']:.2f} s, {a['new_tokens']} tokens: "
+                  f"{r['adapter_pair_vs_two_generates']:.3f} (target <= 0.75)")
+    if "ui" in results:
+        u = results["ui"]
+        print(f"app (its own process, 1 thread), /compare over gradio_client, 2 columns x {u['new_tokens']} tokens:")
+        print(f"  engine alone {u['engine_tokens_per_s']:.2f} tokens/s, reaching the client {u['client_tokens_per_s']:.2f} tokens/s: "
+              f"fraction {u['client_fraction_of_engine']:.3f} (target >= 0.9), {u['events_received']} events, "
+              f"{u['seconds_to_first_event']:.2f} s to the first")
+        print(f"  REST stream, 512 tokens x 4 columns: {u['rest_bytes_512x4'] / 1e6:.2f} MB "
+              f"({u['rest_bytes_per_token']:.0f} bytes per token; target <= 4 MB)")
+        print(f"  8 clients at once, 2 columns x 64 tokens each: {u['eight_runs_64x2_seconds']:.1f} s vs one alone "
+              f"{u['one_run_64x2_seconds']:.1f} s: {u['concurrent_8_vs_one']:.2f}x (target <= 2.5)")
+    if "page" in results:
+        g = results["page"]
+        if "skipped" in g:
+            print(f"page in Chromium: skipped ({g['skipped']})")
+        else:
+            print("page in headless Chromium (the same app), 2 columns x 128 tokens and 4 columns x 256 / 64 tokens:")
+            print(f"  each column {g['page_column_tokens_per_s']:.2f} tokens/s as the page shows it vs the engine's "
+                  f"{g['engine_column_tokens_per_s']:.2f}: fraction {g['page_fraction_of_engine']:.3f} (target >= 0.8); "
+                  f"click to last status {g['page_end_to_end_fraction']:.3f}")
+            print(f"  {g['page_bytes_per_token']} bytes per token at 256 x 4 ({g['page_bytes_256x4'] / 1e6:.2f} MB), "
+                  f"{g['page_bytes_per_token_64']} at 64 x 4 (target <= 2048, flat in length)")
+    if "evaluate" in results:
+        v = results["evaluate"]
+        print(f"evaluate, {v['prompts']} prompts x {v['columns']} columns, greedy, up to {v['new_tokens']} new tokens "
+              f"({v['generated_tokens']} generated, same as generate(): {v['same_tokens_as_generate']}):")
+        print(f"  {v['evaluate_s']:.1f} s vs {v['sequential_generate_s']:.1f} s for one generate() per (prompt, column): "
+              f"{v['evaluate_vs_sequential_generate']:.3f} (target <= 0.35)")
+    if "finetune" in results:
+        f = results["finetune"]
+        print("fine-tune lab, recipe correct, LoRA r 16 all linear, batch 4, embedded model:")
+        print(f"  SFTTrainer {f['sft_seconds_per_step']:.2f} s/step vs a plain PEFT loop {f['plain_lora_seconds_per_step']:.2f} "
+              f"s/step: {f['sft_vs_plain_lora']:.2f}x; the default {f['default_steps']} steps take "
+              f"~{f['default_correct_seconds']:.0f} s (target <= 120)")
     print("seconds per part: " + ", ".join(f"{name} {value:.0f}" for name, value in seconds.items())
           + f"; total {sum(seconds.values()):.0f}")
     print(json.dumps(results))
-    return 0
