@@ -24,6 +24,7 @@ import re
 import shutil
 import tempfile
 import time
+import types
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -254,9 +255,7 @@ class LoadedModel:
             if loaded_reference == reference:  # a second copy of the same weights would show nothing new
                 raise ValueError(f"checkpoint {name!r}: {reference} is already loaded as {loaded!r}; a column picks "
                                  f"it with @{loaded}")
-        checkpoint = load_model(reference, **options)
-        check_comparable(self, checkpoint, f"checkpoint {name!r}")
-        self.checkpoints[name] = checkpoint
+        self.checkpoints[name] = load_model(reference, **options, beside=(self, f"checkpoint {name!r}"))
         self.info.checkpoints[name] = reference
 
     def remove_checkpoint(self, name: str) -> None:
@@ -488,23 +487,26 @@ def stop_token_ids(tokenizer, model) -> list[int]:
     return [t for t in (value if isinstance(value, (list, tuple)) else [value]) if isinstance(t, int)]
 
 
-def check_comparable(loaded: LoadedModel, other: LoadedModel, field: str) -> None:
-    """Refuse ``other`` as a column model beside ``loaded`` (``field`` names it in the sentence) when its token
-    ids would not mean the same text (another vocabulary) or its columns would stop on, and measure p(EOS) over,
-    other ids than the loaded model's: the columns would not be comparable."""
-    ours, theirs = loaded.tokenizer, other.tokenizer
-    if loaded.info.vocab_size != other.info.vocab_size or ours.get_vocab() != theirs.get_vocab():
+def check_comparable(loaded: LoadedModel, tokenizer, model, field: str) -> None:
+    """Refuse ``model`` (with ``tokenizer``) as a column model beside ``loaded`` (``field`` names it in the
+    sentence) when its token ids would not mean the same text (another vocabulary) or its columns would stop on,
+    and measure p(EOS) over, other ids than the loaded model's: the columns would not be comparable. ``model`` may
+    stand in for one not loaded yet by holding only its ``config`` and ``generation_config``."""
+    ours, theirs = loaded.tokenizer, tokenizer
+    output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    rows = int(output.weight.shape[0]) if output is not None else model.config.get_text_config().vocab_size
+    if loaded.info.vocab_size != rows or ours.get_vocab() != theirs.get_vocab():
         raise _BadOption(
             f"{field}: its tokenizer's vocabulary differs from the loaded model's ({len(theirs)} tokens and "
-            f"{other.info.vocab_size} output rows, against {len(ours)} and {loaded.info.vocab_size}): the same token "
+            f"{rows} output rows, against {len(ours)} and {loaded.info.vocab_size}): the same token "
             "id would be other text, so its columns could not be compared. Give a checkpoint of the same base model.")
 
     def named(ids: list[int]) -> str:
         return ", ".join(f"{i} {ours.convert_ids_to_tokens(i)!r}" for i in ids) or "none"
 
-    for what, mine, its in (("EOS ids", loaded.info.eos_token_ids, other.info.eos_token_ids),
+    for what, mine, its in (("EOS ids", loaded.info.eos_token_ids, eos_token_ids(tokenizer, model)),
                             ("stop ids (the generation config's EOS)", loaded.info.stop_token_ids,
-                             other.info.stop_token_ids)):
+                             stop_token_ids(tokenizer, model))):
         if sorted(mine) != sorted(its):
             raise _BadOption(
                 f"{field}: its {what} are {named(its)}, the loaded model's {named(mine)}: p(EOS) would be measured "
@@ -610,13 +612,16 @@ def load_model(
     dtype: str = "auto",
     device: str = "auto",
     trust_remote_code: bool = False,
+    beside: tuple[LoadedModel, str] | None = None,
 ) -> LoadedModel:
     """Load a causal LM and its tokenizer; see the module docstring for what ``reference`` may be.
 
     ``adapter``: one or several PEFT adapters put on top, each ``NAME=PATH`` or a bare path (named after its
     folder; see :func:`adapter_spec`). ``checkpoint``: one or several second full models of the same tokenizer,
     named the same way (:func:`checkpoint_spec`), loaded with the same options; a column picks one with
-    ``@NAME`` and decodes on it (:meth:`LoadedModel.add_checkpoint`)."""
+    ``@NAME`` and decodes on it (:meth:`LoadedModel.add_checkpoint`). ``beside``: (the loaded model, the field
+    naming this one) to refuse this one with :func:`check_comparable` — before its weights load when its config can
+    be read without them (not a GGUF file), and again once loaded."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     started = time.perf_counter()
@@ -683,6 +688,8 @@ def load_model(
         tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
     except Exception as error:
         raise _unreachable(reference, location, error) from error
+    if beside is not None and config is not None:
+        check_comparable(beside[0], tokenizer, _config_holder(location, config), beside[1])
 
     model_kwargs = dict(kwargs, dtype=torch_dtype)
     if quantization_config is not None:
@@ -712,6 +719,8 @@ def load_model(
 
     model.eval()
 
+    if beside is not None:
+        check_comparable(beside[0], tokenizer, model, beside[1])
     if tokenizer.pad_token_id is None:
         # Batched decoding needs a pad id; it is only ever placed under a zero attention mask.
         tokenizer.pad_token = tokenizer.eos_token
@@ -741,6 +750,18 @@ def load_model(
         bundle.add_checkpoint(name, path, quantize=quantize, dtype=dtype, device=device,
                               trust_remote_code=trust_remote_code)
     return bundle
+
+
+def _config_holder(location: str, config) -> types.SimpleNamespace:
+    """What :func:`check_comparable` reads of a model before its weights load: its config and the generation config
+    ``from_pretrained`` would give it (its generation_config.json, else one made from the config)."""
+    from transformers import GenerationConfig
+
+    try:
+        generation_config = GenerationConfig.from_pretrained(location)
+    except OSError:
+        generation_config = GenerationConfig.from_model_config(config)
+    return types.SimpleNamespace(config=config, generation_config=generation_config)
 
 
 def _named_references(given: str | Sequence[str] | None, spec) -> dict[str, str]:

@@ -122,10 +122,17 @@ def test_the_cli_compares_a_base_column_with_a_checkpoint_column(merged_dir, wit
     assert trace["variants"][1]["token_ids"] == _generate(with_checkpoint.checkpoints["merged"])
 
 
-def test_a_checkpoint_with_another_eos_is_refused_with_a_sentence(with_checkpoint, other_eos_dir):
-    """Its p(EOS) would sum other tokens and its columns would stop on others: not comparable, so not loaded."""
+def test_a_checkpoint_with_another_eos_is_refused_with_a_sentence(with_checkpoint, other_eos_dir, monkeypatch):
+    """Its p(EOS) would sum other tokens and its columns would stop on others: not comparable, so not loaded —
+    refused from its config and tokenizer, before gigabytes of weights load."""
+    from transformers import AutoModelForCausalLM
+
     from playground.service import Playground
 
+    def load_weights(*args, **kwargs):
+        raise AssertionError("the weights of a refused checkpoint were loaded")
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", load_weights)
     with pytest.raises(ValueError, match=r"^checkpoint 'other': its EOS ids are .*'<\|endoftext\|>'.* the loaded "
                                          r"model's 2 '<\|im_end\|>'.*could not be compared") as refused:
         Playground(with_checkpoint).add_checkpoint(f"other={other_eos_dir}")
