@@ -104,6 +104,41 @@ def kv_budget_bytes(device, kv_budget_mb: float | None = None) -> int:
     return CPU_KV_BUDGET_MB * MB
 
 
+class DeviceBudget:
+    """The KV budget of one device, shared by the decode loops of every model on it: a second checkpoint's rows
+    take the memory the loaded model's rows would take. Each loop holds what its batch may grow to (its committed
+    bytes); a run joins a loop only if that, plus what the device's other loops hold, stays within ``total``."""
+
+    def __init__(self, total: int):
+        self.total = total
+        self.loops: weakref.WeakSet = weakref.WeakSet()
+        self.lock = threading.Lock()  # a loop decides who joins and commits it in one go: two never take the same bytes
+
+    def held_by_others(self, loop: DecodeLoop) -> int:
+        return sum(other.committed for other in list(self.loops) if other is not loop)
+
+    def in_use(self) -> int:
+        """Bytes the device's loops' caches hold now."""
+        return sum(loop._in_use * loop.position_bytes for loop in list(self.loops))
+
+    def wake_others(self, loop: DecodeLoop) -> None:
+        """``loop`` holds less now: the other loops' waiting runs may fit (call without holding ``loop``'s lock)."""
+        for other in list(self.loops):
+            if other is not loop:
+                with other._cv:
+                    other._cv.notify_all()
+
+
+_budgets: dict[str, DeviceBudget] = {}
+_budgets_lock = threading.Lock()
+
+
+def device_budget(device) -> DeviceBudget:
+    """The KV budget shared on ``device`` (created with a total of 0: :func:`decode_loop` sets it)."""
+    with _budgets_lock:
+        return _budgets.setdefault(str(torch.device(device)), DeviceBudget(0))
+
+
 def peak_positions(width: int, forwards: list[int]) -> int:
     """The most cached positions (rows × width) a batch can hold from now on: each row holds ``width`` positions
     now, every forward pass adds one, and row i leaves after ``forwards[i]`` more passes.
@@ -202,17 +237,21 @@ class _Member:
 class DecodeLoop:
     """The batch of rows decoding on one model, stepped by one daemon thread. Get it with :func:`decode_loop`.
 
-    Its KV cache stays within ``kv_budget`` bytes: a run joins only when the batch's padded positions (rows ×
-    width, padding included) can hold every row's prompt and every token it may still generate; until then it
-    waits, and its columns' status says so. An out-of-memory error (or any error) in a prefill, a merge or a step
+    Its KV cache stays within what the device's KV budget (``kv_budget`` bytes, shared with the loops of the other
+    models on the device) leaves it: a run joins only when the batch's padded positions (rows × width, padding
+    included) can hold every row's prompt and every token it may still generate; until then it waits, and its
+    columns' status says so. An out-of-memory error (or any error) in a prefill, a merge or a step
     stops the newest run with a sentence and frees its cache; the other runs retry and decode what they would have.
     """
 
-    def __init__(self, model: torch.nn.Module, device, max_rows: int = MAX_ROWS, kv_budget: int | None = None):
+    def __init__(self, model: torch.nn.Module, device, max_rows: int = MAX_ROWS):
         self._model = weakref.ref(model)  # the thread holds the model while it runs; an idle loop does not
         self.device, self.max_rows = device, max_rows
         self.position_bytes = kv_bytes_per_position(model)
-        self.kv_budget = kv_budget_bytes(device) if kv_budget is None else kv_budget
+        self.budget = device_budget(device)
+        self.budget.loops.add(self)
+        self.committed = 0  # bytes this batch may grow to: what the device's other loops must leave it
+        self._joining: list = []  # comparisons admitted by _take_waiting that have not joined the batch yet
         self.peak_positions = 0  # the most positions the cache has held since start (a prefill's included)
         self._in_use = 0
         self._padding = 0.0  # fraction of the cached positions that are padding
@@ -231,9 +270,31 @@ class DecodeLoop:
     # -- memory ------------------------------------------------------------------------------------
 
     @property
+    def kv_budget(self) -> int:
+        """The device's KV budget in bytes, shared with the loops of the other models on it."""
+        return self.budget.total
+
+    @kv_budget.setter
+    def kv_budget(self, total: int) -> None:
+        self.budget.total = total
+
+    @property
     def budget_positions(self) -> int:
         """Cached positions (rows × width) the KV budget holds."""
         return self.kv_budget // self.position_bytes
+
+    def _commit(self) -> None:
+        """Note what the batch may grow to now (after rows joined or left); if that shrank, wake the device's
+        other loops, whose waiting runs may fit now."""
+        forwards = [f for m in self._members for f in _forwards_left(m.comparison, m.active)]
+        width = self._mask.shape[1] if self._mask is not None else 0
+        for comparison in self._joining:  # admitted, not in the batch yet: their memory stays theirs
+            forwards += [comparison.settings.max_new_tokens - 1] * len(comparison._rows)
+            width = max(width, comparison.padded_length)
+        with self.budget.lock:
+            committed, self.committed = self.committed, peak_positions(width, forwards) * self.position_bytes
+        if self.committed < committed:
+            self.budget.wake_others(self)
 
     def check_fits(self, comparison) -> None:
         """ValueError with a sentence naming the limit when ``comparison`` cannot fit the KV budget even alone."""
@@ -252,6 +313,7 @@ class DecodeLoop:
             waiting = sum(len(c._rows) for c in self._waiting)
         return {"kv_budget_mb": round(self.kv_budget / MB, 2),
                 "kv_in_use_mb": round(self._in_use * self.position_bytes / MB, 2),
+                "kv_in_use_on_device_mb": round(self.budget.in_use() / MB, 2),
                 "kv_peak_mb": round(self.peak_positions * self.position_bytes / MB, 2),
                 "kv_padding_fraction": round(self._padding, 3), "rows_waiting": waiting}
 
@@ -325,10 +387,15 @@ class DecodeLoop:
             comparison._publish(done=True)
         for comparison in told:  # its status now says why it waits
             comparison._publish()
+        self._joining = list(joining)
         for comparison in joining:
+            self._joining.remove(comparison)  # in the batch, stopped, or back in the queue: _join commits either way
             self._join(model, comparison)
         if self._members:
             self._step(model)
+        elif self._waiting:  # the runs wait for memory another model's loop holds: it wakes this one as it frees some
+            with self._cv:
+                self._cv.wait(IDLE_SECONDS)
         return True
 
     def _take_waiting(self) -> tuple[list, list, list]:
@@ -342,20 +409,24 @@ class DecodeLoop:
         width = self._mask.shape[1] if self._mask is not None else 0
         forwards = [f for m in self._members for f in _forwards_left(m.comparison, m.active)]
         joining, blocked = [], None
-        while self._waiting:
-            comparison = self._waiting[0]
-            size = len(comparison._rows)
-            after_width = max(width, comparison.padded_length)
-            after_forwards = forwards + [comparison.settings.max_new_tokens - 1] * size
-            if rows or joining:  # a comparison wider than max_rows, or the budget, joins an empty batch alone
-                if not self._merge or rows + size > self.max_rows:
+        with self.budget.lock:
+            others = self.budget.held_by_others(self)  # the device's other models' loops
+            while self._waiting:
+                comparison = self._waiting[0]
+                size = len(comparison._rows)
+                after_width = max(width, comparison.padded_length)
+                after_forwards = forwards + [comparison.settings.max_new_tokens - 1] * size
+                peak = peak_positions(after_width, after_forwards) * self.position_bytes
+                # A comparison wider than max_rows, or than the budget, joins an empty batch alone (on an idle device).
+                if (rows or joining) and (not self._merge or rows + size > self.max_rows):
                     blocked = "room"
-                elif peak_positions(after_width, after_forwards) > self.budget_positions:
+                elif (rows or joining or others) and peak + others > self.kv_budget:
                     blocked = "memory"
                 if blocked:
                     break
-            joining.append(self._waiting.popleft())
-            rows, width, forwards = rows + size, after_width, after_forwards
+                joining.append(self._waiting.popleft())
+                rows, width, forwards = rows + size, after_width, after_forwards
+                self.committed = peak
         return joining, dropped, self._tell_waiting(blocked)
 
     def _tell_waiting(self, reason: str | None) -> list:
@@ -387,6 +458,7 @@ class DecodeLoop:
                 self._merge = False
                 with self._cv:
                     self._waiting.appendleft(comparison)  # prefilled again once the batch is empty
+                self._commit()
                 return
             if self._members:
                 self._record(beside=mask.numel())
@@ -403,6 +475,7 @@ class DecodeLoop:
         self._record()
         with self._cv:
             self._members = [*self._members, _Member(comparison, list(range(len(comparison._rows))))]
+        self._commit()
 
     def _prefill(self, model, comparison):
         """The comparison's prompts through the model: (cache, mask, each row's next position, last logits)."""
@@ -465,6 +538,8 @@ class DecodeLoop:
             self._select(keep)
         with self._cv:
             self._members = staying
+        if leaving:
+            self._commit()
         for member in staying:
             member.comparison._publish()
         for member in leaving:
@@ -484,6 +559,7 @@ class DecodeLoop:
             self._restore(len(tokens), width, slice(0, width))  # layers the pass reached had grown by one position
             with self._cv:
                 newest, self._members = self._members[-1], self._members[:-1]
+            self._commit()
             rows = len(tokens) - len(newest.active)  # the newest run's rows are the batch's last
             self._select(list(range(rows)))
             self._stopped(newest.comparison, message)
@@ -508,6 +584,7 @@ class DecodeLoop:
         if torch.device(self.device).type == "cuda":
             torch.cuda.empty_cache()
         self._record()
+        self._commit()
         log.warning("a run stopped: %s", message)
         comparison._publish(done=True, error=RunStopped(message))
 
@@ -528,6 +605,7 @@ class DecodeLoop:
         self._cache = self._mask = self._positions = self._logits = None
         self._release_kernels()
         self._record()
+        self._commit()
 
     def _release_kernels(self) -> None:
         if self.kernels is not None:
@@ -540,13 +618,19 @@ _loops_lock = threading.Lock()
 
 
 def decode_loop(bundle, kv_budget_mb: float | None = None) -> DecodeLoop:
-    """The decode loop of ``bundle``'s model, created on first use; ``kv_budget_mb`` sets its KV budget (see
-    :func:`kv_budget_bytes` for the default)."""
+    """The decode loop of ``bundle``'s model, created on first use; ``kv_budget_mb`` sets the KV budget of its
+    device, which the loops of every model on that device share (see :func:`kv_budget_bytes` for the default,
+    taken when the device's first loop is created; on a GPU it is measured again as each model's loop is created,
+    after that model loaded: what the caches hold now counts as part of it)."""
     with _loops_lock:
         loop = _loops.get(bundle.model)
-        if loop is None:
-            loop = _loops[bundle.model] = DecodeLoop(bundle.model, bundle.device,
-                                                     kv_budget=kv_budget_bytes(bundle.device, kv_budget_mb))
-        elif kv_budget_mb is not None:
-            loop.kv_budget = kv_budget_bytes(bundle.device, kv_budget_mb)
-        return loop
+        created = loop is None
+        if created:
+            loop = _loops[bundle.model] = DecodeLoop(bundle.model, bundle.device)
+    budget = loop.budget
+    if kv_budget_mb is not None or (created and (not budget.total or torch.device(bundle.device).type == "cuda")):
+        total = kv_budget_bytes(bundle.device, kv_budget_mb)
+        if kv_budget_mb is None and torch.device(bundle.device).type == "cuda":
+            total += budget.in_use()  # memory the caches hold is not free now, but it is the budget's
+        budget.total = total
+    return loop

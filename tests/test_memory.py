@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from conftest import make_tiny_llama
-from playground.decoder import RunStopped, decode_loop, kv_bytes_per_position
+from playground.decoder import RunStopped, decode_loop, kv_bytes_per_position, peak_positions
 from playground.engine import Comparison, Settings, Variant, compare
 from playground.models import LoadedModel
 
@@ -87,6 +87,38 @@ def test_a_run_that_cannot_fit_alone_is_refused_with_a_sentence_naming_the_limit
         list(run(bundle, "Hello there", new=20).run())
     with pytest.raises(ValueError, match="KV budget"):
         loop.check_fits(run(bundle, "Hello there", new=20))
+
+
+def test_two_models_on_one_device_share_its_budget(bundle, loop):
+    """A second checkpoint decodes in a loop of its own, on the same device: its rows take the memory the loaded
+    model's rows would. With room for one run, the checkpoint's run waits while the loaded model's decodes (its
+    own batch empty), then decodes what it decodes alone."""
+    other = LoadedModel(make_tiny_llama(bundle.tokenizer, seed=2), bundle.tokenizer, bundle.info)
+    alone = tokens(compare(other, PROMPTS[2], COLUMNS, Settings(max_new_tokens=12)))
+    first, second = run(bundle, PROMPTS[3], new=12), run(other, PROMPTS[2], new=12)
+    peak = max(peak_positions(c.padded_length, [11] * len(COLUMNS)) for c in (first, second))
+    loop.kv_budget = int(1.5 * peak) * loop.position_bytes
+    assert decode_loop(other).kv_budget == loop.kv_budget  # one budget for the device
+    decoding, release = threading.Event(), threading.Event()
+
+    def hold(module, args, kwargs):  # the loaded model's run stays in the middle of its decode until released
+        if kwargs["input_ids"].shape[1] == 1:
+            decoding.set()
+            release.wait(60)
+
+    handle = bundle.model.register_forward_pre_hook(hold, with_kwargs=True)
+    done = []
+    try:
+        first.submit(on_done=done.append)
+        assert decoding.wait(60)
+        second.submit(on_done=done.append)
+        wait_until(lambda: second.trace.variants[0].status().startswith("waiting for memory"))
+        assert second.trace.variants[0].token_ids == [] and decode_loop(other).memory()["kv_in_use_mb"] == 0
+    finally:
+        release.set()
+        handle.remove()
+    wait_until(lambda: len(done) == 2)
+    assert [first._error, second._error] == [None, None] and tokens(second) == alone
 
 
 class Fault:
