@@ -3,7 +3,8 @@
 During a decode step each row brings one position, so every linear layer multiplies a few rows by its weight.
 Which way is faster depends on the CPU and its BLAS: on one machine MKL ran ``x @ Wᵀ`` for 2 rows at half the
 speed of ``W @ xᵀ``, on another it is the other way round. So nothing is hard-coded: the first time the decode
-loop steps a batch of a given size (rounded up to a power of two), every candidate is timed on the model's own
+loop steps a batch of a given size (rounded up to a power of two; the first batch of more than one row measures
+2, 4, 8 and 16 rows at once, so a busy batch never stalls for it), every candidate is timed on the model's own
 layers, each read once per sweep in the model's order as a decode step reads them (from memory: timing one
 layer over and over runs it from the CPU's cache and once chose a kernel 1.7× slower in the model), interleaved
 and repeated, and the faster is kept for each (rows, shape); the library's ``x @ Wᵀ`` stays unless another is
@@ -47,7 +48,10 @@ CANDIDATES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
 }
 LIBRARY = "x_wt"
 MARGIN = 0.05  # another kernel replaces the library's only when at least this much faster
-ROUNDS = 5
+ROUNDS = 3
+# Batch sizes (buckets) measured together the first time a decode has more than one row: a shared server meets
+# them all under ordinary load, and measuring one in the middle of a busy batch would stall every run in it.
+SHARED_BUCKETS = (2, 4, 8, 16)
 METHOD = 2  # how choices are measured; cached choices measured otherwise are measured again
 
 _forced: str | None = os.environ.get("PLAYGROUND_DECODE_KERNEL") or None
@@ -170,16 +174,19 @@ class DecodeKernels:
         self._rows = None
 
     def use(self, rows: int) -> None:
-        """Pick each shape's kernel for a decode step of ``rows`` rows (measured on first use of its bucket)."""
+        """Pick each shape's kernel for a decode step of ``rows`` rows (measured on first use of its bucket; the
+        first decode of more than one row measures every bucket of SHARED_BUCKETS too)."""
         key = (bucket(rows), _forced)
         if key == self._rows:
             return
         table = self._table()
         size = bucket(rows)
-        missing = [shape for shape in self.weights if f"{size}:{shape[0]}:{shape[1]}" not in table]
+        sizes = sorted({size, *SHARED_BUCKETS}) if size > 1 else [size]
+        missing = [n for n in sizes if any(f"{n}:{shape[0]}:{shape[1]}" not in table for shape in self.weights)]
+        for n in missing:
+            for shape, (kernel, _) in measure(self.layers, n).items():
+                table[f"{n}:{shape[0]}:{shape[1]}"] = kernel
         if missing:
-            for shape, (kernel, _) in measure(self.layers, size).items():
-                table[f"{size}:{shape[0]}:{shape[1]}"] = kernel
             self._save(table)
         self.current = {shape: CANDIDATES[self._pick(table, size, shape)] for shape in self.weights}
         self._rows = key

@@ -95,18 +95,26 @@ def bench_step_overhead(bundle, rows: int = 64, vocab_size: int = 32000, steps: 
     columns = [Variant(f"c{i}", ["ban_eos"] + (["eos_reward"] if i % 2 else [])) for i in range(8)]
     generator = torch.Generator().manual_seed(0)
 
-    def per_step_ms(settings: Settings) -> float:
+    def per_step_ms(settings: Settings) -> tuple[float, float]:
+        """Median milliseconds of a step's CPU work and, measured apart on the same logits, of its telemetry."""
         runs = [Comparison(bundle, RAMBLING_PROMPT, columns, settings) for _ in range(rows // len(columns))]
         for run in runs:
             run._begin()
-        seconds = []
+        active = list(range(len(columns)))
+        seconds, telemetry = [], []
         for _ in range(steps):
             logits = [torch.randn(len(columns), vocab_size, generator=generator) * 4 for _ in runs]
             started = time.perf_counter()
             for run, raw in zip(runs, logits):
-                run._step(raw, list(range(len(columns))))
+                run._step(raw, active)
             seconds.append(time.perf_counter() - started)
-        return sorted(seconds)[len(seconds) // 2] * 1e3
+            chosen_and_stages = [run._choose(raw, [run._sequences[i:i + 1] for i in active], active)
+                                 for run, raw in zip(runs, logits)]
+            started = time.perf_counter()
+            for run, raw, (chosen, stages) in zip(runs, logits, chosen_and_stages):
+                run._telemetry(raw, stages, chosen)
+            telemetry.append(time.perf_counter() - started)
+        return sorted(seconds)[len(seconds) // 2] * 1e3, sorted(telemetry)[len(telemetry) // 2] * 1e3
 
     def forward_ms() -> float:
         from playground.prompts import encode_prompt
@@ -124,12 +132,17 @@ def bench_step_overhead(bundle, rows: int = 64, vocab_size: int = 32000, steps: 
                 token = out.logits[:, -1].argmax(-1, keepdim=True)
         return sorted(seconds)[len(seconds) // 2] * 1e3
 
-    greedy = _one_thread(lambda: per_step_ms(Settings(max_new_tokens=steps + 1)))
-    sampled = _one_thread(lambda: per_step_ms(Settings(max_new_tokens=steps + 1, **SAMPLED)))
+    greedy, greedy_telemetry = _one_thread(lambda: per_step_ms(Settings(max_new_tokens=steps + 1)))
+    sampled, sampled_telemetry = _one_thread(lambda: per_step_ms(Settings(max_new_tokens=steps + 1, **SAMPLED)))
     forward = _one_thread(forward_ms)
     return {"rows": rows, "vocab_size": vocab_size, "torch_threads": 1,
             "step_overhead_ms_greedy": round(greedy, 1),  # target <= 25
             "step_overhead_ms_sampled": round(sampled, 1),  # target <= 60
+            "telemetry_ms_greedy": round(greedy_telemetry, 1),
+            "telemetry_ms_sampled": round(sampled_telemetry, 1),
+            # what telemetry adds to a whole step (forward pass + CPU work): target < 0.05
+            "telemetry_fraction_of_step_greedy": round(greedy_telemetry / (forward + greedy), 3),
+            "telemetry_fraction_of_step_sampled": round(sampled_telemetry / (forward + sampled), 3),
             "forward_ms_embedded_model": round(forward, 1)}
 
 
