@@ -235,6 +235,10 @@ def test_three_branches_beside_a_three_column_run_and_one_removed(first_run):
         page.locator("#inspector tr.eos button.branch").click()
         page.wait_for_function(f"() => /stopped by EOS at step {step}/.test((document.querySelector('#status-{count}') || {{}}).innerText)",
                                timeout=120_000)
+        # The branch's last update (its "remove", the inspector on it) lands just after that status: wait for it
+        # before inspecting the next token, or it replaces the inspector between the check and the click.
+        page.wait_for_function(f"() => (document.querySelector('#remove-{count}') || {{}}).offsetParent != null",
+                               timeout=30_000)
     columns = visible_columns(page)
     assert len(columns) == 6 and sum("→" in s for s in columns) == 3
     # "remove" comes with a branch's last update, just after the status that says it stopped
