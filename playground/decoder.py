@@ -160,6 +160,13 @@ def _forwards_left(comparison, rows) -> list[int]:
     return [max(limit - len(comparison.trace.variants[i].token_ids) - 1, 0) for i in rows]
 
 
+def _joined(comparison, width: int, forwards: list[int]) -> tuple[int, list[int]]:
+    """A batch's (width, forwards left) once ``comparison``'s rows join it: its prompts widen it, and each of its
+    rows may take a forward pass for every token but the last."""
+    return (max(width, comparison.padded_length),
+            forwards + [comparison.settings.max_new_tokens - 1] * len(comparison._rows))
+
+
 def stopped_sentence(error: BaseException, device) -> str:
     """What the person whose run a failure stopped is told."""
     if isinstance(error, (torch.OutOfMemoryError, MemoryError)):
@@ -283,14 +290,17 @@ class DecodeLoop:
         """Cached positions (rows × width) the KV budget holds."""
         return self.kv_budget // self.position_bytes
 
+    def _plan(self) -> tuple[int, list[int]]:
+        """The batch's width and its rows' forward passes still to come: what :func:`peak_positions` reads."""
+        width = self._mask.shape[1] if self._mask is not None else 0
+        return width, [f for m in self._members for f in _forwards_left(m.comparison, m.active)]
+
     def _commit(self) -> None:
         """Note what the batch may grow to now (after rows joined or left); if that shrank, wake the device's
         other loops, whose waiting runs may fit now."""
-        forwards = [f for m in self._members for f in _forwards_left(m.comparison, m.active)]
-        width = self._mask.shape[1] if self._mask is not None else 0
+        width, forwards = self._plan()
         for comparison in self._joining:  # admitted, not in the batch yet: their memory stays theirs
-            forwards += [comparison.settings.max_new_tokens - 1] * len(comparison._rows)
-            width = max(width, comparison.padded_length)
+            width, forwards = _joined(comparison, width, forwards)
         with self.budget.lock:
             committed, self.committed = self.committed, peak_positions(width, forwards) * self.position_bytes
         if self.committed < committed:
@@ -406,16 +416,14 @@ class DecodeLoop:
         if dropped:
             self._waiting = collections.deque(c for c in self._waiting if not c._cancel.is_set())
         rows = sum(len(m.active) for m in self._members)
-        width = self._mask.shape[1] if self._mask is not None else 0
-        forwards = [f for m in self._members for f in _forwards_left(m.comparison, m.active)]
+        width, forwards = self._plan()
         joining, blocked = [], None
         with self.budget.lock:
             others = self.budget.held_by_others(self)  # the device's other models' loops
             while self._waiting:
                 comparison = self._waiting[0]
                 size = len(comparison._rows)
-                after_width = max(width, comparison.padded_length)
-                after_forwards = forwards + [comparison.settings.max_new_tokens - 1] * size
+                after_width, after_forwards = _joined(comparison, width, forwards)
                 peak = peak_positions(after_width, after_forwards) * self.position_bytes
                 # A comparison wider than max_rows, or than the budget, joins an empty batch alone (on an idle device).
                 if (rows or joining) and (not self._merge or rows + size > self.max_rows):
@@ -559,7 +567,6 @@ class DecodeLoop:
             self._restore(len(tokens), width, slice(0, width))  # layers the pass reached had grown by one position
             with self._cv:
                 newest, self._members = self._members[-1], self._members[:-1]
-            self._commit()
             rows = len(tokens) - len(newest.active)  # the newest run's rows are the batch's last
             self._select(list(range(rows)))
             self._stopped(newest.comparison, message)

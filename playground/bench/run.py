@@ -15,7 +15,12 @@ from .page import bench_page
 from .processors import bench_processors
 from .ui import bench_ui
 
-PARTS = ("processors", "engine", "step", "adapters", "ui", "page", "evaluate", "finetune")
+# Each part's measure, in the order they run; the parts in NEEDS_MODEL take the embedded model, the served ones
+# also the URL of the app running in its own process.
+PARTS = {"processors": bench_processors, "engine": bench_engines, "step": bench_step_overhead,
+         "adapters": bench_adapters, "ui": bench_ui, "page": bench_page, "evaluate": bench_evaluate,
+         "finetune": bench_finetune}
+NEEDS_MODEL = ("engine", "step", "ui", "page", "evaluate")
 SERVED = ("ui", "page")  # the parts that need the app running in its own process
 
 
@@ -45,16 +50,13 @@ def main(argv: list[str] | None = None) -> int:
 
     from playground.models import load_model
 
-    bundle = load_model()
+    bundle = load_model() if any(name in NEEDS_MODEL for name in wanted) else None
     results, seconds = {}, {}
-    measures = {"processors": (bench_processors,), "engine": (bench_engines, bundle),
-                "step": (bench_step_overhead, bundle), "adapters": (bench_adapters,), "ui": (bench_ui, bundle),
-                "page": (bench_page, bundle), "evaluate": (bench_evaluate, bundle), "finetune": (bench_finetune,)}
 
     def part(name, url=None):  # each part's wall time too: the whole bench should stay near 10 minutes
-        measure, *args = measures[name]
+        args = [bundle] if name in NEEDS_MODEL else []
         started = time.perf_counter()
-        results[name] = measure(*args, *([url] if url else []))
+        results[name] = PARTS[name](*args, *([url] if url else []))
         seconds[name] = round(time.perf_counter() - started, 1)
 
     served = [name for name in PARTS if name in wanted and name in SERVED]
