@@ -271,6 +271,7 @@ def test_the_evaluate_table_fits_1400_px(browser, app_server, tmp_path):
         prompts.write_text("Say hi.\nName a colour.\n")
         page.get_by_role("tab", name="Evaluate").click()
         page.locator("#evaluate-file input[type=file]").set_input_files(str(prompts))
+        page.locator("#evaluate-file").get_by_label("prompts.txt").wait_for(timeout=30_000)  # uploaded
         page.locator("#evaluate-max-new input[type=number]").fill("6")
         page.locator("#evaluate-max-new input[type=number]").press("Enter")
         page.wait_for_timeout(500)
@@ -318,5 +319,21 @@ def test_a_narrow_screen_stays_readable(browser, app_server):
         assert page.evaluate("() => document.documentElement.scrollWidth") <= 400  # no sideways scrolling
         assert page.locator("#run").is_visible() and page.locator("#prompt textarea").is_visible()
         page.screenshot(path=str(ARTIFACTS / "narrow.png"), full_page=True)
+    finally:
+        page.close()
+
+
+def test_the_tabs_share_one_strip_and_each_shows_only_its_own_page(browser, app_server):
+    page = open_page(browser, app_server)
+    try:
+        assert [tab.inner_text() for tab in page.get_by_role("tab").all()] == ["Compare", "EOS doctor", "Evaluate",
+                                                                             "Fine-tune"]
+        own_text = {"Compare": "#run", "EOS doctor": "#doctor-sample", "Evaluate": "#evaluate-run",
+                    "Fine-tune": "text=Train a LoRA adapter"}
+        for name in ["Fine-tune", "Evaluate", "EOS doctor", "Compare"]:
+            page.get_by_role("tab", name=name).click()
+            page.locator(own_text[name]).first.wait_for(timeout=10_000)
+            shown = [other for other, selector in own_text.items() if page.locator(selector).first.is_visible()]
+            assert shown == [name], f"on {name}, the page also shows {shown}"
     finally:
         page.close()

@@ -352,19 +352,18 @@ CHROMIUM = "/usr/bin/chromium"
 def test_evaluate_tab_uploads_runs_and_downloads(app_server, tmp_path):
     from playwright.sync_api import sync_playwright
 
-    from tests.test_browser import ARTIFACTS, CHROMIUM_ARGS
+    from tests.test_browser import ARTIFACTS, CHROMIUM_ARGS, open_page
 
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text('{"prompt": "What is the capital of France?"}\n{"prompt": "What can I do in Paris?"}\nnot json\n',
                        encoding="utf-8")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        page = browser.new_page(viewport={"width": 1400, "height": 2000})
+        page = open_page(browser, app_server, height=2000)
         try:
-            page.goto(app_server, wait_until="domcontentloaded")
             page.get_by_role("tab", name="Evaluate").click()
             page.locator("#evaluate-file input[type=file]").set_input_files(str(prompts))
-            page.get_by_text("prompts.jsonl").first.wait_for(timeout=30_000)
+            page.locator("#evaluate-file").get_by_label("prompts.jsonl").wait_for(timeout=30_000)  # uploaded
             max_new = page.locator("#evaluate-max-new input[type=number]")
             max_new.fill("8")
             max_new.press("Enter")

@@ -1,10 +1,12 @@
 """Endpoints for programs (gradio_client, REST): /compare streams a comparison as deltas (the event schema is in
-:mod:`playground.stream`), /trace returns a finished one whole, /info says what is served, /export_code writes one
-column's fix as code. Their parameters are the run settings of :mod:`playground.request` (same names, defaults
-and rules as the page, the links and the CLI; tests/test_request.py checks that none is missing)."""
+:mod:`playground.stream`), /trace returns a finished one whole, /info says what is served, /evaluate runs columns
+over a prompt set, /export_code writes one column's fix as code. Their parameters are the run settings of
+:mod:`playground.request` (same names, defaults and rules as the page, the links and the CLI; tests/test_request.py
+checks that none is missing)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import gradio as gr
@@ -18,6 +20,7 @@ from .errors import refusal, stopped
 
 COMPARE_FIELDS = (*SETTINGS, "columns", "branches")
 API_INTERVAL = 0.1  # seconds between /compare events while it runs: at most 10 a second, each with every new step
+EVALUATE_INTERVAL = 0.5  # seconds between /evaluate progress events
 COLUMNS_HELP = """columns: one column each, as text ("baseline", "eos_reward(strength=8)+stop_strings",
         "ban_eos@base") or JSON (a list of names or {"name": ..., "params": {...}}, or {"model": ..., "interventions":
         [...]}); parameters a column leaves out take the shared settings (default: baseline and eos_reward)."""
@@ -73,6 +76,38 @@ def api_endpoints(playground: Playground) -> None:
         return playground.info()
 
     gr.api(info, api_name="info", queue=False)
+
+    def evaluate(prompts: list | str = "builtin", columns: list | None = None, sweep: str = "", seeds: int = 1,
+                 max_new_tokens: int = D["max_new_tokens"], temperature: float = D["temperature"],
+                 top_p: float = D["top_p"], top_k: int = D["top_k"], seed: int = D["seed"],
+                 reward_start_ratio: float = D["reward_start_ratio"], strength: float = D["strength"],
+                 stop_strings: str = D["stop_strings"], min_new_tokens: int = D["min_new_tokens"],
+                 use_chat_template: bool = D["use_chat_template"], system_prompt: str = D["system_prompt"],
+                 repetition_penalty: float = D["repetition_penalty"], no_repeat_ngram_size: int = D["no_repeat_ngram_size"],
+                 min_p: float = D["min_p"], typical_p: float = D["typical_p"]) -> Iterator[dict]:
+        """Evaluate columns over a prompt set. Streams {"done", "total", "problems"} as rows finish, then one last
+        event with "report" (the CLI's --json object).
+
+        prompts: "builtin" or a list of strings / {"prompt": ...} / {"messages": [...]} objects.
+        columns: as /compare's (default: baseline and eos_reward).
+        sweep: e.g. "reward_start_ratio=0.3,0.5,0.7 strength=4,8,12,16" (columns become baseline + one per cell).
+        """
+        settings = {name: value for name, value in locals().items() if name in SETTINGS}
+        try:
+            evaluation = playground.evaluation(prompts, columns, sweep=sweep, seeds=seeds, **settings)
+        except (ValueError, TypeError) as error:
+            raise refusal(playground, "/evaluate", error, page=False) from None
+        yield {"done": 0, "total": evaluation.total, "problems": evaluation.problems, "report": None}
+        last = time.monotonic()
+        for done in playground.stream(evaluation):
+            if time.monotonic() - last >= EVALUATE_INTERVAL and done < evaluation.total:
+                last = time.monotonic()
+                yield {"done": done, "total": evaluation.total, "problems": evaluation.problems, "report": None}
+        report = evaluation.report()
+        yield {"done": len(report.rows), "total": evaluation.total, "problems": report.problems,
+               "report": report.to_dict()}
+
+    gr.api(evaluate, api_name="evaluate", concurrency_id="model", concurrency_limit=1)
 
 
 def export_endpoint(playground: Playground) -> None:

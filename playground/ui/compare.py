@@ -107,8 +107,8 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
     policy = playground.policy
     max_columns = min(MAX_COLUMNS, policy.max_columns)
     default_columns = PAGE_DEFAULTS["columns"][:max_columns]
-    holder = gr.State({})  # per session: the running comparison (for Stop) and the last trace
     with gr.Tab("Compare"):
+        holder = gr.State({})  # per session: the running comparison (for Stop) and the last trace
         with gr.Row(equal_height=False):
             with gr.Column(scale=1, min_width=300, elem_id="controls"):
                 controls = {"prompt": control("prompt", lines=2, max_lines=6, elem_id="prompt")}

@@ -1,11 +1,9 @@
-"""The Evaluate tab and the /evaluate API: columns over a prompt set, rates and lengths per column, the sweep's
+"""The Evaluate tab: columns over a prompt set, rates and lengths per column, the sweep's
 heatmap, every answer per prompt (each openable in Compare) and the report to download."""
 
 from __future__ import annotations
 
 import html
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import gradio as gr
@@ -24,7 +22,6 @@ from .errors import refusal
 
 # The Evaluate tab's settings: every run setting but the prompt (the prompt set replaces it), in this order.
 EVALUATE_SETTINGS = [name for name in SETTINGS if name != "prompt"]
-API_INTERVAL = 0.5  # seconds between /evaluate progress events
 PREVIEW_CHARS = 160
 TABLE_CSS = """<style>
 .evaluate-prompts { border-collapse: collapse; font-size: 0.9em; width: 100%; }
@@ -84,8 +81,8 @@ def evaluate_tab(playground: Playground) -> None:
     choices = list(INTERVENTION_NAMES)  # short chips, as in Compare (its accordion says what each does)
     policy = playground.policy
     max_columns = min(MAX_COLUMNS, policy.max_columns)
-    holder = gr.State({})  # per session: the running evaluation (for Stop)
     with gr.Tab("Evaluate"):
+        holder = gr.State({})  # per session: the running evaluation (for Stop)
         gr.Markdown("Run columns over many prompts and compare them in numbers: how often each ends with EOS, "
                     "hits the limit, loops or stops mid-sentence, how long the answers are, and how far the fix "
                     "bends the model (NLL per token under the raw model). A **sweep** tunes the EOS ramp over a "
@@ -194,35 +191,3 @@ def evaluate_tab(playground: Playground) -> None:
               concurrency_id="model", concurrency_limit=1, api_visibility="private")
     stop.click(on_stop, holder, None, queue=False, api_visibility="private")
     n_columns.change(on_columns, n_columns, [*boxes, *param_boxes], queue=False, api_visibility="private")
-
-    def evaluate(prompts: list | str = "builtin", columns: list | None = None, sweep: str = "", seeds: int = 1,
-                 max_new_tokens: int = D["max_new_tokens"], temperature: float = D["temperature"],
-                 top_p: float = D["top_p"], top_k: int = D["top_k"], seed: int = D["seed"],
-                 reward_start_ratio: float = D["reward_start_ratio"], strength: float = D["strength"],
-                 stop_strings: str = D["stop_strings"], min_new_tokens: int = D["min_new_tokens"],
-                 use_chat_template: bool = D["use_chat_template"], system_prompt: str = D["system_prompt"],
-                 repetition_penalty: float = D["repetition_penalty"], no_repeat_ngram_size: int = D["no_repeat_ngram_size"],
-                 min_p: float = D["min_p"], typical_p: float = D["typical_p"]) -> Iterator[dict]:
-        """Evaluate columns over a prompt set. Streams {"done", "total", "problems"} as rows finish, then one last
-        event with "report" (the CLI's --json object).
-
-        prompts: "builtin" or a list of strings / {"prompt": ...} / {"messages": [...]} objects.
-        columns: as /compare's (default: baseline and eos_reward).
-        sweep: e.g. "reward_start_ratio=0.3,0.5,0.7 strength=4,8,12,16" (columns become baseline + one per cell).
-        """
-        settings = {name: value for name, value in locals().items() if name in SETTINGS}
-        try:
-            evaluation = playground.evaluation(prompts, columns, sweep=sweep, seeds=seeds, **settings)
-        except (ValueError, TypeError) as error:
-            raise refusal(playground, "/evaluate", error, page=False) from None
-        yield {"done": 0, "total": evaluation.total, "problems": evaluation.problems, "report": None}
-        last = time.monotonic()
-        for done in playground.stream(evaluation):
-            if time.monotonic() - last >= API_INTERVAL and done < evaluation.total:
-                last = time.monotonic()
-                yield {"done": done, "total": evaluation.total, "problems": evaluation.problems, "report": None}
-        report = evaluation.report()
-        yield {"done": len(report.rows), "total": evaluation.total, "problems": report.problems,
-               "report": report.to_dict()}
-
-    gr.api(evaluate, api_name="evaluate", concurrency_id="model", concurrency_limit=1)
