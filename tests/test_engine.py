@@ -137,7 +137,7 @@ def test_streaming_yields_as_rows_advance_and_cancel_stops_within_one_step(tiny)
 
 
 def test_closing_the_stream_marks_running_rows_cancelled(tiny):
-    comparison = Comparison(tiny, "Hello", [Variant("a", ["ban_eos"])], Settings(max_new_tokens=50))
+    comparison = Comparison(tiny, "Hello", [Variant("a", ["ban_eos"])], Settings(max_new_tokens=400))
     stream = comparison.run()
     next(stream)
     next(stream)
