@@ -306,18 +306,21 @@ def _interventions_note(interventions: list[Intervention], s: _StageStep) -> str
     return f"{names} changed {_count(s.changed, 'logit')}{eos}"
 
 
-def _stage_table(texts: _TokenTexts, names: list[str], notes: list[Callable[[_StageStep], str]], column: dict,
-                 slot: int) -> list[Stage]:
-    """One row's stage table at one step, from the numbers :meth:`Comparison._telemetry` kept for it. It holds
-    no reference to the comparison, so a trace kept after its run does not keep the model alive."""
+def _stage_table(texts: _TokenTexts, names: list[str], notes: list[Callable[[_StageStep], str]], layout: dict,
+                 values: list[float], slot: int) -> list[Stage]:
+    """One row's stage table at one step, from the numbers :meth:`Comparison._telemetry` kept for it (``values``,
+    each key's place in it in ``layout``). It holds no reference to the comparison, so a trace kept after its run
+    does not keep the model alive."""
     table = []
     for index, (name, note) in enumerate(zip(names, notes)):
         before = max(index - 1, 0)
-        kept, kept_before = int(column[index, "kept"][0]), int(column[before, "kept"][0])
-        facts = _StageStep(slot=slot, kept=kept, kept_before=kept_before, changed=int(column[index, "changed"][0]),
-                           p_eos_before=column[before, "p_eos"][0], p_eos=column[index, "p_eos"][0])
-        top = [(int(t), texts[int(t)], p) for t, p in zip(column[index, "top_ids"], column[index, "top_p"])]
-        table.append(Stage(name, column[index, "p_eos"][0], kept, top, note(facts)))
+        kept, kept_before = int(values[layout[index, "kept"].start]), int(values[layout[before, "kept"].start])
+        p_eos, p_eos_before = values[layout[index, "p_eos"].start], values[layout[before, "p_eos"].start]
+        facts = _StageStep(slot=slot, kept=kept, kept_before=kept_before, p_eos_before=p_eos_before, p_eos=p_eos,
+                           changed=int(values[layout[index, "changed"].start]))
+        top = [(int(t), texts[int(t)], p) for t, p in zip(values[layout[index, "top_ids"]],
+                                                         values[layout[index, "top_p"]])]
+        table.append(Stage(name, p_eos, kept, top, note(facts)))
     return table
 
 
@@ -333,11 +336,87 @@ class _TokenTexts(dict):
         return text
 
 
-def _entropy(logits: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
-    """Each row's entropy in nats, −Σ p·log p, from its logits and their softmax ``probs``. ``log_softmax`` is
-    vectorised where ``torch.special.entr`` is not (4× faster on a 49k vocabulary); a removed token (log p = −inf,
-    p = 0) adds 0."""
-    return -(probs * torch.log_softmax(logits, dim=-1).clamp(min=-1e4)).sum(-1)
+def _entropy(logits: torch.Tensor, probs: torch.Tensor, top_ids: torch.Tensor) -> torch.Tensor:
+    """Each row's entropy in nats, −Σ p·log p, from its logits, their softmax ``probs`` and its top ids (the first
+    is the argmax): with m the largest logit, log p = (x − m) + log p_max, so H = −log p_max − Σ p·(x − m). One
+    pass over the vocabulary where ``log_softmax`` takes two (it sums the exponentials again). A removed token
+    (x = −inf, p = 0) adds 0.
+
+    >>> logits = torch.tensor([[0.0, 0.0, float("-inf")], [2.0, 0.0, -1.0]])
+    >>> probs = torch.softmax(logits, -1)
+    >>> [round(h, 4) for h in _entropy(logits, probs, probs.argsort(-1, descending=True)).tolist()]
+    [0.6931, 0.5243]
+    """
+    best = top_ids[:, :1]
+    spread = (logits - logits.gather(-1, best)).clamp_(min=-1e4)  # −inf → a finite value that p = 0 cancels
+    return -probs.gather(-1, best).log().squeeze(-1) - spread.mul_(probs).sum(-1)
+
+
+def _changed(logits: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
+    """How many logits per row differ from ``previous`` (as float counts). ``(a != b).sum()`` turns a boolean
+    vocabulary into 64-bit integers first (2× slower); here a difference of two −inf (or two +inf) is NaN, which
+    nansum skips: equal infinities count as unchanged, as they do with ``!=``.
+
+    >>> inf = float("inf")
+    >>> _changed(torch.tensor([[0.0, -inf, inf, 1.0, -inf]]), torch.tensor([[0.0, -inf, inf, 2.0, 3.0]])).tolist()
+    [2.0]
+    """
+    return torch.nansum((logits - previous).abs_().sign_(), -1)
+
+
+def _top_k(probs: torch.Tensor, k: int, chunk: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+    """``torch.topk(probs, k)`` per row, reading the vocabulary once instead of partially sorting it: the k largest
+    values lie in the k chunks (of ``chunk`` entries) with the largest maxima, so only those k·chunk entries are
+    searched (4× faster at 32k entries). Where chunk maxima tie at the k-th place (many zero probabilities after a
+    truncation), or the vocabulary is small, it is torch.topk itself.
+
+    >>> probs = torch.softmax(torch.randn(3, 5000, generator=torch.Generator().manual_seed(0)), -1)
+    >>> [torch.equal(a, b) for a, b in zip(_top_k(probs, 10), torch.topk(probs, 10))]
+    [True, True]
+    """
+    rows, size = probs.shape
+    whole = size // chunk * chunk
+    if whole // chunk <= k:
+        return torch.topk(probs, k, dim=-1)
+    maxima = probs[:, :whole].reshape(rows, whole // chunk, chunk).amax(-1)
+    best = torch.topk(maxima, k + 1, dim=-1).values
+    if not bool((best[:, k - 1] > best[:, k]).all()):
+        return torch.topk(probs, k, dim=-1)
+    chunks = (maxima >= best[:, k - 1:k]).nonzero()[:, 1].view(rows, k)  # in vocabulary order, as torch.topk reads
+    candidates = (chunks[:, :, None] * chunk + torch.arange(chunk)).view(rows, k * chunk)
+    if whole < size:  # the last, shorter chunk: always searched
+        candidates = torch.cat([candidates, torch.arange(whole, size).expand(rows, -1)], dim=-1)
+    values, places = torch.topk(probs.gather(-1, candidates), k, dim=-1)
+    return values, candidates.gather(-1, places)
+
+
+def _stage_top(probs: torch.Tensor, kept: torch.Tensor, before: torch.Tensor, before_top_p: torch.Tensor,
+               before_top_ids: torch.Tensor, *, keeps_order: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The top k a stage after the first shows: its tokens by probability; where it kept fewer than k (a truncation
+    after a low temperature), the tokens it removed follow, as the previous stage (probabilities ``before``) ranked
+    them, ties by id — so the table shows what the stage cut. A stage that keeps the order of what it keeps
+    (temperature, top-k, top-p, min-p) shows the previous stage's top ids while they hold every token it kept: no
+    pass over the vocabulary.
+
+    >>> before = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
+    >>> after = torch.tensor([[0.625, 0.375, 0.0, 0.0]])  # top-p 0.8 kept two tokens
+    >>> _stage_top(after, torch.tensor([2.0]), before, *torch.topk(before, 3), keeps_order=True)[1].tolist()
+    [[0, 1, 2]]
+    """
+    k = before_top_ids.shape[-1]
+    if keeps_order and bool((before_top_p > 0).all()):
+        top_p = probs.gather(-1, before_top_ids)
+        shown = (top_p > 0).sum(-1)
+        if bool(((shown == k) | (shown == kept)).all()):  # all of them kept, or every token it kept among them
+            order = torch.sort(top_p, dim=-1, descending=True, stable=True).indices  # removed ones last, in order
+            return top_p.gather(-1, order), before_top_ids.gather(-1, order)
+    top_p, top_ids = _top_k(probs, k)
+    if bool((top_p > 0).all()):
+        return top_p, top_ids
+    by_before = torch.sort(before, dim=-1, descending=True, stable=True).indices
+    top_ids = by_before.gather(-1, torch.sort(probs.gather(-1, by_before), dim=-1, descending=True,
+                                              stable=True).indices[:, :k])
+    return probs.gather(-1, top_ids), top_ids
 
 
 def _top_of_larger(p_a: torch.Tensor, top_a: torch.Tensor, p_b: torch.Tensor, top_b: torch.Tensor) -> torch.Tensor:
@@ -570,8 +649,7 @@ class Comparison(_FollowedRun):
         """Per stage (raw first), for every row at once: its probabilities and the numbers its row in the stage
         table shows (p(EOS), tokens kept, top-k, logits changed). A stage that changed nothing (greedy decoding
         without interventions, an intervention not active yet) reuses the previous stage's numbers: its softmax
-        and top-k are the same tensors. A stage that keeps the order of the tokens it keeps (temperature, top-k,
-        top-p, min-p) has the previous stage's top-k ids while it keeps all of them: no top-k over the vocabulary."""
+        and top-k are the same tensors; :func:`_stage_top` says which tokens a stage's top-k shows."""
         probs, numbers = [], []
         unchanged = torch.zeros(logits_by_stage[0].shape[0], dtype=torch.long)
         for index, (logits, name) in enumerate(zip(logits_by_stage, names)):
@@ -581,20 +659,27 @@ class Comparison(_FollowedRun):
                 numbers.append({**numbers[-1], "changed": unchanged})
                 continue
             p = torch.softmax(logits, dim=-1)
-            top_ids = numbers[-1]["top_ids"] if name in ORDER_KEEPING_STAGES else None
-            top_p = None if top_ids is None else p.gather(-1, top_ids)
-            if top_p is None or not bool((top_p > 0).all()):
-                top_p, top_ids = torch.topk(p, self.settings.telemetry_top_k, dim=-1)
+            kept = p.sign().sum(-1)
+            if previous is None:
+                top_p, top_ids = _top_k(p, self.settings.telemetry_top_k)
+            else:
+                top_p, top_ids = _stage_top(p, kept, probs[-1], numbers[-1]["top_p"], numbers[-1]["top_ids"],
+                                            keeps_order=name in ORDER_KEEPING_STAGES)
             probs.append(p)
-            numbers.append({"p_eos": p[:, self.eos_ids].sum(-1), "kept": (p > 0).sum(-1), "top_ids": top_ids,
-                            "top_p": top_p,
-                            "changed": unchanged if previous is None else (logits != previous).sum(-1)})
+            numbers.append({"p_eos": p[:, self.eos_ids].sum(-1), "kept": kept, "top_ids": top_ids, "top_p": top_p,
+                            "changed": unchanged if previous is None else _changed(logits, previous)})
         return probs, numbers
 
-    def _eos_margin(self, logits: torch.Tensor) -> torch.Tensor:
-        """Best non-EOS logit − best EOS logit per row: how far EOS is from winning (+inf where it is banned)."""
+    def _eos_margin(self, logits: torch.Tensor, top_p: torch.Tensor, top_ids: torch.Tensor) -> torch.Tensor:
+        """Best non-EOS logit − best EOS logit per row: how far EOS is from winning (+inf where it is banned).
+        The best non-EOS token is the first of the row's top ids (``top_p``, ``top_ids``: its stage's top k, best
+        first) that is not EOS; only where none of them is, with a probability above 0, is the vocabulary read."""
         eos = torch.tensor(self.eos_ids)
-        others = logits.index_fill(-1, eos, float("-inf")).amax(-1)  # amax: max(-1) also finds the indices, 50× slower
+        first = (~torch.isin(top_ids, eos)).int().argmax(-1, keepdim=True)
+        if bool((top_p.gather(-1, first) > 0).all()):
+            others = logits.gather(-1, top_ids.gather(-1, first)).squeeze(-1)
+        else:
+            others = logits.index_fill(-1, eos, float("-inf")).amax(-1)  # amax: max(-1) also finds the indices, 50× slower
         return others - logits[:, eos].amax(-1)
 
     def _telemetry(self, raw: torch.Tensor, stages: list[tuple[str, torch.Tensor, Callable[[_StageStep], str]]],
@@ -610,21 +695,22 @@ class Comparison(_FollowedRun):
         # Top-k of whichever is larger, so a token the interventions promoted (EOS) shows beside the raw favourites.
         top_ids = numbers[0]["top_ids"] if final_is_raw else _top_of_larger(
             p_raw, numbers[0]["top_ids"], p_final, numbers[-1]["top_ids"])
-        entropy_raw = _entropy(raw, p_raw)
-        margin_raw = self._eos_margin(raw)
+        entropy_raw = _entropy(raw, p_raw, numbers[0]["top_ids"])
+        margin_raw = self._eos_margin(raw, numbers[0]["top_p"], numbers[0]["top_ids"])
         columns = {
             "chosen": chosen,
             "p_eos_raw": numbers[0]["p_eos"],
             "p_eos": numbers[-1]["p_eos"],
             "entropy_raw": entropy_raw,
-            "entropy": entropy_raw if final_is_raw else _entropy(stages[-1][1], p_final),
+            "entropy": entropy_raw if final_is_raw else _entropy(stages[-1][1], p_final, numbers[-1]["top_ids"]),
             "top_ids": top_ids,
             "top_p_raw": p_raw.gather(-1, top_ids),
             "top_p": p_final.gather(-1, top_ids),
             "p_chosen_raw": p_raw.gather(-1, chosen[:, None]),
             "p_chosen": p_final.gather(-1, chosen[:, None]),
             "eos_margin_raw": margin_raw,
-            "eos_margin": margin_raw if probs[interventions] is p_raw else self._eos_margin(stages[interventions - 1][1]),
+            "eos_margin": margin_raw if probs[interventions] is p_raw else self._eos_margin(
+                stages[interventions - 1][1], numbers[interventions]["top_p"], numbers[interventions]["top_ids"]),
         }
         for index, stage in enumerate(numbers):
             columns.update({(index, key): value for key, value in stage.items()})
@@ -634,19 +720,21 @@ class Comparison(_FollowedRun):
             layout[key], start = slice(start, start + width), start + width
         packed = torch.cat([value.reshape(raw.shape[0], -1).double() for value in columns.values()], 1).tolist()
         notes = [lambda s: "the model's own distribution (softmax of its logits)"] + [note for _, _, note in stages]
+        at = {key: place.start for key, place in layout.items()}  # where a one-number column is in a row's list
+        top_ids, top_p_raw, top_p = layout["top_ids"], layout["top_p_raw"], layout["top_p"]
         records = []
         for slot, values in enumerate(packed):
-            column = {key: values[place] for key, place in layout.items()}
-            token_id = int(column["chosen"][0])
+            token_id = int(values[at["chosen"]])
             records.append(StepRecord(
                 step=0, token_id=token_id, token=self._token(token_id),
-                p_eos_raw=column["p_eos_raw"][0], p_eos=column["p_eos"][0],
-                p_chosen_raw=column["p_chosen_raw"][0], p_chosen=column["p_chosen"][0],
-                entropy_raw=column["entropy_raw"][0], entropy=column["entropy"][0],
-                eos_margin_raw=_finite(column["eos_margin_raw"][0]), eos_margin=_finite(column["eos_margin"][0]),
+                p_eos_raw=values[at["p_eos_raw"]], p_eos=values[at["p_eos"]],
+                p_chosen_raw=values[at["p_chosen_raw"]], p_chosen=values[at["p_chosen"]],
+                entropy_raw=values[at["entropy_raw"]], entropy=values[at["entropy"]],
+                eos_margin_raw=_finite(values[at["eos_margin_raw"]]), eos_margin=_finite(values[at["eos_margin"]]),
                 top_k=[TopToken(int(t), self._token(int(t)), pr, p) for t, pr, p in
-                       zip(column["top_ids"], column["top_p_raw"], column["top_p"])],
-                stages=LazyStages(functools.partial(_stage_table, self._token_text, names, notes, column, slot)),
+                       zip(values[top_ids], values[top_p_raw], values[top_p])],
+                stages=LazyStages(functools.partial(_stage_table, self._token_text, names, notes, layout, values,
+                                                    slot)),
             ))
         return records
 

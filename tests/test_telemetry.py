@@ -3,6 +3,7 @@ decode kept; they equal the eager computation (a softmax, top-k and counts for e
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from playground.engine import Comparison, Settings, Variant, _StageStep, compare
@@ -12,25 +13,38 @@ PARIS = "What can I do in Paris?"
 
 
 def eager_stages(comparison, raw, stages, slot):
-    """Every stage's (name, p_eos, kept, top, note) for one row, computed from its logits the eager way."""
+    """Every stage's (name, p_eos, kept, top, note) for one row, computed from its logits the eager way. A stage
+    that kept fewer than k tokens shows the ones it removed next, as the stage before it ranked them."""
     eos, k = comparison.eos_ids, comparison.settings.telemetry_top_k
     logits_by_stage = [("raw", raw, lambda s: "the model's own distribution (softmax of its logits)"), *stages]
     table, previous = [], None
     for name, logits, note in logits_by_stage:
         probs = torch.softmax(logits[slot], -1)
-        top = torch.topk(probs, k)
         kept, p_eos = int((probs > 0).sum()), probs[eos].sum().item()
+        if previous is None or kept >= k:
+            top = torch.topk(probs, k)
+            top = list(zip(top.indices.tolist(), top.values.tolist()))
+        else:  # its kept tokens, then those it removed as the stage before ranked them (ties by id)
+            top = torch.topk(probs, kept)
+            ranking = torch.sort(torch.softmax(previous[1][slot], -1), descending=True, stable=True).indices
+            removed = [i for i in ranking.tolist() if probs[i] == 0]
+            top = list(zip(top.indices.tolist(), top.values.tolist())) + [(i, 0.0) for i in removed[:k - kept]]
         changed = 0 if previous is None else int((logits[slot] != previous[1][slot]).sum())
         before = (kept, p_eos) if previous is None else previous[0]
         facts = _StageStep(slot=slot, kept=kept, kept_before=before[0], changed=changed, p_eos_before=before[1], p_eos=p_eos)
-        table.append((name, p_eos, kept, [(i, comparison._token(i), p) for i, p in zip(top.indices.tolist(), top.values.tolist())],
-                      note(facts)))
+        table.append((name, p_eos, kept, [(i, comparison._token(i), p) for i, p in top], note(facts)))
         previous = ((kept, p_eos), logits)
     return table
 
 
-def test_lazy_stage_tables_equal_the_eager_computation_on_a_recorded_run(tiny, monkeypatch):
-    settings = Settings(max_new_tokens=10, temperature=0.7, top_p=0.9, top_k=50, repetition_penalty=1.3, seed=2)
+WARPERS = {"order-keeping": dict(temperature=0.7, top_k=50, top_p=0.9),
+           # typical_p removes tokens from both ends; top_k 6 keeps fewer than the 10 a stage table shows
+           "truncating": dict(temperature=0.5, top_k=6, typical_p=0.6)}
+
+
+@pytest.mark.parametrize("warpers", WARPERS.values(), ids=WARPERS.keys())
+def test_lazy_stage_tables_equal_the_eager_computation_on_a_recorded_run(tiny, monkeypatch, warpers):
+    settings = Settings(max_new_tokens=10, repetition_penalty=1.3, seed=2, **warpers)
     variants = [Variant("baseline"), Variant("ramp", [{"name": "eos_reward", "params": {"reward_start_ratio": 0.3}}])]
     recorded = []
     choose = Comparison._choose
@@ -42,7 +56,7 @@ def test_lazy_stage_tables_equal_the_eager_computation_on_a_recorded_run(tiny, m
 
     monkeypatch.setattr(Comparison, "_choose", recording)
     trace = compare(tiny, PARIS, variants, settings)
-    compared = 0
+    compared = truncated = 0
     for step, (comparison, raw, stages, active) in enumerate(recorded):
         for slot, row in enumerate(active):
             record = trace.variants[row].steps[step]
@@ -51,9 +65,11 @@ def test_lazy_stage_tables_equal_the_eager_computation_on_a_recorded_run(tiny, m
             assert [(s.name, s.p_eos, s.kept, s.top, s.note) for s in record.stages] == expected
             assert record.to_dict(stages=True)["stages"][-1]["p_eos"] == expected[-1][1]
             compared += 1
+            truncated += any(kept < comparison.settings.telemetry_top_k for _, _, kept, _, _ in expected[1:])
     assert compared == sum(len(v.steps) for v in trace.variants) >= 10
+    assert truncated or "top_p" in warpers, "top_k 6 keeps fewer tokens than a stage table shows"
     names = [s.name for s in trace.variants[1].steps[-1].stages]
-    assert names == ["raw", "repetition_penalty", "interventions", "temperature", "top_k", "top_p"]
+    assert names == ["raw", "repetition_penalty", "interventions", *warpers]
 
 
 def test_a_stage_that_changed_nothing_shows_the_previous_stages_numbers(tiny):
