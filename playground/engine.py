@@ -3,8 +3,8 @@
 All variants share one batch — with every other comparison running on the model (``decoder.DecodeLoop``):
 one forward pass per step for every row that is still running, a KV cache, left padding where prompts differ
 (e.g. a concise-answer suffix). Rows finish independently and are dropped from the batch (and its cache) as
-they do. Every row samples with its own generator seeded
-identically, so a difference between columns comes only from the interventions.
+they do. Every row samples as if with its own generator seeded identically (one draw a step serves them all),
+so a difference between columns comes only from the interventions.
 
 At each step, per row::
 
@@ -453,7 +453,6 @@ class _Row:
         self.interventions_key = json.dumps([i.to_dict() for i in interventions], sort_keys=True)
         self.prompt_ids = prompt_ids
         self.built = None  # BuiltInterventions, once the padded prompt length is known
-        self.generator: torch.Generator | None = None
         self.decoded = ""  # decode() of the generated ids so far, EOS excluded
         self.attributed = 0  # characters of `decoded` already shown as some step's token text
 
@@ -555,6 +554,7 @@ class Comparison(_FollowedRun):
         self._version, self._done, self._error = 0, False, None
         self._on_done = None
         self._started = 0.0
+        self._generator: torch.Generator | None = None  # seeded in _begin
         tokenizer = bundle.tokenizer
         # Stop where generate() would stop (the generation config's EOS ids), so a column behaves like the
         # user's own code; an EOS the tokenizer knows but generation ignores is the doctor's business.
@@ -766,8 +766,7 @@ class Comparison(_FollowedRun):
         """The rows join the batch: reset per-row state; return the prefill's (ids, mask)."""
         sequences, mask = self._prefill()
         self._sequences = sequences  # every row's ids so far (finished rows padded)
-        for row in self._rows:
-            row.generator = torch.Generator().manual_seed(int(self.settings.seed))
+        self._generator = torch.Generator().manual_seed(int(self.settings.seed))  # each row's, drawn once a step
         self._started = time.perf_counter()
         self._step_index = 0
         return sequences, mask
@@ -850,8 +849,11 @@ class Comparison(_FollowedRun):
                 logits = warper(None, logits)
                 stages.append((name, logits, note))
             probs = torch.softmax(logits, dim=-1)
-            chosen = torch.cat([torch.multinomial(probs[slot], 1, generator=self._rows[i].generator)
-                                for slot, i in enumerate(active)])
+            # torch.multinomial(p, 1, generator=g) is argmax(p / q), q ~ Exp(1) drawn from g over the vocabulary.
+            # Every row was seeded alike in _begin and has drawn once a step since, so their generators would
+            # draw the same q: one draw gives each row the token its own generator gives (64 rows: 42 → 7 ms).
+            noise = torch.empty(probs.shape[-1]).exponential_(generator=self._generator)
+            chosen = (probs / noise).argmax(-1)
         # Sampled rows drew above even at a forced step, so a branch's generator stays in step with its parent's.
         for slot, (row, ids) in enumerate(zip(rows, row_ids)):
             step = ids.shape[-1] - self.padded_length
