@@ -645,9 +645,11 @@ class Comparison(_FollowedRun):
     def _token(self, token_id: int) -> str:
         return self._token_text[token_id]
 
-    def _stage_numbers(self, logits_by_stage: list[torch.Tensor], names: list[str]) -> tuple[list[torch.Tensor], list[dict]]:
-        """Per stage (raw first), for every row at once: its probabilities and the numbers its row in the stage
-        table shows (p(EOS), tokens kept, top-k, logits changed). A stage that changed nothing (greedy decoding
+    def _stage_numbers(self, logits_by_stage: list[torch.Tensor], names: list[str],
+                       sampled: torch.Tensor | None = None) -> tuple[list[torch.Tensor], list[dict]]:
+        """Per stage (raw first), for every row at once: its probabilities (the last stage's are ``sampled``, the
+        distribution the rows were sampled from, when given) and the numbers its row in the stage table shows
+        (p(EOS), tokens kept, top-k, logits changed). A stage that changed nothing (greedy decoding
         without interventions, an intervention not active yet) reuses the previous stage's numbers: its softmax
         and top-k are the same tensors; :func:`_stage_top` says which tokens a stage's top-k shows."""
         probs, numbers = [], []
@@ -658,7 +660,8 @@ class Comparison(_FollowedRun):
                 probs.append(probs[-1])
                 numbers.append({**numbers[-1], "changed": unchanged})
                 continue
-            p = torch.softmax(logits, dim=-1)
+            last = index == len(logits_by_stage) - 1
+            p = sampled if last and sampled is not None else torch.softmax(logits, dim=-1)
             kept = p.sign().sum(-1)
             if previous is None:
                 top_p, top_ids = _top_k(p, self.settings.telemetry_top_k)
@@ -683,12 +686,12 @@ class Comparison(_FollowedRun):
         return others - logits[:, eos].amax(-1)
 
     def _telemetry(self, raw: torch.Tensor, stages: list[tuple[str, torch.Tensor, Callable[[_StageStep], str]]],
-                   chosen: torch.Tensor) -> list[StepRecord]:
+                   chosen: torch.Tensor, sampled: torch.Tensor | None = None) -> list[StepRecord]:
         """Turn one step's tensors (rows × vocab) into a StepRecord per row: every number is computed for all rows
         at once and copied to Python in one ``tolist()``; each row's stage table is built when something reads it
         (the inspector, ``--stages``, /trace with stages)."""
         names = ["raw", *(name for name, _, _ in stages)]
-        probs, numbers = self._stage_numbers([raw, *(logits for _, logits, _ in stages)], names)
+        probs, numbers = self._stage_numbers([raw, *(logits for _, logits, _ in stages)], names, sampled)
         p_raw, p_final = probs[0], probs[-1]
         interventions = names.index("interventions")
         final_is_raw = p_final is p_raw
@@ -785,8 +788,8 @@ class Comparison(_FollowedRun):
                 variant.stop_reason, variant.wall_seconds = reason, time.perf_counter() - self._started
             return None, []
         sequences = self._sequences
-        chosen, stages = self._choose(raw, [sequences[i:i + 1] for i in active], active)
-        records = self._telemetry(raw, stages, chosen)
+        chosen, stages, sampled = self._choose(raw, [sequences[i:i + 1] for i in active], active)
+        records = self._telemetry(raw, stages, chosen, sampled)
         sequences = self._sequences = torch.cat(
             [sequences, torch.full((len(self._rows), 1), self.bundle.tokenizer.pad_token_id)], dim=1)
         sequences[active, -1] = chosen
@@ -817,8 +820,8 @@ class Comparison(_FollowedRun):
     def _choose(self, raw: torch.Tensor, row_ids: list[torch.Tensor], active: list[int]):
         """generate()'s own processors from the generation config (the repetition penalty and no-repeat n-grams
         among them), each row's interventions, then the shared sampling warpers; pick the next token per row,
-        or take the row's forced token (a branch, up to its fork). Returns the chosen ids and the stages as
-        (name, logits, note)."""
+        or take the row's forced token (a branch, up to its fork). Returns the chosen ids, the stages as
+        (name, logits, note) and the distribution sampled from (None when greedy)."""
         rows = [self._rows[i] for i in active]
         # Each row's own ids, without its left padding: the pad token may be EOS, and a column is penalised for
         # what its own generate() call would see.
@@ -841,6 +844,7 @@ class Comparison(_FollowedRun):
                 scores = processor(ids, scores)  # inspecting each processor's signature at every step
             processed[slots] = scores
         stages.append(("interventions", processed, lambda s: _interventions_note(rows[s.slot].interventions, s)))
+        probs = None
         if self.settings.greedy:
             chosen = processed.argmax(-1)
         else:
@@ -859,7 +863,7 @@ class Comparison(_FollowedRun):
             step = ids.shape[-1] - self.padded_length
             if step < len(row.variant.forced_token_ids):
                 chosen[slot] = row.variant.forced_token_ids[step]
-        return chosen, stages
+        return chosen, stages, probs
 
     def _advance(self, i: int, record: StepRecord, ids: torch.Tensor, scores: torch.Tensor, started: float) -> bool:
         """Record one step for row ``i``; return whether the row keeps decoding. The record joins the trace last:

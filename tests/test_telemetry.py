@@ -50,9 +50,9 @@ def test_lazy_stage_tables_equal_the_eager_computation_on_a_recorded_run(tiny, m
     choose = Comparison._choose
 
     def recording(self, raw, row_ids, active):
-        chosen, stages = choose(self, raw, row_ids, active)
+        chosen, stages, sampled = choose(self, raw, row_ids, active)
         recorded.append((self, raw.clone(), [(name, logits.clone(), note) for name, logits, note in stages], list(active)))
-        return chosen, stages
+        return chosen, stages, sampled
 
     monkeypatch.setattr(Comparison, "_choose", recording)
     trace = compare(tiny, PARIS, variants, settings)

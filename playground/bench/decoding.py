@@ -108,11 +108,11 @@ def bench_step_overhead(bundle, rows: int = 64, vocab_size: int = 32000, steps: 
             for run, raw in zip(runs, logits):
                 run._step(raw, active)
             seconds.append(time.perf_counter() - started)
-            chosen_and_stages = [run._choose(raw, [run._sequences[i:i + 1] for i in active], active)
-                                 for run, raw in zip(runs, logits)]
+            choices = [run._choose(raw, [run._sequences[i:i + 1] for i in active], active)
+                       for run, raw in zip(runs, logits)]
             started = time.perf_counter()
-            for run, raw, (chosen, stages) in zip(runs, logits, chosen_and_stages):
-                run._telemetry(raw, stages, chosen)
+            for run, raw, (chosen, stages, sampled) in zip(runs, logits, choices):
+                run._telemetry(raw, stages, chosen, sampled)
             telemetry.append(time.perf_counter() - started)
         return sorted(seconds)[len(seconds) // 2] * 1e3, sorted(telemetry)[len(telemetry) // 2] * 1e3
 
