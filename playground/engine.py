@@ -379,10 +379,10 @@ def _top_k(probs: torch.Tensor, k: int, chunk: int = 128) -> tuple[torch.Tensor,
     if whole // chunk <= k:
         return torch.topk(probs, k, dim=-1)
     maxima = probs[:, :whole].reshape(rows, whole // chunk, chunk).amax(-1)
-    best = torch.topk(maxima, k + 1, dim=-1).values
-    if not bool((best[:, k - 1] > best[:, k]).all()):
+    searched = maxima >= torch.topk(maxima, k, dim=-1).values[:, -1:]
+    if int(searched.sum()) != rows * k:  # a tie at the k-th place (or a NaN): which k is torch.topk's business
         return torch.topk(probs, k, dim=-1)
-    chunks = (maxima >= best[:, k - 1:k]).nonzero()[:, 1].view(rows, k)  # in vocabulary order, as torch.topk reads
+    chunks = searched.nonzero()[:, 1].view(rows, k)  # in vocabulary order, as torch.topk reads
     candidates = (chunks[:, :, None] * chunk + torch.arange(chunk)).view(rows, k * chunk)
     if whole < size:  # the last, shorter chunk: always searched
         candidates = torch.cat([candidates, torch.arange(whole, size).expand(rows, -1)], dim=-1)
