@@ -678,8 +678,9 @@ class Comparison(_FollowedRun):
         The best non-EOS token is the first of the row's top ids (``top_p``, ``top_ids``: its stage's top k, best
         first) that is not EOS; only where none of them is, with a probability above 0, is the vocabulary read."""
         eos = torch.tensor(self.eos_ids)
-        first = (~torch.isin(top_ids, eos)).int().argmax(-1, keepdim=True)
-        if bool((top_p.gather(-1, first) > 0).all()):
+        not_eos = ~torch.isin(top_ids, eos)
+        first = not_eos.int().argmax(-1, keepdim=True)  # 0 where every top id is EOS: checked below
+        if bool((not_eos.gather(-1, first) & (top_p.gather(-1, first) > 0)).all()):
             others = logits.gather(-1, top_ids.gather(-1, first)).squeeze(-1)
         else:
             others = logits.index_fill(-1, eos, float("-inf")).amax(-1)  # amax: max(-1) also finds the indices, 50× slower

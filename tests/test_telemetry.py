@@ -80,3 +80,13 @@ def test_a_stage_that_changed_nothing_shows_the_previous_stages_numbers(tiny):
         assert (after.name, after.p_eos, after.kept, after.top) == ("interventions", raw.p_eos, raw.kept, raw.top)
         assert after.note == "no interventions in this column"
         assert record.p_eos == record.p_eos_raw and record.entropy == record.entropy_raw
+
+
+def test_the_eos_margin_does_not_depend_on_how_many_top_tokens_are_shown(smollm):
+    """The margin is read from the top ids; with one top id, EOS itself when it wins, it must still be measured
+    against the best other token."""
+    one, ten = (compare(smollm, "Say OK.", [Variant("a")], Settings(max_new_tokens=40, telemetry_top_k=k))
+                for k in (1, 10))
+    assert one.variants[0].stop_reason == "eos"
+    assert [s.eos_margin_raw for s in one.variants[0].steps] == [s.eos_margin_raw for s in ten.variants[0].steps]
+    assert one.variants[0].steps[-1].eos_margin_raw < 0  # EOS won the last step
