@@ -146,7 +146,7 @@ def _measure(layers: list[torch.Tensor], rows: int, rounds: int, names: list[str
             x = inputs[shape[1]]
             eligible[shape] = [name for name in names
                                if rows > 1 or torch.equal(CANDIDATES[name](x, weight), CANDIDATES[LIBRARY](x, weight))]
-    best = {shape: dict.fromkeys(names, float("inf")) for shape, names in eligible.items()}
+    best = {shape: dict.fromkeys(competing, float("inf")) for shape, competing in eligible.items()}
     for _ in range(rounds):
         for name in names:
             kernel, spent = CANDIDATES[name], dict.fromkeys(eligible, 0.0)
