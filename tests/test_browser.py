@@ -57,6 +57,27 @@ def open_page(browser, url: str, width: int = 1400, height: int = 900):
     return page
 
 
+def fill_and_keep(field, text: str, tries: int = 4) -> None:
+    """Type ``text`` into ``field`` (a locator) and wait until the page holds it. A textbox inside an accordion is
+    rendered when the accordion first opens, and Gradio may mount it again just after (gradio#12535): typing that
+    lands in between is dropped. Twice in CI, never here; so type again, up to ``tries`` times, and say what was
+    lost if it never holds. The test's own checks (the server used the value) come after."""
+    seen = []
+    for _ in range(tries):
+        field.fill(text)
+        field.blur()  # Gradio takes a textbox's value on change; let it land before a button reads the inputs
+        try:
+            field.page.wait_for_function("([el, text]) => el.isConnected && el.value === text",
+                                         arg=[field.element_handle(), text], timeout=5_000)
+            field.page.wait_for_timeout(300)
+            if field.input_value() == text:  # still there, in the element the page shows now
+                return
+        except Exception as error:  # noqa: BLE001 - a detached element or a timeout: type again
+            seen.append(f"{type(error).__name__}: {str(error).splitlines()[0]}")
+        seen.append(f"value now {field.input_value()!r}")
+    raise AssertionError(f"the field never kept {text!r} after {tries} tries: {seen}")
+
+
 def wait_until_finished(page, columns: int) -> list[str]:
     page.wait_for_function(
         f"""() => [...Array({columns}).keys()].map(i => document.querySelector('#status-' + i))

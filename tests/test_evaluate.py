@@ -352,7 +352,7 @@ CHROMIUM = "/usr/bin/chromium"
 def test_evaluate_tab_uploads_runs_and_downloads(app_server, tmp_path):
     from playwright.sync_api import sync_playwright
 
-    from tests.test_browser import ARTIFACTS, CHROMIUM_ARGS, open_page
+    from tests.test_browser import ARTIFACTS, CHROMIUM_ARGS, fill_and_keep, open_page
 
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text('{"prompt": "What is the capital of France?"}\n{"prompt": "What can I do in Paris?"}\nnot json\n',
@@ -364,16 +364,9 @@ def test_evaluate_tab_uploads_runs_and_downloads(app_server, tmp_path):
             page.get_by_role("tab", name="Evaluate").click()
             page.locator("#evaluate-file input[type=file]").set_input_files(str(prompts))
             page.locator("#evaluate-file").get_by_label("prompts.jsonl").wait_for(timeout=30_000)  # uploaded
-            max_new = page.locator("#evaluate-max-new input[type=number]")
-            max_new.fill("8")
-            max_new.press("Enter")
+            fill_and_keep(page.locator("#evaluate-max-new input[type=number]"), "8")
             page.locator("#evaluate-column-params").get_by_text("Each column's own parameters").click()  # column 2's own strength
-            own = page.locator("#evaluate-params-1 textarea, #evaluate-params-1 input").first
-            own.fill("strength=4")
-            own.blur()  # Gradio sends a textbox's value on change; let it arrive before Run reads the inputs
-            page.wait_for_function("() => document.querySelector('#evaluate-params-1 textarea, #evaluate-params-1 "
-                                   "input').value === 'strength=4'")
-            page.wait_for_timeout(500)
+            fill_and_keep(page.locator("#evaluate-params-1 textarea, #evaluate-params-1 input").first, "strength=4")
             page.locator("#evaluate-run").click()
             page.locator("#evaluate-status").get_by_text("4 of 4 rows").wait_for(timeout=180_000)
             assert "eos_reward(strength=4)" in page.locator("#evaluate-summary").inner_text()
