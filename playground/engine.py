@@ -54,6 +54,7 @@ from .trace import LazyStages, Stage, StepRecord, StopReason, TopToken, Trace, V
 MAX_NEW_TOKENS_CAP = 2048
 # Sampling stages that only rescale or cut the tail: the tokens they keep stay in the order they were in.
 ORDER_KEEPING_STAGES = frozenset({"temperature", "top_k", "top_p", "min_p"})
+SAMPLING_STAGES = ORDER_KEEPING_STAGES | {"typical_p"}  # their notes say what they kept, not how many logits changed
 MAX_TEMPERATURE = 100.0
 MAX_VARIANTS = 8
 MAX_REPETITION_PENALTY = 100.0
@@ -242,7 +243,7 @@ class _StageStep:
     slot: int  # the row's place in the batch
     kept: int  # tokens with non-zero probability after the stage
     kept_before: int
-    changed: int  # logits the stage changed
+    changed: int | None  # logits the stage changed; not counted for the sampling stages (no note of theirs reads it)
     p_eos_before: float
     p_eos: float
 
@@ -316,8 +317,9 @@ def _stage_table(texts: _TokenTexts, names: list[str], notes: list[Callable[[_St
         before = max(index - 1, 0)
         kept, kept_before = int(values[layout[index, "kept"].start]), int(values[layout[before, "kept"].start])
         p_eos, p_eos_before = values[layout[index, "p_eos"].start], values[layout[before, "p_eos"].start]
+        changed = layout.get((index, "changed"))
         facts = _StageStep(slot=slot, kept=kept, kept_before=kept_before, p_eos_before=p_eos_before, p_eos=p_eos,
-                           changed=int(values[layout[index, "changed"].start]))
+                           changed=None if changed is None else int(values[changed.start]))
         top = [(int(t), texts[int(t)], p) for t, p in zip(values[layout[index, "top_ids"]],
                                                          values[layout[index, "top_p"]])]
         table.append(Stage(name, p_eos, kept, top, note(facts)))
@@ -651,14 +653,17 @@ class Comparison(_FollowedRun):
         distribution the rows were sampled from, when given) and the numbers its row in the stage table shows
         (p(EOS), tokens kept, top-k, logits changed). A stage that changed nothing (greedy decoding
         without interventions, an intervention not active yet) reuses the previous stage's numbers: its softmax
-        and top-k are the same tensors; :func:`_stage_top` says which tokens a stage's top-k shows."""
+        and top-k are the same tensors; :func:`_stage_top` says which tokens a stage's top-k shows. The logits a
+        stage changed are counted only where its note reads them (processors, interventions)."""
         probs, numbers = [], []
         unchanged = torch.zeros(logits_by_stage[0].shape[0], dtype=torch.long)
         for index, (logits, name) in enumerate(zip(logits_by_stage, names)):
             previous = logits_by_stage[index - 1] if index else None
+            counts_changes = name not in SAMPLING_STAGES
             if previous is not None and (logits is previous or torch.equal(logits, previous)):
                 probs.append(probs[-1])
-                numbers.append({**numbers[-1], "changed": unchanged})
+                numbers.append({key: value for key, value in numbers[-1].items() if key != "changed"}
+                               | ({"changed": unchanged} if counts_changes else {}))
                 continue
             last = index == len(logits_by_stage) - 1
             p = sampled if last and sampled is not None else torch.softmax(logits, dim=-1)
@@ -669,8 +674,9 @@ class Comparison(_FollowedRun):
                 top_p, top_ids = _stage_top(p, kept, probs[-1], numbers[-1]["top_p"], numbers[-1]["top_ids"],
                                             keeps_order=name in ORDER_KEEPING_STAGES)
             probs.append(p)
-            numbers.append({"p_eos": p[:, self.eos_ids].sum(-1), "kept": kept, "top_ids": top_ids, "top_p": top_p,
-                            "changed": unchanged if previous is None else _changed(logits, previous)})
+            numbers.append({"p_eos": p[:, self.eos_ids].sum(-1), "kept": kept, "top_ids": top_ids, "top_p": top_p})
+            if counts_changes:
+                numbers[-1]["changed"] = unchanged if previous is None else _changed(logits, previous)
         return probs, numbers
 
     def _eos_margin(self, logits: torch.Tensor, top_p: torch.Tensor, top_ids: torch.Tensor) -> torch.Tensor:
@@ -722,7 +728,10 @@ class Comparison(_FollowedRun):
         for key, value in columns.items():
             width = value.shape[1] if value.dim() == 2 else 1
             layout[key], start = slice(start, start + width), start + width
-        packed = torch.cat([value.reshape(raw.shape[0], -1).double() for value in columns.values()], 1).tolist()
+        parts = [value.reshape(raw.shape[0], -1) for value in columns.values()]
+        if raw.shape[-1] > 2 ** 24:  # ids and counts stay exact in float32 (the probabilities' type) up to 2**24
+            parts = [part.double() for part in parts]
+        packed = torch.cat(parts, 1).tolist()  # cat promotes ids and counts to the probabilities' type
         notes = [lambda s: "the model's own distribution (softmax of its logits)"] + [note for _, _, note in stages]
         at = {key: place.start for key, place in layout.items()}  # where a one-number column is in a row's list
         top_ids, top_p_raw, top_p = layout["top_ids"], layout["top_p_raw"], layout["top_p"]
