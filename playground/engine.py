@@ -561,6 +561,7 @@ class Comparison(_FollowedRun):
         # Stop where generate() would stop (the generation config's EOS ids), so a column behaves like the
         # user's own code; an EOS the tokenizer knows but generation ignores is the doctor's business.
         self.eos_ids = list(bundle.info.stop_token_ids)
+        self._eos_index = torch.tensor(self.eos_ids)  # the same ids as a tensor, for the telemetry's gathers
 
         rows = []
         for variant in variants:
@@ -674,7 +675,8 @@ class Comparison(_FollowedRun):
                 top_p, top_ids = _stage_top(p, kept, probs[-1], numbers[-1]["top_p"], numbers[-1]["top_ids"],
                                             keeps_order=name in ORDER_KEEPING_STAGES)
             probs.append(p)
-            numbers.append({"p_eos": p[:, self.eos_ids].sum(-1), "kept": kept, "top_ids": top_ids, "top_p": top_p})
+            numbers.append({"p_eos": p.index_select(-1, self._eos_index).sum(-1), "kept": kept, "top_ids": top_ids,
+                            "top_p": top_p})
             if counts_changes:
                 numbers[-1]["changed"] = unchanged if previous is None else _changed(logits, previous)
         return probs, numbers
@@ -683,14 +685,14 @@ class Comparison(_FollowedRun):
         """Best non-EOS logit − best EOS logit per row: how far EOS is from winning (+inf where it is banned).
         The best non-EOS token is the first of the row's top ids (``top_p``, ``top_ids``: its stage's top k, best
         first) that is not EOS; only where none of them is, with a probability above 0, is the vocabulary read."""
-        eos = torch.tensor(self.eos_ids)
+        eos = self._eos_index
         not_eos = ~torch.isin(top_ids, eos)
         first = not_eos.int().argmax(-1, keepdim=True)  # 0 where every top id is EOS: checked below
         if bool((not_eos.gather(-1, first) & (top_p.gather(-1, first) > 0)).all()):
             others = logits.gather(-1, top_ids.gather(-1, first)).squeeze(-1)
         else:
             others = logits.index_fill(-1, eos, float("-inf")).amax(-1)  # amax: max(-1) also finds the indices, 50× slower
-        return others - logits[:, eos].amax(-1)
+        return others - logits.index_select(-1, eos).amax(-1)
 
     def _telemetry(self, raw: torch.Tensor, stages: list[tuple[str, torch.Tensor, Callable[[_StageStep], str]]],
                    chosen: torch.Tensor, sampled: torch.Tensor | None = None) -> list[StepRecord]:
