@@ -393,19 +393,32 @@ def _top_k(probs: torch.Tensor, k: int, chunk: int = 128) -> tuple[torch.Tensor,
 
 
 def _stage_top(probs: torch.Tensor, kept: torch.Tensor, before: torch.Tensor, before_top_p: torch.Tensor,
-               before_top_ids: torch.Tensor, *, keeps_order: bool) -> tuple[torch.Tensor, torch.Tensor]:
+               before_top_ids: torch.Tensor, *, keeps_order: bool,
+               changed_only: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The top k a stage after the first shows: its tokens by probability; where it kept fewer than k (a truncation
     after a low temperature), the tokens it removed follow, as the previous stage (probabilities ``before``) ranked
-    them, ties by id — so the table shows what the stage cut. A stage that keeps the order of what it keeps
-    (temperature, top-k, top-p, min-p) shows the previous stage's top ids while they hold every token it kept: no
-    pass over the vocabulary.
+    them, ties by id — so the table shows what the stage cut. Two kinds of stage need no pass over the vocabulary:
+    one that keeps the order of what it keeps (temperature, top-k, top-p, min-p) shows the previous stage's top ids
+    while they hold every token it kept; one that changed only the ids ``changed_only`` (interventions on EOS),
+    none of them among the previous top ids, shows the best of those top ids and the changed ones — every other
+    logit is as it was, so their order is too.
 
     >>> before = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
     >>> after = torch.tensor([[0.625, 0.375, 0.0, 0.0]])  # top-p 0.8 kept two tokens
     >>> _stage_top(after, torch.tensor([2.0]), before, *torch.topk(before, 3), keeps_order=True)[1].tolist()
     [[0, 1, 2]]
+    >>> boosted = torch.softmax(before.log().index_add(-1, torch.tensor([3]), torch.tensor([[3.0]])), -1)  # token 3
+    >>> _stage_top(boosted, torch.tensor([4.0]), before, *torch.topk(before, 2), keeps_order=False,
+    ...            changed_only=torch.tensor([3]))[1].tolist()
+    [[3, 0]]
     """
     k = before_top_ids.shape[-1]
+    if changed_only is not None and not bool(torch.isin(before_top_ids, changed_only).any()):
+        # vocabulary order, as torch.topk reads, so ties fall as they would over the whole vocabulary
+        candidates = torch.cat([before_top_ids, changed_only.expand(len(probs), -1)], -1).sort(-1).values
+        top_p, places = torch.topk(probs.gather(-1, candidates), k, dim=-1)
+        if bool((top_p > 0).all()):
+            return top_p, candidates.gather(-1, places)
     if keeps_order and bool((before_top_p > 0).all()):
         top_p = probs.gather(-1, before_top_ids)
         shown = (top_p > 0).sum(-1)
@@ -669,16 +682,20 @@ class Comparison(_FollowedRun):
             last = index == len(logits_by_stage) - 1
             p = sampled if last and sampled is not None else torch.softmax(logits, dim=-1)
             kept = p.sign().sum(-1)
+            eos = self._eos_index
+            changed, only_eos = unchanged, None
+            if counts_changes and previous is not None:
+                changed = _changed(logits, previous)
+                if bool((changed == _changed(logits.index_select(-1, eos), previous.index_select(-1, eos))).all()):
+                    only_eos = eos  # the stage changed EOS logits alone (ban_eos, eos_reward, ...)
             if previous is None:
                 top_p, top_ids = _top_k(p, self.settings.telemetry_top_k)
             else:
                 top_p, top_ids = _stage_top(p, kept, probs[-1], numbers[-1]["top_p"], numbers[-1]["top_ids"],
-                                            keeps_order=name in ORDER_KEEPING_STAGES)
+                                            keeps_order=name in ORDER_KEEPING_STAGES, changed_only=only_eos)
             probs.append(p)
-            numbers.append({"p_eos": p.index_select(-1, self._eos_index).sum(-1), "kept": kept, "top_ids": top_ids,
-                            "top_p": top_p})
-            if counts_changes:
-                numbers[-1]["changed"] = unchanged if previous is None else _changed(logits, previous)
+            numbers.append({"p_eos": p.index_select(-1, eos).sum(-1), "kept": kept, "top_ids": top_ids, "top_p": top_p}
+                           | ({"changed": changed} if counts_changes else {}))
         return probs, numbers
 
     def _eos_margin(self, logits: torch.Tensor, top_p: torch.Tensor, top_ids: torch.Tensor) -> torch.Tensor:
