@@ -486,14 +486,25 @@ class DecodeLoop:
         self._commit()
 
     def _prefill(self, model, comparison):
-        """The comparison's prompts through the model: (cache, mask, each row's next position, last logits)."""
+        """The comparison's prompts through the model: (cache, mask, each row's next position, last logits). Rows
+        with the same prompt on the same model (columns that differ only in their interventions or sampling) are
+        one computation: each distinct prompt is prefilled once, as ``generate()`` would prefill it, and its cache
+        and logits are copied to its rows."""
         ids, mask = comparison._begin()
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        adapters = comparison.row_adapters(range(len(comparison._rows)))
+        distinct: dict = {}
+        of_row = [distinct.setdefault((adapter, tuple(row.tolist())), len(distinct)) for adapter, row in zip(adapters, ids)]
+        first = torch.tensor([of_row.index(number) for number in range(len(distinct))])
         # logits_to_keep=1: only the last position's logits, as generate() computes them
-        out = forward_rows(model, comparison.row_adapters(range(len(comparison._rows))), input_ids=ids.to(self.device),
-                           attention_mask=mask.to(self.device), position_ids=positions.to(self.device), use_cache=True,
-                           logits_to_keep=1)
-        return out.cache, mask, positions[:, -1] + 1, out.logits[:, -1, :].float().cpu()
+        out = forward_rows(model, [adapters[i] for i in first.tolist()], input_ids=ids[first].to(self.device),
+                           attention_mask=mask[first].to(self.device), position_ids=positions[first].to(self.device),
+                           use_cache=True, logits_to_keep=1)
+        cache, logits = out.cache, out.logits[:, -1, :].float().cpu()
+        if len(distinct) < len(of_row):
+            keep_cache_rows(cache, torch.tensor(of_row, device=self.device))
+            logits = logits[of_row]
+        return cache, mask, positions[:, -1] + 1, logits
 
     def _merge_rows(self, cache, mask, positions, logits) -> None:
         """Append prefilled rows to the batch, the narrower side left-padded. If it fails (out of memory), the

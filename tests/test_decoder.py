@@ -51,6 +51,29 @@ def test_runs_joining_mid_way_keep_greedy_parity_with_generate(smollm):
     assert len(first.trace.variants[0].token_ids) == 60
 
 
+def test_columns_with_the_same_prompt_are_prefilled_once(smollm):
+    """Columns that differ only in their interventions share their prompt: the run prefills it once (the prompt
+    with concise_suffix's request is another), and each column still decodes what it decodes alone."""
+    prompt = "What can I do in Paris?"
+    columns = [Variant("a"), Variant("b", ["ban_eos"]), Variant("c", ["concise_suffix"]), Variant("d", ["eos_reward"])]
+    prefills = []
+
+    def note(module, args, kwargs):
+        hidden = args[0] if args else kwargs["hidden_states"]
+        if hidden.shape[1] > 1:  # a prefill: every prompt position at once
+            prefills.append(hidden.shape[0])
+
+    hook = smollm.model.model.layers[0].register_forward_pre_hook(note, with_kwargs=True)
+    try:
+        together = compare(smollm, prompt, columns, Settings(max_new_tokens=16))
+    finally:
+        hook.remove()
+    assert prefills == [2]
+    assert together.variants[0].token_ids == greedy_generate(smollm, prompt, 16)[:len(together.variants[0].token_ids)]
+    for column, variant in zip(columns[1:], together.variants[1:]):
+        assert variant.token_ids == compare(smollm, prompt, [column], Settings(max_new_tokens=16)).variants[0].token_ids
+
+
 def test_run_all_bounds_the_rows_and_each_run_decodes_as_it_does_alone(tiny):
     """Sampled runs (each row has its own seeded generator) through run_all, three rows at a time: the same
     tokens as each run alone, every comparison yielded once, never more than max_rows rows in flight."""
