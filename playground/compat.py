@@ -7,7 +7,7 @@ Written against transformers 5.24.0 (:data:`WRITTEN_AGAINST`). Two things have n
   build them, and the engine must apply the very same ones for a column to decode as the user's ``generate()``;
 * the decode loop's batch of rows that join and leave between steps: it pads, concatenates, slices and stitches
   the key/value tensors of a ``DynamicCache``'s layers (``cache.layers``, ``DynamicLayer.keys`` / ``.values``,
-  ``batch_select_indices``), which transformers treats as its own business.
+  ``reorder_cache``), which transformers treats as its own business.
 
 Each wrapper makes its private calls inside :func:`_private`, so a transformers upgrade that renames or reshapes
 one fails with :class:`PrivateAPIChanged`, a sentence naming the call, rather than a bare AttributeError deep in a
@@ -118,9 +118,11 @@ def trim_cache(cache, rows: int, width: int, positions: slice) -> None:
 
 
 def keep_cache_rows(cache, index: torch.Tensor) -> None:
-    """Keep only the rows ``index`` of ``cache``, in that order."""
-    with _private("DynamicCache.batch_select_indices"):
-        cache.batch_select_indices(index)
+    """Make ``cache``'s rows its rows ``index``, in that order; an index may repeat (a prompt prefilled once for
+    several rows). Beam search's reordering: every kind of cache layer has it, convolution and recurrent states
+    included (``batch_select_indices`` is missing from linear-attention layers)."""
+    with _private("Cache.reorder_cache"):
+        cache.reorder_cache(index)
 
 
 def drop_cache_positions(cache, count: int) -> None:

@@ -488,13 +488,13 @@ class DecodeLoop:
     def _prefill(self, model, comparison):
         """The comparison's prompts through the model: (cache, mask, each row's next position, last logits). Rows
         with the same prompt on the same model (columns that differ only in their interventions or sampling) are
-        one computation: each distinct prompt is prefilled once, as ``generate()`` would prefill it, and its cache
-        and logits are copied to its rows."""
+        one computation: each distinct prompt is prefilled once and its cache and logits are copied to its rows."""
         ids, mask = comparison._begin()
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         adapters = comparison.row_adapters(range(len(comparison._rows)))
         distinct: dict = {}
-        of_row = [distinct.setdefault((adapter, tuple(row.tolist())), len(distinct)) for adapter, row in zip(adapters, ids)]
+        of_row = [distinct.setdefault((adapter, tuple(row.prompt_ids)), len(distinct))
+                  for adapter, row in zip(adapters, comparison._rows)]
         first = torch.tensor([of_row.index(number) for number in range(len(distinct))])
         # logits_to_keep=1: only the last position's logits, as generate() computes them
         out = forward_rows(model, [adapters[i] for i in first.tolist()], input_ids=ids[first].to(self.device),

@@ -573,8 +573,8 @@ class Comparison(_FollowedRun):
         tokenizer = bundle.tokenizer
         # Stop where generate() would stop (the generation config's EOS ids), so a column behaves like the
         # user's own code; an EOS the tokenizer knows but generation ignores is the doctor's business.
-        self.eos_ids = list(bundle.info.stop_token_ids)
-        self._eos_index = torch.tensor(self.eos_ids)  # the same ids as a tensor, for the telemetry's gathers
+        self.eos_ids = list(dict.fromkeys(bundle.info.stop_token_ids))  # once each: p(EOS) sums over them
+        self._eos_index = torch.tensor(self.eos_ids, dtype=torch.long)  # the same, for the telemetry's gathers
 
         rows = []
         for variant in variants:

@@ -70,11 +70,12 @@ def fill_and_keep(field, text: str, tries: int = 4) -> None:
             field.page.wait_for_function("([el, text]) => el.isConnected && el.value === text",
                                          arg=[field.element_handle(), text], timeout=5_000)
             field.page.wait_for_timeout(300)
-            if field.input_value() == text:  # still there, in the element the page shows now
+            now = field.input_value(timeout=5_000)  # in the element the page shows now
+            if now == text:
                 return
+            seen.append(f"value now {now!r}")
         except Exception as error:  # noqa: BLE001 - a detached element or a timeout: type again
             seen.append(f"{type(error).__name__}: {str(error).splitlines()[0]}")
-        seen.append(f"value now {field.input_value()!r}")
     raise AssertionError(f"the field never kept {text!r} after {tries} tries: {seen}")
 
 

@@ -86,7 +86,7 @@ def test_the_generation_configs_processors_are_the_ones_generate_applies(smollm)
 def test_a_broken_private_call_says_which_one():
     with pytest.raises(PrivateAPIChanged, match=r"private GenerationMixin\._prepare_special_tokens .*written against"):
         config_logits_processors(object(), transformers.GenerationConfig(), 3)
-    with pytest.raises(PrivateAPIChanged, match=r"private DynamicCache\.batch_select_indices"):
+    with pytest.raises(PrivateAPIChanged, match=r"private Cache\.reorder_cache"):
         keep_cache_rows(object(), torch.tensor([0]))
 
 
@@ -144,9 +144,22 @@ def test_kept_rows_and_dropped_positions_are_what_is_left_of_the_cache(smollm, m
     before = states(cache)
     keep_cache_rows(cache, torch.tensor([1]))
     assert all(torch.equal(layer.keys, k[1:]) and torch.equal(layer.values, v[1:]) for (k, v), layer in zip(before, cache.layers)), \
-        changed("DynamicCache.batch_select_indices") + ": the rows kept are not the ones asked for"
+        changed("Cache.reorder_cache") + ": the rows kept are not the ones asked for"
     drop_cache_positions(cache, 2)
     assert all(torch.equal(layer.keys, k[1:, :, 2:]) and torch.equal(layer.values, v[1:, :, 2:])
                for (k, v), layer in zip(before, cache.layers)), \
         changed("DynamicLayer.keys/.values") + ": dropping leading positions kept others"
     assert cache.get_seq_length() == mask.shape[1] - 2, changed("DynamicCache.layers") + ": the cache's length disagrees"
+
+
+def test_a_row_kept_twice_is_two_rows_that_decode_alike(smollm, model):
+    """A prompt prefilled once for two columns: its cache row, repeated, gives both rows the next step's logits
+    of the row it was copied from, and the copies are rows of their own."""
+    cache, mask, positions, _ = prefill(model, smollm.tokenizer, PROMPTS)
+    before = states(cache)
+    keep_cache_rows(cache, torch.tensor([1, 1, 0]))
+    assert all(torch.equal(layer.keys, k[[1, 1, 0]]) for (k, _), layer in zip(before, cache.layers)), \
+        changed("Cache.reorder_cache") + ": repeated rows are not copies of the row asked for"
+    assert cache.layers[0].keys[0].data_ptr() != cache.layers[0].keys[1].data_ptr()
+    logits, _ = step(model, cache, mask[[1, 1, 0]], positions[[1, 1, 0]], torch.tensor([42, 42, 42]))
+    assert torch.allclose(logits[0], logits[1], atol=1e-5) and not torch.allclose(logits[0], logits[2], atol=1e-2)

@@ -188,3 +188,28 @@ def test_runs_on_a_sliding_window_model_arriving_together_decode_as_alone(tokeni
             comparison.submit(on_done=done.append)
     wait_until(lambda: len(done) == 3)
     assert [c.trace.variants[0].token_ids for c in together] == alone
+
+
+def test_columns_sharing_a_prompt_on_a_model_with_convolution_states_decode_as_alone(tokenizer):
+    """A cache that holds convolution states besides keys and values (LFM2, like Mamba or Qwen3-Next's linear
+    attention): the prompt prefilled once still gives each column its own copy, and each decodes as alone."""
+    from transformers import Lfm2Config, Lfm2ForCausalLM
+
+    from playground.models import LoadedModel, ModelInfo, eos_token_ids, stop_token_ids
+
+    torch.manual_seed(0)
+    model = Lfm2ForCausalLM(Lfm2Config(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=512, layer_types=["conv", "full_attention"],
+        pad_token_id=tokenizer.pad_token_id)).eval()
+    info = ModelInfo(name="tiny-conv", source="random", num_parameters=0, dtype="float32", device="cpu",
+                     context_length=512, eos_token_ids=eos_token_ids(tokenizer, model),
+                     stop_token_ids=stop_token_ids(tokenizer, model), pad_token_id=tokenizer.pad_token_id,
+                     has_chat_template=True, load_seconds=0.0, vocab_size=len(tokenizer))
+    bundle = LoadedModel(model, tokenizer, info)
+    columns = [Variant("a", ["ban_eos"]), Variant("b", ["ban_eos", "eos_reward"])]
+    settings = Settings(max_new_tokens=12, temperature=1.0, seed=3)
+    together = compare(bundle, "Hello there", columns, settings)
+    assert [v.stop_reason for v in together.variants] == ["max_new_tokens"] * 2
+    alone = [compare(bundle, "Hello there", [column], settings).variants[0].token_ids for column in columns]
+    assert [v.token_ids for v in together.variants] == alone and len(set(alone[0])) > 3
