@@ -192,7 +192,8 @@ def test_runs_on_a_sliding_window_model_arriving_together_decode_as_alone(tokeni
 
 def test_columns_sharing_a_prompt_on_a_model_with_convolution_states_decode_as_alone(tokenizer):
     """A cache that holds convolution states besides keys and values (LFM2, like Mamba or Qwen3-Next's linear
-    attention): the prompt prefilled once still gives each column its own copy, and each decodes as alone."""
+    attention): the prompt prefilled once still gives each column its own copy, a column that stops early leaves
+    the batch (its rows of those states with it), and each decodes as alone."""
     from transformers import Lfm2Config, Lfm2ForCausalLM
 
     from playground.models import LoadedModel, ModelInfo, eos_token_ids, stop_token_ids
@@ -207,9 +208,10 @@ def test_columns_sharing_a_prompt_on_a_model_with_convolution_states_decode_as_a
                      stop_token_ids=stop_token_ids(tokenizer, model), pad_token_id=tokenizer.pad_token_id,
                      has_chat_template=True, load_seconds=0.0, vocab_size=len(tokenizer))
     bundle = LoadedModel(model, tokenizer, info)
-    columns = [Variant("a", ["ban_eos"]), Variant("b", ["ban_eos", "eos_reward"])]
+    columns = [Variant("a", ["ban_eos"]), Variant("b", ["ban_eos", "eos_reward"]),
+               Variant("c", [{"name": "eos_reward", "params": {"reward_start_ratio": 0.2, "strength": 100}}])]
     settings = Settings(max_new_tokens=12, temperature=1.0, seed=3)
     together = compare(bundle, "Hello there", columns, settings)
-    assert [v.stop_reason for v in together.variants] == ["max_new_tokens"] * 2
+    assert [v.stop_reason for v in together.variants] == ["max_new_tokens", "max_new_tokens", "eos"]
     alone = [compare(bundle, "Hello there", [column], settings).variants[0].token_ids for column in columns]
     assert [v.token_ids for v in together.variants] == alone and len(set(alone[0])) > 3
