@@ -671,31 +671,28 @@ class Comparison(_FollowedRun):
         stage changed are counted only where its note reads them (processors, interventions)."""
         probs, numbers = [], []
         unchanged = torch.zeros(logits_by_stage[0].shape[0], dtype=torch.long)
+        eos = self._eos_index
         for index, (logits, name) in enumerate(zip(logits_by_stage, names)):
             previous = logits_by_stage[index - 1] if index else None
-            counts_changes = name not in SAMPLING_STAGES
+            changed = unchanged
             if previous is not None and (logits is previous or torch.equal(logits, previous)):
-                probs.append(probs[-1])
-                numbers.append({key: value for key, value in numbers[-1].items() if key != "changed"}
-                               | ({"changed": unchanged} if counts_changes else {}))
-                continue
-            last = index == len(logits_by_stage) - 1
-            p = sampled if last and sampled is not None else torch.softmax(logits, dim=-1)
-            kept = p.sign().sum(-1)
-            eos = self._eos_index
-            changed, only_eos = unchanged, None
-            if counts_changes and previous is not None:
-                changed = _changed(logits, previous)
-                if bool((changed == _changed(logits.index_select(-1, eos), previous.index_select(-1, eos))).all()):
-                    only_eos = eos  # the stage changed EOS logits alone (ban_eos, eos_reward, ...)
-            if previous is None:
-                top_p, top_ids = _top_k(p, self.settings.telemetry_top_k)
+                p, shown = probs[-1], {key: numbers[-1][key] for key in ("p_eos", "kept", "top_ids", "top_p")}
             else:
-                top_p, top_ids = _stage_top(p, kept, probs[-1], numbers[-1]["top_p"], numbers[-1]["top_ids"],
-                                            keeps_order=name in ORDER_KEEPING_STAGES, changed_only=only_eos)
+                last = index == len(logits_by_stage) - 1
+                p = sampled if last and sampled is not None else torch.softmax(logits, dim=-1)
+                kept, only_eos = p.sign().sum(-1), None
+                if name not in SAMPLING_STAGES and previous is not None:
+                    changed = _changed(logits, previous)
+                    if bool((changed == _changed(logits.index_select(-1, eos), previous.index_select(-1, eos))).all()):
+                        only_eos = eos  # the stage changed EOS logits alone (ban_eos, eos_reward, ...)
+                if previous is None:
+                    top_p, top_ids = _top_k(p, self.settings.telemetry_top_k)
+                else:
+                    top_p, top_ids = _stage_top(p, kept, probs[-1], numbers[-1]["top_p"], numbers[-1]["top_ids"],
+                                                keeps_order=name in ORDER_KEEPING_STAGES, changed_only=only_eos)
+                shown = {"p_eos": p.index_select(-1, eos).sum(-1), "kept": kept, "top_ids": top_ids, "top_p": top_p}
             probs.append(p)
-            numbers.append({"p_eos": p.index_select(-1, eos).sum(-1), "kept": kept, "top_ids": top_ids, "top_p": top_p}
-                           | ({"changed": changed} if counts_changes else {}))
+            numbers.append(shown if name in SAMPLING_STAGES else {**shown, "changed": changed})
         return probs, numbers
 
     def _eos_margin(self, logits: torch.Tensor, top_p: torch.Tensor, top_ids: torch.Tensor) -> torch.Tensor:

@@ -294,9 +294,7 @@ def test_the_evaluate_table_fits_1400_px(browser, app_server, tmp_path):
         page.get_by_role("tab", name="Evaluate").click()
         page.locator("#evaluate-file input[type=file]").set_input_files(str(prompts))
         page.locator("#evaluate-file").get_by_label("prompts.txt").wait_for(timeout=30_000)  # uploaded
-        page.locator("#evaluate-max-new input[type=number]").fill("6")
-        page.locator("#evaluate-max-new input[type=number]").press("Enter")
-        page.wait_for_timeout(500)
+        fill_and_keep(page.locator("#evaluate-max-new input[type=number]"), "6")
         page.locator("#evaluate-run").click()
         page.wait_for_function("() => /of 4 rows/.test(document.querySelector('#evaluate-status').innerText)", timeout=300_000)
         table = page.locator("#evaluate-summary table").first
