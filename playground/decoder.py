@@ -37,7 +37,7 @@ from .compat import (
     trim_cache,
 )
 from .kernels import DecodeKernels
-from .models import PEFT_BASE, can_mix
+from .models import PEFT_BASE, can_mix, only_adapter
 from .openmp import release_thread_team
 
 IDLE_SECONDS = 2.0  # an idle loop's thread ends after this; the next submit starts another
@@ -195,21 +195,6 @@ def forward_rows(model, adapters: list[str], **inputs):
     return _take_turns(model, adapters, **inputs)
 
 
-@contextlib.contextmanager
-def _using(model, adapter: str):
-    """``model`` running only ``adapter`` (a PEFT name), for a forward pass without ``adapter_names``."""
-    if adapter == PEFT_BASE:
-        with model.disable_adapter():
-            yield
-        return
-    previous = model.active_adapter
-    model.set_adapter(adapter)
-    try:
-        yield
-    finally:
-        model.set_adapter(previous)
-
-
 def _take_turns(model, adapters: list[str], *, input_ids, attention_mask, position_ids, cache=None, **inputs):
     """The batch's forward pass as one pass per adapter on its own rows (their slice of the cache), stitched
     back together in batch order: what rows of an adapter PEFT cannot mix (DoRA) pay instead of sharing."""
@@ -220,7 +205,7 @@ def _take_turns(model, adapters: list[str], *, input_ids, attention_mask, positi
     for name, rows in groups.items():
         index = torch.tensor(rows, device=input_ids.device)
         rows_cache = cache_rows(cache, index) if cache is not None else None  # the group's rows of the batch cache
-        with _using(model, name):
+        with only_adapter(model, name):
             out = model(input_ids=input_ids[index], attention_mask=attention_mask[index],
                         position_ids=position_ids[index], cache=rows_cache, **inputs)
         outputs.append((index, out))
@@ -251,8 +236,13 @@ class DecodeLoop:
     stops the newest run with a sentence and frees its cache; the other runs retry and decode what they would have.
     """
 
-    def __init__(self, model: torch.nn.Module, device, max_rows: int = MAX_ROWS):
+    def __init__(self, model: torch.nn.Module, device, max_rows: int = MAX_ROWS, owner=None):
         self._model = weakref.ref(model)  # the thread holds the model while it runs; an idle loop does not
+        # The model's owner lock (LoadedModel.owner): held for every forward pass, so a doctor's pass or an
+        # adapter change never runs in the middle of a step
+        self.owner = owner if owner is not None else threading.RLock()
+        self._pauses = 0  # paused() blocks: while above 0, waiting runs do not join
+        self._admitting = False  # runs taken from the queue are being prefilled (in neither queue nor batch)
         self.device, self.max_rows = device, max_rows
         self.position_bytes = kv_bytes_per_position(model)
         self.budget = device_budget(device)
@@ -360,7 +350,22 @@ class DecodeLoop:
     def drain(self, timeout: float | None = None) -> bool:
         """Wait until no row is decoding or waiting (e.g. before loading another model); False on timeout."""
         with self._cv:
-            return self._cv.wait_for(lambda: not self._waiting and not self._members, timeout)
+            return self._cv.wait_for(lambda: not self._waiting and not self._members and not self._admitting, timeout)
+
+    @contextlib.contextmanager
+    def paused(self):
+        """While entered, no row decodes: the rows in the batch finish first, runs submitted meanwhile wait (their
+        status says why) and join once it exits. For a change of the model's adapters or layers."""
+        with self._cv:
+            self._pauses += 1
+            self._cv.notify_all()
+            self._cv.wait_for(lambda: not self._members and not self._admitting)
+        try:
+            yield
+        finally:
+            with self._cv:
+                self._pauses -= 1
+                self._cv.notify_all()
 
     # -- the loop thread ---------------------------------------------------------------------------
 
@@ -376,8 +381,9 @@ class DecodeLoop:
                        "it restarts")
             del error
             with self._cv:
-                stopped = [m.comparison for m in self._members] + list(self._waiting)
-                self._members, self._waiting, self._thread = [], collections.deque(), None
+                stopped = [m.comparison for m in self._members] + list(self._waiting) + self._joining
+                self._members, self._waiting, self._thread, self._joining = [], collections.deque(), None, []
+                self._admitting = False
                 self._cv.notify_all()
             self._reset()
             for comparison in stopped:
@@ -401,6 +407,10 @@ class DecodeLoop:
         for comparison in joining:
             self._joining.remove(comparison)  # in the batch, stopped, or back in the queue: _join commits either way
             self._join(model, comparison)
+        if joining:
+            with self._cv:
+                self._admitting = False
+                self._cv.notify_all()  # wake paused() and drain()
         if self._members:
             self._step(model)
         elif self._waiting:  # the runs wait for memory another model's loop holds: it wakes this one as it frees some
@@ -415,6 +425,8 @@ class DecodeLoop:
         dropped = [c for c in self._waiting if c._cancel.is_set()]
         if dropped:
             self._waiting = collections.deque(c for c in self._waiting if not c._cancel.is_set())
+        if self._pauses:
+            return [], dropped, self._tell_waiting("a model change")
         rows = sum(len(m.active) for m in self._members)
         width, forwards = self._plan()
         joining, blocked = [], None
@@ -435,6 +447,7 @@ class DecodeLoop:
                 joining.append(self._waiting.popleft())
                 rows, width, forwards = rows + size, after_width, after_forwards
                 self.committed = peak
+        self._admitting = bool(joining)
         return joining, dropped, self._tell_waiting(blocked)
 
     def _tell_waiting(self, reason: str | None) -> list:
@@ -454,8 +467,20 @@ class DecodeLoop:
     def _join(self, model, comparison) -> None:
         """Prefill the comparison's prompts on their own, then merge their cache into the batch's. A failure in
         either stops this comparison alone, with a sentence; the batch is left as it was."""
+        if comparison.bundle.model is not model:  # wrapped or unwrapped (first adapter added, last removed) while it waited
+            self._commit()
+            decode_loop(comparison.bundle).submit(comparison)
+            return
+        removed = sorted(set(comparison.row_adapters(range(len(comparison._rows))))
+                         - {PEFT_BASE, *getattr(model, "peft_config", {})})
+        if removed:
+            self._commit()
+            self._stopped(comparison, f"this run stopped: adapter {removed[0]!r} was removed before it started; "
+                                      "run it again with a loaded model")
+            return
         if not self._members:
-            self.kernels = DecodeKernels(model).__enter__()
+            with self.owner:
+                self.kernels = DecodeKernels(model).__enter__()
         with comparison.lock:
             for variant in comparison.trace.variants:
                 variant.waiting = None
@@ -497,9 +522,10 @@ class DecodeLoop:
                   for adapter, row in zip(adapters, comparison._rows)]
         first = torch.tensor([of_row.index(number) for number in range(len(distinct))])
         # logits_to_keep=1: only the last position's logits, as generate() computes them
-        out = forward_rows(model, [adapters[i] for i in first.tolist()], input_ids=ids[first].to(self.device),
-                           attention_mask=mask[first].to(self.device), position_ids=positions[first].to(self.device),
-                           use_cache=True, logits_to_keep=1)
+        with self.owner:
+            out = forward_rows(model, [adapters[i] for i in first.tolist()], input_ids=ids[first].to(self.device),
+                               attention_mask=mask[first].to(self.device), position_ids=positions[first].to(self.device),
+                               use_cache=True, logits_to_keep=1)
         cache, logits = out.cache, out.logits[:, -1, :].float().cpu()
         if len(distinct) < len(of_row):
             keep_cache_rows(cache, torch.tensor(of_row, device=self.device))
@@ -589,8 +615,10 @@ class DecodeLoop:
         self.kernels.use(rows=len(tokens))
         mask = torch.cat([self._mask, torch.ones((len(tokens), 1), dtype=self._mask.dtype)], dim=1)
         adapters = [name for member in self._members for name in member.comparison.row_adapters(member.active)]
-        out = forward_rows(model, adapters, input_ids=tokens[:, None].to(self.device), attention_mask=mask.to(self.device),
-                           position_ids=self._positions[:, None].to(self.device), cache=self._cache, use_cache=True)
+        with self.owner:
+            out = forward_rows(model, adapters, input_ids=tokens[:, None].to(self.device),
+                               attention_mask=mask.to(self.device), position_ids=self._positions[:, None].to(self.device),
+                               cache=self._cache, use_cache=True)
         self._mask, self._positions = mask, self._positions + 1
         self._logits = out.logits[:, -1, :].float().cpu()
         self._record()
@@ -627,7 +655,8 @@ class DecodeLoop:
 
     def _release_kernels(self) -> None:
         if self.kernels is not None:
-            self.kernels.__exit__(None, None, None)
+            with self.owner:
+                self.kernels.__exit__(None, None, None)
             self.kernels = None
 
 
@@ -644,7 +673,7 @@ def decode_loop(bundle, kv_budget_mb: float | None = None) -> DecodeLoop:
         loop = _loops.get(bundle.model)
         created = loop is None
         if created:
-            loop = _loops[bundle.model] = DecodeLoop(bundle.model, bundle.device)
+            loop = _loops[bundle.model] = DecodeLoop(bundle.model, bundle.device, owner=bundle.owner)
     budget = loop.budget
     if kv_budget_mb is not None or (created and (not budget.total or torch.device(bundle.device).type == "cuda")):
         total = kv_budget_bytes(bundle.device, kv_budget_mb)
@@ -652,3 +681,12 @@ def decode_loop(bundle, kv_budget_mb: float | None = None) -> DecodeLoop:
             total += budget.in_use()  # memory the caches hold is not free now, but it is the budget's
         budget.total = total
     return loop
+
+
+@contextlib.contextmanager
+def paused(model: torch.nn.Module):
+    """:meth:`DecodeLoop.paused` on ``model``'s decode loop, if it has one."""
+    with _loops_lock:
+        loop = _loops.get(model)
+    with loop.paused() if loop is not None else contextlib.nullcontext():
+        yield

@@ -23,6 +23,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import time
 import types
 from collections.abc import Sequence
@@ -141,18 +142,40 @@ def can_mix(model: torch.nn.Module, peft_name: str) -> bool:
     return config.peft_type == "LORA" and not getattr(config, "use_dora", False)
 
 
+@contextlib.contextmanager
+def only_adapter(model: torch.nn.Module, peft_name: str):
+    """``model`` (a PEFT model) running only ``peft_name`` (``PEFT_BASE``: no adapter) for forward passes without
+    ``adapter_names``; the active adapter comes back after. Hold the model's owner lock around it."""
+    if peft_name == PEFT_BASE:
+        with model.disable_adapter():
+            yield
+        return
+    previous = model.active_adapter
+    model.set_adapter(peft_name)
+    try:
+        yield
+    finally:
+        model.set_adapter(previous)
+
+
 @dataclass
 class LoadedModel:
     """A model, its tokenizer and facts about it. LoRA adapters ride on the one base model under names
     (:meth:`add_adapter`); a column picks ``base`` or one of them, and rows of different adapters decode in one
     batch (PEFT's ``adapter_names``). Second full checkpoints of the same tokenizer (:meth:`add_checkpoint`) are
     loaded models of their own, named like adapters: a column that picks one decodes on it, in its own decode
-    loop. Change adapters and checkpoints only while no row decodes on them."""
+    loop.
+
+    One owner: every forward pass on ``model`` and every change of its adapters or layers holds ``owner`` — the
+    decode loop's prefills and steps (which for rows of several adapters patch the LoRA layers for that pass), the
+    doctor's teacher-forced passes (:meth:`using`), adding or removing an adapter (which also waits for the rows
+    decoding on this model: :func:`playground.decoder.paused`)."""
 
     model: torch.nn.Module
     tokenizer: object
     info: ModelInfo
     checkpoints: dict[str, LoadedModel] = field(default_factory=dict)  # name -> that checkpoint, loaded
+    owner: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
     @property
     def device(self) -> torch.device:
@@ -203,48 +226,52 @@ class LoadedModel:
             taken = "is already loaded" if holder == kind else f"is taken by a loaded {holder}"
             raise ValueError(f"{kind} {name!r} {taken}: remove it first, or pick another name")
 
-    def add_adapter(self, name: str, reference: str) -> None:
-        """Load a PEFT adapter under ``name`` on top of the base (which stays as it is); ModelLoadError if it fails."""
-        self._check_new_name(name, "adapter")
-        try:
-            from peft import PeftModel
+    @contextlib.contextmanager
+    def _changing(self):
+        """Hold the model for a change of its adapters: the rows decoding on it finish first, runs that arrive
+        meanwhile wait until the change is done, and no forward pass runs during it."""
+        from .decoder import paused
 
-            if isinstance(self.model, PeftModel):
-                self.model.load_adapter(reference, adapter_name=name)
-            else:
-                self.model = PeftModel.from_pretrained(self.model, reference, adapter_name=name)
-        except Exception as error:
-            raise ModelLoadError(f"Could not load LoRA adapter {reference!r}: {str(error).splitlines()[0]}") from error
-        self.model.eval()
-        self.info.adapters[name] = reference
-        self._adapters_changed()
+        with paused(self.model), self.owner:
+            yield
+
+    def add_adapter(self, name: str, reference: str) -> None:
+        """Load a PEFT adapter under ``name`` on top of the base (which stays as it is); ModelLoadError if it fails.
+        Waits for the rows decoding on this model (see :meth:`_changing`)."""
+        self._check_new_name(name, "adapter")
+        with self._changing():
+            try:
+                from peft import PeftModel
+
+                if isinstance(self.model, PeftModel):
+                    self.model.load_adapter(reference, adapter_name=name)
+                else:
+                    self.model = PeftModel.from_pretrained(self.model, reference, adapter_name=name)
+            except Exception as error:
+                raise ModelLoadError(f"Could not load LoRA adapter {reference!r}: {str(error).splitlines()[0]}") from error
+            self.model.eval()
+            self.info.adapters[name] = reference
+            self._adapters_changed()
 
     def remove_adapter(self, name: str) -> None:
-        """Unload the adapter ``name``; the base and the other adapters stay."""
+        """Unload the adapter ``name``; the base and the other adapters stay. Waits for the rows decoding on this
+        model; a run still waiting to decode on it then stops with a sentence."""
         if name not in self.adapters:
             raise ValueError(f"adapter {str(name)[:80]!r} is not loaded (loaded: {', '.join(self.adapters) or 'none'})")
-        del self.info.adapters[name]
-        if self.adapters:
-            self.model.delete_adapter(name)
-            if name in self.model.active_adapters:
-                self.model.set_adapter(next(iter(self.adapters)))
-        else:
-            self.model = self.model.unload()  # the plain base model again, its layers unwrapped
-        self._adapters_changed()
+        with self._changing():
+            del self.info.adapters[name]
+            if self.adapters:
+                self.model.delete_adapter(name)
+                if name in self.model.active_adapters:
+                    self.model.set_adapter(next(iter(self.adapters)))
+            else:
+                self.model = self.model.unload()  # the plain base model again, its layers unwrapped
+            self._adapters_changed()
 
     def _adapters_changed(self) -> None:
         self.info.adapter = next(iter(self.adapters.values())) if len(self.adapters) == 1 else None
         if self.adapters and self.default_model != BASE:
             self.model.set_adapter(self.default_model)
-
-    @contextlib.contextmanager
-    def adapter_disabled(self):
-        """Run the base model with the LoRA adapters switched off (no-op without an adapter)."""
-        if not self.adapters and self.info.adapter is None:
-            yield
-            return
-        with self.model.disable_adapter():
-            yield
 
     def add_checkpoint(self, name: str, reference: str, **options) -> None:
         """Load a second full model (``reference``, with :func:`load_model`'s ``options``) that a column picks as
@@ -265,20 +292,19 @@ class LoadedModel:
         del self.checkpoints[name], self.info.checkpoints[name]
 
     @contextlib.contextmanager
-    def adapter_enabled(self, model: str):
-        """Run ``model`` (``base`` or an adapter's name) for calls that take no ``adapter_names`` (``generate()``)."""
+    def using(self, model: str | None):
+        """Hold the model (its ``owner``) running only ``model`` (``base`` or an adapter's name; None: as it is),
+        for forward passes that take no ``adapter_names`` (the doctor's, ``generate()``): the decode loop's steps
+        wait meanwhile, and the active adapter comes back after."""
         if model in self.checkpoints:
             raise ValueError(f"{model!r} is a second checkpoint, not an adapter: use bundle_for({model!r})")
-        if self.resolve_model(model) == BASE:
-            with self.adapter_disabled():
+        peft_name = None if model is None else self.peft_name(self.resolve_model(model))
+        with self.owner:
+            if peft_name is None or not hasattr(self.model, "peft_config"):
                 yield
-            return
-        previous = self.model.active_adapter
-        self.model.set_adapter(model)
-        try:
-            yield
-        finally:
-            self.model.set_adapter(previous)
+                return
+            with only_adapter(self.model, peft_name):
+                yield
 
 
 def cache_root() -> Path:

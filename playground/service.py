@@ -128,14 +128,14 @@ class Playground:
 
     def add_adapter(self, spec: str) -> dict:
         """Load a LoRA adapter (``NAME=PATH`` or a path, named after its folder) on the loaded base, without
-        reloading it; rows in flight finish first. Public mode: only adapters on spaces.yaml's allowlist.
+        reloading it; rows in flight finish first and runs submitted meanwhile wait (the model's owner:
+        :meth:`LoadedModel.add_adapter`). Public mode: only adapters on spaces.yaml's allowlist.
         Returns the model's info; ValueError (refused) or ModelLoadError (failed), each naming the field."""
         from .models import adapter_spec
 
         name, reference = adapter_spec(spec)
         self.policy.check_adapter(reference)
         with self._lock:
-            decode_loop(self.bundle).drain()
             self.bundle.add_adapter(name, reference)
         return self.bundle.info.to_dict()
 
@@ -168,9 +168,9 @@ class Playground:
         return [decode_loop(bundle) for bundle in (self.bundle, *self.bundle.checkpoints.values())]
 
     def remove_adapter(self, name: str) -> dict:
-        """Unload the adapter ``name`` (the base and the other adapters stay); rows in flight finish first."""
+        """Unload the adapter ``name`` (the base and the other adapters stay); rows in flight finish first, and a
+        run still waiting to decode on it stops with a sentence."""
         with self._lock:
-            decode_loop(self.bundle).drain()
             self.bundle.remove_adapter(name)
         return self.bundle.info.to_dict()
 

@@ -7,6 +7,7 @@ chat answer each), once per session, and saved under the session's tmp directory
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 import torch
@@ -64,7 +65,7 @@ def tuned(adapter_dirs):
 
 def _generate(bundle, model: str, n: int = N) -> list[int]:
     ids = torch.tensor([encode_prompt(bundle.tokenizer, PARIS)])
-    with bundle.adapter_enabled(model), torch.inference_mode():
+    with bundle.using(model), torch.inference_mode():
         out = bundle.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, do_sample=False,
                                     pad_token_id=bundle.tokenizer.pad_token_id)
     return out[0, ids.shape[1]:].tolist()
@@ -291,3 +292,70 @@ def test_evaluate_reports_which_model_stops_best(tuned):
     assert sorted(m["model"] for m in ranked) == [BASE, "louvre", "seine"]
     assert {m["model"]: m["column"] for m in ranked}["seine"] == "eos_reward@seine"
     assert json.loads(report.to_json())["models"] == ranked
+
+
+def _doctor_per_model(bundle) -> dict:
+    """The doctor's teacher-forced p(EOS) on the base and each adapter (a fresh diagnosis: nothing cached)."""
+    from playground.doctor.core import Context
+    from playground.doctor.generation import check_p_eos_at_answer_end
+
+    finding = check_p_eos_at_answer_end(Context(bundle, None, 512))
+    assert "per_model" in finding.data, finding.found  # a check that failed says why instead
+    return finding.data["per_model"]
+
+
+def _doctor_beside_decodes(bundle, repetitions: int) -> None:
+    """One owner of the served model: a greedy base + louvre + seine decode of 200 tokens while the doctor runs on
+    each model in a loop (switching the served model's adapter for its teacher-forced passes). Every column decodes
+    what it decodes alone and every doctor figure is the doctor's alone."""
+    settings = Settings(max_new_tokens=200)
+    variants = [Variant(m, model=m) for m in (BASE, "louvre", "seine")]
+    alone = [compare(bundle, PARIS, [v], settings).variants[0].token_ids for v in variants]
+    doctor_alone = _doctor_per_model(bundle)
+    assert len({tuple(tokens) for tokens in alone}) == 3  # three models, three answers: a flip would show
+    for repetition in range(repetitions):
+        figures, stop = [], threading.Event()
+
+        def doctor():
+            while not stop.is_set():
+                figures.append(_doctor_per_model(bundle))
+
+        thread = threading.Thread(target=doctor)
+        thread.start()
+        try:
+            trace = compare(bundle, PARIS, variants, settings)
+        finally:
+            stop.set()
+            thread.join()
+        assert [v.token_ids for v in trace.variants] == alone, f"repetition {repetition}"
+        assert figures and all(f == doctor_alone for f in figures), f"repetition {repetition}"
+
+
+def test_the_doctor_beside_a_base_and_two_adapter_decode_changes_nothing(tuned):
+    _doctor_beside_decodes(tuned, repetitions=3)
+
+
+@pytest.mark.slow
+def test_the_doctor_beside_twenty_base_and_two_adapter_decodes_changes_nothing(tuned):
+    _doctor_beside_decodes(tuned, repetitions=20)
+
+
+def test_adding_and_removing_an_adapter_waits_for_the_rows_decoding(adapter_dirs):
+    """An adapter added or removed while a run decodes on the base waits for its rows: the run decodes what it
+    decodes alone, and a run that waited for a removed adapter stops with a sentence."""
+    bundle = load_model()
+    settings = Settings(max_new_tokens=48)
+    alone = compare(bundle, PARIS, [Variant("baseline")], settings).variants[0].token_ids
+    running = Comparison(bundle, PARIS, [Variant("baseline")], settings)
+    done = threading.Event()
+    running.submit(on_done=lambda _: done.set())
+    while not running.trace.variants[0].token_ids:
+        time.sleep(0.01)
+    bundle.add_adapter("louvre", adapter_dirs["louvre"])  # wraps the base in PEFT: the first adapter
+    assert done.wait(timeout=60)
+    assert running.trace.variants[0].token_ids == alone  # no LoRA layer appeared under its steps
+    waiting = Comparison(bundle, PARIS, [Variant("louvre", model="louvre")], settings)
+    bundle.remove_adapter("louvre")
+    with pytest.raises(RuntimeError, match="adapter 'louvre' was removed"):
+        for _ in waiting.run():
+            pass

@@ -211,19 +211,19 @@ def test_lora_adapter_changes_logits_only_while_enabled(lora_dir, smollm):
     plain = last_logits(smollm.model, ids)
 
     with_adapter = last_logits(bundle.model, ids)
-    with bundle.adapter_disabled():
+    with bundle.using("base"):
         without_adapter = last_logits(bundle.model, ids)
     after = last_logits(bundle.model, ids)
 
     assert (with_adapter - plain).abs().max() > 0.1
     torch.testing.assert_close(without_adapter, plain, rtol=0, atol=1e-5)
-    assert torch.equal(after, with_adapter), "the adapter did not come back on after adapter_disabled()"
+    assert torch.equal(after, with_adapter), "the adapter did not come back on after using('base')"
 
 
-def test_adapter_disabled_is_a_no_op_without_an_adapter(smollm):
+def test_using_base_is_a_no_op_without_an_adapter(smollm):
     ids = prompt_ids(smollm.tokenizer, FACT_PROMPT)
     before = last_logits(smollm.model, ids)
-    with smollm.adapter_disabled():
+    with smollm.using("base"):
         assert torch.equal(last_logits(smollm.model, ids), before)
 
 

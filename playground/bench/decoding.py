@@ -168,7 +168,7 @@ def bench_adapters(new_tokens: int = 128, rounds: int = 1) -> dict:
 
     def two_generates():
         for model in (BASE, "tuned"):
-            with bundle.adapter_enabled(model):
+            with bundle.using(model):
                 out = bundle.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
                                             min_new_tokens=new_tokens, do_sample=False, eos_token_id=eos,
                                             pad_token_id=bundle.tokenizer.pad_token_id)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import statistics
 
 import torch
@@ -83,9 +82,11 @@ def check_generation_config_blocks_eos(ctx: Context) -> Finding:
                    " ".join(problems + warnings), why, fix, data, action="files" if repair else "generation")
 
 
-def _answer_end_scores(ctx: Context, examples: list[Example], bundle) -> list[torch.Tensor]:
-    """The next-token logits right after each answer (teacher-forced), in batches of 8."""
-    model, device = bundle.model, bundle.device
+def _answer_end_scores(ctx: Context, examples: list[Example], bundle, model: str | None) -> list[torch.Tensor]:
+    """The next-token logits right after each answer (teacher-forced) on ``model`` (``base`` or an adapter of
+    ``bundle``), in batches of 8. Each batch holds the model (:meth:`LoadedModel.using`): no decode step of the
+    served model runs meanwhile, and no other caller switches its adapter."""
+    device = bundle.device
     sequences = [example.prefix_ids[-ctx.max_length:] for example in examples]
     scores = []
     for start in range(0, len(sequences), 8):
@@ -97,27 +98,27 @@ def _answer_end_scores(ctx: Context, examples: list[Example], bundle) -> list[to
         for row, ids in enumerate(batch):
             input_ids[row, : len(ids)] = torch.tensor(ids)
             attention_mask[row, : len(ids)] = 1
-        with torch.inference_mode():
-            logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)).logits
+        with bundle.using(model), torch.inference_mode():
+            logits = bundle.model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)).logits
         scores += [logits[row, len(ids) - 1].float() for row, ids in enumerate(batch)]
     return scores
 
 
 def _p_stop(ctx: Context, examples: list[Example], stop_ids: list[int], other_ids: list[int], *,
-            bundle=None, penalty: float | None = None, fresh: bool = False) -> tuple[list[float], dict[int, list[float]]]:
+            bundle=None, model: str | None = None,
+            penalty: float | None = None) -> tuple[list[float], dict[int, list[float]]]:
     """Teacher-forced next-token probability after each answer: summed over stop ids, and per other end id.
-    ``bundle``: another loaded model with the same vocabulary; ``penalty``: a repetition penalty applied over the
-    answer's own ids first, as generate() does. The logits are computed once per model and diagnosis
-    (``fresh=True``: again, e.g. with the adapter switched off)."""
+    ``bundle``: another loaded model with the same vocabulary; ``model``: ``base`` or one of its adapters (default:
+    its default model, or with no named adapter the model as it is); ``penalty``: a repetition penalty applied over the answer's own ids first, as generate()
+    does. The logits are computed once per model (adapter included) and diagnosis."""
     from transformers import RepetitionPenaltyLogitsProcessor
 
     bundle = bundle or ctx.bundle
-    key = (id(bundle), tuple(id(e) for e in examples))
-    scores = None if fresh else ctx.answer_end_scores.get(key)
+    model = model or (bundle.default_model if bundle.adapters else None)
+    key = (id(bundle), model, tuple(id(e) for e in examples))
+    scores = ctx.answer_end_scores.get(key)
     if scores is None:
-        scores = _answer_end_scores(ctx, examples, bundle)
-        if not fresh:
-            ctx.answer_end_scores[key] = scores
+        scores = ctx.answer_end_scores[key] = _answer_end_scores(ctx, examples, bundle, model)
     vocab = scores[0].shape[0] if scores else None
     valid = [i for i in stop_ids if vocab is None or i < vocab]
     others = [i for i in other_ids if vocab is None or i < vocab]
@@ -163,8 +164,7 @@ def check_p_eos_at_answer_end(ctx: Context) -> Finding:
     other_ids = [i for i in [template_other, *ctx.end_like, *ctx.all_eos_ids] if i is not None and i not in stop]
     other_ids = list(dict.fromkeys(other_ids))
     bundle = ctx.bundle
-    with bundle.adapter_enabled(bundle.default_model) if bundle.adapters else contextlib.nullcontext():
-        p_stop, p_other = _p_stop(ctx, examples, stop, other_ids)
+    p_stop, p_other = _p_stop(ctx, examples, stop, other_ids)
     summary = _summary(p_stop)
     lowest = min(range(len(p_stop)), key=p_stop.__getitem__)
     data = {"p_eos": [round(p, 6) for p in p_stop], **{k: round(v, 6) for k, v in summary.items()},
@@ -177,16 +177,14 @@ def check_p_eos_at_answer_end(ctx: Context) -> Finding:
         role = "the template's turn end, not a stop id" if token_id == template_other else "not a stop id"
         found.append(f"{ctx.named(token_id)} ({role}) gets {_fmt(other_summary)}.")
     if ctx.has_adapter:
-        with ctx.bundle.adapter_disabled():
-            p_base, _ = _p_stop(ctx, examples, stop, [], fresh=True)
+        p_base, _ = _p_stop(ctx, examples, stop, [], model=BASE)
         base_summary = _summary(p_base)
         data["without_adapter"] = {k: round(v, 6) for k, v in base_summary.items()}
         found.append(f"With the adapter switched off: {_fmt(base_summary)}.")
     if len(bundle.adapters) > 1:  # several adapters on one base: each against the base
         data["per_model"] = {}
         for model in (BASE, *bundle.adapters):
-            with bundle.adapter_enabled(model):
-                values, _ = _p_stop(ctx, examples, stop, [])
+            values, _ = _p_stop(ctx, examples, stop, [], model=model)
             data["per_model"][model] = {k: round(v, 6) for k, v in _summary(values).items()}
         found.append("Per model: " + "; ".join(f"{model} {_fmt(numbers)}"
                                                for model, numbers in data["per_model"].items()) + ".")
