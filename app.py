@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import time
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
@@ -97,6 +99,33 @@ def describe_exposure(args: argparse.Namespace, policy) -> str:
             "For a team that logs in: --allow-local-models --auth USER:PASSWORD.")
 
 
+# Seconds the runs in flight get to end (their handlers see the stop) and send their last event ("the server is
+# shutting down") before the server closes.
+SHUTDOWN_GRACE_SECONDS = (5.0, 0.5)
+
+
+def stop_cleanly_on_signals(playground) -> None:
+    """SIGINT (Ctrl-C) and SIGTERM: every decode loop stops (the runs in flight are told, in their stream, that the
+    server is shutting down) and its thread is joined, then the server closes and the process exits 0. Without this,
+    a decode thread still computing as the interpreter tears down aborts the process ("terminate called without an
+    active exception")."""
+    from playground.decoder import shutdown
+
+    def stop(signum, frame):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C while closing would interrupt the close
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        print(f"{signal.Signals(signum).name}: stopping the runs in flight and closing the server...", flush=True)
+        shutdown()
+        deadline = time.monotonic() + SHUTDOWN_GRACE_SECONDS[0]
+        while playground.active_generations and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(SHUTDOWN_GRACE_SECONDS[1])
+        raise KeyboardInterrupt  # Gradio's launch() closes the server on it and returns
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+
+
 def main(argv: list[str] | None = None):
     args = parse_args(argv)
     from playground.cli import load_from_args
@@ -142,6 +171,7 @@ def main(argv: list[str] | None = None):
             print(describe_exposure(args, policy), flush=True)
     info = playground.bundle.info
     print(f"Loaded {info.name} ({info.source}) in {info.load_seconds:.1f} s", flush=True)
+    stop_cleanly_on_signals(playground)
     return launch(playground, host=args.host, port=args.port, share=args.share, auth=args.auth)
 
 

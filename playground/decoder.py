@@ -15,6 +15,7 @@ picks up whatever steps were added since it last looked.
 
 from __future__ import annotations
 
+import atexit
 import collections
 import contextlib
 import logging
@@ -49,6 +50,7 @@ CPU_KV_BUDGET_MB = 2048  # on the CPU the cache shares RAM with everything else:
 CUDA_RESERVE_FRACTION = 0.15
 CUDA_RESERVE_MIN_BYTES = 1 << 30
 MB = 1 << 20
+SHUTTING_DOWN = "the server is shutting down: this run stopped; run it again once the server is back"
 log = logging.getLogger("playground")
 
 
@@ -243,6 +245,7 @@ class DecodeLoop:
         self.owner = owner if owner is not None else threading.RLock()
         self._pauses = 0  # paused() blocks: while above 0, waiting runs do not join
         self._admitting = False  # runs taken from the queue are being prefilled (in neither queue nor batch)
+        self._closing: str | None = None  # once closed (the process is ending): what every run is told
         self.device, self.max_rows = device, max_rows
         self.position_bytes = kv_bytes_per_position(model)
         self.budget = device_budget(device)
@@ -335,11 +338,15 @@ class DecodeLoop:
             comparison._publish(done=True, error=RunStopped(str(error)))
             return
         with self._cv:
-            self._waiting.append(comparison)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._serve, name="decode-loop", daemon=True)
-                self._thread.start()
-            self._cv.notify_all()
+            closing = self._closing
+            if closing is None:
+                self._waiting.append(comparison)
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._serve, name="decode-loop", daemon=True)
+                    self._thread.start()
+                self._cv.notify_all()
+        if closing is not None:  # the process is ending
+            comparison._publish(done=True, error=RunStopped(closing))
 
     @property
     def rows_in_flight(self) -> int:
@@ -351,6 +358,16 @@ class DecodeLoop:
         """Wait until no row is decoding or waiting (e.g. before loading another model); False on timeout."""
         with self._cv:
             return self._cv.wait_for(lambda: not self._waiting and not self._members and not self._admitting, timeout)
+
+    def close(self, message: str = SHUTTING_DOWN, timeout: float | None = None) -> None:
+        """Stop for good (the process is ending): the runs decoding or waiting end with ``message`` after the step
+        in progress, later ones at once; returns once the loop's thread has ended (or after ``timeout``)."""
+        with self._cv:
+            self._closing = message
+            thread = self._thread
+            self._cv.notify_all()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
 
     @contextlib.contextmanager
     def paused(self):
@@ -388,16 +405,30 @@ class DecodeLoop:
             self._reset()
             for comparison in stopped:
                 comparison._publish(done=True, error=RunStopped(message))
+        finally:
+            release_thread_team()  # the thread ends: its OpenMP workers go with it
 
     def _turn(self, model) -> bool:
-        """Runs join, then one step for the batch. False once the loop has been idle long enough to end its thread."""
+        """Runs join, then one step for the batch. False once the loop has been idle long enough to end its thread,
+        or once it is closed."""
         with self._cv:
-            if not self._waiting and not self._members:
+            if self._closing is None and not self._waiting and not self._members:
                 self._cv.notify_all()  # wake drain()
                 release_thread_team()  # an idle loop's OpenMP threads would slow everybody else's
-                if model is None or not self._cv.wait_for(lambda: self._waiting, IDLE_SECONDS):
+                if model is None or not self._cv.wait_for(lambda: self._waiting or self._closing is not None,
+                                                          IDLE_SECONDS):
                     self._thread = None
                     return False
+            if self._closing is not None:
+                closing, stopped = self._closing, [m.comparison for m in self._members] + list(self._waiting)
+                self._members, self._waiting, self._thread = [], collections.deque(), None
+                self._cv.notify_all()
+        if self._closing is not None:
+            self._reset()
+            for comparison in stopped:
+                comparison._publish(done=True, error=RunStopped(closing))
+            return False
+        with self._cv:
             joining, dropped, told = self._take_waiting()
         for comparison in dropped:  # cancelled before it joined
             comparison._publish(done=True)
@@ -690,3 +721,19 @@ def paused(model: torch.nn.Module):
         loop = _loops.get(model)
     with loop.paused() if loop is not None else contextlib.nullcontext():
         yield
+
+
+def shutdown(message: str = SHUTTING_DOWN, timeout: float = 30.0) -> None:
+    """Close every decode loop (its runs end with ``message``, its thread ends and is joined), then hold every
+    model's owner for good: a forward pass in progress elsewhere (the doctor's) finishes, and none starts after.
+    app.py calls it on SIGINT and SIGTERM; it also runs at exit, before the interpreter tears down: a thread still
+    computing in torch then would abort the process ("terminate called without an active exception")."""
+    with _loops_lock:
+        loops = list(_loops.values())
+    for loop in loops:
+        loop.close(message, timeout)
+    for loop in loops:
+        loop.owner.acquire(timeout=timeout)
+
+
+atexit.register(shutdown)

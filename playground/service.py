@@ -174,6 +174,11 @@ class Playground:
             self.bundle.remove_adapter(name)
         return self.bundle.info.to_dict()
 
+    @property
+    def active_generations(self) -> int:
+        """Comparisons and evaluations decoding right now (a closed one leaves within one step)."""
+        return self._active
+
     def info(self) -> dict:
         """What the server is serving, its limits, and how many comparisons (and their rows, on the loaded model
         and its second checkpoints) are decoding now; the KV cache figures are the loaded model's loop's."""
@@ -183,7 +188,7 @@ class Playground:
         return {"model": self.bundle.info.name, "reference": self.shown_reference, "device": self.bundle.info.device,
                 "models": self.column_models(), "default_model": self.bundle.default_model,
                 "checkpoints": checkpoints, "banner": self.banner, "limits": self.policy.describe(),
-                "active_generations": self._active,
+                "active_generations": self.active_generations,
                 "rows_in_flight": sum(loop.rows_in_flight for loop in self._decode_loops()), **loop.memory(),
                 "decode_kernels": DecodeKernels(self.bundle.model).describe()}
 

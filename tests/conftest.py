@@ -13,27 +13,6 @@ import torch
 from playground.models import LoadedModel, ModelInfo, eos_token_ids, load_model, stop_token_ids
 
 
-def pytest_sessionfinish(session, exitstatus):
-    session.config.stash[EXIT_STATUS] = int(exitstatus)
-
-
-def pytest_unconfigure(config):
-    """Leave with pytest's own exit status once the report is printed, skipping interpreter teardown: in-process
-    runs leave daemon threads (the decode loop idles for a few seconds before it ends) and native thread pools,
-    and tearing those down at exit sometimes aborts the process ("terminate called without an active exception",
-    exit 134) after every test has passed."""
-    import sys
-
-    status = config.stash.get(EXIT_STATUS, None)
-    if status is not None:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(status)
-
-
-EXIT_STATUS = pytest.StashKey[int]()
-
-
 @pytest.fixture(scope="session")
 def smollm() -> LoadedModel:
     """SmolLM2-135M-Instruct from the embedded GGUF (converted once, then read from the cache)."""
@@ -103,10 +82,12 @@ def free_port() -> int:
 
 
 class ServerURL(str):
-    """The URL of an app launched for the tests (a str), with the server process's ``pid`` and ``log`` path."""
+    """The URL of an app launched for the tests (a str), with the server ``process`` (its ``pid``) and ``log``
+    path."""
 
     pid: int
     log: str
+    process: object  # subprocess.Popen
 
 
 # Variables that switch app.py into public mode or change its model: the launched apps set them explicitly.
@@ -130,7 +111,7 @@ def _launch_app(*args: str, env: dict | None = None):
     process = subprocess.Popen([sys.executable, "app.py", "--port", str(port), *args], cwd=root, stdout=log,
                                stderr=subprocess.STDOUT, text=True, env=environment)
     url = ServerURL(f"http://127.0.0.1:{port}/")
-    url.pid, url.log = process.pid, log.name
+    url.pid, url.log, url.process = process.pid, log.name, process
     deadline = time.time() + 300  # a shared, busy machine can take minutes to import torch and transformers
     while time.time() < deadline:
         if process.poll() is not None:
