@@ -437,6 +437,10 @@ class DecodeLoop:
         self._joining = list(joining)
         for comparison in joining:
             self._joining.remove(comparison)  # in the batch, stopped, or back in the queue: _join commits either way
+            if comparison._cancel.is_set():  # closed while the runs before it were prefilled (a long prompt's take seconds)
+                self._commit()
+                comparison._publish(done=True)
+                continue
             self._join(model, comparison)
         if joining:
             with self._cv:

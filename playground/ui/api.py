@@ -99,10 +99,13 @@ def api_endpoints(playground: Playground) -> None:
             raise refusal(playground, "/evaluate", error, page=False) from None
         yield {"done": 0, "total": evaluation.total, "problems": evaluation.problems, "report": None}
         last = time.monotonic()
-        for done in playground.stream(evaluation):
-            if time.monotonic() - last >= EVALUATE_INTERVAL and done < evaluation.total:
-                last = time.monotonic()
-                yield {"done": done, "total": evaluation.total, "problems": evaluation.problems, "report": None}
+        try:
+            for done in playground.stream(evaluation):
+                if time.monotonic() - last >= EVALUATE_INTERVAL and done < evaluation.total:
+                    last = time.monotonic()
+                    yield {"done": done, "total": evaluation.total, "problems": evaluation.problems, "report": None}
+        except RunStopped as error:  # out of memory, a failed step, the server shutting down: said in a sentence
+            raise stopped(playground, error, page=False) from None
         report = evaluation.report()
         yield {"done": len(report.rows), "total": evaluation.total, "problems": report.problems,
                "report": report.to_dict()}
