@@ -419,11 +419,12 @@ class DecodeLoop:
                                                           IDLE_SECONDS):
                     self._thread = None
                     return False
-            if self._closing is not None:
-                closing, stopped = self._closing, [m.comparison for m in self._members] + list(self._waiting)
+            closing = self._closing
+            if closing is not None:
+                stopped = [m.comparison for m in self._members] + list(self._waiting)
                 self._members, self._waiting, self._thread = [], collections.deque(), None
                 self._cv.notify_all()
-        if self._closing is not None:
+        if closing is not None:
             self._reset()
             for comparison in stopped:
                 comparison._publish(done=True, error=RunStopped(closing))
