@@ -357,3 +357,27 @@ def test_the_tabs_share_one_strip_and_each_shows_only_its_own_page(browser, app_
             assert shown == [name], f"on {name}, the page also shows {shown}"
     finally:
         page.close()
+
+
+def test_max_new_tokens_is_a_log_scale_slider_beside_its_box_and_the_next_run_uses_it(browser, app_server):
+    page = open_page(browser, app_server + "?prompt=Say%20hello&columns=1&c1=ban_eos&max_new_tokens=1000")
+    try:
+        compare = page.locator("#controls")
+        assert compare.locator("input[type=range]").count() == 3  # max new tokens, reward start ratio, temperature
+        scale = page.locator("#max-new-tokens-scale input[type=range]")
+        assert float(scale.input_value()) == pytest.approx(9.97, abs=0.01)  # the link's 1000 moved the slider
+        scale.fill("3")  # 2^3: as easy to reach as 1024 (position 10)
+        page.wait_for_function("() => document.querySelector('#max-new-tokens input[type=number]').value === '8'",
+                               timeout=10_000)
+        page.locator("#run").click()
+        statuses = wait_until_finished(page, 1)
+        assert "hit max new tokens (8)" in statuses[0]  # EOS banned: it runs to the slider's limit
+        fill_and_keep(page.locator("#max-new-tokens input[type=number]"), "64")  # the box moves the slider back
+        page.wait_for_function("() => document.querySelector('#max-new-tokens-scale input[type=range]').value === '6'",
+                               timeout=10_000)
+        page.get_by_role("tab", name="Evaluate").click()
+        page.locator("#evaluate-max-new-scale input[type=range]").fill("4")
+        page.wait_for_function("() => document.querySelector('#evaluate-max-new input[type=number]').value === '16'",
+                               timeout=10_000)
+    finally:
+        page.close()

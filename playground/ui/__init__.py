@@ -75,6 +75,13 @@ CSS = """
 /* The Evaluate table fits 1400 px: smaller type, headers break between words only. */
 #evaluate-summary td, #evaluate-summary th { font-size: 0.8em; }
 #evaluate-summary th, #evaluate-summary th * { word-break: keep-all; overflow-wrap: normal; hyphens: none; }
+/* Max new tokens (controls.max_new_tokens_control): its number box laid out as a slider's head, the log-scale
+   slider under it without a head or end labels (they would show the exponent). */
+.log-number label.container { display: flex !important; flex-wrap: wrap; align-items: center; justify-content: space-between; gap: 4px; }
+.log-number label.container > span { margin-bottom: 0 !important; flex: 1 1 8em; }
+.log-number input[type=number] { width: 6.5em !important; flex: none; padding: 2px 6px !important; text-align: center; }
+.log-scale { padding-top: 0 !important; }
+.log-scale .head, .log-scale .min_value, .log-scale .max_value { display: none !important; }
 /* Toasts at the bottom: at the top they cover the Model panel's Load button. */
 .toast-wrap { top: auto !important; bottom: var(--size-4); }
 /* A refused input is explained in the toast; Gradio's "Error" badge over the output would only hide its content. */

@@ -22,7 +22,7 @@ from ..service import RUNS_AT_ONCE, Playground, column_names, write_trace_files
 from ..space.policy import require_whole
 from ..story import describe
 from ..decoder import RunStopped
-from .controls import control
+from .controls import control, max_new_tokens_control
 from .errors import refusal, stopped
 from .views import (
     chart_column,
@@ -118,9 +118,8 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
                     copy_link = gr.Button("Copy link", elem_id="copy-link", min_width=60, size="md")
                 link_box = gr.Textbox(label="Link to these settings", visible=False, buttons=["copy"], elem_id="link")
                 example = gr.Dropdown(EXAMPLES, value=None, label="Examples", elem_id="examples")
-                controls["max_new_tokens"] = control(
-                    "max_new_tokens", value=min(PAGE_DEFAULTS["max_new_tokens"], policy.max_new_tokens),
-                    label=f"Max new tokens (1 to {policy.max_new_tokens})", elem_id="max-new-tokens")
+                controls["max_new_tokens"] = max_new_tokens_control(
+                    policy.max_new_tokens, min(PAGE_DEFAULTS["max_new_tokens"], policy.max_new_tokens), "max-new-tokens")
                 controls["reward_start_ratio"] = control("reward_start_ratio", elem_id="ratio")
                 controls["temperature"] = control("temperature", elem_id="temperature")
                 n_columns = gr.Radio(list(range(1, max_columns + 1)), value=len(default_columns), label="Columns",

@@ -17,7 +17,7 @@ from ..request import SETTINGS
 from ..service import Playground, write_downloads
 from ..space.policy import require_whole
 from .compare import MAX_COLUMNS
-from .controls import control
+from .controls import control, max_new_tokens_control
 from .errors import refusal
 
 # The Evaluate tab's settings: every run setting but the prompt (the prompt set replaces it), in this order.
@@ -95,9 +95,8 @@ def evaluate_tab(playground: Playground) -> None:
                 sweep = gr.Textbox(label="Sweep eos_reward (optional; columns become baseline + one per cell)",
                                    placeholder="reward_start_ratio=0.3,0.5,0.7 strength=4,8,12,16 at_boundary=true,false")
             with gr.Column(scale=2):
-                controls = {"max_new_tokens": control("max_new_tokens", elem_id="evaluate-max-new", minimum=1,
-                                                      maximum=policy.max_new_tokens,
-                                                      value=min(D["max_new_tokens"], policy.max_new_tokens)),
+                controls = {"max_new_tokens": max_new_tokens_control(
+                                policy.max_new_tokens, min(D["max_new_tokens"], policy.max_new_tokens), "evaluate-max-new"),
                             "temperature": control("temperature")}
                 with gr.Accordion("More settings", open=False):
                     seeds = gr.Number(value=1, precision=0, label="Seeds per prompt (when sampling)")
