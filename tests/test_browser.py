@@ -381,3 +381,26 @@ def test_max_new_tokens_is_a_log_scale_slider_beside_its_box_and_the_next_run_us
                                timeout=10_000)
     finally:
         page.close()
+
+
+def test_a_public_page_names_no_host_path_and_still_loads_plotly(browser, public_app_server):
+    import sys
+    import urllib.request
+
+    import plotly
+
+    host_paths = {str(Path(plotly.__file__).parent.parent), "site-packages", str(Path.home()), sys.prefix, str(ROOT)}
+    for route in ("", "config"):
+        body = urllib.request.urlopen(public_app_server + route, timeout=30).read().decode()
+        assert "eos-assets/plotly.min.js" in body  # the head names the app's own route
+        assert not [path for path in host_paths if path in body], f"/{route} shows a host path"
+    script = urllib.request.urlopen(public_app_server + "eos-assets/plotly.min.js", timeout=30)
+    assert "max-age=31536000" in script.headers["Cache-Control"] and len(script.read()) > 1_000_000
+    page = open_page(browser, public_app_server)  # waits for window.Plotly: the chart's script loaded from that route
+    page.close()
+
+
+def test_the_start_log_names_app_py_s_share_flag(app_server):
+    log = Path(app_server.log).read_text()
+    assert "Running on local URL:  http://" in log and "python app.py --share" in log
+    assert "share=True" not in log  # Gradio's own advice, for a script calling launch()

@@ -11,6 +11,8 @@ from urllib.parse import quote
 
 import gradio as gr
 import plotly
+from starlette.responses import FileResponse
+from starlette.routing import Route
 
 from ..charts import STOP_MARKERS
 from ..service import TRACE_MAX_AGE, Playground
@@ -88,14 +90,21 @@ CSS = """
 [data-testid="status-tracker"]:has(> span.error) { display: none; }
 """
 # plotly.js for the live chart comes from the installed Python package, not a CDN: a Space visitor or a laptop
-# without internet still gets the chart. It is allowed as a static file and loaded without blocking the page.
+# without internet still gets the chart. The app serves it under a route of its own (not Gradio's file route,
+# whose URL would show every visitor where the app is installed), cached for a year: the version in the query
+# changes the URL when plotly is upgraded. Loaded without blocking the page.
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
-gr.set_static_paths([PLOTLY_JS])
+PLOTLY_ROUTE = "/eos-assets/plotly.min.js"
 # What page.js takes from the server rather than copying: each stop reason's label and chart marker.
 PAGE_CONFIG = {"stops": {reason.value: {"label": reason.label, "symbol": STOP_MARKERS[reason]} for reason in StopReason}}
-HEAD = (f'<script src="gradio_api/file={quote(str(PLOTLY_JS))}" async></script>'
+HEAD = (f'<script src="{PLOTLY_ROUTE.lstrip("/")}?v={quote(plotly.__version__)}" async></script>'
         f"<script>window.eosPlaygroundConfig = {json.dumps(PAGE_CONFIG)};\n"
         f"{(Path(__file__).parent / 'page.js').read_text(encoding='utf-8')}</script>")
+
+
+def plotly_js(request) -> FileResponse:
+    return FileResponse(PLOTLY_JS, media_type="text/javascript",
+                        headers={"Cache-Control": "public, max-age=31536000, immutable"})
 
 
 def build_app(playground: Playground) -> gr.Blocks:
@@ -136,4 +145,18 @@ def launch(playground: Playground, *, host: str | None = None, port: int | None 
     kwargs.setdefault("max_file_size", int(policy.max_upload_mb * 1024 * 1024))
     if policy.max_sessions is not None:
         kwargs.setdefault("state_session_capacity", policy.max_sessions)
-    return demo.launch(server_name=host, server_port=port, share=share, auth=auth, css=CSS, head=HEAD, **kwargs)
+    # The app's own routes go first in the FastAPI app Gradio builds, before its own.
+    kwargs.setdefault("app_kwargs", {"routes": [Route(PLOTLY_ROUTE, plotly_js, methods=["GET", "HEAD"])]})
+    # Quiet: Gradio's start lines tell users to set share=True in launch(); ours name app.py's flag instead.
+    kwargs.setdefault("quiet", True)
+    blocking = not kwargs.pop("prevent_thread_lock", False)
+    served = demo.launch(server_name=host, server_port=port, share=share, auth=auth, css=CSS, head=HEAD,
+                         prevent_thread_lock=True, **kwargs)
+    if demo.is_running:  # (not when a test replaces Blocks.launch)
+        print(f"* Running on local URL:  {demo.local_url}", flush=True)
+        if not share:
+            print("* For a public link, start it with `python app.py --share` (add --auth USER:PASSWORD to ask "
+                  "visitors to log in).", flush=True)
+        if blocking:
+            demo.block_thread()
+    return served
