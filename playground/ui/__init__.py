@@ -15,6 +15,7 @@ from starlette.responses import FileResponse
 from starlette.routing import Route
 
 from ..charts import STOP_MARKERS
+from ..markup import md_text, status_mark
 from ..service import TRACE_MAX_AGE, Playground
 from ..trace import StopReason
 from .api import api_endpoints, export_endpoint
@@ -84,6 +85,16 @@ CSS = """
 .log-number input[type=number] { width: 6.5em !important; flex: none; padding: 2px 6px !important; text-align: center; }
 .log-scale { padding-top: 0 !important; }
 .log-scale .head, .log-scale .min_value, .log-scale .max_value { display: none !important; }
+/* A status as a badge (markup.status_mark): emoji marks would be empty boxes without an emoji font. */
+.status-mark { display: inline-block; box-sizing: border-box; width: 1.15em; height: 1.15em; border-radius: 50%;
+               vertical-align: -0.12em; color: white; font: 700 0.85em/1.15em sans-serif; text-align: center;
+               margin-right: 0.15em; position: relative; }
+.status-mark.problem { background: #dc2626; }
+.status-mark.warning { background: #d97706; }
+.status-mark.ok { background: #16a34a; }
+.status-mark.ok::after { content: ""; position: absolute; left: 0.38em; top: 0.2em; width: 0.28em; height: 0.5em;
+                         border: solid white; border-width: 0 0.14em 0.14em 0; transform: rotate(45deg); }
+.status-mark.not_applicable { background: #9ca3af; }
 /* Toasts at the bottom: at the top they cover the Model panel's Load button. */
 .toast-wrap { top: auto !important; bottom: var(--size-4); }
 /* A refused input is explained in the toast; Gradio's "Error" badge over the output would only hide its content. */
@@ -112,7 +123,7 @@ def build_app(playground: Playground) -> gr.Blocks:
         gr.Markdown("# EOS Playground\nWhy does a language model (not) stop? One prompt decoded side by side "
                     "with and without stop interventions; p(EOS) and the next tokens at every step.", elem_id="title")
         if playground.banner:
-            gr.Markdown(f"⚠️ {playground.banner}", elem_id="banner")
+            gr.Markdown(f"{status_mark('warning')} {md_text(playground.banner)}", elem_id="banner")
         model_panel(playground)
         with gr.Tabs():  # explicit: a component rendered between implicit tabs starts a second strip below the first
             compare_tab(playground, demo)
