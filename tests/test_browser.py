@@ -404,3 +404,28 @@ def test_the_start_log_names_app_py_s_share_flag(app_server):
     log = Path(app_server.log).read_text()
     assert "Running on local URL:  http://" in log and "python app.py --share" in log
     assert "share=True" not in log  # Gradio's own advice, for a script calling launch()
+
+
+UPLOAD_BOXES = """() => [...document.querySelectorAll('.block:has(> button.upload-container)')].filter(b => b.offsetParent)
+  .map(block => {
+    const box = (e) => e.getBoundingClientRect();
+    const label = box(block.querySelector('label[data-testid=block-label]')), drop = box(block.querySelector('button.upload-container'));
+    const range = document.createRange();  // what the drop area says, icon included (its wrapper is taller)
+    range.selectNodeContents(block.querySelector('[data-testid=upload-text]'));
+    const text = range.getBoundingClientRect();
+    return { label_over_drop: label.bottom > drop.top + 1, text_cut: text.top < drop.top - 1 || text.bottom > drop.bottom + 1 };
+  })"""
+
+
+def test_every_upload_box_shows_its_label_and_its_drop_text_whole(browser, app_server):
+    page = open_page(browser, app_server)
+    try:
+        for tab in ("Fine-tune", "Evaluate", "EOS doctor"):
+            page.get_by_role("tab", name=tab).click()
+            page.wait_for_timeout(500)
+            boxes = page.evaluate(UPLOAD_BOXES)
+            assert boxes and all(box == {"label_over_drop": False, "text_cut": False} for box in boxes), (tab, boxes)
+            if tab == "Fine-tune":
+                page.screenshot(path=str(ARTIFACTS / "finetune-1400.png"))
+    finally:
+        page.close()

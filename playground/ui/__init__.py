@@ -95,6 +95,10 @@ CSS = """
 .status-mark.ok::after { content: ""; position: absolute; left: 0.38em; top: 0.2em; width: 0.28em; height: 0.5em;
                          border: solid white; border-width: 0 0.14em 0.14em 0; transform: rotate(45deg); }
 .status-mark.not_applicable { background: #9ca3af; }
+/* Upload boxes: the label above the drop area, not floating over it (a two-line label hid the icon and cut
+   "Click to Upload" in the Fine-tune and Evaluate tabs), and the drop area as tall as what it says. */
+.block:has(> button.upload-container) > label[data-testid="block-label"].float { position: static !important; width: fit-content; max-width: 100%; }
+button.upload-container { min-height: 120px; }
 /* Toasts at the bottom: at the top they cover the Model panel's Load button. */
 .toast-wrap { top: auto !important; bottom: var(--size-4); }
 /* A refused input is explained in the toast; Gradio's "Error" badge over the output would only hide its content. */
