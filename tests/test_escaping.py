@@ -150,7 +150,7 @@ def test_the_model_panel_recipe_banner_and_notices_show_text_as_written(tiny):
 
 def test_a_column_named_with_markup_shows_as_text_in_chromium(app_server):
     """The page itself: a stop string of tags, emphasis and dollars names a column; its status, the story and the
-    chart's legend show it as written and no script element appears."""
+    chart's legend show it as written and no script element appears. Then the doctor's report draws its marks."""
     from playwright.sync_api import sync_playwright
     from urllib.parse import quote
 
@@ -175,6 +175,15 @@ def test_a_column_named_with_markup_shows_as_text_in_chromium(app_server):
             assert page.evaluate("() => document.scripts.length") == scripts and not page.evaluate("() => window.alerted")
             assert page.locator("#status-0 strong").count() == 1  # the name, in bold: our own markup
             assert page.locator("#story strong, #story em, #status-0 em, .katex").count() == 0
+            # The doctor's report marks each finding with a badge the page's CSS draws (no emoji font here).
+            page.get_by_role("tab", name="EOS doctor").click()
+            page.get_by_role("button", name="Examine the model").click()
+            page.wait_for_function("() => document.querySelector('#doctor-report').innerText.includes('problem(s)')",
+                                   timeout=300_000)
+            marks = page.evaluate("""() => [...document.querySelectorAll('#doctor-report .status-mark')]
+                                     .map(e => [e.classList[1], e.getBoundingClientRect().width > 8])""")
+            assert ["warning", True] in marks and ["ok", True] in marks  # SmolLM2: pad == EOS is its one warning
+            assert not re.search("[\u2705\u274c\u26a0]", page.locator("#doctor-report").text_content())
         finally:
             browser.close()
 
