@@ -22,7 +22,7 @@ import html
 import re
 
 # Markdown's inline punctuation (CommonMark lets a backslash escape any of it), and what starts a block at the
-# beginning of a line (a heading, a list, a quote, a rule, a table row).
+# beginning of a line (a heading, a list, a rule, a setext underline; ">" is already an entity).
 _INLINE = re.compile(r"([\\`*_\[\](){}|~!$])")
 _LINE_START = re.compile(r"^(\s*)([#+\-=]|\d+(?=\.))", re.MULTILINE)
 
@@ -59,15 +59,15 @@ def md_prose(markdown) -> str:
 
 
 def escape_tags(markdown: str) -> str:
-    """Markdown of our own whose text may quote tokens (the doctor's report): outside code, ``<`` that would
-    open an HTML tag and ``$`` are backslash-escaped, so ``</s>`` or ``$$`` show as written;
-    the rest stays readable in a file."""
+    """A whole Markdown document of our own that quotes tokens (the doctor's FIXES.md): outside code, ``<`` that
+    would open an HTML tag and ``$`` are backslash-escaped, so ``</s>`` or ``$$`` show as written; the rest stays
+    readable in a file."""
     return "".join(part if index % 2 else _TAG_START.sub(r"\\<", part).replace("$", "\\$")
                    for index, part in enumerate(_CODE.split(markdown)))
 
 
 # A finding's or a notice's status as the page draws it: a coloured badge made by the page's CSS (.status-mark)
-# around an ASCII-safe sign, since ❌ ✅ ⚠️ are empty boxes in a browser without an emoji font. Text outside the
+# around a sign every font has, since ❌ ✅ ⚠️ are empty boxes in a browser without an emoji font. Text outside the
 # page (the CLI, files, the API) keeps the doctor's STATUS_ICONS.
 STATUS_SIGNS = {"problem": "×", "warning": "!", "ok": "", "not_applicable": "–"}  # ok: a tick drawn by the CSS
 

@@ -27,7 +27,6 @@ def control(name: str, **options):
 
 # The slider's position is log2 of the value: 16 and 1024 are equally easy to reach (on a linear 1-2048 slider the
 # default 80 sits in its first 4 %). The browser converts both ways; no server round trip.
-TO_TOKENS = "(position) => Math.max(1, Math.round(2 ** position))"
 TO_POSITION = ("(tokens, position) => { const n = Number(tokens); "
                "return Number.isFinite(n) && n >= 1 ? Math.round(Math.log2(n) * 100) / 100 : position; }")
 
@@ -44,8 +43,9 @@ def max_new_tokens_control(limit: int, value: int, elem_id: str) -> gr.Number:
     # The box first, with the label, as a slider's head; the slider under it without its own (page CSS: .log-number).
     number = control("max_new_tokens", value=value, label=f"{s.label} (1 to {limit}, log scale)", elem_id=elem_id,
                      elem_classes="log-number")
-    scale = gr.Slider(0, math.log2(limit), value=round(math.log2(max(value, 1)), 2), step=0.01, show_label=False,
-                      label=f"{s.label}, log2", elem_id=f"{elem_id}-scale", elem_classes="log-scale")
-    scale.input(None, scale, number, js=TO_TOKENS)
+    # The slider's end rounded up to its step, so its last position is the limit itself (300, not 298).
+    scale = gr.Slider(0, math.ceil(math.log2(limit) * 100) / 100, value=round(math.log2(max(value, 1)), 2), step=0.01,
+                      show_label=False, label=f"{s.label}, log2", elem_id=f"{elem_id}-scale", elem_classes="log-scale")
+    scale.input(None, scale, number, js=f"(position) => Math.min({limit}, Math.max(1, Math.round(2 ** position)))")
     number.change(None, [number, scale], scale, js=TO_POSITION)
     return number
