@@ -20,6 +20,7 @@ from .decoder import DecodeLoop, decode_loop
 from .engine import Comparison, Settings, SplitComparison, Variant, comparison_for
 from .export import export_column
 from .kernels import DecodeKernels
+from .markup import md_code, md_text
 from .request import (DEFAULTS, Column, check_settings, column_from_page, columns_from_json, parse_bool, parse_column,
                       resolve, split_stop_strings)
 from .models import LoadedModel, load_model
@@ -81,18 +82,18 @@ class Playground:
 
     def model_markdown(self) -> str:
         i = self.bundle.info
-        eos = ", ".join(f"`{t}` {self.bundle.tokenizer.convert_ids_to_tokens(t)!r}" for t in i.eos_token_ids)
+        eos = ", ".join(f"`{t}` {md_code(repr(self.bundle.tokenizer.convert_ids_to_tokens(t)))}" for t in i.eos_token_ids)
         source = i.source if self.policy.reveal_paths else i.origin
-        return (f"**{i.name}** · {i.num_parameters / 1e6:.1f} M parameters · {i.dtype} on {i.device} · "
+        return (f"**{md_text(i.name)}** · {i.num_parameters / 1e6:.1f} M parameters · {i.dtype} on {i.device} · "
                 f"context {i.context_length} · EOS ids {eos} · pad id `{i.pad_token_id}` · "
                 f"chat template {'yes' if i.has_chat_template else 'no'}"
-                + "".join(f" · {kind} **{name}**" + (f" `{path}`" if self.policy.reveal_paths else "")
+                + "".join(f" · {kind} **{md_text(name)}**" + (f" {md_code(path)}" if self.policy.reveal_paths else "")
                           for kind, named in (("adapter", i.adapters), ("checkpoint", i.checkpoints))
                           for name, path in named.items())
                 + (" — a column picks `@base` or `@NAME`" if i.adapters or i.checkpoints else "")
                 + (" (a checkpoint's columns decode in its own loop: their forward passes are not shared)"
                    if i.checkpoints else "")
-                + f"  \n<small>from {source}, loaded in {i.load_seconds:.1f} s</small>")
+                + f"  \n<small>from {md_text(source)}, loaded in {i.load_seconds:.1f} s</small>")
 
     def load(self, reference: str, adapter: str | None = None, trust_remote_code: bool = False) -> dict:
         """Load another model (without the second checkpoints of the one it replaces: they were checked against

@@ -11,6 +11,7 @@ moved EOS by ("the ramp at +8.4").
 from __future__ import annotations
 
 from .interventions import SPECS, ends_sentence
+from .markup import md_text
 from .trace import INTERRUPTED, StepRecord, StopReason, Trace, VariantTrace
 
 
@@ -107,6 +108,12 @@ def describe(trace: Trace) -> list[str]:
     sentences = [describe_variant(trace, i) for i in range(len(trace.variants))]
     models = compare_models(trace)
     return sentences + ([models] if models else [])
+
+
+def story_markdown(trace: Trace) -> str:
+    """The story as the page shows it, a Markdown list; every sentence quotes names, tokens and the model's text,
+    so each is escaped whole (``'</s>'`` shows as written)."""
+    return "\n".join(f"- {md_text(sentence)}" for sentence in describe(trace))
 
 
 def step_explanation(step: StepRecord, eos_token: str = "EOS") -> str:

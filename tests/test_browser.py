@@ -357,3 +357,75 @@ def test_the_tabs_share_one_strip_and_each_shows_only_its_own_page(browser, app_
             assert shown == [name], f"on {name}, the page also shows {shown}"
     finally:
         page.close()
+
+
+def test_max_new_tokens_is_a_log_scale_slider_beside_its_box_and_the_next_run_uses_it(browser, app_server):
+    page = open_page(browser, app_server + "?prompt=Say%20hello&columns=1&c1=ban_eos&max_new_tokens=1000")
+    try:
+        compare = page.locator("#controls")
+        assert compare.locator("input[type=range]").count() == 3  # max new tokens, reward start ratio, temperature
+        scale = page.locator("#max-new-tokens-scale input[type=range]")
+        assert float(scale.input_value()) == pytest.approx(9.97, abs=0.01)  # the link's 1000 moved the slider
+        scale.fill("3")  # 2^3: as easy to reach as 1024 (position 10)
+        page.wait_for_function("() => document.querySelector('#max-new-tokens input[type=number]').value === '8'",
+                               timeout=10_000)
+        page.locator("#run").click()
+        statuses = wait_until_finished(page, 1)
+        assert "hit max new tokens (8)" in statuses[0]  # EOS banned: it runs to the slider's limit
+        fill_and_keep(page.locator("#max-new-tokens input[type=number]"), "64")  # the box moves the slider back
+        page.wait_for_function("() => document.querySelector('#max-new-tokens-scale input[type=range]').value === '6'",
+                               timeout=10_000)
+        page.get_by_role("tab", name="Evaluate").click()
+        page.locator("#evaluate-max-new-scale input[type=range]").fill("4")
+        page.wait_for_function("() => document.querySelector('#evaluate-max-new input[type=number]').value === '16'",
+                               timeout=10_000)
+    finally:
+        page.close()
+
+
+def test_a_public_page_names_no_host_path_and_still_loads_plotly(browser, public_app_server):
+    import sys
+    import urllib.request
+
+    import plotly
+
+    host_paths = {str(Path(plotly.__file__).parent.parent), "site-packages", str(Path.home()), sys.prefix, str(ROOT)}
+    for route in ("", "config"):
+        body = urllib.request.urlopen(public_app_server + route, timeout=30).read().decode()
+        assert "eos-assets/plotly.min.js" in body  # the head names the app's own route
+        assert not [path for path in host_paths if path in body], f"/{route} shows a host path"
+    script = urllib.request.urlopen(public_app_server + "eos-assets/plotly.min.js", timeout=30)
+    assert "max-age=31536000" in script.headers["Cache-Control"] and len(script.read()) > 1_000_000
+    page = open_page(browser, public_app_server)  # waits for window.Plotly: the chart's script loaded from that route
+    page.close()
+
+
+def test_the_start_log_names_app_py_s_share_flag(app_server):
+    log = Path(app_server.log).read_text()
+    assert "Running on local URL:  http://" in log and "python app.py --share" in log
+    assert "share=True" not in log  # Gradio's own advice, for a script calling launch()
+
+
+UPLOAD_BOXES = """() => [...document.querySelectorAll('.block:has(> button.upload-container)')].filter(b => b.offsetParent)
+  .map(block => {
+    const box = (e) => e.getBoundingClientRect();
+    const label = box(block.querySelector('label[data-testid=block-label]')), drop = box(block.querySelector('button.upload-container'));
+    const range = document.createRange();  // what the drop area says, icon included (its wrapper is taller)
+    range.selectNodeContents(block.querySelector('[data-testid=upload-text]'));
+    const text = range.getBoundingClientRect();
+    return { label_over_drop: label.bottom > drop.top + 1, text_cut: text.top < drop.top - 1 || text.bottom > drop.bottom + 1 };
+  })"""
+
+
+def test_every_upload_box_shows_its_label_and_its_drop_text_whole(browser, app_server):
+    page = open_page(browser, app_server)
+    try:
+        for tab in ("Fine-tune", "Evaluate", "EOS doctor"):
+            page.get_by_role("tab", name=tab).click()
+            page.wait_for_timeout(500)
+            boxes = page.evaluate(UPLOAD_BOXES)
+            assert boxes and all(box == {"label_over_drop": False, "text_cut": False} for box in boxes), (tab, boxes)
+            if tab == "Fine-tune":
+                page.screenshot(path=str(ARTIFACTS / "finetune-1400.png"))
+    finally:
+        page.close()

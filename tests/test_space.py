@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
 
+from playground.markup import md_text
 from playground.space.config import ServedModel, front_matter, load_config, readme_drift, readme_with_front_matter
 from playground.space.deploy import UPLOAD_IGNORE, deploy, plan_deploy, upload_files
 from playground.space.deploy import main as deploy_main
@@ -288,10 +290,14 @@ def test_public_app_comes_up_on_the_default_model_with_a_banner(public_app_serve
     assert kind == "dropdown" and [value for _, value in picker["choices"]] == list(config.allowed_models)
     assert props["LoRA adapter (optional)"][1]["visible"] is False
     assert props["Trust remote code (runs the model's own Python code)"][1]["visible"] is False
-    assert props["Max new tokens"][1]["maximum"] == config.caps["max_new_tokens"]
+    cap = config.caps["max_new_tokens"]  # both max-new-tokens sliders (log scale) end at the cap
+    by_id = {c["props"].get("elem_id"): c["props"] for c in page["components"]}
+    for elem_id in ("max-new-tokens-scale", "evaluate-max-new-scale"):  # log2 positions: the last one is the cap
+        assert 2 ** (by_id[elem_id]["maximum"] - 0.01) < cap <= 2 ** by_id[elem_id]["maximum"]
+    assert props[f"Max new tokens (1 to {cap}, log scale)"][0] == "number"
     assert page["max_file_size"] == config.caps["max_upload_mb"] * 1024 * 1024
     info = Client(public_app_server, verbose=False).predict(api_name="/info")
-    assert info["model"] == "SmolLM2-135M-Instruct" and info["banner"] == banner["value"].removeprefix("⚠️ ")
+    assert info["model"] == "SmolLM2-135M-Instruct" and banner["value"].endswith(md_text(info["banner"]))
     assert {k: info["limits"][k] for k in config.caps} == config.caps
     log = Path(public_app_server.log).read_text()
     assert "[playground] public mode" in log and "[playground] loaded SmolLM2-135M-Instruct" in log

@@ -3,21 +3,10 @@
 from __future__ import annotations
 
 import json
-import re
 
+from ..markup import escape_tags, md_prose, status_mark  # noqa: F401 - escape_tags: repair.py's, imported from here
 from .core import ACTIONS, STATUS_ICONS, STATUSES, Finding
 from .runtimes import RUNTIME_TITLES
-
-# Code (fenced blocks, inline spans) is left alone; elsewhere a token such as <repo_name> or </s> would be read as
-# an HTML tag by Markdown renderers (the page, the hub) and vanish.
-_CODE = re.compile(r"(```.*?```|`[^`]*`)", re.DOTALL)
-_TAG_START = re.compile(r"<(?=[A-Za-z/!?])")
-
-
-def escape_tags(markdown: str) -> str:
-    """Backslash-escape ``<`` that would open an HTML tag, outside code, so tokens show as written."""
-    return "".join(part if index % 2 else _TAG_START.sub(r"\\<", part)
-                   for index, part in enumerate(_CODE.split(markdown)))
 
 GROUP_TITLES = {
     "generation": "Fix at generation time (no retraining)",
@@ -45,11 +34,14 @@ def _counts(findings: list[Finding]) -> dict:
     return {status: sum(f.status == status for f in findings) for status in STATUSES}
 
 
-def report_markdown(findings: list[Finding], *, title: str = "EOS doctor") -> str:
+def report_markdown(findings: list[Finding], *, title: str = "EOS doctor", page: bool = False) -> str:
     """A readable report: a summary line, then the warnings and problems grouped by what fixes them (each with
-    what was found, why it matters and the fix), then one line per check that passed or did not apply."""
+    what was found, why it matters and the fix), then one line per check that passed or did not apply. ``page``:
+    for the page, with marks its CSS draws (:func:`playground.markup.status_mark`) instead of emoji."""
+    icons = {status: status_mark(status) for status in STATUSES} if page else STATUS_ICONS
     counts = _counts(findings)
-    parts = [f"## {title}", "",
+    t = md_prose  # a finding's text quotes tokens (</s>, <repo_name>, '**'): they show as written
+    parts = [f"## {t(title)}", "",
              f"**{counts['problem']} problem(s), {counts['warning']} warning(s), {counts['ok']} ok, "
              f"{counts['not_applicable']} not applicable**", ""]
     for key, group in group_findings(findings).items():
@@ -58,11 +50,11 @@ def report_markdown(findings: list[Finding], *, title: str = "EOS doctor") -> st
         parts += [f"## {GROUP_TITLES[key]}", ""]
         for finding in group:
             if key in ("ok", "not_applicable"):
-                parts.append(f"- {STATUS_ICONS[finding.status]} **{finding.title}** (`{finding.id}`): {finding.found}")
+                parts.append(f"- {icons[finding.status]} **{t(finding.title)}** (`{finding.id}`): {t(finding.found)}")
                 continue
-            parts += [f"### {STATUS_ICONS[finding.status]} {finding.title} — {finding.status.replace('_', ' ')}",
-                      f"`{finding.id}`", "", f"**Found:** {finding.found}", "",
-                      f"**Why it matters:** {finding.why}", "", f"**Fix:** {finding.fix}", ""]
+            parts += [f"### {icons[finding.status]} {t(finding.title)} — {finding.status.replace('_', ' ')}",
+                      f"`{finding.id}`", "", f"**Found:** {t(finding.found)}", "",
+                      f"**Why it matters:** {t(finding.why)}", "", f"**Fix:** {t(finding.fix)}", ""]
         parts.append("")
     lists = runtime_stop_lists(findings)
     if lists:
@@ -70,7 +62,7 @@ def report_markdown(findings: list[Finding], *, title: str = "EOS doctor") -> st
                   "Every end token the model uses, for each place it may be deployed:", ""]
         for key, code in lists.items():
             parts += [f"**{RUNTIME_TITLES[key]}**", "", f"```\n{code}\n```", ""]
-    return escape_tags("\n".join(parts).rstrip() + "\n")
+    return "\n".join(parts).rstrip() + "\n"
 
 
 def runtime_stop_lists(findings: list[Finding]) -> dict[str, str]:

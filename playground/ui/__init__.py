@@ -11,8 +11,11 @@ from urllib.parse import quote
 
 import gradio as gr
 import plotly
+from starlette.responses import FileResponse
+from starlette.routing import Route
 
 from ..charts import STOP_MARKERS
+from ..markup import md_text, status_mark
 from ..service import TRACE_MAX_AGE, Playground
 from ..trace import StopReason
 from .api import api_endpoints, export_endpoint
@@ -75,20 +78,48 @@ CSS = """
 /* The Evaluate table fits 1400 px: smaller type, headers break between words only. */
 #evaluate-summary td, #evaluate-summary th { font-size: 0.8em; }
 #evaluate-summary th, #evaluate-summary th * { word-break: keep-all; overflow-wrap: normal; hyphens: none; }
+/* Max new tokens (controls.max_new_tokens_control): its number box laid out as a slider's head, the log-scale
+   slider under it without a head or end labels (they would show the exponent). */
+.log-number label.container { display: flex !important; flex-wrap: wrap; align-items: center; justify-content: space-between; gap: 4px; }
+.log-number label.container > span { margin-bottom: 0 !important; flex: 1 1 8em; }
+.log-number input[type=number] { width: 6.5em !important; flex: none; padding: 2px 6px !important; text-align: center; }
+.log-scale { padding-top: 0 !important; }
+.log-scale .head, .log-scale .min_value, .log-scale .max_value { display: none !important; }
+/* A status as a badge (markup.status_mark): emoji marks would be empty boxes without an emoji font. */
+.status-mark { display: inline-block; box-sizing: border-box; width: 1.15em; height: 1.15em; border-radius: 50%;
+               vertical-align: -0.12em; color: white; font: 700 0.85em/1.15em sans-serif; text-align: center;
+               margin-right: 0.15em; position: relative; }
+.status-mark.problem { background: #dc2626; }
+.status-mark.warning { background: #d97706; }
+.status-mark.ok { background: #16a34a; }
+.status-mark.ok::after { content: ""; position: absolute; left: 0.38em; top: 0.2em; width: 0.28em; height: 0.5em;
+                         border: solid white; border-width: 0 0.14em 0.14em 0; transform: rotate(45deg); }
+.status-mark.not_applicable { background: #9ca3af; }
+/* Upload boxes: the label above the drop area, not floating over it (a two-line label hid the icon and cut
+   "Click to Upload" in the Fine-tune and Evaluate tabs), and the drop area as tall as what it says. */
+.block:has(> button.upload-container) > label[data-testid="block-label"].float { position: static !important; width: fit-content; max-width: 100%; }
+button.upload-container { min-height: 120px; }
 /* Toasts at the bottom: at the top they cover the Model panel's Load button. */
 .toast-wrap { top: auto !important; bottom: var(--size-4); }
 /* A refused input is explained in the toast; Gradio's "Error" badge over the output would only hide its content. */
 [data-testid="status-tracker"]:has(> span.error) { display: none; }
 """
 # plotly.js for the live chart comes from the installed Python package, not a CDN: a Space visitor or a laptop
-# without internet still gets the chart. It is allowed as a static file and loaded without blocking the page.
+# without internet still gets the chart. The app serves it under a route of its own (not Gradio's file route,
+# whose URL would show every visitor where the app is installed), cached for a year: the version in the query
+# changes the URL when plotly is upgraded. Loaded without blocking the page.
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
-gr.set_static_paths([PLOTLY_JS])
+PLOTLY_ROUTE = "/eos-assets/plotly.min.js"
 # What page.js takes from the server rather than copying: each stop reason's label and chart marker.
 PAGE_CONFIG = {"stops": {reason.value: {"label": reason.label, "symbol": STOP_MARKERS[reason]} for reason in StopReason}}
-HEAD = (f'<script src="gradio_api/file={quote(str(PLOTLY_JS))}" async></script>'
+HEAD = (f'<script src="{PLOTLY_ROUTE.lstrip("/")}?v={quote(plotly.__version__)}" async></script>'
         f"<script>window.eosPlaygroundConfig = {json.dumps(PAGE_CONFIG)};\n"
         f"{(Path(__file__).parent / 'page.js').read_text(encoding='utf-8')}</script>")
+
+
+def plotly_js(request) -> FileResponse:
+    return FileResponse(PLOTLY_JS, media_type="text/javascript",
+                        headers={"Cache-Control": "public, max-age=31536000, immutable"})
 
 
 def build_app(playground: Playground) -> gr.Blocks:
@@ -96,7 +127,7 @@ def build_app(playground: Playground) -> gr.Blocks:
         gr.Markdown("# EOS Playground\nWhy does a language model (not) stop? One prompt decoded side by side "
                     "with and without stop interventions; p(EOS) and the next tokens at every step.", elem_id="title")
         if playground.banner:
-            gr.Markdown(f"⚠️ {playground.banner}", elem_id="banner")
+            gr.Markdown(f"{status_mark('warning')} {md_text(playground.banner)}", elem_id="banner")
         model_panel(playground)
         with gr.Tabs():  # explicit: a component rendered between implicit tabs starts a second strip below the first
             compare_tab(playground, demo)
@@ -129,4 +160,18 @@ def launch(playground: Playground, *, host: str | None = None, port: int | None 
     kwargs.setdefault("max_file_size", int(policy.max_upload_mb * 1024 * 1024))
     if policy.max_sessions is not None:
         kwargs.setdefault("state_session_capacity", policy.max_sessions)
-    return demo.launch(server_name=host, server_port=port, share=share, auth=auth, css=CSS, head=HEAD, **kwargs)
+    # The app's own routes go first in the FastAPI app Gradio builds, before its own.
+    kwargs.setdefault("app_kwargs", {"routes": [Route(PLOTLY_ROUTE, plotly_js, methods=["GET", "HEAD"])]})
+    # Quiet: Gradio's start lines tell users to set share=True in launch(); ours name app.py's flag instead.
+    kwargs.setdefault("quiet", True)
+    blocking = not kwargs.pop("prevent_thread_lock", False)
+    served = demo.launch(server_name=host, server_port=port, share=share, auth=auth, css=CSS, head=HEAD,
+                         prevent_thread_lock=True, **kwargs)
+    if demo.is_running:  # (not when a test replaces Blocks.launch)
+        print(f"* Running on local URL:  {demo.local_url}", flush=True)
+        if not share:
+            print("* For a public link, start it with `python app.py --share` (add --auth USER:PASSWORD to ask "
+                  "visitors to log in).", flush=True)
+        if blocking:
+            demo.block_thread()
+    return served

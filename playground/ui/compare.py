@@ -20,9 +20,9 @@ from ..links import MAX_COLUMNS, PAGE_DEFAULTS, from_query, to_query
 from ..request import SETTINGS, Column, column_params_text
 from ..service import RUNS_AT_ONCE, Playground, column_names, write_trace_files
 from ..space.policy import require_whole
-from ..story import describe
+from ..story import story_markdown
 from ..decoder import RunStopped
-from .controls import control
+from .controls import control, max_new_tokens_control
 from .errors import refusal, stopped
 from .views import (
     chart_column,
@@ -33,6 +33,7 @@ from .views import (
     default_selection,
     inspector_html,
     page_whole,
+    status_markdown,
     token_spans,
 )
 
@@ -118,9 +119,8 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
                     copy_link = gr.Button("Copy link", elem_id="copy-link", min_width=60, size="md")
                 link_box = gr.Textbox(label="Link to these settings", visible=False, buttons=["copy"], elem_id="link")
                 example = gr.Dropdown(EXAMPLES, value=None, label="Examples", elem_id="examples")
-                controls["max_new_tokens"] = control(
-                    "max_new_tokens", value=min(PAGE_DEFAULTS["max_new_tokens"], policy.max_new_tokens),
-                    label=f"Max new tokens (1 to {policy.max_new_tokens})", elem_id="max-new-tokens")
+                controls["max_new_tokens"] = max_new_tokens_control(
+                    policy.max_new_tokens, min(PAGE_DEFAULTS["max_new_tokens"], policy.max_new_tokens), "max-new-tokens")
                 controls["reward_start_ratio"] = control("reward_start_ratio", elem_id="ratio")
                 controls["temperature"] = control("temperature", elem_id="temperature")
                 n_columns = gr.Radio(list(range(1, max_columns + 1)), value=len(default_columns), label="Columns",
@@ -192,9 +192,6 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
         columns = playground.page_columns(n_columns_, rest[:MAX_COLUMNS], rest[MAX_COLUMNS:])
         return playground.comparison(columns=columns, **settings)
 
-    def status_line(variant) -> str:
-        return f"**{html.escape(variant.name)}** — {variant.status()}"
-
     def on_run(state, *args) -> Iterator[dict]:
         try:
             comparison = make_comparison(*args)
@@ -206,7 +203,7 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
         # What the browser already has, per column: steps rendered, and whether the stop was announced.
         sent_steps, stopped_ = [0] * n, [False] * n
         token_values, chart_text = [""] * n, chart_header(trace)
-        yield {**{statuses[i]: status_line(v) for i, v in enumerate(trace.variants)},
+        yield {**{statuses[i]: status_markdown(v) for i, v in enumerate(trace.variants)},
                **{box: gr.update(visible=i < n) for i, box in enumerate(column_boxes)},  # branches' places too
                **{button: gr.update(visible=False) for button in removes},
                **{views[i]: "" for i in range(n)}, chart: chart_text, selection: "",
@@ -223,7 +220,7 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
                 # yield, so a slow page never holds up the decode).
                 with comparison.lock:
                     for i, variant in enumerate(trace.variants):
-                        line = status_line(variant)  # also changes while the run waits for memory
+                        line = status_markdown(variant)  # also changes while the run waits for memory
                         if len(variant.steps) == sent_steps[i] and stopped_[i] == variant.finished and line == shown[i]:
                             continue
                         spans, lines = column_delta(variant, i, sent_steps[i], stopped_[i])
@@ -245,10 +242,10 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
         state.update(trace=trace, chart_text=chart_text, heatmap_column=selected[0])
         state.pop("comparison", None)
         files = write_trace_files(trace)
-        return {**{statuses[i]: status_line(v) for i, v in enumerate(trace.variants)},
+        return {**{statuses[i]: status_markdown(v) for i, v in enumerate(trace.variants)},
                 **{button: gr.update(visible=i < len(trace.variants) and trace.variants[i].branch_of is not None)
                    for i, button in enumerate(removes)},
-                story: "\n".join(f"- {sentence}" for sentence in describe(trace)),
+                story: story_markdown(trace),
                 inspector: inspector_html(trace, *selected, playground.bundle.info.stop_token_ids, no_branch_reason(trace)),
                 selection: "{} {}".format(*selected), stage_chart: charts.stages_figure(trace, *selected),
                 heatmap: charts.heatmap_figure(trace, selected[0]),
@@ -283,7 +280,7 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
                     spans, lines = column_delta(variant, slot, sent, ended)
                     tokens, chart_text = tokens + spans, chart_text + lines
                     sent, ended = len(variant.steps), variant.finished
-                    update = {column_boxes[slot]: gr.update(visible=True), statuses[slot]: status_line(variant),
+                    update = {column_boxes[slot]: gr.update(visible=True), statuses[slot]: status_markdown(variant),
                               views[slot]: tokens, chart: chart_text}
                 yield update
         except RunStopped as error:
@@ -383,7 +380,8 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
         try:
             settings["columns"] = playground.page_columns(count, rest[:MAX_COLUMNS], rest[MAX_COLUMNS:])
         except ValueError as error:
-            gr.Warning(f"The link leaves the columns at their defaults: {playground.user_message(error)}", title="Link")
+            gr.Warning(html.escape(f"The link leaves the columns at their defaults: {playground.user_message(error)}"),
+                       title="Link")
         return to_query(settings)
 
     def on_page_load(request: gr.Request):
@@ -393,7 +391,7 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
         if "columns" not in params:
             settings["columns"] = with_base_column(settings["columns"])
         for problem in problems:
-            gr.Warning(f"This link: {problem}.", title="Link")
+            gr.Warning(html.escape(f"This link: {problem}."), title="Link")  # a toast shows HTML
         columns = settings["columns"][:max_columns]
         if settings["max_new_tokens"] > policy.max_new_tokens:
             gr.Warning(f"This link asks for {settings['max_new_tokens']} new tokens; this app allows at most "

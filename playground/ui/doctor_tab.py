@@ -49,7 +49,8 @@ def doctor_tab(playground: Playground) -> None:
     def on_doctor(sample_file, event: gr.EventData, progress=gr.Progress()):
         from ..doctor import diagnose, report_markdown
 
-        return report_markdown(diagnose(playground.bundle, sample=read_sample(sample_file, event), on_check=shown(progress)))
+        return report_markdown(diagnose(playground.bundle, sample=read_sample(sample_file, event), on_check=shown(progress)),
+                               page=from_page(event))
 
     def on_fix(sample_file, event: gr.EventData, progress=gr.Progress()):
         from ..doctor import diagnose, report_markdown, zip_fixes
@@ -59,7 +60,7 @@ def doctor_tab(playground: Playground) -> None:
         archive = zip_fixes(bundle, findings, Path(tempfile.gettempdir()) / "eos-playground-fixes",
                             max_age_seconds=TRACE_MAX_AGE, reveal_paths=playground.policy.reveal_paths)
         fixes = (archive.parent / "repaired" / "FIXES.md").read_text(encoding="utf-8")
-        return gr.update(value=str(archive), visible=True), fixes, report_markdown(findings)
+        return gr.update(value=str(archive), visible=True), fixes, report_markdown(findings, page=from_page(event))
 
     def on_example(sample_file, number, event: gr.EventData):
         from ..doctor import example_view

@@ -12,12 +12,13 @@ from ..engine import Settings
 from ..evaluate.charts import length_figure, stop_reasons_figure, sweep_figure
 from ..evaluate.report import SUMMARY_HEADERS, Report, compare_query
 from ..interventions import INTERVENTION_NAMES
+from ..markup import md_text
 from ..request import DEFAULTS as D
 from ..request import SETTINGS
 from ..service import Playground, write_downloads
 from ..space.policy import require_whole
 from .compare import MAX_COLUMNS
-from .controls import control
+from .controls import control, max_new_tokens_control
 from .errors import refusal
 
 # The Evaluate tab's settings: every run setting but the prompt (the prompt set replaces it), in this order.
@@ -95,9 +96,8 @@ def evaluate_tab(playground: Playground) -> None:
                 sweep = gr.Textbox(label="Sweep eos_reward (optional; columns become baseline + one per cell)",
                                    placeholder="reward_start_ratio=0.3,0.5,0.7 strength=4,8,12,16 at_boundary=true,false")
             with gr.Column(scale=2):
-                controls = {"max_new_tokens": control("max_new_tokens", elem_id="evaluate-max-new", minimum=1,
-                                                      maximum=policy.max_new_tokens,
-                                                      value=min(D["max_new_tokens"], policy.max_new_tokens)),
+                controls = {"max_new_tokens": max_new_tokens_control(
+                                policy.max_new_tokens, min(D["max_new_tokens"], policy.max_new_tokens), "evaluate-max-new"),
                             "temperature": control("temperature")}
                 with gr.Accordion("More settings", open=False):
                     seeds = gr.Number(value=1, precision=0, label="Seeds per prompt (when sampling)")
@@ -156,15 +156,15 @@ def evaluate_tab(playground: Playground) -> None:
                  f"{len(report.columns)} columns × {len(report.seeds)} seed(s) in {report.wall_seconds:.1f} s"
                  + ("" if report.complete else " · **stopped**: the report holds the rows that finished")]
         if best:
-            lines.append(f"**Best cell: {html.escape(best['name'])}** — clean stop "
+            lines.append(f"**Best cell: {md_text(best['name'])}** — clean stop "
                          f"{best['clean_stop_rate']['rate']:.0%}, mean length {best['mean_length']:.1f} tokens "
                          f"(rule: {best['rule']}).")
         models = report.models()
         if models:
             lines.append("**Stops best, per model** (its cleanest column): " + "; ".join(
-                f"{html.escape(m['model'])} {m['clean_stop_rate']['rate']:.0%} ({html.escape(m['column'])})"
+                f"{md_text(m['model'])} {m['clean_stop_rate']['rate']:.0%} ({md_text(m['column'])})"
                 for m in models))
-        lines += [f"- skipped: {html.escape(p)}" for p in report.problems]
+        lines += [f"- skipped: {md_text(p)}" for p in report.problems]
         return [state, "\n\n".join(lines), report.summary_rows(), length_figure(report),
                 stop_reasons_figure(report),
                 gr.update(value=sweep_figure(report), visible=report.sweep is not None),

@@ -8,6 +8,7 @@ import plotly.graph_objects as go
 
 from ..finetune.lab import Lab
 from ..finetune.recipes import RECIPES
+from ..markup import md_code, md_text
 from ..service import Playground
 from ..supervision import STYLE, to_html, tokens_of
 from .errors import from_page, refusal
@@ -24,7 +25,8 @@ def preview_html(lab: Lab, recipe_name: str, data_file=None) -> tuple[str, str]:
     """The recipe in one line, and its first example as the shared supervision view draws it."""
     ids, labels, ends = lab.preview(recipe_name, data_file)
     tokens = tokens_of(lab.playground.bundle.tokenizer, ids, labels, ends)
-    return f"**{recipe_name}**: {RECIPES[recipe_name].description}.", f"<style>{STYLE}</style>{to_html(tokens)}"
+    return (f"**{md_text(recipe_name)}**: {md_text(RECIPES[recipe_name].description)}.",
+            f"<style>{STYLE}</style>{to_html(tokens)}")
 
 
 def finetune_tab(playground: Playground) -> None:
@@ -68,8 +70,8 @@ def finetune_tab(playground: Playground) -> None:
             done = ""
             if progress.done:
                 where = progress.adapter if playground.policy.reveal_paths else "a folder on the server"
-                done = (f"\n\nAdapter written to `{where}` with its card (finetune.json). Load it in the Model "
-                        f"panel as the adapter, or `python -m playground evaluate --adapter {where}`.")
+                done = (f"\n\nAdapter written to {md_code(where)} with its card (finetune.json). Load it in the "
+                        f"Model panel as the adapter, or {md_code(f'python -m playground evaluate --adapter {where}')}.")
             yield progress.line() + done, loss_figure(progress.losses)
 
     def on_stop():

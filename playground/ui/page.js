@@ -15,6 +15,10 @@ window.eosPlayground = window.eosPlayground || (() => {
                   margin: "logits EOS is behind the best token · solid: raw · dashed: after interventions · below 0: EOS wins" };
   const state = { column: null, step: null, charts: [], trigger: null };
 
+  // plotly reads its text (legend, hover, annotations) as HTML of a few tags and entities: a column named
+  // stop_strings(strings="</s>") must show as written.
+  const plain = (text) => String(text).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+
   function emptySeries() { return { steps: [], raw: [], final: [], mraw: [], mfinal: [], stop: null }; }
 
   // Parse only what was appended since the last call; a value that does not extend the last one (a new run,
@@ -57,7 +61,7 @@ window.eosPlayground = window.eosPlayground || (() => {
     // The first column (usually the baseline) is drawn last, on top: where another column matches it, the
     // baseline shows; where an intervention changes p(EOS), its dashed line stands out.
     [...series.keys()].reverse().forEach((column) => {
-      const s = series[column], { name, color } = meta.columns[column];
+      const s = series[column], { color } = meta.columns[column], name = plain(meta.columns[column].name);
       const group = `column-${column}`;
       for (const kind of ["own", "after"]) {
         traces.push({ x: s.steps, y: values(s, mode, kind), type: "scatter", mode: "lines", legendgroup: group,
@@ -86,7 +90,7 @@ window.eosPlayground = window.eosPlayground || (() => {
       shapes.push({ type: "rect", xref: "x", yref: "paper", x0: ramp - 0.5, x1: maxStep + 0.5, y0: 0, y1: 1,
                     fillcolor: "orange", opacity: 0.1, line: { width: 0 }, layer: "below" });
       annotations.push({ xref: "x", yref: "paper", x: maxStep + 0.5, y: 1 - 0.09 * index, xanchor: "right", yanchor: "top", showarrow: false,
-                         text: `ramp (${names.length > 2 ? names.length + " columns" : names.join(", ")})`,
+                         text: `ramp (${names.length > 2 ? names.length + " columns" : plain(names.join(", "))})`,
                          font: { size: 10, color: "#b45309" } });
     });
     if (mode === "margin") shapes.push({ type: "line", xref: "paper", x0: 0, x1: 1, yref: "y", y0: 0, y1: 0,

@@ -12,6 +12,7 @@ import json
 import math
 
 from ..charts import COLORS, ramp_starts
+from ..markup import md_text
 from ..story import step_explanation
 from ..trace import StepRecord, StopReason, Trace, VariantTrace
 
@@ -72,6 +73,12 @@ def token_spans(variant: VariantTrace, start: int = 0) -> str:
             parts.append(f'<span data-s="{s.step}"{marked} style="--p:{s.p_chosen:.2f};--e:{_eos_shade(s.p_eos):.2f}" '
                          f'title="{html.escape(_step_title(s))}">{html.escape(shown_token(s.token))}</span>')
     return "".join(parts)
+
+
+def status_markdown(variant: VariantTrace) -> str:
+    """A column's status line above its tokens: its name in bold, then how it is doing or why it stopped (a stop
+    string is quoted as written)."""
+    return f"**{md_text(variant.name)}** — {md_text(variant.status())}"
 
 
 def chart_header(trace: Trace) -> str:
