@@ -24,7 +24,7 @@ from ..story import describe
 from ..decoder import RunStopped
 from .controls import control
 from .errors import refusal, stopped
-from .views import (
+from ..views import (
     chart_column,
     chart_header,
     chart_lines,

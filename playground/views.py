@@ -11,9 +11,9 @@ import html
 import json
 import math
 
-from ..charts import COLORS, ramp_starts
-from ..story import step_explanation
-from ..trace import StepRecord, StopReason, Trace, VariantTrace
+from .charts import COLORS, ramp_starts
+from .story import step_explanation
+from .trace import StepRecord, StopReason, Trace, VariantTrace
 
 
 def page_whole(data: dict, key: str) -> int:
