@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
@@ -56,6 +57,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--allow-local-models", action="store_true",
                         help="with --share or a non-loopback --host: let visitors load any local path, hub id, "
                              "adapter or remote code, as on your own machine (requires --auth)")
+    parser.add_argument("--open", metavar="FILE",
+                        help="show this trace (a trace JSON or an HTML file exported by the playground) on the "
+                             "Compare page at start, without decoding; Run decodes it again with the loaded model")
     return parser.parse_args(argv)
 
 
@@ -100,6 +104,7 @@ def describe_exposure(args: argparse.Namespace, policy) -> str:
 def main(argv: list[str] | None = None):
     args = parse_args(argv)
     from playground.cli import load_from_args
+    from playground.handover import read_trace
     from playground.decoder import KV_BUDGET_ENV
     from playground.models import ModelLoadError
     from playground.space.config import ServedModel, load_config
@@ -107,6 +112,12 @@ def main(argv: list[str] | None = None):
     from playground.service import Playground
     from playground.ui import launch
 
+    opened = None
+    if args.open:  # before the model loads: a file that cannot be opened is said at once
+        try:
+            opened = read_trace(Path(args.open).read_bytes())
+        except (OSError, ValueError) as error:
+            sys.exit(f"error: --open {args.open}: {error}")
     if is_public(args.public):
         if args.trust_remote_code:
             sys.exit("error: --trust-remote-code cannot be used in public mode: visitors would run the model's own code")
@@ -142,7 +153,7 @@ def main(argv: list[str] | None = None):
             print(describe_exposure(args, policy), flush=True)
     info = playground.bundle.info
     print(f"Loaded {info.name} ({info.source}) in {info.load_seconds:.1f} s", flush=True)
-    return launch(playground, host=args.host, port=args.port, share=args.share, auth=args.auth)
+    return launch(playground, host=args.host, port=args.port, share=args.share, auth=args.auth, opened=opened)
 
 
 if __name__ == "__main__":

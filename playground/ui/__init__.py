@@ -10,12 +10,10 @@ from pathlib import Path
 from urllib.parse import quote
 
 import gradio as gr
-import plotly
 
-from ..charts import STOP_MARKERS
 from ..service import TRACE_MAX_AGE, Playground
-from ..trace import StopReason
-from .api import api_endpoints, export_endpoint
+from ..handover import PAGE_CONFIG, PLOTLY_JS
+from .api import api_endpoints, export_endpoint, handover_endpoint
 from .compare import compare_tab
 from .doctor_tab import doctor_tab
 from .evaluate_tab import evaluate_tab
@@ -26,16 +24,14 @@ from .model_panel import model_panel
 CSS = (Path(__file__).parent / "page.css").read_text(encoding="utf-8")
 # plotly.js for the live chart comes from the installed Python package, not a CDN: a Space visitor or a laptop
 # without internet still gets the chart. It is allowed as a static file and loaded without blocking the page.
-PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 gr.set_static_paths([PLOTLY_JS])
-# What page.js takes from the server rather than copying: each stop reason's label and chart marker.
-PAGE_CONFIG = {"stops": {reason.value: {"label": reason.label, "symbol": STOP_MARKERS[reason]} for reason in StopReason}}
 HEAD = (f'<script src="gradio_api/file={quote(str(PLOTLY_JS))}" async></script>'
         f"<script>window.eosPlaygroundConfig = {json.dumps(PAGE_CONFIG)};\n"
         f"{(Path(__file__).parent / 'page.js').read_text(encoding='utf-8')}</script>")
 
 
-def build_app(playground: Playground) -> gr.Blocks:
+def build_app(playground: Playground, opened=None) -> gr.Blocks:
+    """The page; ``opened``: a trace every new page shows at first (``app.py --open``)."""
     with gr.Blocks(title="EOS Playground", delete_cache=(TRACE_MAX_AGE, TRACE_MAX_AGE)) as demo:
         gr.Markdown("# EOS Playground\nWhy does a language model (not) stop? One prompt decoded side by side "
                     "with and without stop interventions; p(EOS) and the next tokens at every step.", elem_id="title")
@@ -43,12 +39,13 @@ def build_app(playground: Playground) -> gr.Blocks:
             gr.Markdown(f"⚠️ {playground.banner}", elem_id="banner")
         model_panel(playground)
         with gr.Tabs():  # explicit: a component rendered between implicit tabs starts a second strip below the first
-            compare_tab(playground, demo)
+            compare_tab(playground, demo, opened)
             doctor_tab(playground)
             evaluate_tab(playground)
             finetune_tab(playground)
         api_endpoints(playground)
         export_endpoint(playground)
+        handover_endpoint(playground)
     return demo
 
 
@@ -63,12 +60,12 @@ def log_to_stderr() -> None:
 
 
 def launch(playground: Playground, *, host: str | None = None, port: int | None = None, share: bool = False,
-           auth: tuple[str, str] | None = None, **kwargs):
+           auth: tuple[str, str] | None = None, opened=None, **kwargs):
     """Serve the page; a public policy bounds the queue, uploads and sessions kept in memory (runs stop at its time
     limit in the engine: Gradio's own ``time_limit=`` only applies to ``.stream()`` events)."""
     policy = playground.policy
     log_to_stderr()
-    demo = build_app(playground)
+    demo = build_app(playground, opened)
     demo.queue(default_concurrency_limit=1, max_size=policy.queue_size)
     kwargs.setdefault("max_file_size", int(policy.max_upload_mb * 1024 * 1024))
     if policy.max_sessions is not None:
