@@ -37,7 +37,8 @@ UI = Path(__file__).parent / "ui"
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 # What page.js takes from the server rather than copying: each stop reason's label and chart marker.
 PAGE_CONFIG = {"stops": {reason.value: {"label": reason.label, "symbol": STOP_MARKERS[reason]} for reason in StopReason}}
-# The largest trace file the app reads (a 4-column × 512-token trace with stages is about 7 MB of JSON).
+# The largest trace file a local app reads (a 3-column × 128-token file with stages is 3.2 MB); a public one reads
+# what its policy lets a visitor upload (spaces.yaml's max_upload_mb).
 MAX_TRACE_MB = 32
 TRACE_SCRIPT = re.compile(r'<script type="application/json" id="eos-trace">(.*?)</script>', re.S)
 KIND_LABELS = {"generate": "model.generate() script", "pipeline": "pipeline() script",
@@ -163,6 +164,11 @@ the playground: Compare → Open a trace.</footer>
 <script>{(UI / "handover.js").read_text(encoding="utf-8")}</script>
 </body></html>
 """
+
+
+def trace_cap_mb(policy) -> float:
+    """The largest trace file ``policy``'s app opens."""
+    return policy.max_upload_mb if policy.public else MAX_TRACE_MB
 
 
 def read_trace(data: bytes | str, max_bytes: int | None = MAX_TRACE_MB * 1024 * 1024) -> Trace:

@@ -12,7 +12,7 @@ from urllib.parse import quote
 import gradio as gr
 
 from ..service import TRACE_MAX_AGE, Playground
-from ..handover import PAGE_CONFIG, PLOTLY_JS
+from ..handover import PAGE_CONFIG, PLOTLY_JS, trace_cap_mb
 from .api import api_endpoints, export_endpoint, handover_endpoint
 from .compare import compare_tab
 from .doctor_tab import doctor_tab
@@ -67,7 +67,8 @@ def launch(playground: Playground, *, host: str | None = None, port: int | None 
     log_to_stderr()
     demo = build_app(playground, opened)
     demo.queue(default_concurrency_limit=1, max_size=policy.queue_size)
-    kwargs.setdefault("max_file_size", int(policy.max_upload_mb * 1024 * 1024))
+    # Each upload's own cap is checked where it is read (the doctor's sample, a trace file); Gradio's is the largest.
+    kwargs.setdefault("max_file_size", int(max(policy.max_upload_mb, trace_cap_mb(policy)) * 1024 * 1024))
     if policy.max_sessions is not None:
         kwargs.setdefault("state_session_capacity", policy.max_sessions)
     return demo.launch(server_name=host, server_port=port, share=share, auth=auth, css=CSS, head=HEAD, **kwargs)

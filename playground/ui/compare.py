@@ -19,7 +19,7 @@ from .. import charts
 from ..interventions import DESCRIPTIONS, INTERVENTION_NAMES, default_params
 from ..links import MAX_COLUMNS, PAGE_DEFAULTS, from_query, to_query
 from ..request import SETTINGS, Column, check_settings, column_params_text, parse_column, resolve
-from ..handover import MAX_TRACE_MB, read_trace
+from ..handover import read_trace, trace_cap_mb
 from ..service import RUNS_AT_ONCE, Playground, column_names, write_trace_files
 from ..space.policy import require_whole
 from ..story import describe
@@ -138,8 +138,7 @@ def compare_tab(playground: Playground, demo: gr.Blocks, opened=None) -> None:
     policy = playground.policy
     max_columns = min(MAX_COLUMNS, policy.max_columns)
     default_columns = PAGE_DEFAULTS["columns"][:max_columns]
-    # An opened trace file: the app's cap, and the upload cap of a public app when it is smaller.
-    trace_cap_bytes = int(min(MAX_TRACE_MB, policy.max_upload_mb or MAX_TRACE_MB) * 1024 * 1024)
+    trace_cap_bytes = int(trace_cap_mb(policy) * 1024 * 1024)
     with gr.Tab("Compare"):
         holder = gr.State({})  # per session: the running comparison (for Stop) and the last trace
         with gr.Row(equal_height=False):
@@ -206,7 +205,7 @@ def compare_tab(playground: Playground, demo: gr.Blocks, opened=None) -> None:
                         fix_kind = gr.Radio([("model.generate() script", "generate"), ("pipeline() script", "pipeline"),
                                          ("arguments for your own generate() call", "kwargs")], value="generate",
                                         label="Use with")
-                    snippet = gr.Code(language="python", label="Runnable Python that reproduces this column")
+                    snippet = gr.Code(language="python", label="Runnable Python that reproduces this column", elem_id="fix-snippet")
                 with gr.Accordion("Stage by stage, as bars", open=False):
                     stage_chart = gr.Plot(label="The inspected step's top tokens after each stage")
                 with gr.Accordion("Top-k over all steps", open=False):
