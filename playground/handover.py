@@ -176,8 +176,8 @@ def read_trace(data: bytes | str, max_bytes: int | None = MAX_TRACE_MB * 1024 * 
     rest of the file is never read, let alone run). A ValueError says in a sentence why a file is refused: too
     large, not a trace, damaged JSON, another schema version, a field of the wrong kind."""
     if max_bytes is not None and len(data) > max_bytes:
-        raise ValueError(f"trace file: {len(data) / 1e6:.1f} MB is more than this app reads "
-                         f"({max_bytes / 1e6:.0f} MB at most)")
+        raise ValueError(f"trace file: {len(data) / 2**20:.1f} MB is more than this app reads "
+                         f"({max_bytes / 2**20:g} MB at most)")
     if isinstance(data, bytes):
         try:
             data = data.decode("utf-8")

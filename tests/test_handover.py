@@ -108,3 +108,115 @@ def test_the_file_opens_offline_and_shows_the_trace(browser, trace, playground, 
     assert page.evaluate("() => window.pwned") is None
     assert asked == []  # nothing was fetched
     page.context.close()
+
+
+def model_lines_dropped(code: str) -> str:
+    """A fix without where it loads the model from: the app serving a page names this machine's copy, a file names
+    the hub id; everything else (prompt, interventions, generate() arguments) must be the same."""
+    before, _, after = code.partition("MODEL = ")
+    return "\n".join(line for line in before.splitlines() if not line.startswith("# ")) + after.partition("\n")[2]
+
+
+def open_in_app(page, path) -> None:
+    with page.expect_file_chooser() as chooser:
+        page.locator("#open-trace").click()
+    chooser.value.set_files(str(path))
+
+
+def toast(page) -> str:
+    body = page.locator("[data-testid=toast-body]").last
+    body.wait_for(timeout=30_000)
+    return body.inner_text()
+
+
+@pytest.mark.browser
+@browser_only
+def test_export_then_open_shows_the_same_views_and_fix_and_branches(browser, app_server, tmp_path):
+    from gradio_client import Client
+
+    client = Client(app_server, verbose=False)
+    *_, last = client.submit(prompt="Name three colours.", columns=["baseline", "ban_eos"], max_new_tokens=16,
+                             api_name="/compare")
+    exported = tmp_path / "comparison.html"
+    exported.write_bytes(open(client.predict(last["trace_id"], api_name="/export_html"), "rb").read())
+    trace = read_trace(exported.read_bytes())
+    assert [v.name for v in trace.variants] == ["baseline", "ban_eos"] and len(trace.variants[0].steps) == 16
+
+    file_page, _ = offline_page(browser, exported)
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(app_server, wait_until="domcontentloaded")
+    page.locator("#open-trace").wait_for(timeout=60_000)
+    page.wait_for_function("() => window.eosPlayground !== undefined && window.Plotly !== undefined", timeout=60_000)
+    open_in_app(page, exported)
+    page.wait_for_function(f"() => [0, 1].every(i => /{FINISHED}/.test(document.querySelector('#status-' + i).innerText))",
+                           timeout=60_000)
+    page.wait_for_selector("#chart .js-plotly-plot", timeout=30_000)
+    # The same views: statuses, tokens, story, the inspector on the same step; the controls hold the trace's settings.
+    for index in range(2):
+        assert page.locator(f"#status-{index}").inner_text().strip() == file_page.locator(f"#status-{index}").inner_text().strip()
+        assert page.locator(f"#tokens-{index} .token-view").inner_text() == file_page.locator(f"#tokens-{index}").inner_text()
+    assert page.locator("#story li").all_inner_texts() == file_page.locator("#story li").all_inner_texts()
+    for view in (page, file_page):
+        view.locator('#tokens-1 [data-s="5"]').first.click()
+    page.wait_for_function("() => document.querySelector('#inspector').innerText.includes('step 5')", timeout=30_000)
+    assert page.locator("#inspector .head").inner_text() == file_page.locator("#inspector .head").inner_text()
+    assert page.locator("#inspector td.num").all_inner_texts() == file_page.locator("#inspector td.num").all_inner_texts()
+    assert page.locator("#prompt textarea").input_value() == "Name three colours."
+    assert page.evaluate("() => document.getElementById('columns-row').classList.contains('stale')") is False
+    # The same Copy this fix for the column the page offers first (ban_eos), but for where the model is loaded from.
+    page.get_by_text("Copy this fix", exact=True).click()
+    page.wait_for_function("() => document.querySelector('#fix-snippet .cm-content')?.cmView?.view.state.doc.toString()"
+                           ".includes('ban_eos')", timeout=30_000)
+    shown = page.evaluate("() => document.querySelector('#fix-snippet .cm-content').cmView.view.state.doc.toString()")
+    in_file = file_page.locator('#fix-1 pre[data-kind="generate"]').text_content()
+    assert model_lines_dropped(shown) == model_lines_dropped(in_file)
+    # "try" works on the opened trace: a new column decoded from the inspected step.
+    page.locator("#inspector button.branch").first.click()
+    page.wait_for_function(f"() => /{FINISHED}/.test(document.querySelector('#status-2')?.innerText || '')", timeout=120_000)
+    page.close()
+    file_page.context.close()
+
+
+@pytest.mark.browser
+@browser_only
+def test_the_page_refuses_a_damaged_file_and_shows_a_hostile_trace_as_text(browser, app_server, trace, tmp_path):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(app_server, wait_until="domcontentloaded")
+    page.locator("#open-trace").wait_for(timeout=60_000)
+    text = saved_json(trace)
+    for name, content, sentence in [("truncated.json", text[: len(text) // 2], "damaged JSON"),
+                                    ("future.json", text.replace('"schema_version": 1', '"schema_version": 2', 1),
+                                     "follows schema 2")]:
+        (tmp_path / name).write_text(content, encoding="utf-8")
+        open_in_app(page, tmp_path / name)
+        message = toast(page)
+        assert "Cannot open this trace" in message and sentence in message, message
+        page.locator("[data-testid=toast-close]").last.click()
+    (tmp_path / "hostile.json").write_text(text, encoding="utf-8")
+    open_in_app(page, tmp_path / "hostile.json")
+    page.wait_for_function("() => document.querySelector('#prompt textarea').value.includes('pwned')", timeout=30_000)
+    page.wait_for_function(f"() => /{FINISHED}/.test(document.querySelector('#status-0').innerText)", timeout=30_000)
+    assert page.locator("#prompt textarea").input_value() == HOSTILE_PROMPT
+    assert HOSTILE_TOKEN in page.locator("#tokens-0 .token-view").inner_text()
+    assert page.evaluate("() => window.pwned") is None
+    page.close()
+
+
+def test_a_damaged_or_foreign_file_is_refused_with_a_sentence(trace):
+    text = saved_json(trace)
+    data = json.loads(text)
+    cases = [
+        (text[:-40], "damaged JSON"),
+        (b'{"prompt": "' + b"a" * 50 * 1024 * 1024 + b'"}', "50.0 MB is more than this app reads (32 MB at most)"),
+        (json.dumps({**data, "schema_version": 2}), "schema_version: this trace follows schema 2"),
+        (json.dumps({**data, "variants": [{**data["variants"][0], "steps": "many"}]}), "variants[0].steps must be a list"),
+        (json.dumps({**data, "settings": {**data["settings"], "evil": 1}}), "'evil' is not a setting"),
+        (json.dumps({**data, "variants": [{**data["variants"][0], "interventions": [{"name": "rm_rf"}]}]}), "rm_rf"),
+        ("<!DOCTYPE html><p>a page</p>", "holds no trace"),
+        (b"\xff\xfe\x00", "not text"),
+    ]
+    for content, sentence in cases:
+        with pytest.raises(ValueError, match=re.escape(sentence)):
+            read_trace(content)
+    # A file without a version (the CLI's --json, /trace) is read as this one.
+    assert read_trace(trace.to_json(stages=True)).prompt == HOSTILE_PROMPT
