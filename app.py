@@ -103,8 +103,15 @@ def describe_exposure(args: argparse.Namespace, policy) -> str:
 
 def main(argv: list[str] | None = None):
     args = parse_args(argv)
+    opened = None
+    if args.open:  # before the model loads: a file that cannot be opened is said at once
+        from playground.handover import read_trace
+
+        try:
+            opened = read_trace(Path(args.open).read_bytes())
+        except (OSError, ValueError) as error:
+            sys.exit(f"error: --open {args.open}: {error}")
     from playground.cli import load_from_args
-    from playground.handover import read_trace
     from playground.decoder import KV_BUDGET_ENV
     from playground.models import ModelLoadError
     from playground.space.config import ServedModel, load_config
@@ -112,12 +119,6 @@ def main(argv: list[str] | None = None):
     from playground.service import Playground
     from playground.ui import launch
 
-    opened = None
-    if args.open:  # before the model loads: a file that cannot be opened is said at once
-        try:
-            opened = read_trace(Path(args.open).read_bytes())
-        except (OSError, ValueError) as error:
-            sys.exit(f"error: --open {args.open}: {error}")
     if is_public(args.public):
         if args.trust_remote_code:
             sys.exit("error: --trust-remote-code cannot be used in public mode: visitors would run the model's own code")

@@ -138,10 +138,13 @@ def toast(page) -> str:
 @browser_only
 def test_export_then_open_shows_the_same_views_and_fix_and_branches(browser, app_server, tmp_path):
     from gradio_client import Client
+    from gradio_client.exceptions import AppError
 
     client = Client(app_server, verbose=False)
     *_, last = client.submit(prompt="Name three colours.", columns=["baseline", "ban_eos"], max_new_tokens=16,
                              api_name="/compare")
+    with pytest.raises(AppError, match="trace_id: no trace 'nope' here"):
+        client.predict("nope", api_name="/export_html")
     exported = tmp_path / "comparison.html"
     exported.write_bytes(open(client.predict(last["trace_id"], api_name="/export_html"), "rb").read())
     trace = read_trace(exported.read_bytes())
@@ -203,7 +206,38 @@ def test_the_page_refuses_a_damaged_file_and_shows_a_hostile_trace_as_text(brows
     assert page.locator("#prompt textarea").input_value() == HOSTILE_PROMPT
     assert HOSTILE_TOKEN in page.locator("#tokens-0 .token-view").inner_text()
     assert page.evaluate("() => window.pwned") is None
+    # Another visitor's page meanwhile: none of it.
+    other = browser.new_page(viewport={"width": 1400, "height": 1000})
+    other.goto(app_server, wait_until="domcontentloaded")
+    other.locator("#open-trace").wait_for(timeout=60_000)
+    other.wait_for_timeout(2000)
+    assert other.locator("#status-0").inner_text().strip() == "idle"
+    assert "pwned" not in other.locator("#prompt textarea").input_value()
+    other.close()
     page.close()
+
+
+def test_compare_writes_the_html_file(smollm, monkeypatch, tmp_path, capsys):
+    from playground.cli import main
+
+    monkeypatch.setattr("playground.models.load_model", lambda reference, **options: smollm)
+    out = tmp_path / "out.html"
+    assert main(["compare", "--prompt", "Say hi.", "--max-new-tokens", "6", "--html", str(out)]) == 0
+    assert f"wrote {out}" in capsys.readouterr().err
+    trace = read_trace(out.read_bytes())
+    assert [v.name for v in trace.variants] == ["baseline", "eos_reward"] and len(trace.variants[0].steps) == 6
+    assert all(len(step.stages) >= 2 for step in trace.variants[1].steps)  # the inspector's stages are in it
+    page = out.read_text(encoding="utf-8")
+    assert 'id="fix-1"' in page and "/root" not in page and str(tmp_path) not in page  # no host path
+
+
+def test_app_refuses_to_open_a_damaged_file_before_loading_a_model(tmp_path, monkeypatch, capsys):
+    import app
+
+    monkeypatch.setattr("playground.cli.load_from_args", lambda args: pytest.fail("the model was loaded"))
+    (tmp_path / "bad.json").write_text('{"model": "m", "prompt": ', encoding="utf-8")
+    with pytest.raises(SystemExit, match="--open .*bad.json: trace file: damaged JSON"):
+        app.main(["--open", str(tmp_path / "bad.json")])
 
 
 def test_a_damaged_or_foreign_file_is_refused_with_a_sentence(trace):
