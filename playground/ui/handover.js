@@ -53,7 +53,7 @@
   });
 
   // Replay: every column again from its first token, one step a tick (about a reader's pace), chart and all.
-  const STEP_MS = 120;
+  const STEP_MS = 150;
   const button = document.getElementById("replay"), story = document.getElementById("story");
   let timer = null;
   const finish = () => {
