@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import html
 import time
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 
 import gradio as gr
 
@@ -205,7 +205,8 @@ def compare_tab(playground: Playground, demo: gr.Blocks, opened=None) -> None:
                         fix_kind = gr.Radio([("model.generate() script", "generate"), ("pipeline() script", "pipeline"),
                                          ("arguments for your own generate() call", "kwargs")], value="generate",
                                         label="Use with")
-                    snippet = gr.Code(language="python", label="Runnable Python that reproduces this column", elem_id="fix-snippet")
+                    snippet = gr.Code(language="python", label="Runnable Python that reproduces this column",
+                                      elem_id="fix-snippet")
                 with gr.Accordion("Stage by stage, as bars", open=False):
                     stage_chart = gr.Plot(label="The inspected step's top tokens after each stage")
                 with gr.Accordion("Top-k over all steps", open=False):
@@ -509,7 +510,8 @@ def compare_tab(playground: Playground, demo: gr.Blocks, opened=None) -> None:
                         concurrency_limit=2).success(
         None, html_file, None, js="(file) => { if (!file || !file.url) return; const link = document.createElement('a'); "
                                   "link.href = file.url; link.download = 'eos-playground.html'; link.click(); }")
-    # Controls first (their change events dim the old results), then the trace's views, shown undimmed.
+    # Setting the controls to the trace's settings fires their change events, which dim the results; the trace's
+    # own are then shown undimmed.
     open_outputs = list(dict.fromkeys([*link_outputs, *run_outputs]))
     open_event = open_trace.upload(on_open, [holder, open_trace], open_outputs, api_visibility="private",
                                    concurrency_limit=None)
@@ -540,6 +542,7 @@ def compare_tab(playground: Playground, demo: gr.Blocks, opened=None) -> None:
                        queue=False)
     if opened is not None:  # after the link's settings: the trace's own replace them
         start_event = load_event.then(lambda state: show_trace(state, opened), holder, open_outputs, api_visibility="private")
+        start_event.then(None, None, None, js="() => { window.eosPlayground && eosPlayground.stale(false); }")
         start_event.then(on_snippet, snippet_inputs, snippet, api_visibility="private", queue=False)
         start_event.then(on_fix_choices, [holder, fix_column, n_columns, *pickers, *param_boxes], fix_column,
                          api_visibility="private", queue=False)
