@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 import time
+from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
@@ -58,6 +59,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--allow-local-models", action="store_true",
                         help="with --share or a non-loopback --host: let visitors load any local path, hub id, "
                              "adapter or remote code, as on your own machine (requires --auth)")
+    parser.add_argument("--open", metavar="FILE",
+                        help="show this trace (a trace JSON or an HTML file exported by the playground) on the "
+                             "Compare page at start, without decoding; Run decodes it again with the loaded model")
     return parser.parse_args(argv)
 
 
@@ -128,6 +132,14 @@ def stop_cleanly_on_signals(playground) -> None:
 
 def main(argv: list[str] | None = None):
     args = parse_args(argv)
+    opened = None
+    if args.open:  # before the model loads: a file that cannot be opened is said at once
+        from playground.handover import read_trace
+
+        try:
+            opened = read_trace(Path(args.open).read_bytes())
+        except (OSError, ValueError) as error:
+            sys.exit(f"error: --open {args.open}: {error}")
     from playground.cli import load_from_args
     from playground.decoder import KV_BUDGET_ENV
     from playground.models import ModelLoadError
@@ -172,7 +184,7 @@ def main(argv: list[str] | None = None):
     info = playground.bundle.info
     print(f"Loaded {info.name} ({info.source}) in {info.load_seconds:.1f} s", flush=True)
     stop_cleanly_on_signals(playground)
-    return launch(playground, host=args.host, port=args.port, share=args.share, auth=args.auth)
+    return launch(playground, host=args.host, port=args.port, share=args.share, auth=args.auth, opened=opened)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import itertools
 import shutil
 import sys
 import textwrap
+from pathlib import Path
 
 from .export import KINDS
 from .interventions import INTERVENTION_NAMES, unescape
@@ -147,9 +148,16 @@ def compare_main(args) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if args.html:
+        from .handover import export_html
+
+        page = export_html(playground, trace)
+        Path(args.html).write_text(page, encoding="utf-8")
+        print(f"wrote {args.html} ({len(page.encode()) / 1e6:.1f} MB): open it in a browser, no server needed",
+              file=sys.stderr)
     if args.json:
         print(trace.to_json(stages=args.stages))
-    else:
+    elif not args.html:
         print(f"{playground.bundle.info.name} · {comparison.trace.prompt!r}\n")
         print(side_by_side(trace))
     return 0
@@ -201,7 +209,6 @@ def doctor_main(args) -> int:
         bundle = load_from_args(args)
         earlier = None
         if args.compare_with:
-            from pathlib import Path
 
             from .models import load_model
 
@@ -285,7 +292,6 @@ def report_text(report) -> str:
 def evaluate_main(args) -> int:
     from tqdm import tqdm
 
-    from pathlib import Path
 
     from .models import ModelLoadError
 
@@ -420,6 +426,9 @@ def build_parser() -> argparse.ArgumentParser:
                               "TOKEN_ID at step STEP (from 0) and the same tokens before it; one more column. Repeatable")
     compare.add_argument("--json", action="store_true", help="print the whole trace as one JSON object")
     compare.add_argument("--stages", action="store_true", help="with --json: include the per-stage distributions")
+    compare.add_argument("--html", metavar="OUT.html",
+                         help="also write the comparison as one HTML file that opens offline: the columns, the chart, "
+                              "the inspector of every step, Copy this fix and Replay (the app opens it again)")
 
     export = sub.add_parser("export", help="print one column's fix as code for your own generate() or pipeline()")
     export.add_argument("--kind", choices=KINDS, default="generate",

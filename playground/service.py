@@ -25,7 +25,7 @@ from .request import (DEFAULTS, Column, check_settings, column_from_page, column
                       resolve, split_stop_strings)
 from .models import LoadedModel, load_model
 from .space.policy import Policy, require_whole, shown
-from .trace import Trace
+from .trace import Trace, saved_json
 
 TRACE_MAX_AGE = 3600  # seconds a downloadable trace is kept
 TRACES_KEPT = 32  # finished traces /trace can return
@@ -487,8 +487,9 @@ def write_downloads(files: dict[str, str], prefix: str, root: Path | None = None
 
 
 def write_trace_files(trace, root: Path | None = None, max_age_seconds: float = TRACE_MAX_AGE) -> tuple[str, str]:
-    """The trace as JSON (with per-stage distributions) and CSV, for download."""
-    json_path, csv_path = write_downloads({"trace.json": trace.to_json(stages=True), "trace.csv": trace.to_csv()},
+    """The trace as JSON (with per-stage distributions and its schema version: the page opens it again) and CSV,
+    for download."""
+    json_path, csv_path = write_downloads({"trace.json": saved_json(trace), "trace.csv": trace.to_csv()},
                                           "trace-", root, max_age_seconds)
     return json_path, csv_path
 

@@ -11,6 +11,7 @@ import dataclasses
 import enum
 import io
 import json
+import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -269,3 +270,131 @@ class Trace:
                 writer.writerow([variant.name, variant.model, s.step, s.token_id, s.token, f"{s.p_chosen:.6g}", f"{s.p_eos_raw:.6g}",
                                  f"{s.p_eos:.6g}", *margins, f"{s.entropy_raw:.4f}", f"{s.entropy:.4f}", top])
         return out.getvalue()
+
+
+# -- reading a saved trace back ---------------------------------------------------------------------------------
+# A saved trace (the page's trace JSON, an exported HTML file) says which schema it follows; one without the field
+# (the CLI's --json, /trace) is read as this version. Another version is refused, never guessed at.
+SCHEMA_VERSION = 1
+
+
+def saved_json(trace: Trace) -> str:
+    """The trace as a file keeps it: every stage of every step, and the schema version it follows."""
+    return json.dumps({"schema_version": SCHEMA_VERSION, **trace.to_dict(stages=True)}, ensure_ascii=False)
+
+
+class _Reader:
+    """Reads one saved trace's fields, each checked for its type; a bad one is a ValueError naming where it is
+    ("variants[1].steps[3].p_eos must be a number, got 'x'")."""
+
+    def __init__(self, data, where: str):
+        if not isinstance(data, dict):
+            raise ValueError(f"{where or 'the trace'} must be a JSON object, got {type(data).__name__}")
+        self.data, self.where = data, where
+
+    def _name(self, key: str) -> str:
+        return f"{self.where}.{key}" if self.where else key
+
+    def get(self, key: str, kinds: tuple, *, default=..., optional: bool = False):
+        if key not in self.data:
+            if default is not ...:
+                return default
+            raise ValueError(f"{self._name(key)} is missing")
+        value = self.data[key]
+        if value is None and optional:
+            return None
+        if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+            wanted = {str: "text", int: "a whole number", float: "a number", list: "a list", dict: "an object",
+                      bool: "true or false"}
+            raise ValueError(f"{self._name(key)} must be {wanted.get(kinds[-1], kinds[-1].__name__)}, "
+                             f"got {json.dumps(value)[:40] if _plain(value) else type(value).__name__}")
+        return value
+
+    def number(self, key: str, *, optional: bool = False) -> float | None:
+        value = self.get(key, (int, float), optional=optional, default=None if optional else ...)
+        if value is not None and not math.isfinite(value):
+            raise ValueError(f"{self._name(key)} must be a finite number, got {value}")
+        return None if value is None else float(value)
+
+    def whole(self, key: str, **options) -> int:
+        return self.get(key, (int,), **options)
+
+    def items(self, key: str, *, default=...) -> list[_Reader]:
+        return [_Reader(item, f"{self._name(key)}[{index}]") for index, item in enumerate(self.get(key, (list,), default=default))]
+
+
+def _plain(value) -> bool:
+    return isinstance(value, (str, int, float, bool)) or value is None
+
+
+def _top_k(item: _Reader) -> TopToken:
+    return TopToken(item.whole("token_id"), item.get("token", (str,)), item.number("p_raw"), item.number("p"))
+
+
+def _stage(item: _Reader) -> Stage:
+    return Stage(item.get("name", (str,)), item.number("p_eos"), item.whole("kept"),
+                 [(top.whole("token_id"), top.get("token", (str,)), top.number("p")) for top in item.items("top")],
+                 item.get("note", (str,), default=""))
+
+
+def _step(item: _Reader, index: int) -> StepRecord:
+    step = item.whole("step")
+    if step != index:
+        raise ValueError(f"{item.where}.step must be {index} (steps count from 0, in order), got {step}")
+    return StepRecord(step, item.whole("token_id"), item.get("token", (str,)), item.number("p_eos_raw"),
+                      item.number("p_eos"), item.number("p_chosen_raw"), item.number("p_chosen"),
+                      item.number("entropy_raw"), item.number("entropy"), [_top_k(t) for t in item.items("top_k")],
+                      [_stage(s) for s in item.items("stages", default=[])],
+                      item.number("eos_margin_raw", optional=True), item.number("eos_margin", optional=True))
+
+
+def _variant(item: _Reader) -> VariantTrace:
+    steps = [_step(step, index) for index, step in enumerate(item.items("steps"))]
+    token_ids = [int(i) for i in item.get("token_ids", (list,))]
+    if token_ids != [s.token_id for s in steps]:
+        raise ValueError(f"{item.where}.token_ids must be the steps' token ids, one per step")
+    reason = item.get("stop_reason", (str,), optional=True)
+    if reason is not None and reason not in set(StopReason):
+        raise ValueError(f"{item.where}.stop_reason must be one of {', '.join(StopReason)} or null, got {reason[:40]!r}")
+    interventions = item.get("interventions", (list,))
+    if not all(isinstance(i, (str, dict)) for i in interventions):
+        raise ValueError(f"{item.where}.interventions must be a list of intervention names or objects")
+    branch = item.get("branch_of", (dict,), optional=True)
+    if branch is not None:
+        branch = _Reader(branch, f"{item.where}.branch_of")
+        branch = (branch.whole("column"), branch.whole("step"))
+    summary = item.get("summary", (dict,), optional=True, default=None) or {}
+    seconds = summary.get("wall_seconds", 0.0)
+    diverges = summary.get("diverges_at")
+    return VariantTrace(
+        item.get("name", (str,)), interventions, item.whole("prompt_tokens"), token_ids, item.get("text", (str,)),
+        steps, None if reason is None else StopReason(reason), item.get("stop_detail", (str,), optional=True, default=None),
+        float(seconds) if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and math.isfinite(seconds) else 0.0,
+        diverges if isinstance(diverges, int) and not isinstance(diverges, bool) else None, branch,
+        model=item.get("model", (str,), default="base"), model_note=item.get("model_note", (str,), optional=True, default=None),
+        shared_forward=item.get("shared_forward", (bool,), default=True))
+
+
+def trace_from_dict(data) -> Trace:
+    """A saved trace (:func:`saved_json`, the CLI's ``--json``, /trace) read back, every field checked: a file
+    from another schema version or with a field of the wrong kind is a ValueError that names it. Only the
+    fields' kinds are checked here; what the settings and interventions mean is checked where they are used."""
+    root = _Reader(data, "")
+    version = root.get("schema_version", (int,), default=SCHEMA_VERSION)
+    if version != SCHEMA_VERSION:
+        raise ValueError(f"schema_version: this trace follows schema {version}; this playground reads schema "
+                         f"{SCHEMA_VERSION} only")
+    variants = [_variant(item) for item in root.items("variants")]
+    if not variants:
+        raise ValueError("variants: the trace has no columns")
+    names = [v.name for v in variants]
+    if len(set(names)) != len(names):
+        raise ValueError("variants: two columns have the same name")
+    for number, variant in enumerate(variants, start=1):
+        if variant.branch_of is not None and not (1 <= variant.branch_of[0] < number
+                                                  and 0 <= variant.branch_of[1] < len(variant.steps)):
+            raise ValueError(f"variants[{number - 1}].branch_of must name an earlier column and one of this column's steps")
+    settings = root.get("settings", (dict,))
+    if not all(isinstance(key, str) and _plain(value) for key, value in settings.items()):
+        raise ValueError("settings must map each setting's name to a number, text, true/false or null")
+    return Trace(root.get("model", (str,)), root.get("prompt", (str,)), dict(settings), variants)

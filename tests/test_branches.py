@@ -163,7 +163,7 @@ def test_cli_refuses_bad_branch_specs_with_a_sentence(tiny, monkeypatch, capsys,
 
 def test_a_forced_branch_says_forced_in_the_story_and_the_inspector(tiny):
     from playground.story import describe_variant
-    from playground.ui.views import inspector_html
+    from playground.views import inspector_html
 
     trace = compare(tiny, "Hello", [Variant("base")], Settings(max_new_tokens=6))
     other = next(t.token_id for t in trace.variants[0].steps[3].top_k if t.token_id != trace.variants[0].token_ids[3])

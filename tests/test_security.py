@@ -492,7 +492,7 @@ def test_the_owner_still_gets_the_path_the_model_was_loaded_from(app_server, smo
 def test_the_branch_click_data_gets_sentences(data, message):
     """What only a hand-made request sends to the page's branch handler ("abc" raised int()'s message; 2.5 was
     silently cut to 2)."""
-    from playground.ui.views import page_whole
+    from playground.views import page_whole
 
     with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         page_whole(data, "token_id")

@@ -346,9 +346,12 @@ def test_share_and_auth_reach_launch(launched):
 def test_a_local_app_bounds_only_uploads(launched):
     import app
 
+    from playground.handover import MAX_TRACE_MB
+
     app.main([])
     assert launched["queue_max_size"] is None and "state_session_capacity" not in launched
-    assert launched["max_file_size"] == 1024 * 1024  # the doctor's sample, in every mode
+    # A trace file to open (the doctor's sample checks its own 1 MB, in every mode).
+    assert launched["max_file_size"] == MAX_TRACE_MB * 1024 * 1024
 
 
 def test_auth_must_be_user_colon_password(launched, capsys):

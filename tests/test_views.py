@@ -9,7 +9,7 @@ import math
 from playground import charts
 from playground.engine import Settings, Variant, compare
 from playground.interventions import EosRewardLogitsProcessor
-from playground.ui.views import (chart_header, chart_lines, chart_stop, default_selection, inspector_html,
+from playground.views import (chart_header, chart_lines, chart_stop, default_selection, inspector_html,
                                  token_spans)
 
 

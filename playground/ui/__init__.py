@@ -14,104 +14,23 @@ import plotly
 from starlette.responses import FileResponse
 from starlette.routing import Route
 
-from ..charts import STOP_MARKERS
 from ..markup import md_text, status_mark
 from ..service import TRACE_MAX_AGE, Playground
-from ..trace import StopReason
-from .api import api_endpoints, export_endpoint
+from ..handover import PAGE_CONFIG, PLOTLY_JS, trace_cap_mb
+from .api import api_endpoints, export_endpoint, handover_endpoint
 from .compare import compare_tab
 from .doctor_tab import doctor_tab
 from .evaluate_tab import evaluate_tab
 from .finetune_tab import finetune_tab
 from .model_panel import model_panel
 
-CSS = """
-.prose.token-view { font-family: ui-monospace, monospace; font-size: 0.85em; line-height: 1.6; white-space: pre-wrap;
-                    height: 200px; overflow-y: auto; padding: 6px; border: 1px solid #e5e7eb; border-radius: 6px; }
-.token-view [data-s] { border-radius: 3px; cursor: pointer; background: hsla(calc(120 * var(--p)), 80%, 70%, 0.55); }
-.shade-eos .token-view [data-s] { background: rgba(255, 140, 0, var(--e)); }
-.token-view [data-s]:hover { outline: 1px solid #555; }
-.token-view [data-s].ws { color: #9ca3af; }
-.token-view [data-s].sel { outline: 2px solid #111; background: #ffe066; }
-.token-view .eos-badge { background: #444 !important; color: white; padding: 0 4px; font-weight: 700; }
-.status { font-weight: 600; height: 2.9em; overflow: hidden; }  /* two lines at most: boxes stay level */
-.status p { margin: 0; font-size: 0.9em; line-height: 1.45em; display: -webkit-box; -webkit-line-clamp: 2;
-            -webkit-box-orient: vertical; overflow: hidden; }
-#story ul { margin: 0; padding-left: 1.2em; font-size: 0.9em; }
-#selection { display: none; }
-#stale-note { display: none; }
-#stale-note.stale { display: block; }
-.stale-note { background: #f3f4f6; border: 1px solid #d1d5db; border-radius: 6px; padding: 3px 10px; font-size: 0.9em; color: #374151; }
-#columns-row.stale, #story.stale, #chart.stale, #inspector.stale { opacity: 0.45; }
-.remove-branch { align-self: flex-start; }
-@media (max-width: 720px) {  /* a phone: the inspector goes under the chart, each at full width */
-  .row:has(> #chart) { flex-direction: column; }
-  #chart, #inspector { min-width: 100% !important; }
-}
-#controls button { white-space: nowrap; padding-left: 6px; padding-right: 6px; }
-#banner { background: #fff7e6; border: 1px solid #f0b429; border-radius: 6px; padding: 4px 10px; }
-#title h1 { font-size: 1.4em; margin: 0; }
-#title p { margin: 0; }
-.eos-chart-toolbar { display: flex; flex-wrap: wrap; align-items: center; gap: 4px; font-size: 0.8em; }
-.eos-chart-toolbar button { font-size: 1em; line-height: 1.4; font-weight: normal; border: 1px solid #d1d5db; border-radius: 4px; padding: 1px 6px; background: white; }
-.eos-chart-toolbar button.on { background: #1f2937; color: white; }
-.eos-chart-toolbar .note { color: #6b7280; margin-left: 4px; }
-.eos-chart-empty { color: #6b7280; padding: 40px 0; text-align: center; border: 1px dashed #d1d5db; border-radius: 6px; }
-.eos-chart-plot { width: 100%; min-height: 250px; }
-.inspector { font-size: 0.85em; }
-.inspector .no-branch { color: #92400e; margin: 2px 0 6px; }
-.inspector.empty { color: #6b7280; padding: 30px 8px; }
-.inspector .margin { margin: 4px 0; font-weight: 600; }
-.inspector table { width: 100%; border-collapse: collapse; margin-bottom: 6px; }
-.inspector td, .inspector th { padding: 1px 4px; text-align: left; font-weight: normal; border-bottom: 1px solid #f3f4f6; }
-.inspector th { color: #6b7280; }
-.inspector td.num { text-align: right; font-variant-numeric: tabular-nums; }
-.inspector td.tok { font-family: ui-monospace, monospace; white-space: pre; max-width: 9em; overflow: hidden; }
-.inspector tr.eos td.tok { font-weight: 700; }
-.inspector td.bars { width: 40%; }
-.inspector .bar { display: block; height: 5px; margin: 1px 0; border-radius: 2px; }
-.inspector .bar.raw, .inspector .key.raw { background: #9ecae1; }
-.inspector .bar.final, .inspector .key.final { background: #08519c; }
-.inspector button.branch { padding: 0 5px; font-size: 0.8em; line-height: 1.3; border: 1px solid #d1d5db; border-radius: 4px; background: white; }
-.inspector button.branch:hover { background: #fef3c7; }
-.inspector .key { display: inline-block; width: 10px; height: 8px; margin: 0 2px 0 6px; }
-/* The Evaluate table fits 1400 px: smaller type, headers break between words only. */
-#evaluate-summary td, #evaluate-summary th { font-size: 0.8em; }
-#evaluate-summary th, #evaluate-summary th * { word-break: keep-all; overflow-wrap: normal; hyphens: none; }
-/* Max new tokens (controls.max_new_tokens_control): its number box laid out as a slider's head, the log-scale
-   slider under it without a head or end labels (they would show the exponent). */
-.log-number label.container { display: flex !important; flex-wrap: wrap; align-items: center; justify-content: space-between; gap: 4px; }
-.log-number label.container > span { margin-bottom: 0 !important; flex: 1 1 8em; }
-.log-number input[type=number] { width: 6.5em !important; flex: none; padding: 2px 6px !important; text-align: center; }
-.log-scale { padding-top: 0 !important; }
-.log-scale .head, .log-scale .min_value, .log-scale .max_value { display: none !important; }
-/* A status as a badge (markup.status_mark): emoji marks would be empty boxes without an emoji font. */
-.status-mark { display: inline-block; box-sizing: border-box; width: 1.15em; height: 1.15em; border-radius: 50%;
-               vertical-align: -0.12em; color: white; font: 700 0.85em/1.15em sans-serif; text-align: center;
-               margin-right: 0.15em; position: relative; }
-.status-mark.problem { background: #dc2626; }
-.status-mark.warning { background: #d97706; }
-.status-mark.ok { background: #16a34a; }
-.status-mark.ok::after { content: ""; position: absolute; left: 0.38em; top: 0.2em; width: 0.28em; height: 0.5em;
-                         border: solid white; border-width: 0 0.14em 0.14em 0; transform: rotate(45deg); }
-.status-mark.not_applicable { background: #9ca3af; }
-/* Upload boxes: the label above the drop area, not floating over it (a two-line label hid the icon and cut
-   "Click to Upload" in the Fine-tune and Evaluate tabs), and the drop area as tall as what it says. */
-.block:has(> button.upload-container) > label[data-testid="block-label"].float { position: static !important; width: fit-content; max-width: 100%; }
-button.upload-container { min-height: 120px; }
-/* Toasts at the bottom: at the top they cover the Model panel's Load button. */
-.toast-wrap { top: auto !important; bottom: var(--size-4); }
-/* A refused input is explained in the toast; Gradio's "Error" badge over the output would only hide its content. */
-[data-testid="status-tracker"]:has(> span.error) { display: none; }
-"""
+# The page's styles, shared with the exported HTML file (playground/handover.py).
+CSS = (Path(__file__).parent / "page.css").read_text(encoding="utf-8")
 # plotly.js for the live chart comes from the installed Python package, not a CDN: a Space visitor or a laptop
 # without internet still gets the chart. The app serves it under a route of its own (not Gradio's file route,
 # whose URL would show every visitor where the app is installed), cached for a year: the version in the query
 # changes the URL when plotly is upgraded. Loaded without blocking the page.
-PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 PLOTLY_ROUTE = "/eos-assets/plotly.min.js"
-# What page.js takes from the server rather than copying: each stop reason's label and chart marker.
-PAGE_CONFIG = {"stops": {reason.value: {"label": reason.label, "symbol": STOP_MARKERS[reason]} for reason in StopReason}}
 HEAD = (f'<script src="{PLOTLY_ROUTE.lstrip("/")}?v={quote(plotly.__version__)}" async></script>'
         f"<script>window.eosPlaygroundConfig = {json.dumps(PAGE_CONFIG)};\n"
         f"{(Path(__file__).parent / 'page.js').read_text(encoding='utf-8')}</script>")
@@ -122,7 +41,8 @@ def plotly_js(request) -> FileResponse:
                         headers={"Cache-Control": "public, max-age=31536000, immutable"})
 
 
-def build_app(playground: Playground) -> gr.Blocks:
+def build_app(playground: Playground, opened=None) -> gr.Blocks:
+    """The page; ``opened``: a trace every new page shows at first (``app.py --open``)."""
     with gr.Blocks(title="EOS Playground", delete_cache=(TRACE_MAX_AGE, TRACE_MAX_AGE)) as demo:
         gr.Markdown("# EOS Playground\nWhy does a language model (not) stop? One prompt decoded side by side "
                     "with and without stop interventions; p(EOS) and the next tokens at every step.", elem_id="title")
@@ -130,12 +50,13 @@ def build_app(playground: Playground) -> gr.Blocks:
             gr.Markdown(f"{status_mark('warning')} {md_text(playground.banner)}", elem_id="banner")
         model_panel(playground)
         with gr.Tabs():  # explicit: a component rendered between implicit tabs starts a second strip below the first
-            compare_tab(playground, demo)
+            compare_tab(playground, demo, opened)
             doctor_tab(playground)
             evaluate_tab(playground)
             finetune_tab(playground)
         api_endpoints(playground)
         export_endpoint(playground)
+        handover_endpoint(playground)
     return demo
 
 
@@ -150,14 +71,15 @@ def log_to_stderr() -> None:
 
 
 def launch(playground: Playground, *, host: str | None = None, port: int | None = None, share: bool = False,
-           auth: tuple[str, str] | None = None, **kwargs):
+           auth: tuple[str, str] | None = None, opened=None, **kwargs):
     """Serve the page; a public policy bounds the queue, uploads and sessions kept in memory (runs stop at its time
     limit in the engine: Gradio's own ``time_limit=`` only applies to ``.stream()`` events)."""
     policy = playground.policy
     log_to_stderr()
-    demo = build_app(playground)
+    demo = build_app(playground, opened)
     demo.queue(default_concurrency_limit=1, max_size=policy.queue_size)
-    kwargs.setdefault("max_file_size", int(policy.max_upload_mb * 1024 * 1024))
+    # Each upload's own cap is checked where it is read (the doctor's sample, a trace file); Gradio's is the largest.
+    kwargs.setdefault("max_file_size", int(max(policy.max_upload_mb, trace_cap_mb(policy)) * 1024 * 1024))
     if policy.max_sessions is not None:
         kwargs.setdefault("state_session_capacity", policy.max_sessions)
     # The app's own routes go first in the FastAPI app Gradio builds, before its own.

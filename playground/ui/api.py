@@ -1,6 +1,7 @@
 """Endpoints for programs (gradio_client, REST): /compare streams a comparison as deltas (the event schema is in
 :mod:`playground.stream`), /trace returns a finished one whole, /info says what is served, /evaluate runs columns
-over a prompt set, /export_code writes one column's fix as code. Their parameters are the run settings of
+over a prompt set, /export_code writes one column's fix as code,
+/export_html a comparison as one HTML file. Their parameters are the run settings of
 :mod:`playground.request` (same names, defaults and rules as the page, the links and the CLI; tests/test_request.py
 checks that none is missing)."""
 
@@ -13,7 +14,8 @@ import gradio as gr
 
 from ..request import DEFAULTS as D
 from ..request import SETTINGS, parse_bool
-from ..service import RUNS_AT_ONCE, Playground
+from ..handover import export_html
+from ..service import RUNS_AT_ONCE, Playground, write_downloads
 from ..stream import DeltaStream
 from ..decoder import RunStopped
 from .errors import refusal, stopped
@@ -137,3 +139,30 @@ def export_endpoint(playground: Playground) -> None:
             raise refusal(playground, "/export_code", error, page=False) from None
 
     gr.api(export_code, api_name="export_code", queue=False)
+
+
+def handover_endpoint(playground: Playground) -> None:
+    """/export_html: a finished comparison as one self-contained HTML file (see :mod:`playground.handover`), by
+    the trace_id of /compare's last event. A file, so it is an event with a file output (gradio_client saves it
+    and returns its path); the components are hidden, the page has its own button."""
+    trace_id_box = gr.Textbox(visible=False)
+    html_file = gr.File(visible=False)
+
+    def export_html(trace_id: str) -> str:
+        """The comparison of trace_id (from /compare's last event) as one HTML file that opens offline: the columns,
+        the chart, every step's inspector, Copy this fix per column and Replay; the app opens it again."""
+        try:
+            trace = playground.trace(trace_id)
+        except ValueError as error:
+            raise refusal(playground, "/export_html", error, page=False) from None
+        return write_html(playground, trace)
+
+    button = gr.Button(visible=False)
+    button.click(export_html, trace_id_box, html_file, api_name="export_html", concurrency_id="handover",
+                 concurrency_limit=2)
+
+
+def write_html(playground: Playground, trace) -> str:
+    """The trace's HTML file written for download (aged out with the trace files); its path."""
+    [path] = write_downloads({"eos-playground.html": export_html(playground, trace)}, "handover-")
+    return path

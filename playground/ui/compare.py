@@ -11,20 +11,23 @@ from __future__ import annotations
 import html
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import gradio as gr
 
 from .. import charts
 from ..interventions import DESCRIPTIONS, INTERVENTION_NAMES, default_params
 from ..links import MAX_COLUMNS, PAGE_DEFAULTS, from_query, to_query
-from ..request import SETTINGS, Column, column_params_text
+from ..request import SETTINGS, Column, check_settings, column_params_text, parse_column, resolve
+from ..handover import read_trace, trace_cap_mb
 from ..service import RUNS_AT_ONCE, Playground, column_names, write_trace_files
 from ..space.policy import require_whole
 from ..story import story_markdown
 from ..decoder import RunStopped
 from .controls import control, max_new_tokens_control
+from .api import write_html
 from .errors import refusal, stopped
-from .views import (
+from ..views import (
     chart_column,
     chart_header,
     chart_lines,
@@ -83,6 +86,33 @@ def fix_choices(names: list[str], trace) -> list[tuple[str, str]]:
     return choices
 
 
+def trace_page_settings(trace) -> dict:
+    """An opened trace's settings as the page's controls hold them: its prompt and the settings the page has."""
+    return {"prompt": trace.prompt, **{key: value for key, value in trace.settings.items()
+                                       if key in SETTINGS and value is not None}}
+
+
+def trace_page_columns(trace, settings: dict) -> list[Column]:
+    """An opened trace's columns (not its branches: those are decoded from a step, not set on the page), each read
+    from its name, the column's text form, when that decodes as it did with the page's ``settings``; else (a
+    renamed duplicate, a shared setting the trace does not keep) with every parameter its interventions had."""
+    from ..interventions import parse_interventions
+
+    columns = []
+    for variant in trace.variants:
+        if variant.branch_of is not None:
+            continue
+        recorded = parse_interventions(variant.interventions)
+        try:
+            column = parse_column(variant.name)
+            if [i.to_dict() for i in resolve(column, settings)] != [i.to_dict() for i in recorded]:
+                raise ValueError("the name leaves out parameters")
+        except ValueError:
+            column = Column(tuple(recorded), None if variant.model == "base" else variant.model)
+        columns.append(column)
+    return columns
+
+
 def mark_stale(run: gr.Button, controls: list) -> None:
     """Results on the page belong to the settings they were run with: changing one (or picking an example) dims
     them with a note until the next Run."""
@@ -91,7 +121,8 @@ def mark_stale(run: gr.Button, controls: list) -> None:
     run.click(None, None, None, js="() => { window.eosPlayground && eosPlayground.stale(false); }")
 
 
-def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
+def compare_tab(playground: Playground, demo: gr.Blocks, opened=None) -> None:
+    """The tab; ``opened``: a trace every new page shows at first (``python app.py --open FILE``)."""
     intervention_choices = list(INTERVENTION_NAMES)  # short chips; what each does is in the accordion below the pickers
 
     def model_choices() -> list[str]:
@@ -108,6 +139,7 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
     policy = playground.policy
     max_columns = min(MAX_COLUMNS, policy.max_columns)
     default_columns = PAGE_DEFAULTS["columns"][:max_columns]
+    trace_cap_bytes = int(trace_cap_mb(policy) * 1024 * 1024)
     with gr.Tab("Compare"):
         holder = gr.State({})  # per session: the running comparison (for Stop) and the last trace
         with gr.Row(equal_height=False):
@@ -173,7 +205,8 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
                         fix_kind = gr.Radio([("model.generate() script", "generate"), ("pipeline() script", "pipeline"),
                                          ("arguments for your own generate() call", "kwargs")], value="generate",
                                         label="Use with")
-                    snippet = gr.Code(language="python", label="Runnable Python that reproduces this column")
+                    snippet = gr.Code(language="python", label="Runnable Python that reproduces this column",
+                                      elem_id="fix-snippet")
                 with gr.Accordion("Stage by stage, as bars", open=False):
                     stage_chart = gr.Plot(label="The inspected step's top tokens after each stage")
                 with gr.Accordion("Top-k over all steps", open=False):
@@ -181,6 +214,11 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
                 with gr.Row():
                     download_json = gr.DownloadButton("Download trace (JSON)", visible=False)
                     download_csv = gr.DownloadButton("Download trace (CSV)", visible=False)
+                    # Written when asked for (0.4 s for 3 columns × 128 tokens), not after every run.
+                    download_html = gr.Button("Download as HTML", visible=False, elem_id="download-html")
+                    open_trace = gr.UploadButton("Open a trace (JSON or HTML)", file_types=[".json", ".html"],
+                                                 file_count="single", elem_id="open-trace")
+                html_file = gr.File(visible=False, elem_id="html-file")
 
     # ---- handlers -------------------------------------------------------------------------------
     linked = {name: controls[name] for name in SETTINGS}  # every setting, in the schema's order
@@ -250,7 +288,8 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
                 selection: "{} {}".format(*selected), stage_chart: charts.stages_figure(trace, *selected),
                 heatmap: charts.heatmap_figure(trace, selected[0]),
                 download_json: gr.update(value=files[0], visible=True),
-                download_csv: gr.update(value=files[1], visible=True), holder: state}
+                download_csv: gr.update(value=files[1], visible=True), download_html: gr.update(visible=True),
+                holder: state}
 
     def on_branch(state, event: gr.EventData) -> Iterator[dict]:
         """"try" in the inspector: decode the inspected column again from that step with the chosen token, as a new
@@ -392,10 +431,18 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
             settings["columns"] = with_base_column(settings["columns"])
         for problem in problems:
             gr.Warning(html.escape(f"This link: {problem}."), title="Link")  # a toast shows HTML
+        return page_values(settings, "This link", "Link")
+
+    def page_values(settings: dict, source: str, title: str) -> list:
+        """The controls set to ``settings`` (every setting and the columns), in ``link_outputs``' order; what this
+        app cannot allow is capped, and ``source`` ("This link") is told so."""
+        if len(settings["columns"]) > max_columns:
+            gr.Warning(f"{source} has {len(settings['columns'])} columns; this app shows {max_columns} at most, "
+                       f"so Run decodes the first {max_columns}.", title=title)
         columns = settings["columns"][:max_columns]
         if settings["max_new_tokens"] > policy.max_new_tokens:
-            gr.Warning(f"This link asks for {settings['max_new_tokens']} new tokens; this app allows at most "
-                       f"{policy.max_new_tokens}.", title="Link")
+            gr.Warning(f"{source} asks for {settings['max_new_tokens']} new tokens; this app allows at most "
+                       f"{policy.max_new_tokens}.", title=title)
             settings["max_new_tokens"] = policy.max_new_tokens
         values = [settings[key] for key in linked] + [len(columns)]
         values += [gr.update(value=columns[i].names + ([f"@{columns[i].model}"] if columns[i].model else [])
@@ -406,11 +453,48 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
         values.append(gr.update(open=any(column_params_text(c) for c in columns)))
         return values + [gr.update(visible=i < len(columns)) for i in range(MAX_COLUMNS)]
 
+    def on_open(state, file) -> dict:
+        """Open a trace JSON or an exported HTML file: every view of it as after a run, without decoding (branches
+        and Copy this fix work), and the controls set to its settings, so Run decodes it again. The file is read as
+        data (nothing in it is run or shown as markup) and only into this visitor's session."""
+        try:
+            if state.get("comparison") is not None:
+                raise ValueError("wait until the run has finished (or press Stop) to open a trace")
+            if file is None:
+                raise ValueError("trace file: choose a trace JSON or an HTML file exported by the playground")
+            trace = read_trace(Path(file).read_bytes(), max_bytes=trace_cap_bytes)
+            return show_trace(state, trace)
+        except (OSError, ValueError) as error:
+            raise refusal(playground, "open trace", error, title="Cannot open this trace", page=True) from None
+
+    def show_trace(state, trace) -> dict:
+        """Every view of a finished ``trace`` and the controls set to its settings (ValueError: settings this
+        playground cannot take)."""
+        settings = {**PAGE_DEFAULTS, **check_settings(trace_page_settings(trace))}
+        settings["columns"] = trace_page_columns(trace, settings)
+        loaded = playground.bundle.info.name
+        if trace.model != loaded:
+            gr.Warning(f"This trace was decoded by {trace.model}; {loaded} is loaded. It is shown as it was; Run "
+                       f"decodes it again with {loaded}, and \"try\" needs {trace.model} loaded.", title="Trace")
+        n, chart_text = len(trace.variants), whole_chart(trace)
+        shown = {box: gr.update(visible=i < n) for i, box in enumerate(column_boxes)}
+        return {**dict(zip(link_outputs, page_values(settings, "This trace", "Trace"))), **shown,
+                **{views[i]: token_spans(v) for i, v in enumerate(trace.variants)},
+                **{views[i]: "" for i in range(n, PLACES)}, chart: chart_text,
+                **finished(state, trace, chart_text, default_selection(trace))}
+
+    def on_download_html(state) -> str:
+        trace = state.get("trace")
+        if trace is None:
+            raise refusal(playground, "download html", ValueError("run a comparison first, and let it finish"),
+                          page=True)
+        return write_html(playground, trace)
+
     link_outputs = [*linked.values(), n_columns, *pickers, *param_boxes, own_params, *column_boxes[:MAX_COLUMNS]]
     # Queued, so its warnings reach the page; never waits behind a run (no concurrency limit).
-    demo.load(on_page_load, None, link_outputs, api_visibility="private", concurrency_limit=None)
+    load_event = demo.load(on_page_load, None, link_outputs, api_visibility="private", concurrency_limit=None)
     run_outputs = [*statuses, *views, *column_boxes, *removes, story, chart, inspector, selection, stage_chart, heatmap,
-                   download_json, download_csv, holder]
+                   download_json, download_csv, download_html, holder]
     # Runs share the decode loop (their rows share forward passes), so up to RUNS_AT_ONCE decode together.
     run_event = run.click(on_run, [holder, *inputs], run_outputs,
                           concurrency_id="decode", concurrency_limit=RUNS_AT_ONCE, api_visibility="private")
@@ -419,6 +503,17 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
     remove_events = [button.click(lambda state, index=index: on_remove(state, index), holder, run_outputs,
                                   api_visibility="private", queue=False) for index, button in enumerate(removes)]
     stop.click(on_stop, holder, None, queue=False, api_visibility="private")
+    # The file goes to a hidden File, then the browser saves it (a DownloadButton saves the file it already has).
+    download_html.click(on_download_html, holder, html_file, api_visibility="private", concurrency_id="handover",
+                        concurrency_limit=2).success(
+        None, html_file, None, js="(file) => { if (!file || !file.url) return; const link = document.createElement('a'); "
+                                  "link.href = file.url; link.download = 'eos-playground.html'; link.click(); }")
+    # Setting the controls to the trace's settings fires their change events, which dim the results; the trace's
+    # own are then shown undimmed.
+    open_outputs = list(dict.fromkeys([*link_outputs, *run_outputs]))
+    open_event = open_trace.upload(on_open, [holder, open_trace], open_outputs, api_visibility="private",
+                                   concurrency_limit=None)
+    open_event.success(None, None, None, js="() => { window.eosPlayground && eosPlayground.stale(false); }")
     chart.click(on_select, holder, [inspector, stage_chart, heatmap, holder], api_visibility="private", queue=False)
     mark_stale(run, inputs)
     color_by.change(None, color_by, None, js="(v) => { document.body.classList.toggle('shade-eos', v === 'p_eos'); }")
@@ -437,8 +532,15 @@ def compare_tab(playground: Playground, demo: gr.Blocks) -> None:
     demo.load(on_snippet, snippet_inputs, snippet, api_visibility="private", queue=False)
     run_event.then(on_snippet, snippet_inputs, snippet, api_visibility="private")
     # Copy this fix names the page's columns as set now, then the last run's branches.
-    for event in (run_event, branch_event, *remove_events):
+    open_event.success(on_snippet, snippet_inputs, snippet, api_visibility="private", queue=False)
+    for event in (run_event, branch_event, open_event, *remove_events):
         event.then(on_fix_choices, [holder, fix_column, n_columns, *pickers, *param_boxes], fix_column, api_visibility="private", queue=False)
     for component in (n_columns, *pickers, *param_boxes):
         component.change(on_fix_choices, [holder, fix_column, n_columns, *pickers, *param_boxes], fix_column, api_visibility="private",
                        queue=False)
+    if opened is not None:  # after the link's settings: the trace's own replace them
+        start_event = load_event.then(lambda state: show_trace(state, opened), holder, open_outputs, api_visibility="private")
+        start_event.then(None, None, None, js="() => { window.eosPlayground && eosPlayground.stale(false); }")
+        start_event.then(on_snippet, snippet_inputs, snippet, api_visibility="private", queue=False)
+        start_event.then(on_fix_choices, [holder, fix_column, n_columns, *pickers, *param_boxes], fix_column,
+                         api_visibility="private", queue=False)

@@ -11,10 +11,10 @@ import html
 import json
 import math
 
-from ..charts import COLORS, ramp_starts
-from ..markup import md_text
-from ..story import step_explanation
-from ..trace import StepRecord, StopReason, Trace, VariantTrace
+from .charts import COLORS, ramp_starts
+from .markup import md_text
+from .story import step_explanation
+from .trace import StepRecord, StopReason, Trace, VariantTrace
 
 
 def page_whole(data: dict, key: str) -> int:
