@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import statistics
 
 import torch
@@ -104,15 +103,17 @@ def _answer_end_scores(ctx: Context, examples: list[Example], bundle) -> list[to
 
 
 def _p_stop(ctx: Context, examples: list[Example], stop_ids: list[int], other_ids: list[int], *,
-            bundle=None, penalty: float | None = None, fresh: bool = False) -> tuple[list[float], dict[int, list[float]]]:
+            bundle=None, model: str | None = None, penalty: float | None = None,
+            fresh: bool = False) -> tuple[list[float], dict[int, list[float]]]:
     """Teacher-forced next-token probability after each answer: summed over stop ids, and per other end id.
-    ``bundle``: another loaded model with the same vocabulary; ``penalty``: a repetition penalty applied over the
-    answer's own ids first, as generate() does. The logits are computed once per model and diagnosis
-    (``fresh=True``: again, e.g. with the adapter switched off)."""
+    ``bundle``: another loaded model with the same vocabulary; ``model``: the adapter (or ``base``) switched on
+    for this call (default: the examined one); ``penalty``: a repetition penalty applied over the answer's own ids
+    first, as generate() does. The logits are computed once per model and diagnosis (``fresh=True``: again, e.g.
+    with the adapter switched off)."""
     from transformers import RepetitionPenaltyLogitsProcessor
 
     bundle = bundle or ctx.bundle
-    key = (id(bundle), tuple(id(e) for e in examples))
+    key = (id(bundle), model or ctx.model_name, tuple(id(e) for e in examples))
     scores = None if fresh else ctx.answer_end_scores.get(key)
     if scores is None:
         scores = _answer_end_scores(ctx, examples, bundle)
@@ -163,11 +164,11 @@ def check_p_eos_at_answer_end(ctx: Context) -> Finding:
     other_ids = [i for i in [template_other, *ctx.end_like, *ctx.all_eos_ids] if i is not None and i not in stop]
     other_ids = list(dict.fromkeys(other_ids))
     bundle = ctx.bundle
-    with bundle.adapter_enabled(bundle.default_model) if bundle.adapters else contextlib.nullcontext():
+    with ctx.using():
         p_stop, p_other = _p_stop(ctx, examples, stop, other_ids)
     summary = _summary(p_stop)
     lowest = min(range(len(p_stop)), key=p_stop.__getitem__)
-    data = {"p_eos": [round(p, 6) for p in p_stop], **{k: round(v, 6) for k, v in summary.items()},
+    data = {"model": ctx.model_name, "p_eos": [round(p, 6) for p in p_stop], **{k: round(v, 6) for k, v in summary.items()},
             "examples": [e.label for e in examples], "stop_ids": stop, "other_end_ids": {}}
     found = [f"p({', '.join(ctx.token(i) for i in stop)}) right after the answer, over {source}: {_fmt(summary)} "
              f"(lowest: {examples[lowest].label})."]
@@ -186,7 +187,7 @@ def check_p_eos_at_answer_end(ctx: Context) -> Finding:
         data["per_model"] = {}
         for model in (BASE, *bundle.adapters):
             with bundle.adapter_enabled(model):
-                values, _ = _p_stop(ctx, examples, stop, [])
+                values, _ = _p_stop(ctx, examples, stop, [], model=model)
             data["per_model"][model] = {k: round(v, 6) for k, v in _summary(values).items()}
         found.append("Per model: " + "; ".join(f"{model} {_fmt(numbers)}"
                                                for model, numbers in data["per_model"].items()) + ".")
