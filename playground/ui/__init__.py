@@ -98,11 +98,11 @@ def build_app(playground: Playground) -> gr.Blocks:
         if playground.banner:
             gr.Markdown(f"⚠️ {playground.banner}", elem_id="banner")
         model_panel(playground)
-        with gr.Tabs():  # explicit: a component rendered between implicit tabs starts a second strip below the first
+        with gr.Tabs() as tabs:  # explicit: a component rendered between implicit tabs starts a second strip below the first
             compare_tab(playground, demo)
-            doctor_tab(playground)
+            doctor = doctor_tab(playground, demo)
             evaluate_tab(playground)
-            finetune_tab(playground)
+            finetune_tab(playground, demo, tabs, doctor)
         api_endpoints(playground)
         export_endpoint(playground)
     return demo
