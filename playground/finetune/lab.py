@@ -5,6 +5,8 @@ in a thread of its own and writes its adapter whether or not a page follows it, 
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import tempfile
 import threading
 from pathlib import Path
@@ -14,12 +16,15 @@ from .data import builtin_data, parse_examples
 from .recipes import collated_example, end_token_id, recipe_named
 from .train import FineTune, TrainConfig
 
-ADAPTERS_DIR = Path("adapters")  # local mode: adapters are written here, each in a folder named like the adapter
+# Local mode writes adapters here, each in a folder named like the adapter ($PLAYGROUND_ADAPTERS_DIR: elsewhere).
+ADAPTERS_DIR = Path(os.environ.get("PLAYGROUND_ADAPTERS_DIR") or "adapters")
 
 
 class Lab:
-    def __init__(self, playground):
+    def __init__(self, playground, config: TrainConfig | None = None):
+        """``config``: the settings of every training here but its recipe and steps (default: TrainConfig's)."""
         self.playground = playground
+        self.config = config or TrainConfig()
         self._lock = threading.Lock()
         self.job: FineTune | None = None  # the last training started, running or finished
         self.name: str | None = None  # its adapter's name (a column's @NAME once served)
@@ -71,11 +76,12 @@ class Lab:
                 p = self.job.progress
                 raise ValueError(f"finetune: a training is running (step {p.step} of {p.total}); wait for it to "
                                  "end or press Stop")
-            self.name, out = self.folder_for(name or recipe_name)
+            blank = name is None or (isinstance(name, str) and not name.strip())
+            self.name, out = self.folder_for(recipe_name if blank else name)
             reference = self.playground.reference
             options = policy.options_for(reference, self.playground.load_options)
             bundle = load_model(reference, **options)  # its own copy: decoding goes on with the served one
-            job = FineTune(bundle, data, TrainConfig(recipe=recipe_name, steps=steps), out,
+            job = FineTune(bundle, data, dataclasses.replace(self.config, recipe=recipe_name, steps=steps), out,
                            base_reference=self.playground.shown_reference)
             job.start()
             self.job = job

@@ -19,7 +19,7 @@ from ..models import BASE, ModelLoadError
 from ..service import TRACE_MAX_AGE, Playground, write_downloads
 from ..supervision import STYLE, to_html, tokens_of
 from .doctor_tab import DoctorTab, model_choices
-from .errors import from_page, refusal
+from .errors import CHECK_INPUT, from_page, refusal
 
 FOLLOW_SECONDS = 0.5  # how often a page following the training reads its progress
 
@@ -74,11 +74,11 @@ def finetune_tab(playground: Playground, demo: gr.Blocks | None = None, tabs: gr
                     + ("\n\n**Training is switched off on this app** (caps.finetune_max_steps in spaces.yaml)."
                        if off else ""))
         with gr.Row():
-            recipe = gr.Dropdown(list(RECIPES), value="correct", label="Recipe")
-            name = gr.Textbox("correct", label="Adapter name (its folder, and @NAME in a column)", max_lines=1,
-                              elem_id="finetune-name")
+            recipe = gr.Dropdown(list(RECIPES), value="correct", label="Recipe", elem_id="finetune-recipe")
+            name = gr.Textbox("", placeholder="correct", label="Adapter name (its folder, and @NAME in a column; "
+                              "empty: the recipe's)", max_lines=1, elem_id="finetune-name")
             steps = gr.Number(value=min(40, steps_cap or 40), precision=0, minimum=1, maximum=steps_cap,
-                              label="Steps")
+                              label="Steps", elem_id="finetune-steps")
         data = gr.File(label="Data (JSONL prompt/response, messages or text; CSV) — empty: built-in set",
                        file_types=[".jsonl", ".csv"], height=140)
         first = preview_html(lab, "correct")
@@ -100,9 +100,9 @@ def finetune_tab(playground: Playground, demo: gr.Blocks | None = None, tabs: gr
         except (OSError, ValueError) as error:
             raise refusal(playground, "/finetune_preview", error, page=from_page(event)) from None
 
-    def on_recipe_name(recipe_name, current):
-        """The name follows the recipe until the user types one of their own."""
-        return recipe_name if not current or current in RECIPES else gr.skip()
+    def on_recipe_name(recipe_name):
+        """An empty name is the recipe's: the box says which."""
+        return gr.update(placeholder=recipe_name)
 
     def view() -> tuple:
         job = lab.job
@@ -127,7 +127,9 @@ def finetune_tab(playground: Playground, demo: gr.Blocks | None = None, tabs: gr
         try:
             lab.start(recipe_name, data_file, n_steps, adapter_name)
         except (OSError, ValueError) as error:
-            raise refusal(playground, "/finetune", error, page=from_page(event)) from None
+            busy = lab.job is not None and lab.job.running
+            raise refusal(playground, "/finetune", error, title="A training is running" if busy else CHECK_INPUT,
+                          page=from_page(event)) from None
         for status_text, figure, _ in follow():
             yield status_text, figure
 
@@ -153,7 +155,7 @@ def finetune_tab(playground: Playground, demo: gr.Blocks | None = None, tabs: gr
         return (gr.Tabs(selected="doctor"), gr.update(choices=model_choices(playground), value=f"@{adapter}"),
                 copy)
 
-    recipe.change(on_recipe_name, [recipe, name], name, queue=False, api_visibility="private")
+    recipe.change(on_recipe_name, recipe, name, queue=False, api_visibility="private")
     for trigger in (recipe.change, data.change):
         trigger(on_preview, [recipe, data], [description, preview])
     train.click(on_train, [recipe, data, steps, name], [status, chart], concurrency_id="finetune",
