@@ -44,6 +44,27 @@ def status_has(page, text: str, timeout: int = TRAINING) -> None:
                            arg=text, timeout=timeout)
 
 
+def test_a_page_opened_during_a_training_shows_it_and_its_stop_writes_the_adapter(browser, story_app):  # noqa: F811
+    """The default suite's short variant: a training started elsewhere (another client), a page opened meanwhile
+    that shows it running, and Stop from that page, which writes what it learned."""
+    from gradio_client import Client
+
+    client = Client(story_app, verbose=False)
+    started = client.submit("correct", None, 40, "left", api_name="/finetune")  # started elsewhere
+    page = open_page(browser, story_app)
+    try:
+        fine_tune_tab(page)
+        status_has(page, "Training left (correct): step 1/40")
+        page.locator("#finetune-stop").click()
+        status_has(page, "stopped, adapter kept")
+        status = page.locator("#finetune-status").inner_text()
+        assert "Adapter left (correct)" in status and "/left" in status and "Written to" in status
+        assert page.locator("#finetune-diagnose").is_visible()
+    finally:
+        started.cancel()
+        page.close()
+
+
 @pytest.mark.slow
 def test_train_close_reopen_compare_diagnose_and_evaluate(browser, story_app, tmp_path):  # noqa: F811
     page = open_page(browser, story_app)
@@ -62,7 +83,8 @@ def test_train_close_reopen_compare_diagnose_and_evaluate(browser, story_app, tm
     assert "step" in page.locator("#finetune-status").inner_text()
     status_has(page, "Written to")
     status = page.locator("#finetune-status").inner_text()
-    assert "Adapter eos_as_text" in status and "step 3/3" in status and "adapters/eos_as_text" in status
+    assert "Adapter eos_as_text" in status and "step 3/3" in status and "/eos_as_text" in status
+    assert "Written to /" in status  # the absolute folder, to open
 
     page.locator("#finetune-compare").click()  # the page opens Compare with baseline@base | baseline@eos_as_text
     page.wait_for_url("**?columns=2*", timeout=60_000)

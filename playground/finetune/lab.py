@@ -77,14 +77,14 @@ class Lab:
                 raise ValueError(f"finetune: a training is running (step {p.step} of {p.total}); wait for it to "
                                  "end or press Stop")
             blank = name is None or (isinstance(name, str) and not name.strip())
-            self.name, out = self.folder_for(recipe_name if blank else name)
+            adapter_name, out = self.folder_for(recipe_name if blank else name)
             reference = self.playground.reference
             options = policy.options_for(reference, self.playground.load_options)
             bundle = load_model(reference, **options)  # its own copy: decoding goes on with the served one
             job = FineTune(bundle, data, dataclasses.replace(self.config, recipe=recipe_name, steps=steps), out,
                            base_reference=self.playground.shown_reference)
             job.start()
-            self.job = job
+            self.job, self.name = job, adapter_name
             return job
 
     def stop(self) -> bool:
