@@ -89,7 +89,7 @@ def test_the_doctors_p_eos_is_what_compare_shows_for_that_model(served):
         sample = [{"input_ids": prompt_ids + ids[:k], "labels": [IGNORE_INDEX] * len(prompt_ids) + ids[:k]}]
         measured = {f.id: f for f in diagnose(bundle, sample=sample, model=variant.model)}["p_eos_at_answer_end"]
         seen[variant.model] = measured.data["p_eos"][0]
-        assert seen[variant.model] == pytest.approx(variant.steps[k].p_eos_raw, rel=0.02, abs=1e-6)
+        assert 0 < seen[variant.model] == pytest.approx(variant.steps[k].p_eos_raw, rel=0.02)
     assert seen["broken"] != pytest.approx(seen["base"], rel=0.02)  # two models, two figures
 
 

@@ -79,7 +79,7 @@ class Progress:
         loss = f"loss {self.loss:.3f}" if self.loss is not None else "loss —"
         speed = f"{self.seconds_per_step:.2f} s/step" if self.seconds_per_step else "starting"
         left = f", ~{self.seconds_left:.0f} s left" if self.seconds_left is not None and not self.done else ""
-        state = " — stopped, adapter kept" if self.stopped else " — done" if self.done else ""
+        state = (" — stopped, adapter kept" if self.stopped else " — done") if self.done else ""  # once written
         return f"step {self.step}/{self.total} · {loss} · {speed}{left}{state}"
 
 
