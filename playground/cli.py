@@ -220,11 +220,13 @@ def doctor_main(args) -> int:
         findings = diagnose(bundle, sample=sample, max_length=args.max_length, probe=not args.no_probe,
                             gguf=args.gguf, stop_strings=[unescape(s) for s in args.stop_string or []] or None,
                             artifacts=args.artifact or (), compare_with=earlier,
-                            repetition_penalty=args.repetition_penalty)
+                            repetition_penalty=args.repetition_penalty, model=args.examine)
     except (ModelLoadError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {'--examine: ' if str(error).startswith('model ') else ''}{error}", file=sys.stderr)
         return 2
-    print(report_json(findings) if args.json else report_markdown(findings, title=f"EOS doctor — {bundle.info.name}"))
+    examined = f" @{args.examine}" if args.examine else ""
+    print(report_json(findings) if args.json
+          else report_markdown(findings, title=f"EOS doctor — {bundle.info.name}{examined}"))
     if args.fix:
         try:
             result = write_fixes(bundle, findings, args.fix)
@@ -444,6 +446,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_arguments(doctor, checkpoints=False)
     doctor.add_argument("--sample", help="JSONL training sample: {prompt, response}, {text}, {messages} or "
                                          "{input_ids, labels} per line")
+    doctor.add_argument("--examine", metavar="NAME",
+                        help="which loaded model to examine, as a column picks it: base or an --adapter's NAME "
+                             "(default: the only adapter, else the base)")
     doctor.add_argument("--max-length", type=int, default=512, help="training max_length used for truncation (>= 2)")
     doctor.add_argument("--gguf", help="a GGUF export of the model: check that its metadata keeps the turn end")
     doctor.add_argument("--stop-string", action="append",

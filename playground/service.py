@@ -122,10 +122,17 @@ class Playground:
             decode_loop(bundle, self.kv_budget_mb)  # on a GPU the budget is what this model leaves free
         return bundle.info.to_dict()
 
-    def default_columns(self) -> list[str]:
-        """The columns of a request that names none: baseline and eos_reward, after the base model's baseline
-        when an adapter is loaded (base beside the fine-tune)."""
-        return (["baseline@base"] if self.bundle.adapters else []) + ["baseline", "eos_reward"]
+    def default_columns(self, story: Sequence[Column] | None = None) -> list[Column]:
+        """The columns of a request that names none: the story's (``story``, default baseline and eos_reward, on the
+        model a column without @NAME runs), its baseline repeated once for every other served model — the base
+        beside the fine-tune, each adapter or checkpoint the user added — and never one model's baseline twice:
+        with adapters ``a`` and ``b`` on the base, ``baseline | baseline@a | baseline@b | eos_reward``; with ``a``
+        alone, ``baseline@base | baseline | eos_reward``.
+        """
+        story = list(story if story is not None else (Column(), parse_column("eos_reward")))
+        rest = story[1:] if story and story[0] == Column() else story
+        default = self.bundle.default_model
+        return [Column(model=None if model == default else model) for model in self.column_models()] + rest
 
     def add_adapter(self, spec: str) -> dict:
         """Load a LoRA adapter (``NAME=PATH`` or a path, named after its folder) on the loaded base, without
@@ -179,6 +186,15 @@ class Playground:
     def active_generations(self) -> int:
         """Comparisons and evaluations decoding right now (a closed one leaves within one step)."""
         return self._active
+
+    def examined_model(self, model) -> str:
+        """The model a doctor request examines, as a column names it (``"@NAME"`` or ``"NAME"``; empty or None: the
+        model a column without ``@NAME`` runs); ValueError naming ``model`` when it is not loaded."""
+        if model is None or (isinstance(model, str) and not model.strip()):
+            return self.bundle.default_model
+        if not isinstance(model, str):
+            raise ValueError(f"model must be the name of a loaded model (e.g. @base), got {shown(model)}")
+        return self.bundle.resolve_model(model.strip().removeprefix("@"))
 
     def info(self) -> dict:
         """What the server is serving, its limits, and how many comparisons (and their rows, on the loaded model

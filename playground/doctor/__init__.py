@@ -60,6 +60,7 @@ from .generation import (
     check_stopping_kept,
 )
 from .ids import check_end_tokens_all_stop, check_eos_ids_agree, check_gguf_end_tokens
+from .ranking import weigh
 from .repair import RepairResult, check_out_dir, write_fixes, zip_fixes
 from .report import group_findings, report_json, report_markdown
 from .template import check_chat_template_eos, check_chat_template_single_end
@@ -107,8 +108,11 @@ CHECKS = (
 def diagnose(bundle: LoadedModel, *, sample: list[dict] | None = None, max_length: int = 512,
              probe: bool = True, gguf=None, stop_strings: list[str] | None = None, artifacts=(),
              compare_with: LoadedModel | None = None, repetition_penalty: float | None = None,
-             on_check: Callable[[int, int, str], None] | None = None) -> list[Finding]:
+             on_check: Callable[[int, int, str], None] | None = None, model: str | None = None) -> list[Finding]:
     """Run every check on a loaded model; one Finding per check.
+
+    ``model``: which of the bundle's models to examine, as a column names it — ``"base"``, a loaded adapter's or a
+    second checkpoint's name (None: the model a column without ``@NAME`` runs, i.e. the only adapter or the base).
 
     ``sample``: training examples (see :func:`load_sample`); ``max_length``: the training max_length;
     ``probe=False`` skips the forward passes of the teacher-forced p(EOS) check; ``gguf``: a GGUF export of this
@@ -116,7 +120,8 @@ def diagnose(bundle: LoadedModel, *, sample: list[dict] | None = None, max_lengt
     code searches the decoded text for; ``artifacts``: paths of exports to compare (adapter or merged folders,
     .gguf files, Ollama Modelfiles); ``compare_with``: an earlier checkpoint with the same tokenizer (SFT before
     DPO); ``repetition_penalty``: the one you serve with (default: the generation config's).
-    ``on_check(index, count, words)`` is called before each check runs (the page shows which one: the
+    Each finding's ``weight`` says how much it explains the measured p(EOS) (:mod:`.ranking`); the report leads
+    with the heaviest. ``on_check(index, count, words)`` is called before each check runs (the page shows which one: the
     teacher-forced probe takes seconds).
     """
     if repetition_penalty is not None and (isinstance(repetition_penalty, bool) or not isinstance(
@@ -130,8 +135,11 @@ def diagnose(bundle: LoadedModel, *, sample: list[dict] | None = None, max_lengt
         raise ValueError("sample must contain at least 1 example, got an empty list")
     if stop_strings is not None and not all(isinstance(s, str) and s for s in stop_strings):
         raise ValueError("stop_strings must be a list of non-empty strings")
-    ctx = Context(bundle, sample, max_length, gguf=gguf, stop_strings=stop_strings, artifacts=artifacts,
-                  compare_with=compare_with, repetition_penalty=repetition_penalty)
+    name = bundle.resolve_model(model)
+    examined = bundle.bundle_for(name)  # a second checkpoint is a loaded model of its own
+    ctx = Context(examined, sample, max_length, gguf=gguf, stop_strings=stop_strings, artifacts=artifacts,
+                  compare_with=compare_with, repetition_penalty=repetition_penalty,
+                  model=name if examined is bundle else None)
     findings = []
     for index, check in enumerate(CHECKS):
         if on_check is not None:
@@ -142,10 +150,11 @@ def diagnose(bundle: LoadedModel, *, sample: list[dict] | None = None, max_lengt
                                     "Measures p(EOS) right after complete answers.", "Run without --no-probe."))
             continue
         try:
-            findings.append(check(ctx))
+            with ctx.using():
+                findings.append(check(ctx))
         except Exception as error:  # one odd tokenizer/model must not hide the other findings
             name = check.__name__.removeprefix("check_")
             findings.append(Finding(name, f"Could not check {name}", "warning",
                                     f"The check could not run: {type(error).__name__}: {error}",
                                     (check.__doc__ or "").strip(), "Report this with the model you used."))
-    return findings
+    return weigh(findings)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import torch
 
 from playground.jsonlines import loads_line
-from playground.models import LoadedModel, eos_token_ids, embedded_gguf_path
+from playground.models import BASE, LoadedModel, eos_token_ids, embedded_gguf_path
 from playground.prompts import check_messages
 
 STATUSES = ("ok", "warning", "problem", "not_applicable")
@@ -53,6 +54,7 @@ class Finding:
     fix: str
     data: dict = field(default_factory=dict)  # the numbers behind ``found`` (ids, fractions, p values)
     action: str | None = None
+    weight: float = 0.0  # how much it explains the measured failure (set by :func:`.ranking.weigh`)
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -180,11 +182,17 @@ class Context:
     and the sample (or built-in probes) tokenised and split at the end of each answer."""
 
     def __init__(self, bundle: LoadedModel, sample, max_length: int, *, gguf=None, stop_strings=None, artifacts=(),
-                 compare_with: LoadedModel | None = None, repetition_penalty: float | None = None):
+                 compare_with: LoadedModel | None = None, repetition_penalty: float | None = None,
+                 model: str | None = None):
         self.bundle = bundle
         self.tokenizer = tokenizer = bundle.tokenizer
         self.model = bundle.model
-        self.has_adapter = bundle.info.adapter is not None and hasattr(bundle.model, "get_base_model")
+        # The model examined, as a column names it: ``base`` or a loaded adapter (None: the one a column without
+        # @NAME runs). A bundle built around an in-memory PeftModel names its adapter only in ``info.adapter``.
+        self.model_name = bundle.resolve_model(model)
+        self.adapter_reference = (bundle.adapters.get(self.model_name) if bundle.adapters
+                                  else bundle.info.adapter if self.model_name == BASE else None)
+        self.has_adapter = self.adapter_reference is not None and hasattr(bundle.model, "get_base_model")
         self.base = bundle.model.get_base_model() if self.has_adapter else bundle.model
         self.generation_config = getattr(self.base, "generation_config", None)
         self.max_length = max_length
@@ -225,6 +233,10 @@ class Context:
         self.probe_examples = [
             self.encode({"prompt": q, "response": a}, f"probe {q!r}") for q, a in PROBE_PAIRS
         ]
+
+    def using(self):
+        """The examined model switched on for the forward passes and weight reads of a check."""
+        return self.bundle.using(self.model_name if self.bundle.adapters else None)
 
     # -- token helpers -------------------------------------------------------------------------
     def token(self, token_id: int | None) -> str:

@@ -109,12 +109,14 @@ def _p_stop(ctx: Context, examples: list[Example], stop_ids: list[int], other_id
             penalty: float | None = None) -> tuple[list[float], dict[int, list[float]]]:
     """Teacher-forced next-token probability after each answer: summed over stop ids, and per other end id.
     ``bundle``: another loaded model with the same vocabulary; ``model``: ``base`` or one of its adapters (default:
-    its default model, or with no named adapter the model as it is); ``penalty``: a repetition penalty applied over the answer's own ids first, as generate()
-    does. The logits are computed once per model (adapter included) and diagnosis."""
+    the examined one, or for another bundle its default model, or with no named adapter the model as it is);
+    ``penalty``: a repetition penalty applied over the answer's own ids first, as generate() does. The logits are
+    computed once per model (adapter included) and diagnosis."""
     from transformers import RepetitionPenaltyLogitsProcessor
 
     bundle = bundle or ctx.bundle
-    model = model or (bundle.default_model if bundle.adapters else None)
+    if model is None and bundle.adapters:
+        model = ctx.model_name if bundle is ctx.bundle else bundle.default_model
     key = (id(bundle), model, tuple(id(e) for e in examples))
     scores = ctx.answer_end_scores.get(key)
     if scores is None:
@@ -132,6 +134,11 @@ def _p_stop(ctx: Context, examples: list[Example], stop_ids: list[int], other_id
         for token_id in others:
             p_other[token_id].append(float(probabilities[token_id]))
     return p_stop, p_other
+
+
+def _figure(p: float) -> float:
+    """A probability kept to 4 significant digits: a broken adapter's 6.5e-08 stays a number, not 0."""
+    return float(f"{p:.4g}")
 
 
 def _summary(values: list[float]) -> dict:
@@ -167,25 +174,26 @@ def check_p_eos_at_answer_end(ctx: Context) -> Finding:
     p_stop, p_other = _p_stop(ctx, examples, stop, other_ids)
     summary = _summary(p_stop)
     lowest = min(range(len(p_stop)), key=p_stop.__getitem__)
-    data = {"p_eos": [round(p, 6) for p in p_stop], **{k: round(v, 6) for k, v in summary.items()},
+    data = {"model": ctx.model_name, "p_eos": [_figure(p) for p in p_stop],
+            **{k: _figure(v) for k, v in summary.items()},
             "examples": [e.label for e in examples], "stop_ids": stop, "other_end_ids": {}}
     found = [f"p({', '.join(ctx.token(i) for i in stop)}) right after the answer, over {source}: {_fmt(summary)} "
              f"(lowest: {examples[lowest].label})."]
     for token_id, values in p_other.items():
         other_summary = _summary(values)
-        data["other_end_ids"][token_id] = {k: round(v, 6) for k, v in other_summary.items()}
+        data["other_end_ids"][token_id] = {k: _figure(v) for k, v in other_summary.items()}
         role = "the template's turn end, not a stop id" if token_id == template_other else "not a stop id"
         found.append(f"{ctx.named(token_id)} ({role}) gets {_fmt(other_summary)}.")
     if ctx.has_adapter:
         p_base, _ = _p_stop(ctx, examples, stop, [], model=BASE)
         base_summary = _summary(p_base)
-        data["without_adapter"] = {k: round(v, 6) for k, v in base_summary.items()}
+        data["without_adapter"] = {k: _figure(v) for k, v in base_summary.items()}
         found.append(f"With the adapter switched off: {_fmt(base_summary)}.")
     if len(bundle.adapters) > 1:  # several adapters on one base: each against the base
         data["per_model"] = {}
         for model in (BASE, *bundle.adapters):
             values, _ = _p_stop(ctx, examples, stop, [], model=model)
-            data["per_model"][model] = {k: round(v, 6) for k, v in _summary(values).items()}
+            data["per_model"][model] = {k: _figure(v) for k, v in _summary(values).items()}
         found.append("Per model: " + "; ".join(f"{model} {_fmt(numbers)}"
                                                for model, numbers in data["per_model"].items()) + ".")
     median = summary["median"]

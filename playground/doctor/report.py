@@ -6,6 +6,7 @@ import json
 
 from ..markup import escape_tags, md_prose, status_mark  # noqa: F401 - escape_tags: repair.py's, imported from here
 from .core import ACTIONS, STATUS_ICONS, STATUSES, Finding
+from .ranking import cause, ranked
 from .runtimes import RUNTIME_TITLES
 
 GROUP_TITLES = {
@@ -20,14 +21,17 @@ GROUP_TITLES = {
 
 def group_findings(findings: list[Finding]) -> dict[str, list[Finding]]:
     """Warnings and problems by ``action`` (``"unknown"`` when a check could not say), then ``ok`` and
-    ``not_applicable``; every group is present, in that order."""
+    ``not_applicable``; every group is present. The groups of warnings and problems, and the findings in each,
+    come by ``weight`` (how much they explain the measured failure: :mod:`.ranking`), heaviest first."""
     groups: dict[str, list[Finding]] = {key: [] for key in GROUP_TITLES}
-    for finding in findings:
+    for finding in ranked(findings):
         if finding.status in ("ok", "not_applicable"):
             groups[finding.status].append(finding)
         else:
             groups[finding.action if finding.action in ACTIONS else "unknown"].append(finding)
-    return groups
+    failing = sorted((key for key in GROUP_TITLES if key not in ("ok", "not_applicable")),
+                     key=lambda key: -max((f.weight for f in groups[key]), default=-1))
+    return {key: groups[key] for key in (*failing, "ok", "not_applicable")}
 
 
 def _counts(findings: list[Finding]) -> dict:
@@ -44,6 +48,9 @@ def report_markdown(findings: list[Finding], *, title: str = "EOS doctor", page:
     parts = [f"## {t(title)}", "",
              f"**{counts['problem']} problem(s), {counts['warning']} warning(s), {counts['ok']} ok, "
              f"{counts['not_applicable']} not applicable**", ""]
+    found = cause(findings)
+    if found is not None:
+        parts += [f"**Most likely cause** of the low p(EOS) where answers end: {found.title} (`{found.id}`).", ""]
     for key, group in group_findings(findings).items():
         if not group:
             continue

@@ -66,9 +66,10 @@ def check_pad_is_eos(ctx: Context) -> Finding:
             return Finding("pad_is_eos", "Pad token is the same id as EOS", "problem", found, why,
                            _pad_fix(ctx, candidate), data, action=action)
         found += (f" Your sample's labels supervise the end token after the answer in all {len(labelled)}: "
-                  "whatever collated them kept it. A collator that masks pad ids by value would not.")
-        return Finding("pad_is_eos", "Pad token is the same id as EOS", "warning", found, why,
-                       _pad_fix(ctx, candidate), data, action=action)
+                  "whatever collated them kept it, so the training was not hurt (a collator that masks pad ids by "
+                  "value would be: keep the one you used).")
+        return Finding("pad_is_eos", "Pad token is the same id as EOS, and your labels keep the EOS", "ok", found,
+                       why, _pad_fix(ctx, candidate), data)
     try:
         result = _collate_eos_labels(ctx, ctx.examples)
     except Exception as error:  # e.g. a tokenizer that cannot pad

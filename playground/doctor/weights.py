@@ -224,7 +224,7 @@ def check_adapter_trains_new_tokens(ctx: Context) -> Finding:
         return Finding("adapter_trains_new_tokens", title, "not_applicable", "No adapter is loaded.", why,
                        "Nothing to check.")
     model, tokenizer = ctx.model, ctx.tokenizer
-    name = getattr(model, "active_adapter", None) or "default"
+    name = ctx.model_name if ctx.model_name in model.peft_config else getattr(model, "active_adapter", None) or "default"
     if isinstance(name, (list, tuple)):
         name = name[0]
     config = model.peft_config[name]
@@ -242,9 +242,9 @@ def check_adapter_trains_new_tokens(ctx: Context) -> Finding:
     rows = base_weight(ctx.base.get_input_embeddings()).shape[0]
     added_ids = sorted(i for i in getattr(tokenizer, "added_tokens_decoder", {}) if i >= base_vocab)
     new_end = [i for i in ctx.end_ids if i >= base_vocab]
-    data = {"adapter": ctx.bundle.info.adapter, "modules_to_save": sorted(modules), "target_modules": sorted(targets),
+    data = {"adapter": ctx.adapter_reference, "modules_to_save": sorted(modules), "target_modules": sorted(targets),
             "trainable_token_indices": sorted(trainable_ids), "added_token_ids": added_ids, "new_end_ids": new_end}
-    found = (f"Adapter {ctx.bundle.info.adapter!r}: modules_to_save = {sorted(modules) or None}, target_modules = "
+    found = (f"Adapter {ctx.adapter_reference!r}: modules_to_save = {sorted(modules) or None}, target_modules = "
              f"{sorted(targets)}, trainable_token_indices = {sorted(trainable_ids) or None}. Tokenizer has "
              f"{len(tokenizer)} tokens, base vocabulary {base_vocab}, {rows} embedding rows.")
     if not added_ids and not new_end:

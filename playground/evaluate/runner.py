@@ -152,6 +152,11 @@ class Evaluation:
     def total(self) -> int:
         return len(self._jobs)
 
+    @property
+    def cancelled(self) -> bool:
+        """Stop was asked for (the rows in flight end within a step)."""
+        return self._cancel.is_set()
+
     def cancel(self) -> None:
         self._cancel.set()
         for comparison, *_ in self._jobs:

@@ -79,7 +79,7 @@ class Progress:
         loss = f"loss {self.loss:.3f}" if self.loss is not None else "loss —"
         speed = f"{self.seconds_per_step:.2f} s/step" if self.seconds_per_step else "starting"
         left = f", ~{self.seconds_left:.0f} s left" if self.seconds_left is not None and not self.done else ""
-        state = " — stopped, adapter kept" if self.stopped else " — done" if self.done else ""
+        state = (" — stopped, adapter kept" if self.stopped else " — done") if self.done else ""  # once written
         return f"step {self.step}/{self.total} · {loss} · {speed}{left}{state}"
 
 
@@ -94,8 +94,9 @@ def check_out_dir(out_dir) -> Path:
 class FineTune:
     """One training run on ``bundle``'s model (it gets the LoRA layers: give it a model no one decodes with).
 
-    :meth:`run` yields a :class:`Progress` after every step and writes the adapter at the end; :meth:`stop`
-    (from any thread) ends the run after the current step and keeps what was learned so far."""
+    :meth:`run` yields a :class:`Progress` after every step and writes the adapter at the end; :meth:`start` runs it
+    in the background (the app's lab); :meth:`stop` (from any thread) ends the run after the current step and
+    writes what was learned so far."""
 
     def __init__(self, bundle, data: TrainingData, config: TrainConfig, out_dir, *, base_reference: str = "default"):
         config.check()
@@ -110,10 +111,17 @@ class FineTune:
         self.collator = collator_for(tokenizer, self.recipe)
         self._stop = threading.Event()
         self.progress = Progress(0, config.steps, None, 0.0)
-        self.thread_alive = False  # a started run is training (a run that was never iterated is not)
+        self._running = False  # a started run is training or writing (a run that was never started is not)
+        self.error: BaseException | None = None  # why the training thread failed, once it has
+        self._events: queue.Queue | None = None
 
     def stop(self) -> None:
         self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        """Stop was pressed and the training has not ended yet."""
+        return self._stop.is_set() and self._running
 
     def _trainer(self, callback):
         import torch
@@ -143,11 +151,40 @@ class FineTune:
         trainer.remove_callback(PrinterCallback)  # progress is ours to show (tqdm, the tab), not a dict per step
         return trainer
 
+    def start(self, events: queue.Queue | None = None) -> None:
+        """Train in a thread of its own to the end (or to Stop), then write the adapter: the caller may leave (a page
+        that closes) and the adapter is still written. ``events`` gets a :class:`Progress` copy after each step and
+        ``"end"`` when the thread is done; :attr:`progress` always holds the state, :attr:`error` a failure."""
+        self._events = events
+        self._thread = threading.Thread(target=self._work, name="finetune", daemon=True)
+        self._running = True
+        self._thread.start()
+
+    @property
+    def running(self) -> bool:
+        """Training or writing the adapter (a job that was never started is not)."""
+        return self._running
+
     def run(self):
-        """Train, yielding progress after each step; then write the adapter and yield the final progress."""
+        """Train, yielding progress after each step; then yield the final progress once the adapter is written.
+        Leaving early (Ctrl-C) stops the training after its current step and keeps what it learned."""
+        events: queue.Queue = queue.Queue()
+        self.start(events)
+        try:
+            while (event := events.get()) != "end":
+                yield event
+        finally:
+            if self._thread.is_alive():
+                self.stop()
+            self._thread.join()
+        if self.error is not None:
+            raise self.error
+        yield self.snapshot()
+
+    def _work(self) -> None:
+        """The training thread: train, write the adapter, take the LoRA layers off the model."""
         from transformers import TrainerCallback
 
-        events: queue.Queue = queue.Queue()
         job = self
         started = {}
 
@@ -167,44 +204,29 @@ class FineTune:
                 if logs and "loss" in logs:
                     job.progress.losses.append((state.global_step, float(logs["loss"])))
                     job.progress.loss = float(logs["loss"])
-                    events.put(job._snapshot())
+                    if job._events is not None:
+                        job._events.put(job.snapshot())
 
-        outcome: dict = {}
-
-        def work():
-            try:
-                trainer = self._trainer(Report())
-                outcome["trainer"] = trainer
-                trainer.train()
-            except BaseException as error:  # reported in the caller's thread
-                outcome["error"] = error
-            finally:
-                events.put("end")
-
-        thread = threading.Thread(target=work, name="finetune", daemon=True)
-        self.thread_alive = True
-        thread.start()
         try:
-            while (event := events.get()) != "end":
-                yield event
-        finally:  # the reader left (a closed page, Ctrl-C): end the training after this step
-            if thread.is_alive():
-                self.stop()
-            thread.join()
-        self.thread_alive = False
-        if "error" in outcome:
-            raise outcome["error"]
-        if self.progress.step == 0:
-            raise RuntimeError("training stopped before its first step: no adapter was written")
-        self.progress.stopped = self.progress.step < self.config.steps
-        trained = outcome["trainer"].model
-        self.save(trained)
-        self.bundle.model = trained.unload()  # the LoRA layers leave: the same model can train the next recipe
-        self.progress.done = True
-        self.progress.adapter = str(self.out)
-        yield self._snapshot()
+            trainer = self._trainer(Report())
+            trainer.train()
+            if self.progress.step == 0:
+                raise RuntimeError("training stopped before its first step: no adapter was written")
+            self.progress.stopped = self.progress.step < self.config.steps
+            trained = trainer.model
+            self.save(trained)
+            self.bundle.model = trained.unload()  # the LoRA layers leave: the same model can train the next recipe
+            self.progress.adapter = str(self.out)
+            self.progress.done = True
+        except BaseException as error:  # reported to whoever follows the job
+            self.error = error
+        finally:
+            self._running = False
+            if self._events is not None:
+                self._events.put("end")
 
-    def _snapshot(self) -> Progress:
+    def snapshot(self) -> Progress:
+        """A copy of the progress now (the training thread goes on changing :attr:`progress`)."""
         p = self.progress
         return Progress(p.step, p.total, p.loss, p.elapsed, list(p.losses), p.done, p.stopped, p.adapter)
 

@@ -49,11 +49,11 @@ def build_app(playground: Playground, opened=None) -> gr.Blocks:
         if playground.banner:
             gr.Markdown(f"{status_mark('warning')} {md_text(playground.banner)}", elem_id="banner")
         model_panel(playground)
-        with gr.Tabs():  # explicit: a component rendered between implicit tabs starts a second strip below the first
+        with gr.Tabs() as tabs:  # explicit: a component rendered between implicit tabs starts a second strip below the first
             compare_tab(playground, demo, opened)
-            doctor_tab(playground)
+            doctor = doctor_tab(playground, demo)
             evaluate_tab(playground)
-            finetune_tab(playground)
+            finetune_tab(playground, demo, tabs, doctor)
         api_endpoints(playground)
         export_endpoint(playground)
         handover_endpoint(playground)

@@ -131,10 +131,9 @@ def compare_tab(playground: Playground, demo: gr.Blocks, opened=None) -> None:
         return [f"@{model}" for model in models] if len(models) > 1 else []
 
     def with_base_column(columns: list[Column]) -> list[Column]:
-        """The default columns with an adapter loaded: the base model's baseline first, beside the adapter's."""
-        if not playground.bundle.adapters:
-            return columns
-        return [Column(model="base"), *columns][:max_columns]
+        """The default columns with adapters or checkpoints loaded: each model's baseline (the base beside the
+        fine-tune), then the story's other columns, as many as fit."""
+        return playground.default_columns(columns)[:max_columns]
 
     policy = playground.policy
     max_columns = min(MAX_COLUMNS, policy.max_columns)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import html
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
@@ -13,13 +15,33 @@ from ..service import TRACE_MAX_AGE, Playground
 from .errors import from_page, refusal
 
 
-def doctor_tab(playground: Playground) -> None:
-    with gr.Tab("EOS doctor"):
-        gr.Markdown("Checks the loaded model and tokenizer for the usual reasons a fine-tune never emits EOS. "
+@dataclass
+class DoctorTab:
+    """What other tabs drive: the Fine-tune tab's Diagnose opens this tab on an adapter with its sample."""
+
+    tab: gr.Tab
+    model: gr.Dropdown
+    sample: gr.File
+    report: gr.Markdown
+    examine: Callable  # the Examine button's handler: (sample file, model, event, progress) -> report
+
+
+def model_choices(playground: Playground) -> list[str]:
+    """The models the doctor can examine, as a column picks them: @base, each adapter, each second checkpoint."""
+    return [f"@{model}" for model in playground.column_models()]
+
+
+def doctor_tab(playground: Playground, demo: gr.Blocks | None = None) -> DoctorTab:
+    with gr.Tab("EOS doctor", id="doctor") as tab:
+        gr.Markdown("Checks a served model and its tokenizer for the usual reasons a fine-tune never emits EOS. "
+                    "Pick the model as a Compare column does (`@base`, a loaded adapter or checkpoint). "
                     "Optionally add a JSONL training sample (`prompt`/`response`, `text`, `messages` or "
-                    "`input_ids`/`labels` per line).")
-        sample = gr.File(label="Training sample (JSONL, optional)", file_types=[".jsonl"], height=120,
-                         elem_id="doctor-sample")
+                    "`input_ids`/`labels` per line; an adapter trained here has its own: `training_data.jsonl`).")
+        with gr.Row():
+            model = gr.Dropdown(model_choices(playground), value=f"@{playground.bundle.default_model}",
+                                label="Model to examine", elem_id="doctor-model", scale=1)
+            sample = gr.File(label="Training sample (JSONL, optional)", file_types=[".jsonl"], height=120,
+                             elem_id="doctor-sample", scale=3)
         with gr.Row():
             doctor_button = gr.Button("Examine the model")
             fix_button = gr.Button("Download the repaired files (zip)")
@@ -46,38 +68,65 @@ def doctor_tab(playground: Playground) -> None:
         """The doctor's on_check: the page's progress bar names the check that is running."""
         return lambda index, count, words: progress((index, count), desc=f"checking: {words}", unit="checks")
 
-    def on_doctor(sample_file, event: gr.EventData, progress=gr.Progress()):
-        from ..doctor import diagnose, report_markdown
+    def examined(model, endpoint: str, event: gr.EventData | None) -> str:
+        """The picked model's name (base, an adapter, a checkpoint), or a refusal naming the field."""
+        try:
+            return playground.examined_model(model)
+        except ValueError as error:
+            raise refusal(playground, endpoint, error, page=from_page(event)) from None
 
-        return report_markdown(diagnose(playground.bundle, sample=read_sample(sample_file, event), on_check=shown(progress)),
-                               page=from_page(event))
+    def diagnosis(sample_file, model, endpoint: str, event, progress):
+        """The picked model's findings and the report's title (which model it examined)."""
+        from ..doctor import diagnose
 
-    def on_fix(sample_file, event: gr.EventData, progress=gr.Progress()):
-        from ..doctor import diagnose, report_markdown, zip_fixes
+        name = examined(model, endpoint, event)
+        findings = diagnose(playground.bundle, sample=read_sample(sample_file, event), on_check=shown(progress),
+                            model=name)
+        return name, findings, f"EOS doctor — {playground.bundle.info.name} @{name}"
 
-        bundle = playground.bundle
-        findings = diagnose(bundle, sample=read_sample(sample_file, event), on_check=shown(progress))
-        archive = zip_fixes(bundle, findings, Path(tempfile.gettempdir()) / "eos-playground-fixes",
+    def on_doctor(sample_file, model=None, event: gr.EventData = None, progress=gr.Progress()):
+        from ..doctor import report_markdown
+
+        _, findings, title = diagnosis(sample_file, model, "/doctor", event, progress)
+        return report_markdown(findings, title=title, page=from_page(event))
+
+    def on_fix(sample_file, model=None, event: gr.EventData = None, progress=gr.Progress()):
+        from ..doctor import report_markdown, zip_fixes
+
+        name, findings, title = diagnosis(sample_file, model, "/doctor_fix", event, progress)
+        archive = zip_fixes(playground.bundle.bundle_for(name), findings,
+                            Path(tempfile.gettempdir()) / "eos-playground-fixes",
                             max_age_seconds=TRACE_MAX_AGE, reveal_paths=playground.policy.reveal_paths)
         fixes = (archive.parent / "repaired" / "FIXES.md").read_text(encoding="utf-8")
-        return gr.update(value=str(archive), visible=True), fixes, report_markdown(findings, page=from_page(event))
+        return (gr.update(value=str(archive), visible=True), fixes,
+                report_markdown(findings, title=title, page=from_page(event)))
 
-    def on_example(sample_file, number, event: gr.EventData):
+    def on_example(sample_file, number, model=None, event: gr.EventData = None):
         from ..doctor import example_view
         from ..supervision import STYLE, to_html
 
         sample = read_sample(sample_file, event)
+        bundle = playground.bundle.bundle_for(examined(model, "/doctor_example", event))
         try:
             if sample is None:
                 raise ValueError("example: upload a training sample first")
-            tokens, how = example_view(playground.bundle, sample, int(number) if number is not None else 0)
+            tokens, how = example_view(bundle, sample, int(number) if number is not None else 0)
         except ValueError as error:
             raise refusal(playground, "/doctor_example", error, page=from_page(event)) from None
         return f"<style>{STYLE}</style><p>{html.escape(how)}</p>{to_html(tokens)}"
 
-    example_button.click(on_example, [sample, example_number], example_html, concurrency_id="model",
+    def on_models(current):
+        """The picker's choices as served now (adapters come and go); the pick stays while it is loaded."""
+        choices = model_choices(playground)
+        return gr.update(choices=choices, value=current if current in choices else f"@{playground.bundle.default_model}")
+
+    example_button.click(on_example, [sample, example_number, model], example_html, concurrency_id="model",
                          concurrency_limit=1, api_name="doctor_example")
-    doctor_button.click(on_doctor, sample, doctor_report, concurrency_id="model", concurrency_limit=1,
+    doctor_button.click(on_doctor, [sample, model], doctor_report, concurrency_id="model", concurrency_limit=1,
                         api_name="doctor")
-    fix_button.click(on_fix, sample, [fixes_file, fixes_summary, doctor_report], concurrency_id="model",
+    fix_button.click(on_fix, [sample, model], [fixes_file, fixes_summary, doctor_report], concurrency_id="model",
                      concurrency_limit=1, api_name="doctor_fix")
+    tab.select(on_models, model, model, queue=False, api_visibility="private")
+    if demo is not None:
+        demo.load(on_models, model, model, queue=False, api_visibility="private")
+    return DoctorTab(tab, model, sample, doctor_report, on_doctor)

@@ -82,7 +82,14 @@ def evaluate_tab(playground: Playground) -> None:
     choices = list(INTERVENTION_NAMES)  # short chips, as in Compare (its accordion says what each does)
     policy = playground.policy
     max_columns = min(MAX_COLUMNS, policy.max_columns)
-    with gr.Tab("Evaluate"):
+    running: dict[int, object] = {}  # every page's running evaluation, so another page can see (and stop) it
+
+    def model_chips() -> list[str]:
+        """A column's model as one more chip of its picker, as in Compare: "@base" or "@NAME"."""
+        models = playground.column_models()
+        return [f"@{model}" for model in models] if len(models) > 1 else []
+
+    with gr.Tab("Evaluate") as tab:
         holder = gr.State({})  # per session: the running evaluation (for Stop)
         gr.Markdown("Run columns over many prompts and compare them in numbers: how often each ends with EOS, "
                     "hits the limit, loops or stops mid-sentence, how long the answers are, and how far the fix "
@@ -107,8 +114,10 @@ def evaluate_tab(playground: Playground) -> None:
         with gr.Row(equal_height=False):
             for index in range(max_columns):
                 with gr.Column(visible=index < 2, min_width=200) as box:
-                    pickers.append(gr.Dropdown(choices, value=[[], ["eos_reward"], ["stop_strings"], ["ban_eos"]][index],
-                                               multiselect=True, label=f"Column {index + 1} (none = baseline)"))
+                    pickers.append(gr.Dropdown([*choices, *model_chips()],
+                                               value=[[], ["eos_reward"], ["stop_strings"], ["ban_eos"]][index],
+                                               multiselect=True, label=f"Column {index + 1} (none = baseline; "
+                                               "@NAME: the model)", elem_id=f"evaluate-picker-{index}"))
                 boxes.append(box)
         # As on the Compare tab: a column's own parameters; what it leaves out takes the settings above.
         with gr.Accordion("Each column's own parameters", open=False, elem_id="evaluate-column-params"):
@@ -119,6 +128,7 @@ def evaluate_tab(playground: Playground) -> None:
         with gr.Row():
             run = gr.Button("Evaluate", variant="primary", elem_id="evaluate-run")
             stop = gr.Button("Stop (keeps what finished)", variant="stop")
+        elsewhere = gr.Markdown(elem_id="evaluate-elsewhere")  # an evaluation another page started
         status = gr.Markdown(elem_id="evaluate-status")
         summary = gr.Dataframe(headers=SUMMARY_HEADERS, label="Per column — rates: share of rows [95 % Wilson interval]",
                                interactive=False, wrap=True, elem_id="evaluate-summary")
@@ -142,12 +152,14 @@ def evaluate_tab(playground: Playground) -> None:
         except (ValueError, TypeError) as error:
             raise refusal(playground, "Evaluate", error, page=True) from None
         state["evaluation"] = evaluation
+        running[id(evaluation)] = evaluation
         progress((0, evaluation.total), desc="starting", unit="rows")
         try:
             for _ in playground.stream(evaluation):
                 progress(*progress_of(evaluation), unit="rows")
         finally:
             state.pop("evaluation", None)
+            running.pop(id(evaluation), None)
         report = evaluation.report()
         files = write_downloads({"evaluation.json": report.to_json(indent=1), "evaluation.csv": report.rows_csv()},
                                 "evaluation-")
@@ -172,10 +184,26 @@ def evaluate_tab(playground: Playground) -> None:
                 prompts_html(report, max_columns),
                 gr.update(value=files[0], visible=True), gr.update(value=files[1], visible=True)]
 
+    def others(state) -> list:
+        """The running evaluations this page may see and stop besides its own: every other page's on a local app,
+        none on a public one."""
+        own = state.get("evaluation") if isinstance(state, dict) else None
+        return [] if policy.public else [e for e in list(running.values()) if e is not own and not e.cancelled]
+
     def on_stop(state):
+        """Stop this page's evaluation, else (local app) the ones other pages left running."""
         evaluation = state.get("evaluation")
-        if evaluation is not None:
-            evaluation.cancel()
+        for stopped in [evaluation] if evaluation is not None else others(state):
+            stopped.cancel()
+
+    def on_elsewhere(state):
+        """What runs elsewhere (Stop stops it), and the pickers' model chips as served now."""
+        lines = []
+        for evaluation in others(state):
+            now = evaluation.progress()
+            lines.append(f"An evaluation started on another page is running: {now['done']} of {now['total']} rows "
+                         "done. **Stop** stops it (the rows that finished are kept).")
+        return ["\n\n".join(lines), *[gr.update(choices=[*choices, *model_chips()]) for _ in pickers]]
 
     def on_columns(n):
         try:
@@ -189,5 +217,7 @@ def evaluate_tab(playground: Playground) -> None:
               [holder, status, summary, lengths_plot, reasons_plot, sweep_plot, best_code, prompts_view,
                download_json, download_csv],
               concurrency_id="model", concurrency_limit=1, api_visibility="private")
-    stop.click(on_stop, holder, None, queue=False, api_visibility="private")
+    stop.click(on_stop, holder, None, queue=False, api_visibility="private").then(
+        on_elsewhere, holder, [elsewhere, *pickers], queue=False, api_visibility="private")
+    tab.select(on_elsewhere, holder, [elsewhere, *pickers], queue=False, api_visibility="private")
     n_columns.change(on_columns, n_columns, [*boxes, *param_boxes], queue=False, api_visibility="private")

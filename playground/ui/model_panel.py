@@ -66,7 +66,8 @@ def named_models_row(playground: Playground, model_info: gr.Markdown, kind: str,
         try:
             add(spec)
         except (ModelLoadError, ValueError) as error:
-            raise refusal(playground, f"/add_{kind}", error, title=MODEL_NOT_LOADED, page=from_page(event)) from None
+            raise refusal(playground, f"/add_{kind}", error, title=f"{kind.capitalize()} not added — the loaded "
+                          "models are unchanged", page=from_page(event)) from None
         return playground.model_markdown(), gr.update(choices=loaded())
 
     def on_remove(name, event: gr.EventData):
