@@ -192,7 +192,7 @@ def read_trace(data: bytes | str, max_bytes: int | None = MAX_TRACE_MB * 1024 * 
     try:
         loaded = json.loads(text)
     except json.JSONDecodeError as error:
-        raise ValueError(f"trace file: damaged JSON ({error.msg} at line {error.lineno}, column {error.colno})") from None
+        raise ValueError(f"trace file: damaged JSON ({error.msg}: line {error.lineno}, column {error.colno})") from None
     trace = trace_from_dict(loaded)
     check_meaning(trace)
     return trace
