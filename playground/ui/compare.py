@@ -438,9 +438,6 @@ def compare_tab(playground: Playground, demo: gr.Blocks, opened=None) -> None:
     def page_values(settings: dict, source: str, title: str) -> list:
         """The controls set to ``settings`` (every setting and the columns), in ``link_outputs``' order; what this
         app cannot allow is capped, and ``source`` ("This link") is told so."""
-        if len(settings["columns"]) > max_columns:
-            gr.Warning(f"{source} has {len(settings['columns'])} columns; this app shows {max_columns} at most, "
-                       f"so Run decodes the first {max_columns}.", title=title)
         columns = settings["columns"][:max_columns]
         if settings["max_new_tokens"] > policy.max_new_tokens:
             gr.Warning(f"{source} asks for {settings['max_new_tokens']} new tokens; this app allows at most "
@@ -474,6 +471,9 @@ def compare_tab(playground: Playground, demo: gr.Blocks, opened=None) -> None:
         playground cannot take)."""
         settings = {**PAGE_DEFAULTS, **check_settings(trace_page_settings(trace))}
         settings["columns"] = trace_page_columns(trace, settings)
+        if len(settings["columns"]) > max_columns:
+            gr.Warning(f"This trace has {len(settings['columns'])} columns; this app decodes {max_columns} at most, "
+                       f"so Run decodes the first {max_columns}.", title="Trace")
         loaded = playground.bundle.info.name
         if trace.model != loaded:
             gr.Warning(f"This trace was decoded by {trace.model}; {loaded} is loaded. It is shown as it was; Run "
