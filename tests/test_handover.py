@@ -249,6 +249,8 @@ def test_a_damaged_or_foreign_file_is_refused_with_a_sentence(trace):
         (json.dumps({**data, "variants": [{**data["variants"][0], "steps": "many"}]}), "variants[0].steps must be a list"),
         (json.dumps({**data, "settings": {**data["settings"], "evil": 1}}), "'evil' is not a setting"),
         (json.dumps({**data, "variants": [{**data["variants"][0], "interventions": [{"name": "rm_rf"}]}]}), "rm_rf"),
+        (json.dumps({**data, "variants": [{**data["variants"][0], "name": f"c{i}"} for i in range(17)]}),
+         "a trace holds 16 at most"),
         ("<!DOCTYPE html><p>a page</p>", "holds no trace"),
         (b"\xff\xfe\x00", "not text"),
     ]
