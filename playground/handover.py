@@ -192,7 +192,7 @@ def read_trace(data: bytes | str, max_bytes: int | None = MAX_TRACE_MB * 1024 * 
     try:
         loaded = json.loads(text)
     except json.JSONDecodeError as error:
-        raise ValueError(f"trace file: damaged JSON ({error.msg} at line {error.lineno}, column {error.colno})") from None
+        raise ValueError(f"trace file: damaged JSON ({error.msg}: line {error.lineno}, column {error.colno})") from None
     trace = trace_from_dict(loaded)
     check_meaning(trace)
     return trace
@@ -201,9 +201,11 @@ def read_trace(data: bytes | str, max_bytes: int | None = MAX_TRACE_MB * 1024 * 
 def check_meaning(trace: Trace) -> None:
     """What a trace's settings and interventions mean, checked as a run checks them (a file could hold anything):
     the settings the engine knows, and interventions it can build."""
-    from .engine import Settings
+    from .engine import MAX_TRACE_COLUMNS, Settings
     from .interventions import parse_interventions
 
+    if len(trace.variants) > MAX_TRACE_COLUMNS:
+        raise ValueError(f"variants: {len(trace.variants)} columns; a trace holds {MAX_TRACE_COLUMNS} at most")
     known = {f.name for f in fields(Settings)}
     unknown = sorted(set(trace.settings) - known)
     if unknown:

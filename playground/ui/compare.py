@@ -435,9 +435,6 @@ def compare_tab(playground: Playground, demo: gr.Blocks, opened=None) -> None:
     def page_values(settings: dict, source: str, title: str) -> list:
         """The controls set to ``settings`` (every setting and the columns), in ``link_outputs``' order; what this
         app cannot allow is capped, and ``source`` ("This link") is told so."""
-        if len(settings["columns"]) > max_columns:
-            gr.Warning(f"{source} has {len(settings['columns'])} columns; this app shows {max_columns} at most, "
-                       f"so Run decodes the first {max_columns}.", title=title)
         columns = settings["columns"][:max_columns]
         if settings["max_new_tokens"] > policy.max_new_tokens:
             gr.Warning(f"{source} asks for {settings['max_new_tokens']} new tokens; this app allows at most "
@@ -461,16 +458,27 @@ def compare_tab(playground: Playground, demo: gr.Blocks, opened=None) -> None:
                 raise ValueError("wait until the run has finished (or press Stop) to open a trace")
             if file is None:
                 raise ValueError("trace file: choose a trace JSON or an HTML file exported by the playground")
-            trace = read_trace(Path(file).read_bytes(), max_bytes=trace_cap_bytes)
-            return show_trace(state, trace)
+            return show_trace(state, read_trace(Path(file).read_bytes(), max_bytes=trace_cap_bytes))
         except (OSError, ValueError) as error:
             raise refusal(playground, "open trace", error, title="Cannot open this trace", page=True) from None
 
+    def on_start(state) -> dict:
+        try:
+            return show_trace(state, opened)
+        except ValueError as error:
+            raise refusal(playground, "--open", error, title="Cannot open this trace", page=True) from None
+
     def show_trace(state, trace) -> dict:
         """Every view of a finished ``trace`` and the controls set to its settings (ValueError: settings this
-        playground cannot take)."""
+        playground cannot take, more columns than the page has places for)."""
+        if len(trace.variants) > PLACES:
+            raise ValueError(f"this trace has {len(trace.variants)} columns; the page shows {PLACES} at most "
+                             "(open it in a browser as an exported HTML file, or with python -m playground)")
         settings = {**PAGE_DEFAULTS, **check_settings(trace_page_settings(trace))}
         settings["columns"] = trace_page_columns(trace, settings)
+        if len(settings["columns"]) > max_columns:
+            gr.Warning(f"This trace has {len(settings['columns'])} columns; this app decodes {max_columns} at most, "
+                       f"so Run decodes the first {max_columns}.", title="Trace")
         loaded = playground.bundle.info.name
         if trace.model != loaded:
             gr.Warning(f"This trace was decoded by {trace.model}; {loaded} is loaded. It is shown as it was; Run "
@@ -538,7 +546,7 @@ def compare_tab(playground: Playground, demo: gr.Blocks, opened=None) -> None:
         component.change(on_fix_choices, [holder, fix_column, n_columns, *pickers, *param_boxes], fix_column, api_visibility="private",
                        queue=False)
     if opened is not None:  # after the link's settings: the trace's own replace them
-        start_event = load_event.then(lambda state: show_trace(state, opened), holder, open_outputs, api_visibility="private")
+        start_event = load_event.then(on_start, holder, open_outputs, api_visibility="private")
         start_event.then(None, None, None, js="() => { window.eosPlayground && eosPlayground.stale(false); }")
         start_event.then(on_snippet, snippet_inputs, snippet, api_visibility="private", queue=False)
         start_event.then(on_fix_choices, [holder, fix_column, n_columns, *pickers, *param_boxes], fix_column,
