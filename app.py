@@ -56,6 +56,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--allow-local-models", action="store_true",
                         help="with --share or a non-loopback --host: let visitors load any local path, hub id, "
                              "adapter or remote code, as on your own machine (requires --auth)")
+    parser.add_argument("--lessons", action="append", metavar="DIR",
+                        help="a folder of your own lessons (*.yaml, see docs/teaching.md) for the Learn tab, beside the "
+                             "built-in ones; checked at start. Repeatable")
     return parser.parse_args(argv)
 
 
@@ -107,6 +110,14 @@ def main(argv: list[str] | None = None):
     from playground.service import Playground
     from playground.ui import launch
 
+    from playground.lessons import LessonError, load_lessons
+
+    try:  # every lesson is checked before the model loads: a broken file is named at once
+        load_lessons(args.lessons or ())
+    except LessonError as error:
+        sys.exit(f"error: {error}")
+    if args.lessons:
+        os.environ["PLAYGROUND_LESSONS"] = os.pathsep.join(args.lessons)  # the Learn tab reads them from here
     if is_public(args.public):
         if args.trust_remote_code:
             sys.exit("error: --trust-remote-code cannot be used in public mode: visitors would run the model's own code")
