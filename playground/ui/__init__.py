@@ -20,6 +20,7 @@ from .compare import compare_tab
 from .doctor_tab import doctor_tab
 from .evaluate_tab import evaluate_tab
 from .finetune_tab import finetune_tab
+from .learn_tab import LEARN_SCRIPT, learn_tab
 from .model_panel import model_panel
 
 CSS = """
@@ -88,7 +89,7 @@ gr.set_static_paths([PLOTLY_JS])
 PAGE_CONFIG = {"stops": {reason.value: {"label": reason.label, "symbol": STOP_MARKERS[reason]} for reason in StopReason}}
 HEAD = (f'<script src="gradio_api/file={quote(str(PLOTLY_JS))}" async></script>'
         f"<script>window.eosPlaygroundConfig = {json.dumps(PAGE_CONFIG)};\n"
-        f"{(Path(__file__).parent / 'page.js').read_text(encoding='utf-8')}</script>")
+        f"{(Path(__file__).parent / 'page.js').read_text(encoding='utf-8')}</script><script>{LEARN_SCRIPT}</script>")
 
 
 def build_app(playground: Playground) -> gr.Blocks:
@@ -103,6 +104,7 @@ def build_app(playground: Playground) -> gr.Blocks:
             doctor_tab(playground)
             evaluate_tab(playground)
             finetune_tab(playground)
+            learn_tab(playground, demo)
         api_endpoints(playground)
         export_endpoint(playground)
     return demo
