@@ -6,7 +6,6 @@ CLI's ``learn`` subcommand."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ import yaml
 
 from playground.cli import main
 from playground.lessons import KINDS, LessonError, load_lessons, parse_prediction, read_lesson, run_to_end
-from playground.lessons.runner import adapter_findings, request_for
+from playground.lessons.runner import request_for
 from playground.service import Playground
 from playground.space.policy import Policy
 from playground.trace import StopReason
