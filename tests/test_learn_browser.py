@@ -29,11 +29,14 @@ def browser():
         browser.close()
 
 
-def open_lesson(context, url: str):
+def open_lesson(context, url: str, title: str):
+    """The page at ``url``, once the lesson titled ``title`` is shown (the link's lesson lands just after the page)."""
     page = context.new_page()
     page.goto(url, wait_until="domcontentloaded")  # Gradio keeps a connection open: never "networkidle"
     page.locator("#learn-lesson").wait_for(state="visible", timeout=60_000)
     page.wait_for_function("() => window.eosPlayground !== undefined && window.eosLearn !== undefined", timeout=60_000)
+    page.wait_for_function("(title) => document.querySelector('#learn-lesson').innerText.includes(title)", arg=title,
+                           timeout=60_000)
     return page
 
 
@@ -68,8 +71,7 @@ def selected_on_chart(page):
 def test_a_student_walks_two_lessons_and_progress_stays_in_the_browser(browser, app_server):
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     # Lesson 4 (EOS), by its link: the Learn tab opens on it.
-    page = open_lesson(context, app_server + "?lesson=4")
-    assert "4. EOS, and how a model stops" in page.locator("#learn-lesson").inner_text()
+    page = open_lesson(context, app_server + "?lesson=4", "4. EOS, and how a model stops")
     assert page.locator('button[role="tab"][aria-selected="true"]').inner_text().strip() == "Learn"
     # Run before predicting: refused with a sentence, nothing runs.
     page.locator("#learn-run").click()
@@ -100,8 +102,7 @@ def test_a_student_walks_two_lessons_and_progress_stays_in_the_browser(browser, 
     page.close()
 
     # Lesson 1 in the same browser: lesson 4 is marked done; a yes/no prediction, then the temperature slider.
-    page = open_lesson(context, app_server + "?lesson=1")
-    assert "1. The next token" in page.locator("#learn-lesson").inner_text()
+    page = open_lesson(context, app_server + "?lesson=1", "1. The next token")
     page.wait_for_function("() => document.querySelector('#learn-progress a[data-lesson=\"eos\"]').classList.contains('done')")
     assert "1 of 8 lessons done · 2 predictions made" in page.locator("#learn-progress").inner_text()
     pick(page, "learn-choice", "no")
@@ -125,8 +126,7 @@ def test_a_student_walks_two_lessons_and_progress_stays_in_the_browser(browser, 
 
 def test_an_embedded_lesson_fits_900_by_700_without_horizontal_scrolling(browser, app_server):
     context = browser.new_context(viewport={"width": 900, "height": 700})
-    page = open_lesson(context, app_server + "?lesson=2&embed=1")
-    assert "2. Temperature" in page.locator("#learn-lesson").inner_text()
+    page = open_lesson(context, app_server + "?lesson=2&embed=1", "2. Temperature")
     page.wait_for_timeout(500)
     # Only the lesson: no title, no other tabs, no footer.
     assert not page.locator("#title").is_visible()
