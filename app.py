@@ -62,6 +62,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--open", metavar="FILE",
                         help="show this trace (a trace JSON or an HTML file exported by the playground) on the "
                              "Compare page at start, without decoding; Run decodes it again with the loaded model")
+    parser.add_argument("--lessons", action="append", metavar="DIR",
+                        help="a folder of your own lessons (*.yaml, see docs/teaching.md) for the Learn tab, beside the "
+                             "built-in ones; checked at start. Repeatable")
     return parser.parse_args(argv)
 
 
@@ -148,6 +151,14 @@ def main(argv: list[str] | None = None):
     from playground.service import Playground
     from playground.ui import launch
 
+    from playground.lessons import LessonError, load_lessons
+
+    try:  # every lesson is checked before the model loads: a broken file is named at once
+        load_lessons(args.lessons or ())
+    except LessonError as error:
+        sys.exit(f"error: {error}")
+    if args.lessons:
+        os.environ["PLAYGROUND_LESSONS"] = os.pathsep.join(args.lessons)  # the Learn tab reads them from here
     if is_public(args.public):
         if args.trust_remote_code:
             sys.exit("error: --trust-remote-code cannot be used in public mode: visitors would run the model's own code")

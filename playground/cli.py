@@ -1,4 +1,4 @@
-"""``python -m playground compare|export|evaluate|doctor|finetune|bench|deploy`` — the playground without a browser."""
+"""``python -m playground compare|export|evaluate|doctor|finetune|learn|bench|deploy`` — the playground without a browser."""
 
 from __future__ import annotations
 
@@ -415,6 +415,70 @@ def add_finetune_parser(sub) -> None:
     add_model_arguments(finetune, checkpoints=False)
 
 
+def learn_main(args) -> int:
+    """``learn --list``: the lessons in order; ``learn --lesson N``: run lesson N's question and its "now you" step
+    on the loaded model and print each question, the answer read from the run and why (``--json``: as JSON)."""
+    import json
+
+    from .lessons import LessonError, load_lessons, parse_prediction, run_to_end
+    from .models import ModelLoadError
+
+    try:
+        lessons = load_lessons(args.lessons or ())
+    except LessonError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.list or args.lesson is None:
+        rows = [[lesson.order, lesson.id, lesson.title, lesson.goal] for lesson in lessons]
+        print(json.dumps([dict(zip(("order", "id", "title", "goal"), row)) for row in rows], ensure_ascii=False, indent=1)
+              if args.json else table(["#", "id", "title", "goal"], rows))
+        return 0
+    lesson = next((l for l in lessons if args.lesson in (str(l.order), l.id)), None)
+    if lesson is None:
+        print(f"error: --lesson: no lesson {args.lesson!r}; the lessons are "
+              f"{', '.join(f'{l.order} ({l.id})' for l in lessons)}", file=sys.stderr)
+        return 2
+    try:
+        prediction = parse_prediction(lesson.question, args.predict, len(lesson.columns))
+        playground = playground_from_args(args)
+        first = run_to_end(playground, lesson)
+        now = run_to_end(playground, lesson, "now_you", before=first)
+    except (ModelLoadError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps({"lesson": lesson.id, "order": lesson.order, "title": lesson.title, "goal": lesson.goal,
+                          "explanation": lesson.explanation, "model": playground.bundle.info.name,
+                          "question": first.to_dict(prediction),
+                          "now_you": {"change": lesson.now_you.change.says, **now.to_dict()}},
+                         ensure_ascii=False, indent=1, default=str))
+        return 0
+    print(f"Lesson {lesson.order}: {lesson.title}\n{lesson.goal}\n\n{lesson.explanation}\n")
+    for result in (first, now):
+        if result.part == "now_you":
+            print(f"Now you: {lesson.now_you.change.says}")
+        for note in result.notes:
+            print(f"note: {note}")
+        print(f"prompt: {result.prompt!r}\n{side_by_side(result.trace)}\n")
+        print(f"Q: {result.question.text}")
+        print(result.feedback(prediction) if result.part == "question" and prediction is not None
+              else f"A (from the run): {result.answer_text()}. {result.why['text']}")
+        print()
+    return 0
+
+
+def add_learn_parser(sub) -> None:
+    learn = sub.add_parser("learn", help="guided lessons on the live model: a question before each run, answered from the run")
+    learn.add_argument("--list", action="store_true", help="list the lessons in order")
+    learn.add_argument("--lesson", metavar="N|ID", help="run lesson N (its number or id): its question, then its 'now you' step")
+    learn.add_argument("--predict", metavar="ANSWER", help="your prediction for the lesson's question, checked against the run")
+    learn.add_argument("--lessons", action="append", metavar="DIR",
+                       help="a folder of your own lesson files (*.yaml, see docs/teaching.md), added to the built-in "
+                            "ones (one with a built-in's id replaces it). Repeatable")
+    learn.add_argument("--json", action="store_true", help="print JSON: the questions, the answers from the run, why")
+    add_model_arguments(learn)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m playground", description="EOS Playground: why does a model (not) stop?")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -441,6 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_evaluate_parser(sub)
     add_finetune_parser(sub)
+    add_learn_parser(sub)
 
     doctor = sub.add_parser("doctor", help="check a model and tokenizer for the usual reasons it never emits EOS")
     add_model_arguments(doctor, checkpoints=False)
@@ -493,4 +558,6 @@ def main(argv: list[str] | None = None) -> int:
         return evaluate_main(args)
     if args.command == "finetune":
         return finetune_main(args)
+    if args.command == "learn":
+        return learn_main(args)
     return export_main(args) if args.command == "export" else compare_main(args)

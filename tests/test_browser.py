@@ -347,10 +347,10 @@ def test_the_tabs_share_one_strip_and_each_shows_only_its_own_page(browser, app_
     page = open_page(browser, app_server)
     try:
         assert [tab.inner_text() for tab in page.get_by_role("tab").all()] == ["Compare", "EOS doctor", "Evaluate",
-                                                                             "Fine-tune"]
+                                                                             "Fine-tune", "Learn"]
         own_text = {"Compare": "#run", "EOS doctor": "#doctor-sample", "Evaluate": "#evaluate-run",
-                    "Fine-tune": "text=Train a LoRA adapter"}
-        for name in ["Fine-tune", "Evaluate", "EOS doctor", "Compare"]:
+                    "Fine-tune": "text=Train a LoRA adapter", "Learn": "#learn-lesson"}
+        for name in ["Learn", "Fine-tune", "Evaluate", "EOS doctor", "Compare"]:
             page.get_by_role("tab", name=name).click()
             page.locator(own_text[name]).first.wait_for(timeout=10_000)
             shown = [other for other, selector in own_text.items() if page.locator(selector).first.is_visible()]

@@ -81,7 +81,7 @@ def named(trace, text: str):
 
 def test_the_compare_views_show_tokens_names_and_stop_strings_as_text(trace, tiny):
     from playground.story import story_markdown
-    from playground.ui.views import inspector_html, status_markdown, token_spans
+    from playground.views import inspector_html, status_markdown, token_spans
 
     assert_shown_as_text(lambda text: token_spans(named(trace, text).variants[0]))
     assert_shown_as_text(lambda text: inspector_html(named(trace, text), 0, 1, tiny.info.stop_token_ids))

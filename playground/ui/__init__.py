@@ -22,6 +22,7 @@ from .compare import compare_tab
 from .doctor_tab import doctor_tab
 from .evaluate_tab import evaluate_tab
 from .finetune_tab import finetune_tab
+from .learn_tab import LEARN_SCRIPT, learn_tab
 from .model_panel import model_panel
 
 # The page's styles, shared with the exported HTML file (playground/handover.py).
@@ -33,7 +34,7 @@ CSS = (Path(__file__).parent / "page.css").read_text(encoding="utf-8")
 PLOTLY_ROUTE = "/eos-assets/plotly.min.js"
 HEAD = (f'<script src="{PLOTLY_ROUTE.lstrip("/")}?v={quote(plotly.__version__)}" async></script>'
         f"<script>window.eosPlaygroundConfig = {json.dumps(PAGE_CONFIG)};\n"
-        f"{(Path(__file__).parent / 'page.js').read_text(encoding='utf-8')}</script>")
+        f"{(Path(__file__).parent / 'page.js').read_text(encoding='utf-8')}</script><script>{LEARN_SCRIPT}</script>")
 
 
 def plotly_js(request) -> FileResponse:
@@ -54,6 +55,7 @@ def build_app(playground: Playground, opened=None) -> gr.Blocks:
             doctor = doctor_tab(playground, demo)
             evaluate_tab(playground)
             finetune_tab(playground, demo, tabs, doctor)
+            learn_tab(playground, demo)
         api_endpoints(playground)
         export_endpoint(playground)
         handover_endpoint(playground)

@@ -1,11 +1,12 @@
 // EOS Playground page script: the live p(EOS) chart (plotly.js) and step selection, all in the browser.
 //
-// The chart is fed by an append-only text value (see playground/ui/views.py: chart_header, chart_lines), so a
+// The chart is fed by an append-only text value (see playground/views.py: chart_header, chart_lines), so a
 // streamed update carries only the new points; the browser parses only what was appended and builds the plotly
 // figure itself (no figure is sent from the server). plotly.js is served by the app from the installed Python
 // package (see playground/ui/__init__.py), so the page works without internet. Selecting a step (click a token,
 // click the chart, ← →) marks it in the text and on the chart at once, and asks the server for that step's
-// inspector through the chart's `trigger`.
+// inspector through the chart's `trigger`. Each tab that shows a run (Compare; Learn) is a scope of its own, named
+// by the prefix of its token views' ids ("tokens-0"; "learn-tokens-0"): its own selection, charts and trigger.
 window.eosPlayground = window.eosPlayground || (() => {
   // Each stop reason's label and marker, from the server (playground/ui/__init__.py: PAGE_CONFIG, before this script).
   const STOPS = window.eosPlaygroundConfig.stops;
@@ -13,7 +14,12 @@ window.eosPlayground = window.eosPlayground || (() => {
   const NOTES = { log: "solid: the model's own p(EOS) · dashed: after interventions and sampling",
                   linear: "solid: the model's own p(EOS) · dashed: after interventions and sampling",
                   margin: "logits EOS is behind the best token · solid: raw · dashed: after interventions · below 0: EOS wins" };
-  const state = { column: null, step: null, charts: [], trigger: null };
+  const scopes = {};
+  function scopeOf(name = "") {
+    return scopes[name] || (scopes[name] = { name, prefix: name ? `${name}-` : "", column: null, step: null, charts: [], trigger: null });
+  }
+  const state = scopeOf("");  // Compare's
+  let active = state;  // the scope a step was last selected in (← → move in it)
 
   // plotly reads its text (legend, hover, annotations) as HTML of a few tags and entities: a column named
   // stop_strings(strings="</s>") must show as written.
@@ -95,15 +101,16 @@ window.eosPlayground = window.eosPlayground || (() => {
     });
     if (mode === "margin") shapes.push({ type: "line", xref: "paper", x0: 0, x1: 1, yref: "y", y0: 0, y1: 0,
                                           line: { color: "#111", width: 1, dash: "dot" } });
-    const selected = state.column !== null ? series[state.column] : null;
+    const scope = chart.scope;
+    const selected = scope.column !== null ? series[scope.column] : null;
     if (selected) {
-      shapes.push({ type: "line", xref: "x", yref: "paper", x0: state.step, x1: state.step, y0: 0, y1: 1,
+      shapes.push({ type: "line", xref: "x", yref: "paper", x0: scope.step, x1: scope.step, y0: 0, y1: 1,
                     line: { color: "#111", width: 1, dash: "dash" } });
-      const i = selected.steps.indexOf(state.step);
+      const i = selected.steps.indexOf(scope.step);
       const v = i >= 0 ? values(selected, mode, "after")[i] ?? values(selected, mode, "own")[i] : null;
-      if (v !== null) traces.push({ x: [state.step], y: [v], type: "scatter", mode: "markers", showlegend: false,
-                                    name: "selected", meta: { column: state.column, kind: "selected" }, hoverinfo: "skip",
-                                    marker: { size: 11, color: meta.columns[state.column].color, line: { color: "black", width: 2 } } });
+      if (v !== null) traces.push({ x: [scope.step], y: [v], type: "scatter", mode: "markers", showlegend: false,
+                                    name: "selected", meta: { column: scope.column, kind: "selected" }, hoverinfo: "skip",
+                                    marker: { size: 11, color: meta.columns[scope.column].color, line: { color: "black", width: 2 } } });
     }
     const yaxis = mode === "log" ? { type: "log", range: [-8.2, 0.1], dtick: 2, exponentformat: "e", title: { text: "p(EOS)" } }
       : mode === "linear" ? { type: "linear", range: [-0.02, 1.02], title: { text: "p(EOS)" } }
@@ -169,36 +176,38 @@ window.eosPlayground = window.eosPlayground || (() => {
       chart.bound = true;
       chart.plot.on("plotly_click", (event) => {
         const points = event.points.filter((p) => p.data.meta && p.data.meta.kind !== "selected");
-        const point = points.find((p) => p.data.meta.column === state.column) || points[0];
-        if (point) select(point.data.meta.column, point.x);
+        const point = points.find((p) => p.data.meta.column === chart.scope.column) || points[0];
+        if (point) select(point.data.meta.column, point.x, false, chart.scope.name);
       });
     }
   }
 
-  function markTokens() {
-    document.querySelectorAll(".token-view [data-s].sel").forEach((n) => n.classList.remove("sel"));
-    if (state.column === null) return;
-    const token = document.querySelector(`#tokens-${state.column} [data-s="${state.step}"]`);
+  function markTokens(scope) {
+    document.querySelectorAll(`[id^="${scope.prefix}tokens-"] [data-s].sel`).forEach((n) => n.classList.remove("sel"));
+    if (scope.column === null) return;
+    const token = document.querySelector(`#${scope.prefix}tokens-${scope.column} [data-s="${scope.step}"]`);
     if (token) { token.classList.add("sel"); token.scrollIntoView({ block: "nearest", inline: "nearest" }); }
   }
 
   // Select a column and step: mark it everywhere; ask the server for the inspector unless it sent the selection.
-  function select(column, step, fromServer = false) {
-    state.column = column; state.step = step;
-    markTokens();
-    state.charts.forEach(draw);
-    if (!fromServer && state.trigger) state.trigger("click", { column, step });
+  function select(column, step, fromServer = false, name = "") {
+    const scope = active = scopeOf(name);
+    scope.column = column; scope.step = step;
+    markTokens(scope);
+    scope.charts.forEach(draw);
+    if (!fromServer && scope.trigger) scope.trigger("click", { column, step });
   }
 
-  function chart(element, props, trigger, watch) {
-    const entry = { element, props, mode: "log", data: null, text: "" };
-    state.charts = state.charts.filter((c) => c.element.isConnected);
-    state.charts.push(entry);
-    state.trigger = trigger;
+  function chart(element, props, trigger, watch, name = "") {
+    const scope = scopeOf(name);
+    const entry = { element, props, scope, mode: "log", data: null, text: "" };
+    scope.charts = scope.charts.filter((c) => c.element.isConnected);
+    scope.charts.push(entry);
+    scope.trigger = trigger;
     build(entry);
     draw(entry);
     watch("value", () => {
-      if (!props.value) { state.column = null; state.step = null; }
+      if (!props.value) { scope.column = null; scope.step = null; }
       draw(entry);
     });
     let width = element.clientWidth;
@@ -211,24 +220,25 @@ window.eosPlayground = window.eosPlayground || (() => {
 
   // A column's token view: click a token to select its step; follow the newest tokens unless the reader
   // has scrolled up.
-  function tokens(element, column, watch) {
+  function tokens(element, column, watch, name = "") {
+    const scope = scopeOf(name);
     const view = element.classList.contains("token-view") ? element : element.querySelector(".token-view") || element;
     let follow = true;
     view.addEventListener("scroll", () => { follow = view.scrollHeight - view.scrollTop - view.clientHeight < 40; });
     element.addEventListener("click", (event) => {
       const token = event.target.closest("[data-s]");
-      if (token) select(column, +token.dataset.s);
+      if (token) select(column, +token.dataset.s, false, name);
     });
     watch("value", () => {
-      if (follow && state.column === null) view.scrollTop = view.scrollHeight;
-      markTokens();
+      if (follow && scope.column === null) view.scrollTop = view.scrollHeight;
+      markTokens(scope);
     });
   }
 
-  function selection(props, watch) {
+  function selection(props, watch, name = "") {
     watch("value", () => {
       const [column, step] = (props.value || "").split(" ").map(Number);
-      if (props.value) select(column, step, true);
+      if (props.value) select(column, step, true, name);
     });
   }
 
@@ -244,14 +254,15 @@ window.eosPlayground = window.eosPlayground || (() => {
   }
 
   document.addEventListener("keydown", (event) => {
-    if (!["ArrowLeft", "ArrowRight"].includes(event.key) || state.column === null) return;
+    const scope = active;
+    if (!["ArrowLeft", "ArrowRight"].includes(event.key) || scope.column === null) return;
     const target = event.target;
     if (target.closest && target.closest("input, textarea, select, [contenteditable], .cm-editor")) return;
-    const data = state.charts.find((c) => c.data)?.data;
-    const steps = data ? data.series[state.column].steps : [];
+    const data = scope.charts.find((c) => c.data)?.data;
+    const steps = data ? data.series[scope.column].steps : [];
     if (!steps.length) return;
-    const step = Math.max(steps[0], Math.min(steps[steps.length - 1], state.step + (event.key === "ArrowLeft" ? -1 : 1)));
-    if (step !== state.step) { event.preventDefault(); select(state.column, step); }
+    const step = Math.max(steps[0], Math.min(steps[steps.length - 1], scope.step + (event.key === "ArrowLeft" ? -1 : 1)));
+    if (step !== scope.step) { event.preventDefault(); select(scope.column, step, false, scope.name); }
   });
 
   // Results of other settings: dimmed, with a note, until the next Run (only when there are results to dim).
