@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import collections
 import copy
+import dataclasses
 import logging
 import re
 import shutil
@@ -20,10 +21,10 @@ from .decoder import DecodeLoop, decode_loop
 from .engine import Comparison, Settings, SplitComparison, Variant, comparison_for
 from .export import export_column
 from .kernels import DecodeKernels
-from .request import (DEFAULTS, Column, check_settings, column_from_page, columns_from_json, parse_bool, parse_column,
-                      resolve, split_stop_strings)
+from .request import (DEFAULTS, SETTINGS, Column, check_settings, check_whole, column_from_page, columns_from_json,
+                      parse_bool, parse_column, resolve, shown, split_stop_strings)
 from .models import LoadedModel, load_model
-from .space.policy import Policy, require_whole, shown
+from .space.policy import Policy
 from .trace import Trace
 
 TRACE_MAX_AGE = 3600  # seconds a downloadable trace is kept
@@ -285,11 +286,7 @@ class Playground:
     def page_columns(self, n_columns, pickers: Sequence, params: Sequence = ()) -> list[Column]:
         """The page's columns: the first ``n_columns`` pickers (each a list of intervention names) with their
         parameter boxes (``key=value, ...``; empty: the shared settings)."""
-        if isinstance(n_columns, str) and n_columns.strip().isdigit():
-            n_columns = int(n_columns)
-        if isinstance(n_columns, bool) or not isinstance(n_columns, (int, float)) or n_columns != int(n_columns) \
-                or not 1 <= n_columns <= len(pickers):
-            raise ValueError(f"Columns must be a whole number from 1 to {len(pickers)}, got {shown(n_columns)}")
+        n_columns = check_whole(n_columns, "Columns", 1, len(pickers))
         columns = []
         params = list(params) + [""] * (len(pickers) - len(params))
         for index, picked in enumerate(pickers[: int(n_columns)]):
@@ -393,7 +390,7 @@ class Playground:
         with self._lock:
             bundle = self.bundle
         engine.validate(vocab_size=bundle.info.vocab_size, max_new_tokens_cap=policy.max_new_tokens)
-        seeds = require_whole(seeds, "seeds", 1, MAX_SEEDS)
+        seeds = check_whole(seeds, "seeds", 1, MAX_SEEDS)
         if sweep is None:
             sweep = ""
         if not isinstance(sweep, (str, list, tuple)):
@@ -440,10 +437,13 @@ def stop_strings_of(values: dict, variants: Sequence[Variant]) -> list[str]:
 
 def engine_settings(values: dict, policy: Policy | None = None) -> Settings:
     """The engine's :class:`Settings` from checked request settings (and the policy's time limit)."""
-    names = ("max_new_tokens", "temperature", "top_p", "top_k", "min_p", "typical_p", "repetition_penalty",
-             "no_repeat_ngram_size", "seed", "use_chat_template")
-    return Settings(**{name: values[name] for name in names}, system_prompt=values["system_prompt"] or None,
+    given = {name: values[name] for name in ENGINE_SETTINGS}
+    return Settings(**given | {"system_prompt": given["system_prompt"] or None},  # empty: no system turn
                     timeout_seconds=policy.time_limit_seconds if policy else None)
+
+
+# The run settings the engine reads (the rest belong to interventions: the shared strength, stop strings...).
+ENGINE_SETTINGS = tuple(f.name for f in dataclasses.fields(Settings) if f.name in SETTINGS)
 
 
 def column_names(columns: Sequence[Column]) -> list[str]:
