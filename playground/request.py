@@ -158,7 +158,7 @@ def check_number(value, name: str, low: float, high: float | None = None, *, who
     else:
         raise ValueError(f"{name} must be {kind}, got {shown(value)}")
     if isinstance(number, float) and not math.isfinite(number):  # (an int is finite, however long: 10**400)
-        raise ValueError(f"{name} must be a finite number, got {shown(value)}")
+        raise ValueError(f"{name} must be a finite number, got {number}")
     if whole and number != int(number):
         raise ValueError(f"{name} must be {kind}, got {shown(value)}")
     text = (lambda n: shown(int(n), 20)) if whole else (lambda n: f"{n:g}" if isinstance(n, float) else shown(n, 20))
