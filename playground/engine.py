@@ -142,7 +142,8 @@ def check_branch(branch, *, columns: int, steps: int, vocab_size: int, steps_rea
     step from 0 to ``steps - 1``, a token of the vocabulary. Raises ValueError with a sentence naming the field."""
     values = []
     for name, value in zip(("column", "step", "token_id"), _triple(branch)):
-        if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
+                or value != int(value):
             raise ValueError(f"branch {name} must be a whole number, got {value!r}")
         values.append(int(value))
     column, step, token_id = values

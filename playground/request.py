@@ -135,10 +135,10 @@ def check_text(value, name: str) -> str:
     return value
 
 
-def check_choice(value, name: str, choices: Sequence[str]) -> str:
-    """One of ``choices`` (text, exactly)."""
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {shown(value)}")
+def check_choice(value, name: str, choices: Sequence):
+    """One of ``choices``, exactly."""
+    if isinstance(value, (list, dict, bool)) or value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(str, choices))}, got {shown(value)}")
     return value
 
 
@@ -161,7 +161,7 @@ def check_number(value, name: str, low: float, high: float | None = None, *, who
         raise ValueError(f"{name} must be a finite number, got {number}")
     if whole and number != int(number):
         raise ValueError(f"{name} must be {kind}, got {shown(value)}")
-    text = (lambda n: shown(int(n), 20)) if whole else (lambda n: f"{n:g}" if isinstance(n, float) else shown(n, 20))
+    text = (lambda n: f"{n:g}" if isinstance(n, float) and not (whole and math.isfinite(n)) else shown(int(n), 20))
     if high is None and number < low:
         raise ValueError(f"{name} must be at least {text(low)}, got {text(number)}")
     if high is not None and not low <= number <= high:

@@ -23,7 +23,7 @@ from .export import export_column
 from .kernels import DecodeKernels
 from .request import (DEFAULTS, SETTINGS, Column, check_settings, check_whole, column_from_page, columns_from_json,
                       parse_bool, parse_column, resolve, shown, split_stop_strings)
-from .models import LoadedModel, load_model
+from .models import LoadedModel, ModelLoadError, load_model
 from .space.policy import Policy
 from .trace import Trace
 
@@ -39,6 +39,11 @@ HOST_PATH = re.compile(r"(?<![\w.:/~-])~?/[^\s'\"`),;]+")
 def hide_paths(text: str) -> str:
     """``text`` with every host path replaced by "<path>" (for messages to strangers)."""
     return HOST_PATH.sub("<path>", text)
+
+
+class Busy(ValueError):
+    """A refusal that is not the input's fault: the server is busy with something that must finish first (a
+    training, other visitors' runs). Its sentence says what, and when to try again."""
 
 
 class Playground:
@@ -113,7 +118,7 @@ class Playground:
             loops = self._decode_loops()
             in_flight = sum(loop.rows_in_flight for loop in loops)
             if self.policy.public and in_flight:
-                raise ValueError(f"model: other visitors' runs are decoding on {self.shown_reference} "
+                raise Busy(f"model: other visitors' runs are decoding on {self.shown_reference} "
                                  f"({in_flight} columns in flight); switch the model when they have finished")
             for loop in loops:
                 loop.drain()
@@ -151,18 +156,31 @@ class Playground:
         self.policy.check_checkpoint(reference)
         options = self.policy.options_for(self.reference, self.load_options)
         with self._lock:  # no comparison is built meanwhile; runs in flight go on, none decodes on it yet
-            self.bundle.add_checkpoint(name, reference, **options)
+            try:
+                self.bundle.add_checkpoint(name, reference, **options)
+            except ModelLoadError as error:
+                if str(error).startswith("checkpoint"):
+                    raise
+                raise ModelLoadError(f"checkpoint {name!r}: {error}") from None
             decode_loop(self.bundle.checkpoints[name], self.kv_budget_mb)
         return self.bundle.info.to_dict()
 
     def remove_checkpoint(self, name: str) -> dict:
         """Unload the second checkpoint ``name``; rows in flight on it finish first."""
         with self._lock:
+            self._check_loaded(name, "checkpoint", self.bundle.checkpoints)
             checkpoint = self.bundle.checkpoints.get(name)
             if checkpoint is not None:
                 decode_loop(checkpoint).drain()
             self.bundle.remove_checkpoint(name)
         return self.bundle.info.to_dict()
+
+    @staticmethod
+    def _check_loaded(name, kind: str, loaded) -> None:
+        """``name`` names one of the ``loaded`` adapters or checkpoints (whatever the page's list showed when it
+        was drawn: any loaded one, added from the page, the API or the command line)."""
+        if not isinstance(name, str) or name not in loaded:
+            raise ValueError(f"{kind} {shown(name, 40)} is not loaded here; loaded {kind}s: {', '.join(loaded) or 'none'}")
 
     def _decode_loops(self) -> list[DecodeLoop]:
         """The decode loops of the loaded model and of each second checkpoint."""
@@ -171,6 +189,7 @@ class Playground:
     def remove_adapter(self, name: str) -> dict:
         """Unload the adapter ``name`` (the base and the other adapters stay); rows in flight finish first."""
         with self._lock:
+            self._check_loaded(name, "adapter", self.bundle.adapters)
             decode_loop(self.bundle).drain()
             self.bundle.remove_adapter(name)
         return self.bundle.info.to_dict()
@@ -398,6 +417,8 @@ class Playground:
         if not (isinstance(prompts, Path) or prompts == "builtin" or isinstance(prompts, (list, tuple))):
             raise ValueError(f"prompts must be \"builtin\" or a list of strings or {{\"prompt\"/\"messages\"}} "
                              f"objects, got {shown(prompts)}")
+        if isinstance(prompts, (list, tuple)):
+            policy.check_evaluation_prompts(len(prompts))  # before a thousand prompts are read
         variants = self.variants(columns, values)
         policy.check_request("", values["system_prompt"], variants, stop_strings_of(values, variants))
         grid = Sweep.parse(sweep) if (sweep.strip() if isinstance(sweep, str) else sweep) else None
@@ -413,6 +434,7 @@ class Playground:
             prompt_set = builtin_prompts()
         else:
             prompt_set = prompts_from_items(prompts, max_chars=max_chars)
+        policy.check_evaluation_prompts(len(prompt_set.prompts))
         if policy.public:
             check_budget(len(prompt_set.prompts), len(variants), seeds, values["max_new_tokens"])
         return Evaluation(bundle, prompt_set, variants, engine, seeds=seeds, sweep=grid,

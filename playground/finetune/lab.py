@@ -9,6 +9,7 @@ import threading
 import time
 from pathlib import Path
 
+from ..service import Busy
 from .data import builtin_data, parse_examples
 from .recipes import collated_example, end_token_id, recipe_named
 from .train import FineTune, TrainConfig
@@ -52,7 +53,7 @@ class Lab:
         with self._lock:
             if self.job is not None and not self.job.progress.done and self.job.thread_alive:
                 p = self.job.progress
-                raise ValueError(f"finetune: a training is running (step {p.step} of {p.total}); wait for it to "
+                raise Busy(f"finetune: a training is running (step {p.step} of {p.total}); wait for it to "
                                  "end or press Stop")
             root = ADAPTERS_DIR if policy.reveal_paths else Path(tempfile.gettempdir()) / "eos-playground-adapters"
             out = root / f"{recipe_name}-{time.strftime('%Y%m%d-%H%M%S')}"

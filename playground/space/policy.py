@@ -24,6 +24,7 @@ from ..request import check_whole, parse_bool, shown
 CHARS_PER_TOKEN_BOUND = 8
 # The doctor reads its whole training sample; a few hundred examples are plenty and 2.5 MB already takes ~12 s.
 LOCAL_MAX_UPLOAD_MB = 1.0
+PUBLIC_EVALUATION_PROMPTS = 100  # the built-in set has 30
 
 
 LOOPBACK_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost")
@@ -216,6 +217,13 @@ class Policy:
             raise ValueError("finetune: training is switched off on this app (caps.finetune_max_steps in spaces.yaml "
                              "switches it on)")
         return check_whole(steps, "steps", 1, self.finetune_max_steps or 100_000)
+
+    def check_evaluation_prompts(self, count: int) -> None:
+        """Public mode: an evaluation holds at most PUBLIC_EVALUATION_PROMPTS prompts (each is prefilled once per
+        column and seed, whatever its new tokens: the token budget alone let 1000 long prompts run for minutes)."""
+        if self.public and count > PUBLIC_EVALUATION_PROMPTS:
+            raise ValueError(f"prompts: this app evaluates at most {PUBLIC_EVALUATION_PROMPTS} prompts at once, "
+                             f"got {count}; split them, or run the app yourself for more")
 
     def check_prompt_tokens(self, tokens: int) -> None:
         if self.max_prompt_tokens is not None and tokens > self.max_prompt_tokens:

@@ -18,6 +18,7 @@ from ..trace import StopReason
 from .api import api_endpoints, export_endpoint
 from .compare import compare_tab
 from .doctor_tab import doctor_tab
+from .errors import Doors
 from .evaluate_tab import evaluate_tab
 from .finetune_tab import finetune_tab
 from .model_panel import model_panel
@@ -92,7 +93,7 @@ HEAD = (f'<script src="gradio_api/file={quote(str(PLOTLY_JS))}" async></script>'
 
 
 def build_app(playground: Playground) -> gr.Blocks:
-    with gr.Blocks(title="EOS Playground", delete_cache=(TRACE_MAX_AGE, TRACE_MAX_AGE)) as demo:
+    with Doors(playground, title="EOS Playground", delete_cache=(TRACE_MAX_AGE, TRACE_MAX_AGE)) as demo:
         gr.Markdown("# EOS Playground\nWhy does a language model (not) stop? One prompt decoded side by side "
                     "with and without stop interventions; p(EOS) and the next tokens at every step.", elem_id="title")
         if playground.banner:

@@ -76,7 +76,7 @@ def finetune_tab(playground: Playground) -> None:
         return "Stopping after this step; the adapter trained so far is kept." if lab.stop() else "Nothing is training."
 
     for trigger in (recipe.change, data.change):
-        trigger(on_preview, [recipe, data], [description, preview])
+        trigger(on_preview, [recipe, data], [description, preview], api_visibility="private")  # the page's own
     train.click(on_train, [recipe, data, steps], [status, chart], concurrency_id="finetune", concurrency_limit=1,
                 api_name="finetune")
     stop.click(on_stop, None, status, api_name="finetune_stop")
