@@ -48,6 +48,7 @@ from .interventions import Intervention, build_interventions, parse_intervention
 from .models import BASE, LoadedModel
 from .openmp import release_thread_team
 from .prompts import encode_prompt
+from .request import SETTINGS, check_number, check_setting, check_whole
 from .samplers import PartialTopPLogitsWarper
 from .trace import LazyStages, Stage, StepRecord, StopReason, TopToken, Trace, VariantTrace, first_difference
 
@@ -55,9 +56,7 @@ MAX_NEW_TOKENS_CAP = 2048
 # Sampling stages that only rescale or cut the tail: the tokens they keep stay in the order they were in.
 ORDER_KEEPING_STAGES = frozenset({"temperature", "top_k", "top_p", "min_p"})
 SAMPLING_STAGES = ORDER_KEEPING_STAGES | {"typical_p"}  # their notes say what they kept, not how many logits changed
-MAX_TEMPERATURE = 100.0
 MAX_VARIANTS = 8
-MAX_REPETITION_PENALTY = 100.0
 MAX_TRACE_COLUMNS = 2 * MAX_VARIANTS  # the columns of one trace, branches included
 
 
@@ -92,48 +91,22 @@ class Settings:
         return asdict(self)
 
     def validate(self, *, vocab_size: int, max_new_tokens_cap: int = MAX_NEW_TOKENS_CAP) -> None:
-        """Raise ValueError naming the first field out of range; normalise whole numbers given as floats."""
+        """Raise ValueError naming the first field out of range, with the sentence every door gives: the fields
+        that are run settings are checked by :data:`playground.request.SETTINGS` (one range each, whatever the
+        door), max_new_tokens also against the app's cap; whole numbers given as floats are normalised.
 
-        def number(name: str, value, kind=float):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
-                raise ValueError(f"{name} must be {'a whole number' if kind is int else 'a number'}, got {value!r}")
-            if not math.isfinite(value):
-                raise ValueError(f"{name} must be a finite number, got {value!r}")
-            return kind(value)
-
-        max_new = self.max_new_tokens = number("max_new_tokens", self.max_new_tokens, int)
-        if not 1 <= max_new <= max_new_tokens_cap:
-            raise ValueError(f"max_new_tokens must be between 1 and {max_new_tokens_cap}, got {max_new}")
-        temperature = self.temperature = number("temperature", self.temperature)
-        if not 0 <= temperature <= MAX_TEMPERATURE:
-            raise ValueError(f"temperature must be between 0 (greedy) and {MAX_TEMPERATURE:g}, got {temperature:g}")
-        top_p = self.top_p = number("top_p", self.top_p)
-        if not 0 < top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1] (1 = off), got {top_p:g}")
-        top_k = self.top_k = number("top_k", self.top_k, int)
-        if not 0 <= top_k <= vocab_size:
-            raise ValueError(f"top_k must be between 0 (off) and the vocabulary size {vocab_size}, got {top_k}")
-        min_p = self.min_p = number("min_p", self.min_p)
-        if not 0 <= min_p <= 1:
-            raise ValueError(f"min_p must be between 0 (off) and 1, got {min_p:g}")
-        typical_p = self.typical_p = number("typical_p", self.typical_p)
-        if not 0 < typical_p <= 1:
-            raise ValueError(f"typical_p must be in (0, 1] (1 = off), got {typical_p:g}")
-        penalty = self.repetition_penalty = number("repetition_penalty", self.repetition_penalty)
-        if not 0 < penalty <= MAX_REPETITION_PENALTY:
-            raise ValueError(f"repetition_penalty must be above 0 and at most {MAX_REPETITION_PENALTY:g} "
-                             f"(1 = off, above 1 discourages repeats), got {penalty:g}")
-        ngram = self.no_repeat_ngram_size = number("no_repeat_ngram_size", self.no_repeat_ngram_size, int)
-        if not 0 <= ngram <= max_new_tokens_cap:
-            raise ValueError(f"no_repeat_ngram_size must be between 0 (off) and {max_new_tokens_cap}, got {ngram}")
-        seed = self.seed = number("seed", self.seed, int)
-        if not 0 <= seed < 2**32:
-            raise ValueError(f"seed must be between 0 and {2**32 - 1}, got {seed}")
-        telemetry_top_k = self.telemetry_top_k = number("telemetry_top_k", self.telemetry_top_k, int)
-        if not 1 <= telemetry_top_k <= 100:
-            raise ValueError(f"telemetry_top_k must be between 1 and 100, got {telemetry_top_k}")
-        if self.timeout_seconds is not None and not number("timeout_seconds", self.timeout_seconds) > 0:
-            raise ValueError(f"timeout_seconds must be positive, got {self.timeout_seconds!r}")
+            >>> Settings(temperature=2.5).validate(vocab_size=10)
+            Traceback (most recent call last):
+            ValueError: temperature must be between 0 and 2, got 2.5
+        """
+        for name in (f.name for f in dataclasses.fields(self) if f.name in SETTINGS):
+            value = getattr(self, name)
+            if not (name == "system_prompt" and value is None):  # None: no system turn
+                setattr(self, name, check_setting(name, value, high=max_new_tokens_cap if name == "max_new_tokens" else None))
+        self.top_k = check_whole(self.top_k, "top_k", 0, vocab_size)  # a tiny vocabulary may be below the schema's
+        self.telemetry_top_k = check_whole(self.telemetry_top_k, "telemetry_top_k", 1, 100)
+        if self.timeout_seconds is not None:
+            self.timeout_seconds = check_number(self.timeout_seconds, "timeout_seconds", 1e-3)
 
 
 @dataclass
@@ -169,7 +142,8 @@ def check_branch(branch, *, columns: int, steps: int, vocab_size: int, steps_rea
     step from 0 to ``steps - 1``, a token of the vocabulary. Raises ValueError with a sentence naming the field."""
     values = []
     for name, value in zip(("column", "step", "token_id"), _triple(branch)):
-        if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
+                or value != int(value):
             raise ValueError(f"branch {name} must be a whole number, got {value!r}")
         values.append(int(value))
     column, step, token_id = values

@@ -113,6 +113,11 @@ def shown(value, limit: int = 60) -> str:
     return text if len(text) <= limit + 10 else text[:limit] + "…"
 
 
+# One checker per kind of value, each refusing with one sentence that opens with the field's name: a setting, a
+# request field of the API (seeds, steps, example, a column count) and a field of engine.Settings all go through
+# these, so a value gets the same answer whichever door it came in by.
+
+
 def parse_bool(value, name: str) -> bool:
     """The one yes/no rule: True/False or "true"/"false", in every door; otherwise a sentence naming ``name``."""
     try:
@@ -121,37 +126,64 @@ def parse_bool(value, name: str) -> bool:
         raise ValueError(f"{name} must be true or false, got {shown(value)}") from None
 
 
-def check_setting(name: str, value):
-    """``value`` for setting ``name`` (from any door: a JSON value, a page control or text from a URL or the
-    command line), checked and converted; ValueError with the same sentence whichever door it came from."""
-    s = SETTINGS[name]
-    if s.kind is str:
-        if value is None:
-            return ""
-        if not isinstance(value, str):
-            raise ValueError(f"{name} must be text, got {shown(value)}")
-        return value
-    if s.kind is bool:
-        return parse_bool(value, name)
+def check_text(value, name: str) -> str:
+    """Text (None: empty)."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be text, got {shown(value)}")
+    return value
+
+
+def check_choice(value, name: str, choices: Sequence):
+    """One of ``choices``, exactly."""
+    if isinstance(value, (list, dict, bool)) or value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(str, choices))}, got {shown(value)}")
+    return value
+
+
+def check_number(value, name: str, low: float, high: float | None = None, *, whole: bool = False) -> float | int:
+    """A finite number (a JSON number, or text as a URL or the command line gives it) from ``low`` to ``high``
+    (None: no upper bound); with ``whole``, a whole number (2.0 is 2; True and 2.5 are refused)."""
+    kind = "a whole number" if whole else "a number"
     if value is None or (isinstance(value, str) and not value.strip()):
-        raise ValueError(f"{name} is empty: give a number")
-    whole = "a whole number" if s.kind is int else "a number"
+        raise ValueError(f"{name} is empty: give {kind}")
     if isinstance(value, str):
         try:
             number = float(value)
         except ValueError:
-            raise ValueError(f"{name} must be {whole}, got {shown(value)}") from None
+            raise ValueError(f"{name} must be {kind}, got {shown(value)}") from None
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
         number = value
     else:
-        raise ValueError(f"{name} must be {whole}, got {shown(value)}")
-    if not math.isfinite(number):
-        raise ValueError(f"{name} must be a finite number, got {shown(value)}")
-    if s.kind is int and number != int(number):
-        raise ValueError(f"{name} must be {whole}, got {shown(value)}")
-    if not s.low <= number <= s.high:
-        raise ValueError(f"{name} must be between {s.low:g} and {s.high:g}, got {number:g}")
-    return s.kind(number)
+        raise ValueError(f"{name} must be {kind}, got {shown(value)}")
+    if isinstance(number, float) and not math.isfinite(number):  # (an int is finite, however long: 10**400)
+        raise ValueError(f"{name} must be a finite number, got {number}")
+    if whole and number != int(number):
+        raise ValueError(f"{name} must be {kind}, got {shown(value)}")
+    text = (lambda n: f"{n:g}" if isinstance(n, float) and not (whole and math.isfinite(n)) else shown(int(n), 20))
+    if high is None and number < low:
+        raise ValueError(f"{name} must be at least {text(low)}, got {text(number)}")
+    if high is not None and not low <= number <= high:
+        raise ValueError(f"{name} must be between {text(low)} and {text(high)}, got {text(number)}")
+    return int(number) if whole else float(number)
+
+
+def check_whole(value, name: str, low: int, high: int | None = None) -> int:
+    """A whole number from ``low`` to ``high`` (see :func:`check_number`)."""
+    return check_number(value, name, low, high, whole=True)
+
+
+def check_setting(name: str, value, *, high: float | None = None):
+    """``value`` for setting ``name`` (from any door: a JSON value, a page control, text from a URL or the
+    command line, a field of ``engine.Settings``), checked and converted; ValueError with the same sentence
+    whichever door it came from. ``high``: a lower ceiling than the schema's (the policy's max_new_tokens)."""
+    s = SETTINGS[name]
+    if s.kind is str:
+        return check_text(value, name)
+    if s.kind is bool:
+        return parse_bool(value, name)
+    return check_number(value, name, s.low, s.high if high is None else min(high, s.high), whole=s.kind is int)
 
 
 def check_settings(values: Mapping) -> dict:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import collections
 import copy
+import dataclasses
 import logging
 import re
 import shutil
@@ -21,10 +22,10 @@ from .engine import Comparison, Settings, SplitComparison, Variant, comparison_f
 from .export import export_column
 from .kernels import DecodeKernels
 from .markup import md_code, md_text
-from .request import (DEFAULTS, Column, check_settings, column_from_page, columns_from_json, parse_bool, parse_column,
-                      resolve, split_stop_strings)
-from .models import LoadedModel, load_model
-from .space.policy import Policy, require_whole, shown
+from .request import (DEFAULTS, SETTINGS, Column, check_settings, check_whole, column_from_page, columns_from_json,
+                      parse_bool, parse_column, resolve, shown, split_stop_strings)
+from .models import LoadedModel, ModelLoadError, load_model
+from .space.policy import Policy
 from .trace import Trace, saved_json
 
 TRACE_MAX_AGE = 3600  # seconds a downloadable trace is kept
@@ -39,6 +40,11 @@ HOST_PATH = re.compile(r"(?<![\w.:/~-])~?/[^\s'\"`),;]+")
 def hide_paths(text: str) -> str:
     """``text`` with every host path replaced by "<path>" (for messages to strangers)."""
     return HOST_PATH.sub("<path>", text)
+
+
+class Busy(ValueError):
+    """A refusal that is not the input's fault: the server is busy with something that must finish first (a
+    training, other visitors' runs). Its sentence says what, and when to try again."""
 
 
 class Playground:
@@ -113,7 +119,7 @@ class Playground:
             loops = self._decode_loops()
             in_flight = sum(loop.rows_in_flight for loop in loops)
             if self.policy.public and in_flight:
-                raise ValueError(f"model: other visitors' runs are decoding on {self.shown_reference} "
+                raise Busy(f"model: other visitors' runs are decoding on {self.shown_reference} "
                                  f"({in_flight} columns in flight); switch the model when they have finished")
             for loop in loops:
                 loop.drain()
@@ -158,18 +164,31 @@ class Playground:
         self.policy.check_checkpoint(reference)
         options = self.policy.options_for(self.reference, self.load_options)
         with self._lock:  # no comparison is built meanwhile; runs in flight go on, none decodes on it yet
-            self.bundle.add_checkpoint(name, reference, **options)
+            try:
+                self.bundle.add_checkpoint(name, reference, **options)
+            except ModelLoadError as error:
+                if str(error).startswith("checkpoint"):
+                    raise
+                raise ModelLoadError(f"checkpoint {name!r}: {error}") from None
             decode_loop(self.bundle.checkpoints[name], self.kv_budget_mb)
         return self.bundle.info.to_dict()
 
     def remove_checkpoint(self, name: str) -> dict:
         """Unload the second checkpoint ``name``; rows in flight on it finish first."""
         with self._lock:
+            self._check_loaded(name, "checkpoint", self.bundle.checkpoints)
             checkpoint = self.bundle.checkpoints.get(name)
             if checkpoint is not None:
                 decode_loop(checkpoint).drain()
             self.bundle.remove_checkpoint(name)
         return self.bundle.info.to_dict()
+
+    @staticmethod
+    def _check_loaded(name, kind: str, loaded) -> None:
+        """``name`` names one of the ``loaded`` adapters or checkpoints (whatever the page's list showed when it
+        was drawn: any loaded one, added from the page, the API or the command line)."""
+        if not isinstance(name, str) or name not in loaded:
+            raise ValueError(f"{kind} {shown(name, 40)} is not loaded here; loaded {kind}s: {', '.join(loaded) or 'none'}")
 
     def _decode_loops(self) -> list[DecodeLoop]:
         """The decode loops of the loaded model and of each second checkpoint."""
@@ -179,6 +198,7 @@ class Playground:
         """Unload the adapter ``name`` (the base and the other adapters stay); rows in flight finish first, and a
         run still waiting to decode on it stops with a sentence."""
         with self._lock:
+            self._check_loaded(name, "adapter", self.bundle.adapters)
             self.bundle.remove_adapter(name)
         return self.bundle.info.to_dict()
 
@@ -307,11 +327,7 @@ class Playground:
     def page_columns(self, n_columns, pickers: Sequence, params: Sequence = ()) -> list[Column]:
         """The page's columns: the first ``n_columns`` pickers (each a list of intervention names) with their
         parameter boxes (``key=value, ...``; empty: the shared settings)."""
-        if isinstance(n_columns, str) and n_columns.strip().isdigit():
-            n_columns = int(n_columns)
-        if isinstance(n_columns, bool) or not isinstance(n_columns, (int, float)) or n_columns != int(n_columns) \
-                or not 1 <= n_columns <= len(pickers):
-            raise ValueError(f"Columns must be a whole number from 1 to {len(pickers)}, got {shown(n_columns)}")
+        n_columns = check_whole(n_columns, "Columns", 1, len(pickers))
         columns = []
         params = list(params) + [""] * (len(pickers) - len(params))
         for index, picked in enumerate(pickers[: int(n_columns)]):
@@ -415,7 +431,7 @@ class Playground:
         with self._lock:
             bundle = self.bundle
         engine.validate(vocab_size=bundle.info.vocab_size, max_new_tokens_cap=policy.max_new_tokens)
-        seeds = require_whole(seeds, "seeds", 1, MAX_SEEDS)
+        seeds = check_whole(seeds, "seeds", 1, MAX_SEEDS)
         if sweep is None:
             sweep = ""
         if not isinstance(sweep, (str, list, tuple)):
@@ -423,6 +439,8 @@ class Playground:
         if not (isinstance(prompts, Path) or prompts == "builtin" or isinstance(prompts, (list, tuple))):
             raise ValueError(f"prompts must be \"builtin\" or a list of strings or {{\"prompt\"/\"messages\"}} "
                              f"objects, got {shown(prompts)}")
+        if isinstance(prompts, (list, tuple)):
+            policy.check_evaluation_prompts(len(prompts))  # before a thousand prompts are read
         variants = self.variants(columns, values)
         policy.check_request("", values["system_prompt"], variants, stop_strings_of(values, variants))
         grid = Sweep.parse(sweep) if (sweep.strip() if isinstance(sweep, str) else sweep) else None
@@ -438,6 +456,7 @@ class Playground:
             prompt_set = builtin_prompts()
         else:
             prompt_set = prompts_from_items(prompts, max_chars=max_chars)
+        policy.check_evaluation_prompts(len(prompt_set.prompts))
         if policy.public:
             check_budget(len(prompt_set.prompts), len(variants), seeds, values["max_new_tokens"])
         return Evaluation(bundle, prompt_set, variants, engine, seeds=seeds, sweep=grid,
@@ -462,10 +481,13 @@ def stop_strings_of(values: dict, variants: Sequence[Variant]) -> list[str]:
 
 def engine_settings(values: dict, policy: Policy | None = None) -> Settings:
     """The engine's :class:`Settings` from checked request settings (and the policy's time limit)."""
-    names = ("max_new_tokens", "temperature", "top_p", "top_k", "min_p", "typical_p", "repetition_penalty",
-             "no_repeat_ngram_size", "seed", "use_chat_template")
-    return Settings(**{name: values[name] for name in names}, system_prompt=values["system_prompt"] or None,
+    given = {name: values[name] for name in ENGINE_SETTINGS}
+    return Settings(**given | {"system_prompt": given["system_prompt"] or None},  # empty: no system turn
                     timeout_seconds=policy.time_limit_seconds if policy else None)
+
+
+# The run settings the engine reads (the rest belong to interventions: the shared strength, stop strings...).
+ENGINE_SETTINGS = tuple(f.name for f in dataclasses.fields(Settings) if f.name in SETTINGS)
 
 
 def column_names(columns: Sequence[Column]) -> list[str]:

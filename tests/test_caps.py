@@ -37,8 +37,9 @@ def test_evaluation_fields_are_type_checked_before_anything_is_multiplied(tiny):
     base = dict(temperature=0, top_p=1, top_k=0, seed=0, reward_start_ratio=0.5, strength=12)
     cases = [
         ({"seeds": 30_000_000, "max_new_tokens": [0] * 10}, "max_new_tokens must be a whole number"),
-        ({"seeds": "3", "max_new_tokens": 4}, "seeds must be a whole number from 1 to 16, got '3'"),
-        ({"seeds": 2.5, "max_new_tokens": 4}, "seeds must be a whole number from 1 to 16, got 2.5"),
+        ({"seeds": "three", "max_new_tokens": 4}, "seeds must be a whole number, got 'three'"),
+        ({"seeds": 2.5, "max_new_tokens": 4}, "seeds must be a whole number, got 2.5"),
+        ({"seeds": 17, "max_new_tokens": 4}, "seeds must be between 1 and 16, got 17"),
         ({"max_new_tokens": 4, "use_chat_template": "no"}, "use_chat_template must be true or false, got 'no'"),
         ({"max_new_tokens": 4, "use_chat_template": 0}, "use_chat_template must be true or false, got 0"),
         ({"max_new_tokens": 4, "sweep": 7}, "sweep must be text"),

@@ -183,7 +183,7 @@ def test_public_mode_keeps_training_off_unless_capped(smollm):
 
     with pytest.raises(ValueError, match="training is switched off on this app"):
         Lab(Playground(smollm, policy=Policy(public=True))).start("correct", None, 10)
-    with pytest.raises(ValueError, match="steps must be a whole number from 1 to 20"):
+    with pytest.raises(ValueError, match="steps must be between 1 and 20, got 40"):
         Policy(public=True, finetune_max_steps=20).check_finetune(40)
     assert Policy().check_finetune(40) == 40
 

@@ -204,3 +204,33 @@ def test_docstring_examples_run():
         assert result.failed == 0, module.__name__
         attempted += result.attempted
     assert attempted >= 70  # 72 when written: a module whose examples stopped being found shows here
+
+
+OUT_OF_RANGE = [(name, value) for name, s in SETTINGS.items() if s.low is not None
+                for value in (s.low - 1, s.high + 1, float("nan"))]
+
+
+@pytest.mark.parametrize("name, value", OUT_OF_RANGE, ids=[f"{n}={v}" for n, v in OUT_OF_RANGE])
+def test_the_python_api_the_cli_and_compare_refuse_a_value_with_one_sentence(tiny, monkeypatch, capsys, name, value):
+    """engine.Settings (the Python API), the CLI's flags and /compare (through the service, as the page and the API
+    call it) take one range per setting and refuse a value outside it with one sentence."""
+    from playground.engine import Settings
+
+    monkeypatch.setattr("playground.models.load_model", lambda reference, **options: tiny)
+    with pytest.raises(ValueError) as error:
+        Playground(tiny).comparison(PARIS, ["baseline", "eos_reward+min_new_tokens"], **{name: value})
+    sentence = str(error.value)
+    assert sentence.startswith(name + " must be"), sentence
+    if name in {f for f in Settings.__dataclass_fields__}:
+        with pytest.raises(ValueError, match=f"^{re.escape(sentence)}$"):
+            Settings(**{name: value}).validate(vocab_size=tiny.info.vocab_size)
+    text = SETTINGS[name].text(value)
+    assert main(["compare", "--prompt", PARIS, f"{SETTINGS[name].flag}={text}"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: {sentence}"
+
+
+def test_the_python_api_refuses_what_compare_refuses():
+    from playground.engine import Settings
+
+    with pytest.raises(ValueError, match=r"^temperature must be between 0 and 2, got 2.5$"):
+        Settings(temperature=2.5).validate(vocab_size=49152)

@@ -120,16 +120,16 @@ def test_a_left_padded_column_is_not_penalised_for_its_padding(tiny):
     assert [s.p_eos for s in together.variants[0].steps] == pytest.approx([s.p_eos for s in alone.variants[0].steps], rel=1e-4)
 
 
-@pytest.mark.parametrize("field, value, message", [
-    ("min_p", -0.1, "min_p must be between 0 (off) and 1, got -0.1"),
-    ("min_p", 1.5, "min_p must be between 0 (off) and 1, got 1.5"),
-    ("typical_p", 0, "typical_p must be in (0, 1] (1 = off), got 0"),
-    ("typical_p", 1.2, "typical_p must be in (0, 1] (1 = off), got 1.2"),
-    ("repetition_penalty", 0, "repetition_penalty must be above 0"),
-    ("repetition_penalty", -1.5, "repetition_penalty must be above 0"),
-    ("no_repeat_ngram_size", -1, "no_repeat_ngram_size must be between 0 (off) and"),
+@pytest.mark.parametrize("field, value, message", [  # the ranges and sentences of request.SETTINGS, as every door
+    ("min_p", -0.1, "min_p must be between 0 and 1, got -0.1"),
+    ("min_p", 1.5, "min_p must be between 0 and 1, got 1.5"),
+    ("typical_p", 0, "typical_p must be between 0.01 and 1, got 0"),
+    ("typical_p", 1.2, "typical_p must be between 0.01 and 1, got 1.2"),
+    ("repetition_penalty", 0, "repetition_penalty must be between 0.5 and 2, got 0"),
+    ("repetition_penalty", -1.5, "repetition_penalty must be between 0.5 and 2, got -1.5"),
+    ("no_repeat_ngram_size", -1, "no_repeat_ngram_size must be between 0 and 10, got -1"),
     ("no_repeat_ngram_size", 2.5, "no_repeat_ngram_size must be a whole number, got 2.5"),
-    ("min_p", "0.1", "min_p must be a number, got '0.1'"),
+    ("min_p", "x", "min_p must be a number, got 'x'"),
     ("typical_p", math.nan, "typical_p must be a finite number"),
 ])
 def test_bad_values_get_a_sentence_naming_the_field(tiny, field, value, message):

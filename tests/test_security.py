@@ -159,9 +159,9 @@ def test_model_references_get_sentences_not_library_text(reference, message):
 
 
 @pytest.mark.parametrize("n_columns, pickers, message", [
-    (None, [[], []], "Columns must be a whole number from 1 to 2, got None"),  # was an unhandled TypeError
-    ("two", [[], []], "Columns must be a whole number from 1 to 2, got 'two'"),
-    (3, [[], []], "Columns must be a whole number from 1 to 2, got 3"),
+    (None, [[], []], "Columns is empty: give a whole number"),  # was an unhandled TypeError
+    ("two", [[], []], "Columns must be a whole number, got 'two'"),
+    (3, [[], []], "Columns must be between 1 and 2, got 3"),
     (1.5, [[], []], "Columns must be a whole number"),
     (2, [[], 5], "Column 2 interventions must be a list of intervention names, got 5"),
     (1, [[None]], "Column 1 interventions must be a list of intervention names"),
@@ -281,7 +281,7 @@ BAD_EVALUATE = [  # (keyword arguments to /evaluate, the field the message must 
     (SEEDS_TIMES_A_LIST, "max_new_tokens"),
     (SWEEP_50_50_2_2, "sweep"),
     ({"prompts": ["Hi"], "sweep": "strength=" + ",".join(str(i) for i in range(700))}, "sweep"),
-    ({"prompts": ["Hi"], "seeds": "3"}, "seeds"),
+    ({"prompts": ["Hi"], "seeds": "three"}, "seeds"),
     ({"prompts": ["Hi"], "seeds": 2.5}, "seeds"),
     ({"prompts": ["Hi"], "seeds": 0}, "seeds"),
     ({"prompts": ["Hi"], "seeds": 10**9}, "seeds"),

@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 
 from ..models import check_model_name
+from ..service import Busy
 from .data import builtin_data, parse_examples
 from .recipes import collated_example, end_token_id, recipe_named
 from .train import FineTune, TrainConfig
@@ -74,7 +75,7 @@ class Lab:
         with self._lock:
             if self.job is not None and self.job.running:
                 p = self.job.progress
-                raise ValueError(f"finetune: a training is running (step {p.step} of {p.total}); wait for it to "
+                raise Busy(f"finetune: a training is running (step {p.step} of {p.total}); wait for it to "
                                  "end or press Stop")
             blank = name is None or (isinstance(name, str) and not name.strip())
             adapter_name, out = self.folder_for(recipe_name if blank else name)

@@ -11,20 +11,20 @@ No gradio here: ``playground.ui`` wires the policy into the page.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..engine import MAX_NEW_TOKENS_CAP, MAX_VARIANTS
 from ..models import looks_local
-from ..request import parse_bool
+from ..request import check_whole, parse_bool, shown
 
 # A Llama/SmolLM token is rarely longer than 8 characters of ordinary text, so a prompt this many characters
 # per allowed token is refused before it is tokenized (a 200 000-character prompt costs time to tokenize).
 CHARS_PER_TOKEN_BOUND = 8
 # The doctor reads its whole training sample; a few hundred examples are plenty and 2.5 MB already takes ~12 s.
 LOCAL_MAX_UPLOAD_MB = 1.0
+PUBLIC_EVALUATION_PROMPTS = 100  # the built-in set has 30
 
 
 LOOPBACK_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost")
@@ -53,21 +53,8 @@ def exposed_by(share: bool, host: str | None) -> str | None:
     return f"host {host}"
 
 
-def require_whole(value, name: str, low: int, high: int) -> int:
-    """A whole number from a client within [low, high] (2.0 is 2; True, "3" and 2.5 are refused), type checked
-    before it is compared or multiplied with anything."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or value != int(value):
-        raise ValueError(f"{name} must be a whole number from {low} to {high}, got {shown(value)}")
-    if not low <= value <= high:
-        raise ValueError(f"{name} must be a whole number from {low} to {high}, got {int(value)}")
-    return int(value)
-
-
-def shown(value, limit: int = 60) -> str:
-    """A client's value quoted in a message, cut short (a message must not echo 100 000 characters back)."""
-    text = repr(value) if not isinstance(value, str) else repr(value[:limit]) + ("…" if len(value) > limit else "")
-    return text if len(text) <= limit + 10 else text[:limit] + "…"
+# A whole-number request field (seeds, a column count) has the rule and the sentence of every whole number.
+require_whole = check_whole
 
 
 @dataclass(frozen=True)
@@ -229,12 +216,14 @@ class Policy:
         if self.public and self.finetune_max_steps is None:
             raise ValueError("finetune: training is switched off on this app (caps.finetune_max_steps in spaces.yaml "
                              "switches it on)")
-        if isinstance(steps, float) and steps == int(steps):
-            steps = int(steps)
-        limit = self.finetune_max_steps or 100_000
-        if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= limit:
-            raise ValueError(f"steps must be a whole number from 1 to {limit}, got {shown(steps)}")
-        return steps
+        return check_whole(steps, "steps", 1, self.finetune_max_steps or 100_000)
+
+    def check_evaluation_prompts(self, count: int) -> None:
+        """Public mode: an evaluation holds at most PUBLIC_EVALUATION_PROMPTS prompts (each is prefilled once per
+        column and seed, whatever its new tokens: the token budget alone let 1000 long prompts run for minutes)."""
+        if self.public and count > PUBLIC_EVALUATION_PROMPTS:
+            raise ValueError(f"prompts: this app evaluates at most {PUBLIC_EVALUATION_PROMPTS} prompts at once, "
+                             f"got {count}; split them, or run the app yourself for more")
 
     def check_prompt_tokens(self, tokens: int) -> None:
         if self.max_prompt_tokens is not None and tokens > self.max_prompt_tokens:

@@ -20,6 +20,7 @@ from ..handover import PAGE_CONFIG, PLOTLY_JS, trace_cap_mb
 from .api import api_endpoints, export_endpoint, handover_endpoint
 from .compare import compare_tab
 from .doctor_tab import doctor_tab
+from .errors import Doors
 from .evaluate_tab import evaluate_tab
 from .finetune_tab import finetune_tab
 from .learn_tab import LEARN_SCRIPT, learn_tab
@@ -44,7 +45,7 @@ def plotly_js(request) -> FileResponse:
 
 def build_app(playground: Playground, opened=None) -> gr.Blocks:
     """The page; ``opened``: a trace every new page shows at first (``app.py --open``)."""
-    with gr.Blocks(title="EOS Playground", delete_cache=(TRACE_MAX_AGE, TRACE_MAX_AGE)) as demo:
+    with Doors(playground, title="EOS Playground", delete_cache=(TRACE_MAX_AGE, TRACE_MAX_AGE)) as demo:
         gr.Markdown("# EOS Playground\nWhy does a language model (not) stop? One prompt decoded side by side "
                     "with and without stop interventions; p(EOS) and the next tokens at every step.", elem_id="title")
         if playground.banner:

@@ -160,7 +160,7 @@ def finetune_tab(playground: Playground, demo: gr.Blocks | None = None, tabs: gr
 
     recipe.change(on_recipe_name, recipe, name, queue=False, api_visibility="private")
     for trigger in (recipe.change, data.change):
-        trigger(on_preview, [recipe, data], [description, preview])
+        trigger(on_preview, [recipe, data], [description, preview], api_visibility="private")  # the page's own
     train.click(on_train, [recipe, data, steps, name], [status, chart], concurrency_id="finetune",
                 concurrency_limit=1, api_name="finetune").then(
         view, None, [status, chart, next_steps], queue=False, api_visibility="private")

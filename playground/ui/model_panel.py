@@ -9,7 +9,7 @@ import gradio as gr
 
 from ..models import ModelLoadError
 from ..service import Playground
-from .errors import MODEL_NOT_LOADED, from_page, refusal
+from .errors import MODEL_NOT_LOADED, from_page, not_added, refusal
 
 
 def model_panel(playground: Playground) -> None:
@@ -35,9 +35,9 @@ def model_panel(playground: Playground) -> None:
                          "in its own loop, its forward passes not shared", policy.allow_checkpoints,
                          playground.add_checkpoint, playground.remove_checkpoint, lambda: playground.bundle.checkpoints)
 
-    def on_load(reference, adapter, trust_remote_code, event: gr.EventData):
+    def on_load(model, adapter, trust_remote_code, event: gr.EventData):  # "model": the field its sentences name
         try:
-            playground.load(reference, adapter, trust_remote_code)
+            playground.load(model, adapter, trust_remote_code)
         except (ModelLoadError, ValueError) as error:
             raise refusal(playground, "/load_model", error, title=MODEL_NOT_LOADED, page=from_page(event)) from None
         return playground.model_markdown()
@@ -59,15 +59,17 @@ def named_models_row(playground: Playground, model_info: gr.Markdown, kind: str,
     with gr.Row(visible=visible):
         spec_box = gr.Textbox(label=label, scale=3, elem_id=f"{kind}-add")
         add_button = gr.Button(f"Add {kind}", scale=1, elem_id=f"{kind}-add-button")
-        remove_choice = gr.Dropdown(loaded(), value=None, label=f"Loaded {kind}s", scale=2, elem_id=f"{kind}-remove")
+        # Any name is sent on (the service refuses one not loaded): the choices are the ones loaded when the page
+        # was drawn, and a program may remove one added since (over the API or from another page).
+        remove_choice = gr.Dropdown(loaded(), value=None, label=f"Loaded {kind}s", scale=2, elem_id=f"{kind}-remove",
+                                    allow_custom_value=True)
         remove_button = gr.Button(f"Remove {kind}", scale=1)
 
     def on_add(spec, event: gr.EventData):
         try:
             add(spec)
         except (ModelLoadError, ValueError) as error:
-            raise refusal(playground, f"/add_{kind}", error, title=f"{kind.capitalize()} not added — the loaded "
-                          "models are unchanged", page=from_page(event)) from None
+            raise refusal(playground, f"/add_{kind}", error, title=not_added(kind), page=from_page(event)) from None
         return playground.model_markdown(), gr.update(choices=loaded())
 
     def on_remove(name, event: gr.EventData):
