@@ -88,7 +88,10 @@ BAD = [
     ("doctor_example", [None, -1], "number"),
     ("doctor_example", [None, "x"], "number"),
     ("doctor_example", [PASSWD_FILE, 1], "sample_file"),
-    ("doctor_example", [None, 1], "training sample"),
+    ("doctor_example", [None, 1, None], "training sample"),
+    ("doctor_example", [None, 1, "@nope"], "nope"),
+    ("doctor", [None, 5], "model"),
+    ("doctor_fix", [None, "@nope"], "nope"),
     ("finetune", ["correct", None, NAN], "n_steps"),
     ("finetune", ["correct", None, "x"], "n_steps"),
     ("finetune", ["correct", None, -1], "n_steps"),
@@ -97,6 +100,10 @@ BAD = [
     ("finetune", ["correct", PASSWD, 1], "data_file"),
     ("finetune", ["correct", 5, 1], "data_file"),
     ("finetune_stop", [1], "finetune_stop takes 0 values"),
+    ("export_html", ["nope"], "trace_id"),
+    ("export_html", [PASSWD], "trace_id"),
+    ("export_html", [5], "trace_id"),
+    ("export_html", [], "trace_id is missing"),
 ]
 # (route, keyword values for the keyword route /call/v2/NAME, the field)
 BAD_KEYWORDS = [
