@@ -180,11 +180,16 @@ def adapter_findings(playground, lesson: Lesson) -> list[str]:
     from ..doctor.data import check_sample_ends_with_eos
     from ..supervision import to_text, tokens_of
 
-    sample = load_sample(adapter_dir(playground, lesson) / "training_data.jsonl")
+    from ..finetune.data import builtin_data
+    from ..finetune.recipes import collated_example, end_token_id, recipe_named
+
+    recipe = recipe_named(lesson.adapter.recipe)
     tokenizer = playground.bundle.tokenizer
-    first = sample[0]
-    tokens = tokens_of(tokenizer, first["input_ids"], first["labels"], set(playground.bundle.info.eos_token_ids))
-    tail = to_text(tokens[-8:])
+    fed = collated_example(tokenizer, builtin_data(conversations=recipe.conversations).examples[0], recipe)
+    ends = {end_token_id(tokenizer), *playground.bundle.info.eos_token_ids}
+    tail = to_text(tokens_of(tokenizer, fed["input_ids"], fed["labels"], ends)[-8:])
+    # The examples as trained, written beside the adapter (for this recipe: the rendered text, "</s>" typed in).
+    sample = load_sample(adapter_dir(playground, lesson) / "training_data.jsonl")
     finding = check_sample_ends_with_eos(Context(playground.bundle, sample, max_length=128))
     return [f"The recipe's supervised tokens at the end of the first training example (a token is followed by "
             f"[its label], ⏹ marks an end token): {tail}",

@@ -375,8 +375,10 @@ def learn_tab(playground: Playground, demo: gr.Blocks, lessons: list[Lesson] | N
     record.change(None, record, None, js="(value) => { window.eosLearn && eosLearn.record(value); }")
     chart.click(on_select, session, inspector, api_visibility="private", queue=False)
     next_button.click(on_next, picker, picker, api_visibility="private", queue=False)
-    # ?lesson=N picks the lesson when the page opens (its change event then draws it); queued, so a warning shows.
-    demo.load(on_load, None, picker, api_visibility="private", concurrency_limit=None)
+    # ?lesson=N picks the lesson when the page opens (queued, so a warning shows); then the lesson is drawn, "now you"
+    # included, whether or not the picker changed (the first lesson is the picker's value already).
+    demo.load(on_load, None, picker, api_visibility="private", concurrency_limit=None).then(
+        on_lesson, [picker, session], lesson_outputs, api_visibility="private", queue=False)
 
 
 def _initial(update: dict) -> dict:
