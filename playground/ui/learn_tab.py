@@ -25,7 +25,8 @@ from ..trace import Trace
 from .compare import UPDATE_INTERVAL
 from .controls import control
 from .errors import refusal, stopped
-from ..views import chart_header, column_delta, inspector_html
+from ..markup import md_text, status_mark
+from ..views import chart_header, column_delta, inspector_html, status_markdown
 
 SCOPE = "learn"  # page.js's scope for this tab's views: ids "learn-tokens-N", its own selection and chart
 NO_BRANCH = "Branching a column (try) is in the Compare tab; here the inspector shows the lesson's steps."
@@ -127,7 +128,7 @@ def lesson_markdown(lesson: Lesson, max_new_tokens_cap: int) -> str:
 
 
 def question_markdown(question, label: str) -> str:
-    return f"**{label}** {html.escape(question.text)}"
+    return f"**{label}** {md_text(question.text)}"
 
 
 def answer_widgets(question, column_names: list[str]) -> tuple[dict, dict]:
@@ -235,7 +236,7 @@ def learn_tab(playground: Playground, demo: gr.Blocks, lessons: list[Lesson] | N
         return {lesson_text: lesson_markdown(lesson, policy.max_new_tokens),
                 question_text: question_markdown(lesson.question, "Before you run:"), choice: radio, number: box,
                 notes: "", feedback: "", now_box: gr.update(visible=False),
-                change_text: f"**Now you.** {html.escape(change.says)}",
+                change_text: f"**Now you.** {md_text(change.says)}",
                 now_question: question_markdown(lesson.now_you.question, "Then predict:"), now_choice: now_radio,
                 now_number: now_box_update, now_feedback: "", next_button: gr.update(visible=False),
                 column_control: column_update, **controls,
@@ -277,7 +278,7 @@ def learn_tab(playground: Playground, demo: gr.Blocks, lessons: list[Lesson] | N
         for item in runs:
             if isinstance(item, str):
                 notes_text.append(item)
-                yield {notes: "\n".join(f"- {html.escape(note)}" for note in notes_text)}
+                yield {notes: "\n".join(f"- {md_text(note)}" for note in notes_text)}
             elif isinstance(item, Trace):
                 if item is not trace:  # a new run (the next prompt, after a premise that failed): start over
                     trace, chart_text = item, chart_header(item)
@@ -294,7 +295,7 @@ def learn_tab(playground: Playground, demo: gr.Blocks, lessons: list[Lesson] | N
                     chart_text += lines
                     sent[i], stopped_[i] = len(variant.steps), variant.finished
                     update[views[i]] = values[i]
-                    update[statuses[i]] = f"**{html.escape(variant.name)}** — {variant.status()}"
+                    update[statuses[i]] = status_markdown(variant)
                 if update:
                     update[chart] = chart_text
                     yield update
@@ -310,9 +311,9 @@ def learn_tab(playground: Playground, demo: gr.Blocks, lessons: list[Lesson] | N
         right = result.right(prediction)
         item = {"lesson": result.lesson.id, "part": part, "prediction": prediction, "answer": result.answer,
                 "right": right, "at": int(time.time())}
-        text = ("✅ " if right else "❌ ") + html.escape(result.feedback(prediction))
-        update = {notes: "\n".join(f"- {html.escape(note)}" for note in result.notes),
-                  **{statuses[i]: f"**{html.escape(v.name)}** — {v.status()}" for i, v in enumerate(trace.variants)},
+        text = f"{status_mark('ok' if right else 'problem')} {md_text(result.feedback(prediction))}"
+        update = {notes: "\n".join(f"- {md_text(note)}" for note in result.notes),
+                  **{statuses[i]: status_markdown(v) for i, v in enumerate(trace.variants)},
                   inspector: shown_inspector(trace, column, step, why["stage"]), selection: f"{column} {step}",
                   record: json.dumps(item, default=str), session: state}
         if part == "question":
