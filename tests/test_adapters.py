@@ -315,6 +315,7 @@ def _doctor_beside_decodes(bundle, repetitions: int) -> None:
     alone = [compare(bundle, PARIS, [v], settings).variants[0].token_ids for v in variants]
     doctor_alone = _doctor_per_model(bundle)
     assert [len(tokens) for tokens in alone] == [200] * 3
+    assert doctor_alone["louvre"] != doctor_alone[BASE] != doctor_alone["seine"]  # each model's own passes
     for repetition in range(repetitions):
         figures, stop = [], threading.Event()
 
