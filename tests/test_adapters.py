@@ -315,12 +315,16 @@ def _doctor_beside_decodes(bundle, repetitions: int) -> None:
     alone = [compare(bundle, PARIS, [v], settings).variants[0].token_ids for v in variants]
     doctor_alone = _doctor_per_model(bundle)
     assert [len(tokens) for tokens in alone] == [200] * 3
+    assert doctor_alone["louvre"] != doctor_alone[BASE] != doctor_alone["seine"]  # each model's own passes
     for repetition in range(repetitions):
-        figures, stop = [], threading.Event()
+        figures, failures, stop = [], [], threading.Event()
 
         def doctor():
-            while not stop.is_set():
-                figures.append(_doctor_per_model(bundle))
+            try:
+                while not stop.is_set():
+                    figures.append(_doctor_per_model(bundle))
+            except Exception as error:  # e.g. its pass ran through LoRA layers patched for the decode's batch
+                failures.append(error)
 
         thread = threading.Thread(target=doctor)
         thread.start()
@@ -329,6 +333,7 @@ def _doctor_beside_decodes(bundle, repetitions: int) -> None:
         finally:
             stop.set()
             thread.join()
+        assert not failures, f"repetition {repetition}: the doctor failed: {failures[0]!r}"
         assert [v.token_ids for v in trace.variants] == alone, f"repetition {repetition}"
         assert figures and all(f == doctor_alone for f in figures), f"repetition {repetition}"
 
