@@ -35,7 +35,7 @@ def fine_tune_tab(page):
 def pick(page, selector: str, option: str) -> None:
     """Choose ``option`` in the dropdown ``selector`` as a user does: open it, click the option."""
     page.locator(f"{selector} input").click()
-    page.get_by_role("option", name=option, exact=True).click()
+    page.locator(selector).get_by_role("option", name=option, exact=True).click()  # its own list, not another's
     page.keyboard.press("Escape")
 
 
@@ -113,7 +113,7 @@ def test_train_close_reopen_compare_diagnose_and_evaluate(browser, story_app, tm
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("What can I do in Paris?\nName a primary colour.\n", encoding="utf-8")
     page.locator("#evaluate-file input[type=file]").set_input_files(str(prompts))
-    page.get_by_text("prompts.txt").first.wait_for(timeout=30_000)
+    page.get_by_text("prompts.txt").first.wait_for(timeout=120_000)  # an upload on a busy machine
     fill_and_keep(page.locator("#evaluate-max-new input"), "8")
     pick(page, "#evaluate-picker-0", "@base")
     pick(page, "#evaluate-picker-1", "@eos_as_text")

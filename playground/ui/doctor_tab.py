@@ -38,8 +38,9 @@ def doctor_tab(playground: Playground, demo: gr.Blocks | None = None) -> DoctorT
                     "Optionally add a JSONL training sample (`prompt`/`response`, `text`, `messages` or "
                     "`input_ids`/`labels` per line; an adapter trained here has its own: `training_data.jsonl`).")
         with gr.Row():
+            # Custom values: a program may name an adapter added after the page was built (checked by the handler).
             model = gr.Dropdown(model_choices(playground), value=f"@{playground.bundle.default_model}",
-                                label="Model to examine", elem_id="doctor-model", scale=1)
+                                allow_custom_value=True, label="Model to examine", elem_id="doctor-model", scale=1)
             sample = gr.File(label="Training sample (JSONL, optional)", file_types=[".jsonl"], height=120,
                              elem_id="doctor-sample", scale=3)
         with gr.Row():
