@@ -57,6 +57,19 @@ def tiny(tokenizer) -> LoadedModel:
     return LoadedModel(model=model, tokenizer=tokenizer, info=info)
 
 
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium, headless, driven by Playwright (one per test module)."""
+    from playwright.sync_api import sync_playwright
+
+    from playground.bench.page import CHROMIUM, CHROMIUM_ARGS
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
 def stream_compare(client, **kwargs) -> list[dict]:
     """Stream /compare to the end; after each (delta) event, the whole trace so far as rebuilt by TraceBuilder
     (Trace.to_dict's schema) with the event's "done" flag. Raises the app's error, if any."""

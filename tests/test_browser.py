@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from playground.bench.page import CHROMIUM, CHROMIUM_ARGS, FINISHED  # the bench drives the page the same way
+from playground.bench.page import CHROMIUM, FINISHED  # the bench drives the page the same way
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
@@ -36,16 +36,6 @@ SELECTED_ON_CHART = """() => {
   const point = document.querySelector('#chart .js-plotly-plot').data.find(t => t.meta.kind === 'selected');
   return point ? [point.meta.column, point.x[0]] : null;
 }"""
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield browser
-        browser.close()
 
 
 def open_page(browser, url: str, width: int = 1400, height: int = 900):

@@ -9,7 +9,7 @@ import os
 import pytest
 
 from playground.bench.page import CHROMIUM
-from tests.test_browser import browser, open_page  # noqa: F401 (the fixture and launcher of the page tests)
+from tests.test_browser import open_page
 from tests.test_doctor_round3 import CHAT, labelled, row
 
 pytestmark = [

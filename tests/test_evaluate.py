@@ -380,7 +380,8 @@ CHROMIUM = "/usr/bin/chromium"
 def test_evaluate_tab_uploads_runs_and_downloads(app_server, tmp_path):
     from playwright.sync_api import sync_playwright
 
-    from tests.test_browser import ARTIFACTS, CHROMIUM_ARGS, fill_and_keep, open_page
+    from playground.bench.page import CHROMIUM_ARGS
+    from tests.test_browser import ARTIFACTS, fill_and_keep, open_page
 
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text('{"prompt": "What is the capital of France?"}\n{"prompt": "What can I do in Paris?"}\nnot json\n',

@@ -13,7 +13,7 @@ import pytest
 
 from playground.bench.page import CHROMIUM
 from tests.conftest import _launch_app
-from tests.test_browser import browser, fill_and_keep, open_page, wait_until_finished  # noqa: F401
+from tests.test_browser import fill_and_keep, open_page, wait_until_finished
 
 pytestmark = [
     pytest.mark.browser,

@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from playground.bench.page import CHROMIUM, CHROMIUM_ARGS, FINISHED
+from playground.bench.page import CHROMIUM, FINISHED
 from playground.handover import column_fixes, handover_html, read_trace
 from playground.service import Playground
 from playground.trace import saved_json
@@ -37,16 +37,6 @@ def trace(playground):
     data = json.loads(saved_json(finished))
     data["variants"][0]["steps"][2]["token"] = HOSTILE_TOKEN
     return read_trace(json.dumps(data))
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield browser
-        browser.close()
 
 
 def offline_page(browser, path):

@@ -10,23 +10,13 @@ import re
 
 import pytest
 
-from playground.bench.page import CHROMIUM, CHROMIUM_ARGS
+from playground.bench.page import CHROMIUM
 
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed (apt-get install -y chromium)"),
 ]
 RUN_TIMEOUT = 240_000  # a lesson's run on a busy 2-core machine
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield browser
-        browser.close()
 
 
 def open_lesson(context, url: str, title: str):

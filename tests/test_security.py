@@ -527,7 +527,7 @@ def test_the_page_shows_the_error_title_in_the_toast_and_keeps_the_model_line_vi
     cover the Model panel's line."""
     from playwright.sync_api import sync_playwright
 
-    from tests.test_browser import CHROMIUM_ARGS
+    from playground.bench.page import CHROMIUM_ARGS
     artifacts = Path(__file__).resolve().parent.parent / "test-artifacts"
     artifacts.mkdir(exist_ok=True)
     with sync_playwright() as playwright:
