@@ -38,7 +38,7 @@ from .compat import (
     trim_cache,
 )
 from .kernels import DecodeKernels
-from .models import PEFT_BASE, can_mix, only_adapter
+from .models import PEFT_BASE, TurnLock, can_mix, only_adapter
 from .openmp import release_thread_team
 
 IDLE_SECONDS = 2.0  # an idle loop's thread ends after this; the next submit starts another
@@ -242,7 +242,7 @@ class DecodeLoop:
         self._model = weakref.ref(model)  # the thread holds the model while it runs; an idle loop does not
         # The model's owner lock (LoadedModel.owner): held for every forward pass, so a doctor's pass or an
         # adapter change never runs in the middle of a step
-        self.owner = owner if owner is not None else threading.RLock()
+        self.owner = owner if owner is not None else TurnLock()
         self._pauses = 0  # paused() blocks: while above 0, waiting runs do not join
         self._admitting = False  # runs taken from the queue are being prefilled (in neither queue nor batch)
         self._closing: str | None = None  # once closed (the process is ending): what every run is told

@@ -14,6 +14,7 @@ what happened and what to do; no raw traceback is meant to reach the user.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
 import importlib.util
@@ -158,6 +159,60 @@ def only_adapter(model: torch.nn.Module, peft_name: str):
         model.set_adapter(previous)
 
 
+class TurnLock:
+    """A re-entrant lock that waiting threads take in turn, first come first served: the served model's owner.
+
+    ``threading.RLock`` lets the thread that has just released it take it again before a waiting thread wakes, so a
+    doctor looping over teacher-forced passes could hold the model for its whole run while the decode loop's next
+    step waits. Here a thread that asks again queues behind the ones already waiting.
+
+    >>> lock = TurnLock()
+    >>> with lock:
+    ...     with lock:  # re-entrant
+    ...         pass
+    >>> lock.acquire(timeout=0.1) and lock.release() is None
+    True
+    """
+
+    def __init__(self) -> None:
+        self._turns = threading.Condition(threading.Lock())
+        self._holder: int | None = None
+        self._depth = 0
+        self._queue: collections.deque = collections.deque()
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        me = threading.get_ident()
+        with self._turns:
+            if self._holder == me:
+                self._depth += 1
+                return True
+            ticket = object()
+            self._queue.append(ticket)
+            free = lambda: self._holder is None and self._queue[0] is ticket  # noqa: E731
+            if not (self._turns.wait_for(free, None if timeout < 0 else timeout) if blocking else free()):
+                self._queue.remove(ticket)
+                self._turns.notify_all()  # the next in line may now be first
+                return False
+            self._queue.popleft()
+            self._holder, self._depth = me, 1
+            return True
+
+    def release(self) -> None:
+        with self._turns:
+            if self._holder != threading.get_ident():
+                raise RuntimeError("release of a TurnLock this thread does not hold")
+            self._depth -= 1
+            if not self._depth:
+                self._holder = None
+                self._turns.notify_all()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
 @dataclass
 class LoadedModel:
     """A model, its tokenizer and facts about it. LoRA adapters ride on the one base model under names
@@ -175,7 +230,7 @@ class LoadedModel:
     tokenizer: object
     info: ModelInfo
     checkpoints: dict[str, LoadedModel] = field(default_factory=dict)  # name -> that checkpoint, loaded
-    owner: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
+    owner: TurnLock = field(default_factory=TurnLock, repr=False, compare=False)
 
     @property
     def device(self) -> torch.device:
