@@ -106,7 +106,7 @@ class Settings:
         self.top_k = check_whole(self.top_k, "top_k", 0, vocab_size)  # a tiny vocabulary may be below the schema's
         self.telemetry_top_k = check_whole(self.telemetry_top_k, "telemetry_top_k", 1, 100)
         if self.timeout_seconds is not None:
-            self.timeout_seconds = check_number(self.timeout_seconds, "timeout_seconds", 1e-3)
+            self.timeout_seconds = check_number(self.timeout_seconds, "timeout_seconds", 1e-6)  # any positive time
 
 
 @dataclass
