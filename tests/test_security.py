@@ -77,7 +77,7 @@ def test_share_without_the_flag_refuses_paths_adapters_and_remote_code(served, c
         messages.append(str(error.value).replace(reference, "X"))
     assert messages[0] == messages[1]
     panel = playground.model_markdown()
-    assert "from embedded SmolLM2-135M-Instruct.Q4_1.gguf, loaded" in panel  # no cache path
+    assert "from embedded SmolLM2-135M-Instruct.Q4\\_1.gguf, loaded" in panel  # no cache path (Markdown-escaped: md_text)
     assert not HOST_DIRS.search(panel) and HOST_DIRS.search(playground.bundle.info.source)
     assert "visitors may use default only" in capsys.readouterr().out
 
