@@ -4,8 +4,8 @@
 model public mode preloads, the models visitors may pick and the caps enforced on every request all come from it.
 
 - :mod:`~playground.space.policy`: :class:`~playground.space.policy.Policy`, what a client may ask the server for
-  (public, shared and local), and the checks every request field shares (``require_whole``, ``shown``,
-  ``check_encodable``); ``exposed_by`` says whether other machines can reach the app.
+  (public, shared and local), and the checks every request field shares (``shown``, ``check_encodable``;
+  whole numbers go through ``playground.request.check_whole``); ``exposed_by`` says whether other machines can reach the app.
 - :mod:`~playground.space.config`: spaces.yaml read and checked (``load_config``, ``SpaceConfig``, ``CAP_KINDS``)
   and README.md's front matter rendered from it (``front_matter``, ``readme_with_front_matter``, ``readme_drift``).
 - :mod:`~playground.space.serving`: public mode at start (``is_public``, ``serve_public`` and its fallback).

@@ -53,9 +53,6 @@ def exposed_by(share: bool, host: str | None) -> str | None:
     return f"host {host}"
 
 
-# A whole-number request field (seeds, a column count) has the rule and the sentence of every whole number.
-require_whole = check_whole
-
 
 @dataclass(frozen=True)
 class Policy:

@@ -18,10 +18,9 @@ import gradio as gr
 from .. import charts
 from ..interventions import DESCRIPTIONS, INTERVENTION_NAMES, default_params
 from ..links import MAX_COLUMNS, PAGE_DEFAULTS, from_query, to_query
-from ..request import SETTINGS, Column, check_settings, column_params_text, parse_column, resolve
+from ..request import SETTINGS, Column, check_settings, check_whole, column_params_text, parse_column, resolve
 from ..handover import read_trace, trace_cap_mb
 from ..service import RUNS_AT_ONCE, Playground, column_names, write_trace_files
-from ..space.policy import require_whole
 from ..story import story_markdown
 from ..decoder import RunStopped
 from .controls import control, max_new_tokens_control
@@ -363,7 +362,7 @@ def compare_tab(playground: Playground, demo: gr.Blocks, opened=None) -> None:
 
     def on_columns(n):
         try:
-            n = require_whole(n, "Columns", 1, MAX_COLUMNS)
+            n = check_whole(n, "Columns", 1, MAX_COLUMNS)
         except ValueError as error:
             raise refusal(playground, "columns", error, page=True) from None
         visible = [gr.update(visible=i < n) for i in range(MAX_COLUMNS)]
@@ -411,7 +410,7 @@ def compare_tab(playground: Playground, demo: gr.Blocks, opened=None) -> None:
     def link_query(*values) -> str:
         settings = dict(zip(linked, values[: len(linked)]))
         try:
-            count = require_whole(values[len(linked)], "Columns", 1, MAX_COLUMNS)
+            count = check_whole(values[len(linked)], "Columns", 1, MAX_COLUMNS)
         except ValueError as error:
             raise refusal(playground, "copy link", error, page=True) from None
         rest = values[len(linked) + 1:]

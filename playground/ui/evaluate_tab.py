@@ -14,9 +14,8 @@ from ..evaluate.report import SUMMARY_HEADERS, Report, compare_query
 from ..interventions import INTERVENTION_NAMES
 from ..markup import md_text
 from ..request import DEFAULTS as D
-from ..request import SETTINGS
+from ..request import SETTINGS, check_whole
 from ..service import Playground, write_downloads
-from ..space.policy import require_whole
 from .compare import MAX_COLUMNS
 from .controls import control, max_new_tokens_control
 from .errors import refusal
@@ -207,7 +206,7 @@ def evaluate_tab(playground: Playground) -> None:
 
     def on_columns(n):
         try:
-            n = require_whole(n, "Columns", 1, max_columns)
+            n = check_whole(n, "Columns", 1, max_columns)
         except ValueError as error:
             raise refusal(playground, "Evaluate columns", error, page=True) from None
         return [gr.update(visible=i < n) for i in range(max_columns)] * 2  # the pickers' boxes, the parameter boxes
