@@ -1,8 +1,8 @@
 """One owner per model: a decode loop that runs every active row of every comparison in one batch.
 
-A :class:`~playground.engine.Comparison` submits its rows; the loop's thread does one forward pass per step for
-all of them and hands each comparison its rows' logits (the comparison chooses, records and says which rows go
-on). Finished rows leave the batch and its KV cache; waiting rows join between steps: their prompts are prefilled
+A run (:class:`DecodeRun`: a :class:`~playground.engine.Comparison`) submits its rows; the loop's thread does one
+forward pass per step for all of them and hands each run its rows' logits (the run chooses, records and says
+which rows go on). Finished rows leave the batch and its KV cache; waiting rows join between steps: their prompts are prefilled
 on their own, then their KV cache is merged into the batch's (the shorter side left-padded, the attention masks
 extended). Positions are explicit, so the pads are never attended and never shift a row's positions: a row
 decodes the same tokens whatever shares its batch. Decoding never waits on a consumer: a comparison's reader
@@ -24,6 +24,8 @@ import os
 import threading
 import types
 import weakref
+from collections.abc import Sequence
+from typing import Protocol
 
 import torch
 
@@ -52,6 +54,39 @@ CUDA_RESERVE_MIN_BYTES = 1 << 30
 MB = 1 << 20
 SHUTTING_DOWN = "the server is shutting down: this run stopped; run it again once the server is back"
 log = logging.getLogger("playground")
+
+
+class DecodeRun(Protocol):
+    """What the decode loop knows of a run (a :class:`~playground.engine.Comparison`), and all it uses: the loop
+    calls :meth:`begin` once when the run's rows join the batch, then :meth:`step` with their logits at every step
+    (holding :attr:`lock`) until no row goes on, and :meth:`publish` after each step and once with ``done``."""
+
+    bundle: object  # the LoadedModel whose decode loop runs it
+    settings: object  # engine.Settings: max_new_tokens bounds the rows' KV cache
+    trace: object  # trace.Trace: its columns' tokens so far and the status ``waiting`` the loop sets
+    lock: threading.Lock  # held by the loop while it steps the run's rows or sets their status
+    padded_length: int  # the prompts' width, left-padded
+
+    @property
+    def row_count(self) -> int:
+        """Rows the run decodes."""
+
+    @property
+    def cancelled(self) -> bool:
+        """Told to stop: a waiting run never joins, a decoding one stops at its next step."""
+
+    def row_adapters(self, rows: Sequence[int]) -> list[str]:
+        """PEFT's adapter name for each of the rows ``rows``."""
+
+    def begin(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rows join the batch: their prompts' (ids, attention mask), left-padded to one width."""
+
+    def step(self, logits: torch.Tensor, active: list[int]) -> tuple[torch.Tensor | None, list[int]]:
+        """Choose the next token of the rows ``active`` from their ``logits``: (the tokens, the positions in
+        ``active`` of the rows that go on)."""
+
+    def publish(self, *, done: bool = False, error: BaseException | None = None) -> None:
+        """Rows advanced; or (``done``) the run has left the loop, stopped by ``error`` if given."""
 
 
 # -- the KV budget ---------------------------------------------------------------------------------
@@ -121,14 +156,13 @@ class DeviceBudget:
 
     def in_use(self) -> int:
         """Bytes the device's loops' caches hold now."""
-        return sum(loop._in_use * loop.position_bytes for loop in list(self.loops))
+        return sum(loop.bytes_in_use for loop in list(self.loops))
 
     def wake_others(self, loop: DecodeLoop) -> None:
         """``loop`` holds less now: the other loops' waiting runs may fit (call without holding ``loop``'s lock)."""
         for other in list(self.loops):
             if other is not loop:
-                with other._cv:
-                    other._cv.notify_all()
+                other.wake()
 
 
 _budgets: dict[str, DeviceBudget] = {}
@@ -156,17 +190,17 @@ def peak_positions(width: int, forwards: list[int]) -> int:
     return peak
 
 
-def _forwards_left(comparison, rows) -> list[int]:
+def _forwards_left(comparison: DecodeRun, rows) -> list[int]:
     """Forward passes each of ``rows`` may still take: one per token still to choose, except the last."""
     limit = comparison.settings.max_new_tokens
     return [max(limit - len(comparison.trace.variants[i].token_ids) - 1, 0) for i in rows]
 
 
-def _joined(comparison, width: int, forwards: list[int]) -> tuple[int, list[int]]:
+def _joined(comparison: DecodeRun, width: int, forwards: list[int]) -> tuple[int, list[int]]:
     """A batch's (width, forwards left) once ``comparison``'s rows join it: its prompts widen it, and each of its
     rows may take a forward pass for every token but the last."""
     return (max(width, comparison.padded_length),
-            forwards + [comparison.settings.max_new_tokens - 1] * len(comparison._rows))
+            forwards + [comparison.settings.max_new_tokens - 1] * comparison.row_count)
 
 
 def stopped_sentence(error: BaseException, device) -> str:
@@ -223,7 +257,7 @@ def _take_turns(model, adapters: list[str], *, input_ids, attention_mask, positi
 class _Member:
     """A comparison in the batch: its rows still decoding (original row indices, in batch order)."""
 
-    def __init__(self, comparison, active: list[int]):
+    def __init__(self, comparison: DecodeRun, active: list[int]):
         self.comparison, self.active = comparison, active
         self.error: BaseException | None = None
 
@@ -279,6 +313,16 @@ class DecodeLoop:
         self.budget.total = total
 
     @property
+    def bytes_in_use(self) -> int:
+        """Bytes the batch's cache holds now (a prefill's beside it included)."""
+        return self._in_use * self.position_bytes
+
+    def wake(self) -> None:
+        """Look at the waiting runs again: memory another loop held may have been freed."""
+        with self._cv:
+            self._cv.notify_all()
+
+    @property
     def budget_positions(self) -> int:
         """Cached positions (rows × width) the KV budget holds."""
         return self.kv_budget // self.position_bytes
@@ -299,9 +343,9 @@ class DecodeLoop:
         if self.committed < committed:
             self.budget.wake_others(self)
 
-    def check_fits(self, comparison) -> None:
+    def check_fits(self, comparison: DecodeRun) -> None:
         """ValueError with a sentence naming the limit when ``comparison`` cannot fit the KV budget even alone."""
-        rows, prompt, new = len(comparison._rows), comparison.padded_length, comparison.settings.max_new_tokens
+        rows, prompt, new = comparison.row_count, comparison.padded_length, comparison.settings.max_new_tokens
         needed = peak_positions(prompt, [new - 1] * rows)
         if needed > self.budget_positions:
             raise ValueError(
@@ -313,9 +357,9 @@ class DecodeLoop:
     def memory(self) -> dict:
         """The KV cache against its budget, in MB (peak since start), and the rows waiting to join."""
         with self._cv:
-            waiting = sum(len(c._rows) for c in self._waiting)
+            waiting = sum(c.row_count for c in self._waiting)
         return {"kv_budget_mb": round(self.kv_budget / MB, 2),
-                "kv_in_use_mb": round(self._in_use * self.position_bytes / MB, 2),
+                "kv_in_use_mb": round(self.bytes_in_use / MB, 2),
                 "kv_in_use_on_device_mb": round(self.budget.in_use() / MB, 2),
                 "kv_peak_mb": round(self.peak_positions * self.position_bytes / MB, 2),
                 "kv_padding_fraction": round(self._padding, 3), "rows_waiting": waiting}
@@ -329,13 +373,13 @@ class DecodeLoop:
 
     # -- the callers' side -------------------------------------------------------------------------
 
-    def submit(self, comparison) -> None:
+    def submit(self, comparison: DecodeRun) -> None:
         """Queue a comparison's rows; they join the batch before the next step (room and memory permitting). A
         comparison that cannot fit the KV budget even alone ends at once with a sentence saying so."""
         try:
             self.check_fits(comparison)
         except ValueError as error:
-            comparison._publish(done=True, error=RunStopped(str(error)))
+            comparison.publish(done=True, error=RunStopped(str(error)))
             return
         with self._cv:
             closing = self._closing
@@ -346,13 +390,13 @@ class DecodeLoop:
                     self._thread.start()
                 self._cv.notify_all()
         if closing is not None:  # the process is ending
-            comparison._publish(done=True, error=RunStopped(closing))
+            comparison.publish(done=True, error=RunStopped(closing))
 
     @property
     def rows_in_flight(self) -> int:
         """Rows decoding or waiting to join."""
         with self._cv:
-            return sum(len(m.active) for m in self._members) + sum(len(c._rows) for c in self._waiting)
+            return sum(len(m.active) for m in self._members) + sum(c.row_count for c in self._waiting)
 
     def drain(self, timeout: float | None = None) -> bool:
         """Wait until no row is decoding or waiting (e.g. before loading another model); False on timeout."""
@@ -404,7 +448,7 @@ class DecodeLoop:
                 self._cv.notify_all()
             self._reset()
             for comparison in stopped:
-                comparison._publish(done=True, error=RunStopped(message))
+                comparison.publish(done=True, error=RunStopped(message))
         finally:
             release_thread_team()  # the thread ends: its OpenMP workers go with it
 
@@ -427,20 +471,20 @@ class DecodeLoop:
         if closing is not None:
             self._reset()
             for comparison in stopped:
-                comparison._publish(done=True, error=RunStopped(closing))
+                comparison.publish(done=True, error=RunStopped(closing))
             return False
         with self._cv:
             joining, dropped, told = self._take_waiting()
         for comparison in dropped:  # cancelled before it joined
-            comparison._publish(done=True)
+            comparison.publish(done=True)
         for comparison in told:  # its status now says why it waits
-            comparison._publish()
+            comparison.publish()
         self._joining = list(joining)
         for comparison in joining:
             self._joining.remove(comparison)  # in the batch, stopped, or back in the queue: _join commits either way
-            if comparison._cancel.is_set():  # closed while the runs before it were prefilled (a long prompt's take seconds)
+            if comparison.cancelled:  # closed while the runs before it were prefilled (a long prompt's take seconds)
                 self._commit()
-                comparison._publish(done=True)
+                comparison.publish(done=True)
                 continue
             self._join(model, comparison)
         if joining:
@@ -458,9 +502,9 @@ class DecodeLoop:
         """(comparisons that join now, cancelled ones that never will, waiting ones whose status changed); called
         holding the lock. The queue is first come, first served: a run joins when the batch's rows and its KV
         cache at its fullest (every row generating all its tokens) stay within max_rows and the budget."""
-        dropped = [c for c in self._waiting if c._cancel.is_set()]
+        dropped = [c for c in self._waiting if c.cancelled]
         if dropped:
-            self._waiting = collections.deque(c for c in self._waiting if not c._cancel.is_set())
+            self._waiting = collections.deque(c for c in self._waiting if not c.cancelled)
         if self._pauses:
             return [], dropped, self._tell_waiting("a model change")
         rows = sum(len(m.active) for m in self._members)
@@ -470,7 +514,7 @@ class DecodeLoop:
             others = self.budget.held_by_others(self)  # the device's other models' loops
             while self._waiting:
                 comparison = self._waiting[0]
-                size = len(comparison._rows)
+                size = comparison.row_count
                 after_width, after_forwards = _joined(comparison, width, forwards)
                 peak = peak_positions(after_width, after_forwards) * self.position_bytes
                 # A comparison wider than max_rows, or than the budget, joins an empty batch alone (on an idle device).
@@ -500,14 +544,14 @@ class DecodeLoop:
                 told.append(comparison)
         return told
 
-    def _join(self, model, comparison) -> None:
+    def _join(self, model, comparison: DecodeRun) -> None:
         """Prefill the comparison's prompts on their own, then merge their cache into the batch's. A failure in
         either stops this comparison alone, with a sentence; the batch is left as it was."""
         if comparison.bundle.model is not model:  # wrapped or unwrapped (first adapter added, last removed) while it waited
             self._commit()
             decode_loop(comparison.bundle).submit(comparison)
             return
-        removed = sorted(set(comparison.row_adapters(range(len(comparison._rows))))
+        removed = sorted(set(comparison.row_adapters(range(comparison.row_count)))
                          - {PEFT_BASE, *getattr(model, "peft_config", {})})
         if removed:
             self._commit()
@@ -543,19 +587,19 @@ class DecodeLoop:
             return
         self._record()
         with self._cv:
-            self._members = [*self._members, _Member(comparison, list(range(len(comparison._rows))))]
+            self._members = [*self._members, _Member(comparison, list(range(comparison.row_count)))]
         self._commit()
 
-    def _prefill(self, model, comparison):
+    def _prefill(self, model, comparison: DecodeRun):
         """The comparison's prompts through the model: (cache, mask, each row's next position, last logits). Rows
         with the same prompt on the same model (columns that differ only in their interventions or sampling) are
         one computation: each distinct prompt is prefilled once and its cache and logits are copied to its rows."""
-        ids, mask = comparison._begin()
+        ids, mask = comparison.begin()
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        adapters = comparison.row_adapters(range(len(comparison._rows)))
+        adapters = comparison.row_adapters(range(comparison.row_count))
         distinct: dict = {}
-        of_row = [distinct.setdefault((adapter, tuple(row.prompt_ids)), len(distinct))
-                  for adapter, row in zip(adapters, comparison._rows)]
+        of_row = [distinct.setdefault((adapter, tuple(row_ids), tuple(row_mask)), len(distinct))
+                  for adapter, row_ids, row_mask in zip(adapters, ids.tolist(), mask.tolist())]
         first = torch.tensor([of_row.index(number) for number in range(len(distinct))])
         # logits_to_keep=1: only the last position's logits, as generate() computes them
         with self.owner:
@@ -604,7 +648,7 @@ class DecodeLoop:
             size = len(member.active)
             try:
                 with member.comparison.lock:
-                    chosen, still = member.comparison._step(self._logits[offset:offset + size], member.active)
+                    chosen, still = member.comparison.step(self._logits[offset:offset + size], member.active)
             except Exception as error:  # a failing processor fails its own comparison only
                 member.error, still = RunStopped(f"this run stopped: {type(error).__name__}: {error}"), []
             keep += [offset + slot for slot in still]
@@ -622,9 +666,9 @@ class DecodeLoop:
         if leaving:
             self._commit()
         for member in staying:
-            member.comparison._publish()
+            member.comparison.publish()
         for member in leaving:
-            member.comparison._publish(done=True, error=member.error)
+            member.comparison.publish(done=True, error=member.error)
         return torch.cat(tokens) if staying else None
 
     def _forward_batch(self, model, tokens: torch.Tensor) -> None:
@@ -659,7 +703,7 @@ class DecodeLoop:
         self._logits = out.logits[:, -1, :].float().cpu()
         self._record()
 
-    def _stopped(self, comparison, message: str) -> None:
+    def _stopped(self, comparison: DecodeRun, message: str) -> None:
         """A run the loop stopped: its memory goes back to the device, then it ends with ``message``."""
         if not self._members:
             self._reset()
@@ -668,7 +712,7 @@ class DecodeLoop:
         self._record()
         self._commit()
         log.warning("a run stopped: %s", message)
-        comparison._publish(done=True, error=RunStopped(message))
+        comparison.publish(done=True, error=RunStopped(message))
 
     def _select(self, keep: list[int]) -> None:
         """Keep only the batch rows ``keep``; drop cached positions that no remaining row attends."""

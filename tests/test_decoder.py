@@ -139,7 +139,7 @@ def test_a_failing_run_fails_alone_and_the_loop_keeps_serving(tiny):
     def fail(*args):
         raise RuntimeError("a processor broke")
 
-    broken._choose = fail
+    broken.choose = fail
     finished = threading.Event()
     healthy.submit(on_done=lambda _: finished.set())
     with pytest.raises(RuntimeError, match="a processor broke"):

@@ -75,7 +75,7 @@ def test_a_tiny_budget_serves_eight_runs_in_turn_with_the_tokens_they_have_alone
             comparison.submit(on_done=done.append)
     wait_until(lambda: any(c.trace.variants[0].status().startswith("waiting for memory") for c in runs))
     wait_until(lambda: len(done) == 8)
-    assert [c._error for c in runs] == [None] * 8
+    assert [c.error for c in runs] == [None] * 8
     assert [tokens(c) for c in runs] == alone
     assert largest < loop.peak_positions <= loop.budget_positions  # runs shared the batch, within the budget
     assert loop.memory()["rows_waiting"] == 0 and loop.memory()["kv_in_use_mb"] == 0
@@ -118,7 +118,7 @@ def test_two_models_on_one_device_share_its_budget(bundle, loop):
         release.set()
         handle.remove()
     wait_until(lambda: len(done) == 2)
-    assert [first._error, second._error] == [None, None] and tokens(second) == alone
+    assert [first.error, second.error] == [None, None] and tokens(second) == alone
 
 
 class Fault:
@@ -176,7 +176,7 @@ def test_out_of_memory_stops_the_newest_run_and_frees_its_cache(bundle, loop, wh
            (lambda rows, positions: positions > 1)  # the joining run's prefill
     first, newest, fault = started_then_joined(bundle, lambda: Fault(bundle.model, loop, when))
     assert fault.fired
-    assert first._error is None and tokens(first) == first_alone
+    assert first.error is None and tokens(first) == first_alone
     assert all(v.stop_reason == "cancelled" for v in newest.trace.variants)  # the page still holds its state
     gc.collect()
     assert [ref() for ref in fault.refs] == [None] * len(fault.refs)  # no traceback or page state keeps it alive
@@ -199,7 +199,7 @@ def test_out_of_memory_while_merging_stops_the_joining_run_and_the_batch_goes_on
 
     first, newest, _ = started_then_joined(bundle, lambda: monkeypatch.setattr(compat, "_left_pad", failing_pad))
     assert len(calls) == 5
-    assert first._error is None and tokens(first) == first_alone  # the merged first layer was put back
+    assert first.error is None and tokens(first) == first_alone  # the merged first layer was put back
     gc.collect()
     assert [ref() for ref in refs[1::2]] == [None, None]  # the joining run's prefilled keys and values are gone
 
@@ -217,7 +217,7 @@ def test_the_decode_thread_restarts_after_it_dies(bundle, loop, monkeypatch):
     wait_until(lambda: loop._thread is None, 10)
     again = run(bundle, "Hi", new=4)
     assert all(len(v.token_ids) == 4 or v.stop_reason == "eos" for v in list(again.run())[-1].variants)
-    assert again._error is None
+    assert again.error is None
 
 
 def test_the_device_check_runs_concurrent_four_column_runs_within_its_budget(bundle, loop):

@@ -10,7 +10,8 @@ import torch
 from transformers import GenerationConfig
 
 from playground import charts
-from playground.engine import Comparison, Settings, Variant, compare, generation_config_processors, sampling_warpers
+from playground.engine import Comparison, Settings, Variant, compare
+from playground.pipeline import generation_config_processors, sampling_warpers
 from playground.prompts import encode_prompt
 from playground.trace import Stage, StepRecord, TopToken, Trace, VariantTrace
 

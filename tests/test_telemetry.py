@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from playground.engine import Comparison, Settings, Variant, _StageStep, compare
+from playground.engine import Comparison, Settings, Variant, compare
+from playground.pipeline import StageFacts
 from playground.trace import LazyStages
 
 PARIS = "What can I do in Paris?"
@@ -31,8 +32,8 @@ def eager_stages(comparison, raw, stages, slot):
             top = list(zip(top.indices.tolist(), top.values.tolist())) + [(i, 0.0) for i in removed[:k - kept]]
         changed = 0 if previous is None else int((logits[slot] != previous[1][slot]).sum())
         before = (kept, p_eos) if previous is None else previous[0]
-        facts = _StageStep(slot=slot, kept=kept, kept_before=before[0], changed=changed, p_eos_before=before[1], p_eos=p_eos)
-        table.append((name, p_eos, kept, [(i, comparison._token(i), p) for i, p in top], note(facts)))
+        facts = StageFacts(slot=slot, kept=kept, kept_before=before[0], changed=changed, p_eos_before=before[1], p_eos=p_eos)
+        table.append((name, p_eos, kept, [(i, comparison.token_texts[i], p) for i, p in top], note(facts)))
         previous = ((kept, p_eos), logits)
     return table
 
@@ -47,14 +48,15 @@ def test_lazy_stage_tables_equal_the_eager_computation_on_a_recorded_run(tiny, m
     settings = Settings(max_new_tokens=10, repetition_penalty=1.3, seed=2, **warpers)
     variants = [Variant("baseline"), Variant("ramp", [{"name": "eos_reward", "params": {"reward_start_ratio": 0.3}}])]
     recorded = []
-    choose = Comparison._choose
+    choose = Comparison.choose
 
-    def recording(self, raw, row_ids, active):
-        chosen, stages, sampled = choose(self, raw, row_ids, active)
-        recorded.append((self, raw.clone(), [(name, logits.clone(), note) for name, logits, note in stages], list(active)))
-        return chosen, stages, sampled
+    def recording(self, raw, active):
+        choice = choose(self, raw, active)
+        recorded.append((self, raw.clone(), [(name, logits.clone(), note) for name, logits, note in choice.stages],
+                         list(active)))
+        return choice
 
-    monkeypatch.setattr(Comparison, "_choose", recording)
+    monkeypatch.setattr(Comparison, "choose", recording)
     trace = compare(tiny, PARIS, variants, settings)
     compared = truncated = 0
     for step, (comparison, raw, stages, active) in enumerate(recorded):

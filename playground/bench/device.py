@@ -77,9 +77,9 @@ def concurrent_runs(bundle, count: int, new_tokens: int) -> dict:
         "first_token_median_s": round(statistics.median(waits), 3) if waits else None,
         "first_token_worst_s": round(max(waits), 3) if waits else None,
         "seconds": round(seconds, 2),
-        "all_finished": all(run._error is None and all(len(v.token_ids) == new_tokens for v in run.trace.variants)
+        "all_finished": all(run.error is None and all(len(v.token_ids) == new_tokens for v in run.trace.variants)
                             for run in runs),
-        "errors": sorted({str(run._error) for run in runs if run._error is not None}),
+        "errors": sorted({str(run.error) for run in runs if run.error is not None}),
     }
 
 
