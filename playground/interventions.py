@@ -389,7 +389,7 @@ class RepetitionStoppingCriteria(StoppingCriteria):
 
 class _SuppressTokens(SuppressTokensLogitsProcessor):
     """transformers' ``SuppressTokensLogitsProcessor`` (what ``generate(suppress_tokens=...)`` builds, so the export
-    reproduces it), with its vocabulary mask made once per vocabulary size and device instead of at every step.
+    reproduces it), filling the suppressed ids instead of building and reading a vocabulary mask at every step.
 
     >>> scores = torch.zeros(2, 5)
     >>> torch.equal(_SuppressTokens([1, 3])(None, scores), SuppressTokensLogitsProcessor([1, 3])(None, scores))
@@ -398,10 +398,11 @@ class _SuppressTokens(SuppressTokensLogitsProcessor):
 
     def __call__(self, input_ids, scores: torch.Tensor) -> torch.Tensor:
         key = (scores.shape[-1], scores.device)
-        if getattr(self, "_mask_key", None) != key:
-            vocab = torch.arange(scores.shape[-1], device=scores.device)
-            self._mask, self._mask_key = torch.isin(vocab, self.suppress_tokens.to(scores.device)), key
-        return torch.where(self._mask, -float("inf"), scores)
+        if getattr(self, "_ids_key", None) != key:  # the ids within the vocabulary, as isin(vocabulary, ids) finds them
+            ids = self.suppress_tokens.to(scores.device)
+            self._ids, self._ids_key = ids[(ids >= 0) & (ids < scores.shape[-1])], key
+        # a copy with those logits at -inf: what torch.where over a vocabulary mask gives, without a boolean pass
+        return scores.index_fill(-1, self._ids, -float("inf"))
 
 
 class _PromptLengthFromFirstCall(LogitsProcessor):

@@ -38,21 +38,31 @@ class PartialTopPLogitsWarper(TopPLogitsWarper):
     def __call__(self, input_ids, scores: torch.FloatTensor) -> torch.FloatTensor:
         if scores.dtype != torch.float32:  # half-precision sums round too coarsely for the margin
             return super().__call__(input_ids, scores)
-        out = scores.clone()
-        rows = torch.arange(scores.shape[0])
+        # Every logit removed, then each row's kept candidates written back: a fill and a small scatter, where a
+        # boolean mask over the vocabulary (masked_fill) takes passes the CPU does not vectorise.
+        out = torch.full_like(scores, self.filter_value)
         probs = torch.softmax(scores, dim=-1)
+        rows = torch.arange(scores.shape[0])
         for k in self.candidates:
             if k >= scores.shape[-1] or k <= self.min_tokens_to_keep or not len(rows):
                 break
-            kept, unsure = self._from_candidates(scores[rows], probs[rows], k)
-            out[rows[~unsure]] = kept[~unsure]
+            every_row = len(rows) == len(scores)
+            part = scores if every_row else scores.index_select(0, rows)
+            ids, values, unsure = self._from_candidates(part, probs if every_row else probs.index_select(0, rows), k)
+            # Rows left unsure get whole rows written by a later pass or by the full sort.
+            if every_row:
+                out.scatter_(-1, ids, values)
+            else:
+                out.index_copy_(0, rows, torch.full_like(part, self.filter_value).scatter_(-1, ids, values))
             rows = rows[unsure]
         if len(rows):
-            out[rows] = super().__call__(input_ids, scores[rows])
+            out.index_copy_(0, rows, super().__call__(input_ids, scores.index_select(0, rows)))
         return out
 
-    def _from_candidates(self, scores: torch.Tensor, probs: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Each row's top-p from its ``k`` likeliest tokens, and which rows that cannot decide exactly."""
+    def _from_candidates(self, scores: torch.Tensor, probs: torch.Tensor,
+                         k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Each row's top-p from its ``k`` likeliest tokens: their ids, their logits (the filter value where
+        removed), and which rows that cannot decide exactly."""
         top = torch.topk(scores, k + 1, dim=-1)  # one more than kept at most: the cut's neighbour, for ties
         top_probs = probs.gather(-1, top.indices[:, :k]).double()
         # The full sort's ascending cumulative sum at each candidate: everything below the candidates, plus the
@@ -69,5 +79,4 @@ class PartialTopPLogitsWarper(TopPLogitsWarper):
         next_value = top.values.gather(-1, kept[:, None])[:, 0]
         unsure = ((below > threshold - MARGIN) | ((cumulative - threshold).abs() < MARGIN).any(-1)
                   | (cut_value == next_value))
-        keep = torch.zeros_like(scores, dtype=torch.bool).scatter_(-1, top.indices[:, :k], ~remove)
-        return scores.masked_fill(~keep, self.filter_value), unsure
+        return top.indices[:, :k], top.values[:, :k].masked_fill(remove, self.filter_value), unsure

@@ -89,7 +89,9 @@ def bench_step_overhead(bundle, rows: int = 64, vocab_size: int = 32000, steps: 
     """The loop's per-step CPU work (processors, sampling, top-k, telemetry) for ``rows`` rows — 8 runs of 8
     columns, half of them with the EOS ramp — on random logits of ``vocab_size``, greedy and sampled, beside one
     decode forward pass of the embedded model at ``rows`` rows; one torch thread. Median milliseconds per step,
-    and the step's work as a fraction of that forward pass (an absolute figure means nothing across CPUs)."""
+    and the step's work as a fraction of that forward pass (an absolute figure means nothing across CPUs). Both
+    are the CPU time of the measuring thread (torch runs on it with one thread), so other processes taking the
+    cores move them less than they move wall time."""
     from playground.engine import Comparison, Settings, Variant
     from playground.kernels import DecodeKernels
 
@@ -105,15 +107,15 @@ def bench_step_overhead(bundle, rows: int = 64, vocab_size: int = 32000, steps: 
         seconds, telemetry = [], []
         for _ in range(steps):
             logits = [torch.randn(len(columns), vocab_size, generator=generator) * 4 for _ in runs]
-            started = time.perf_counter()
+            started = time.thread_time()
             for run, raw in zip(runs, logits):
                 run.step(raw, active)
-            seconds.append(time.perf_counter() - started)
+            seconds.append(time.thread_time() - started)
             choices = [run.choose(raw, active) for run, raw in zip(runs, logits)]
-            started = time.perf_counter()
+            started = time.thread_time()
             for run, raw, choice in zip(runs, logits, choices):
                 run.telemetry(raw, choice)
-            telemetry.append(time.perf_counter() - started)
+            telemetry.append(time.thread_time() - started)
         return sorted(seconds)[len(seconds) // 2] * 1e3, sorted(telemetry)[len(telemetry) // 2] * 1e3
 
     def forward_ms() -> float:
@@ -126,9 +128,9 @@ def bench_step_overhead(bundle, rows: int = 64, vocab_size: int = 32000, steps: 
             kernels.use(rows)
             seconds = []
             for _ in range(4):
-                started = time.perf_counter()
+                started = time.thread_time()
                 out = bundle.model(input_ids=token, cache=cache, use_cache=True)
-                seconds.append(time.perf_counter() - started)
+                seconds.append(time.thread_time() - started)
                 token = out.logits[:, -1].argmax(-1, keepdim=True)
         return sorted(seconds)[len(seconds) // 2] * 1e3
 
