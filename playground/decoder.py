@@ -2,9 +2,9 @@
 
 A run (:class:`DecodeRun`: a :class:`~playground.engine.Comparison`) submits its rows; the loop's thread does one
 forward pass per step for all of them and hands each run its rows' logits (the run chooses, records and says
-which rows go on). Finished rows leave the batch and its KV cache; waiting rows join between steps: their prompts are prefilled
-on their own, then their KV cache is merged into the batch's (the shorter side left-padded, the attention masks
-extended). Positions are explicit, so the pads are never attended and never shift a row's positions: a row
+which rows go on). Finished rows leave the batch and its KV cache; waiting rows join between steps: their prompts
+are prefilled on their own, then their KV cache is merged into the batch's (the shorter side left-padded, the
+attention masks extended). Positions are explicit, so the pads are never attended and never shift a row's positions: a row
 decodes the same tokens whatever shares its batch. Decoding never waits on a consumer: a comparison's reader
 picks up whatever steps were added since it last looked.
 

@@ -11,9 +11,9 @@ At each step, per row::
     raw logits ─► generation config's processors (repetition penalty, no-repeat n-grams, ...) ─► row's interventions
                ─► temperature ─► top-k ─► top-p ─► min-p ─► typical-p ─► sample (or argmax if T = 0)
 
-which is the order ``generate()`` applies them in, and the trace records the chosen token, p(EOS) before and
-after, the top-k both ways, entropy, and after each stage its distribution and a line saying what it did. A
-branch column forces its first tokens (see :class:`Variant`).
+which is the order ``generate()`` applies them in (:mod:`playground.pipeline`), and the trace records the chosen
+token, p(EOS) before and after, the top-k both ways, entropy, and after each stage its distribution and a line
+saying what it did (:mod:`playground.telemetry`). A branch column forces its first tokens (see :class:`Variant`).
 
     >>> from playground.models import load_model
     >>> from playground.engine import Settings, Variant, compare

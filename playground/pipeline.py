@@ -60,7 +60,7 @@ class StageLogits(NamedTuple):
     note: Note
 
 
-class Stage(NamedTuple):
+class StageProcessor(NamedTuple):
     """A stage as the pipeline runs it: its name, the transformers processor or warper, and its note."""
 
     name: str
@@ -117,7 +117,7 @@ def generation_config_processors(model, prompt_length: int, max_new_tokens: int,
     return config_logits_processors(base, config, prompt_length)
 
 
-def processor_stage(processor: LogitsProcessor) -> Stage:
+def processor_stage(processor: LogitsProcessor) -> StageProcessor:
     """A generation-config processor as a stage, with the line saying what it did at a step.
 
     >>> from transformers import RepetitionPenaltyLogitsProcessor
@@ -128,19 +128,19 @@ def processor_stage(processor: LogitsProcessor) -> Stage:
     if isinstance(processor, RepetitionPenaltyLogitsProcessor):
         penalty = processor.penalty
         way = "lowered" if penalty > 1 else "raised"
-        return Stage("repetition_penalty", processor,
+        return StageProcessor("repetition_penalty", processor,
                      lambda s: f"repetition penalty {penalty:g} {way} {count(s.changed, 'token')} already in the text")
     if isinstance(processor, NoRepeatNGramLogitsProcessor):
         n = processor.ngram_size
-        return Stage("no_repeat_ngram", processor, lambda s: (
+        return StageProcessor("no_repeat_ngram", processor, lambda s: (
             f"no-repeat {n}-grams banned {count(s.changed, 'token')} that would repeat a {n}-gram" if s.changed
             else f"no-repeat {n}-grams: no token would repeat a {n}-gram here"))
     kind = type(processor).__name__
-    return Stage(f"generation config: {kind}", processor,
+    return StageProcessor(f"generation config: {kind}", processor,
                  lambda s: f"the model's generation config ({kind}) changed {count(s.changed, 'logit')}")
 
 
-def sampling_warpers(settings) -> list[Stage]:
+def sampling_warpers(settings) -> list[StageProcessor]:
     """The sampling stages of ``settings`` (an :class:`~playground.engine.Settings`), in the order ``generate()``
     applies them (its ``_get_logits_processor``: temperature, top-k, top-p, min-p, typical-p; top-p by
     :class:`~playground.samplers.PartialTopPLogitsWarper`, same result); none when greedy, as
@@ -149,24 +149,25 @@ def sampling_warpers(settings) -> list[Stage]:
         return []
     t = float(settings.temperature)
     shape = "sharpened" if t < 1 else "flattened" if t > 1 else "left as is"
-    warpers = [Stage("temperature", TemperatureLogitsWarper(t),
+    warpers = [StageProcessor("temperature", TemperatureLogitsWarper(t),
                      lambda s: f"temperature {t:g} {shape} the distribution (logits ÷ {t:g})")]
     if settings.top_k:
         k = int(settings.top_k)
-        warpers.append(Stage("top_k", TopKLogitsWarper(k), lambda s: f"top-k {k} kept {s.kept} of {s.kept_before} tokens"))
+        warpers.append(StageProcessor("top_k", TopKLogitsWarper(k),
+                                      lambda s: f"top-k {k} kept {s.kept} of {s.kept_before} tokens"))
     if settings.top_p < 1:
         p = float(settings.top_p)
-        warpers.append(Stage("top_p", PartialTopPLogitsWarper(p),
+        warpers.append(StageProcessor("top_p", PartialTopPLogitsWarper(p),
                              lambda s: f"top-p {p:g} kept {s.kept} of {s.kept_before} tokens, "
                                        f"the most likely ones adding up to {p:g}"))
     if settings.min_p > 0:
         min_p = float(settings.min_p)
-        warpers.append(Stage("min_p", MinPLogitsWarper(min_p),
+        warpers.append(StageProcessor("min_p", MinPLogitsWarper(min_p),
                              lambda s: f"min-p {min_p:g} kept {s.kept} of {s.kept_before} tokens, those at least "
                                        f"{min_p:g} × the top token's probability"))
     if settings.typical_p < 1:
         mass = float(settings.typical_p)
-        warpers.append(Stage("typical_p", TypicalLogitsWarper(mass),
+        warpers.append(StageProcessor("typical_p", TypicalLogitsWarper(mass),
                              lambda s: f"typical-p {mass:g} kept {s.kept} of {s.kept_before} tokens, those whose "
                                        f"surprise is closest to the average, adding up to {mass:g}"))
     return warpers
@@ -195,7 +196,8 @@ def groups(keys: list) -> list[list[int]]:
     return list(grouped.values())
 
 
-def by_groups(logits: torch.Tensor, grouped: list[list[int]], apply: Callable[[list[int], torch.Tensor], torch.Tensor]) -> torch.Tensor:
+def by_groups(logits: torch.Tensor, grouped: list[list[int]],
+              apply: Callable[[list[int], torch.Tensor], torch.Tensor]) -> torch.Tensor:
     """``apply(slots, logits of those rows)`` for each group of rows, put back in row order. The rows are taken
     with ``index_select`` and put back with one ``cat`` and one ``index_select`` (row copies), not with Python-list
     indexing, which copies element by element (20× slower at 32k logits).
@@ -216,7 +218,7 @@ def by_groups(logits: torch.Tensor, grouped: list[list[int]], apply: Callable[[l
     return parts.index_select(0, place)
 
 
-def apply_processors(processors: Sequence[Stage], logits: torch.Tensor, ids: torch.Tensor,
+def apply_processors(processors: Sequence[StageProcessor], logits: torch.Tensor, ids: torch.Tensor,
                      rows: Sequence[PipelineRow], padded_length: int) -> list[StageLogits]:
     """The generation config's processors, each a stage. ``ids``: every row's ids so far, its prompt left-padded
     to ``padded_length``; each row is given its own ids without that padding (the pad token may be EOS, and a
@@ -254,7 +256,7 @@ def apply_interventions(logits: torch.Tensor, ids: torch.Tensor, rows: Sequence[
     return StageLogits("interventions", by_groups(logits, groups([row.interventions_key for row in rows]), run), note)
 
 
-def apply_warpers(warpers: Sequence[Stage], logits: torch.Tensor) -> list[StageLogits]:
+def apply_warpers(warpers: Sequence[StageProcessor], logits: torch.Tensor) -> list[StageLogits]:
     """The sampling warpers in order, each a stage (a transformers warper does not read the ids)."""
     stages = []
     for name, warper, note in warpers:
@@ -279,8 +281,8 @@ def sample(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return (probs / noise).argmax(-1)
 
 
-def choose(raw: torch.Tensor, ids: torch.Tensor, rows: Sequence[PipelineRow], *, processors: Sequence[Stage],
-           warpers: Sequence[Stage], generator: torch.Generator | None, padded_length: int) -> Choice:
+def choose(raw: torch.Tensor, ids: torch.Tensor, rows: Sequence[PipelineRow], *, processors: Sequence[StageProcessor],
+           warpers: Sequence[StageProcessor], generator: torch.Generator | None, padded_length: int) -> Choice:
     """One step of the rows ``rows`` from their next-token logits ``raw`` and their ids so far ``ids`` (prompts
     left-padded to ``padded_length``):
     the generation config's processors, each row's interventions, the sampling warpers (none when greedy, then
