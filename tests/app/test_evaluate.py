@@ -1,6 +1,5 @@
-"""Evaluate: metrics by hand on synthetic traces, prompt files with bad lines, real runs on the embedded model
-(ban-EOS never stops by EOS, force_at_end never hits the limit, the baseline equals generate()), the sweep, the
-CLI and the API, and the tab in real Chromium."""
+"""Evaluate over the API: /evaluate streams its progress and then the report, and a closed evaluation stops and
+frees its rows within seconds."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Copy this fix: the exported snippet runs where only torch and transformers are installed and decodes exactly the
-tokens of the playground's column."""
+"""Copy this fix over the API: /export_code writes the page's snippet."""
 
 from __future__ import annotations
 

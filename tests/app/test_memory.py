@@ -1,6 +1,5 @@
-"""The decode loop under memory pressure: a KV budget bounds the batch's padded positions (runs wait their turn and
-still decode what they decode alone); an out-of-memory error in a step, a prefill or a merge stops the newest run
-with a sentence and frees its cache while the others finish as if nothing happened; a dead loop thread restarts."""
+"""The decode loop under memory pressure, seen over the API: a run stopped by out-of-memory reaches the client as
+a sentence."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""One request for every door: the CLI, the API, links, the page's controls, Evaluate and the export take the same
-settings with the same defaults and the same rules, and name the same columns the same way."""
+"""One request for every door: the same request through the CLI, the API, a link and Evaluate gives the same
+columns, and the exported fix decodes them."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""The Space: spaces.yaml as the single source of truth, README front matter that cannot drift, the deploy
-command (dry run only: nothing here may reach the Hub), public mode's policy, fallback banner and app flags."""
+"""The Space's app as served: public mode comes up on the default model with a banner saying why, and a local app
+keeps the free-text model box."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""/compare streams deltas: every event carries only the steps and text that are new, and a client rebuilds the
-engine's trace exactly from them; cancelling and slow readers behave."""
+"""/compare streams deltas over HTTP: a long run rebuilds the engine's trace, a slow reader gets the final state
+while the decode runs at its own pace, and a bad trace id gets a sentence."""
 
 from __future__ import annotations
 

@@ -1,7 +1,4 @@
-"""Every door refuses like /compare: each API route, named or not, answers a bad value (NaN, Infinity, -1, "x", a
-dict where a file goes, a path outside the uploads, an unknown or missing parameter, a name not loaded) with a
-sentence naming the field — no bare "Error", no framework message, no traceback in the server's log — and the
-server goes on serving. Driven over Gradio's REST routes (they can send NaN and what gradio_client refuses to)."""
+"""Every door refuses like /compare, in the service: a busy refusal is titled busy whatever the door."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""Evaluate: metrics by hand on synthetic traces, prompt files with bad lines, real runs on the embedded model
-(ban-EOS never stops by EOS, force_at_end never hits the limit, the baseline equals generate()), the sweep, the
-CLI and the API, and the tab in real Chromium."""
+"""Evaluate on the embedded model: columns over a small set (ban-EOS never stops by EOS, force_at_end never hits
+the limit, the baseline equals generate()), a stronger ramp, sampling with k seeds, cancel, progress, bad
+requests and the CLI."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Hand it over (issue 34): a comparison as one HTML file that a person opens offline, explores and replays, and
-any saved trace opened again in the page. Real model, real app, real Chromium."""
+"""Hand it over (issue 34): compare writes the one-file HTML page, and a damaged or foreign file is refused with
+a sentence."""
 
 from __future__ import annotations
 

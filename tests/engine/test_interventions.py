@@ -1,4 +1,5 @@
-"""Stop interventions: properties of the processors, the article reproduction, and real generations with SmolLM2."""
+"""Stop interventions on SmolLM2: the real tokenizer's boundary tokens, the built processor list, and real
+generations where each intervention does what it says."""
 
 from __future__ import annotations
 

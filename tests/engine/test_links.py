@@ -1,4 +1,5 @@
-"""The page's defaults and links: the first Run tells the story, and a link restores every setting."""
+"""The page's defaults tell the story on the embedded model: the first Run shows the baseline rambling and the
+interventions ending it."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""One request for every door: the CLI, the API, links, the page's controls, Evaluate and the export take the same
-settings with the same defaults and the same rules, and name the same columns the same way."""
+"""One request for every door: every door takes every setting with the schema's default and refuses a wrong value
+with the same sentence; the Python API, the CLI and compare refuse an out-of-range value alike; every docstring
+example in the package runs."""
 
 from __future__ import annotations
 

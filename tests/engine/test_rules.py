@@ -1,5 +1,4 @@
-"""One rule each: whether a model reference is a local path, and what a chat ``messages`` list must be, decided by
-one function for every door, with the same sentence."""
+"""One rule each, in every door: a path is treated as a path by the API, the CLI, the page and Evaluate."""
 
 from __future__ import annotations
 

@@ -1,11 +1,6 @@
-"""Safe to share: an app other machines can reach serves strangers (the loaded model and default only, no host
-paths in any message), every API parameter is type-checked into a sentence naming the field, and a refused
-input is one line in the server log, not a traceback.
-
-The battery drives two real apps through gradio_client and Gradio's REST route: `--host 0.0.0.0` (exposed, so
-the share policy; a --share tunnel cannot be reached here, and app.main's choice for --share is tested directly)
-and the plain local app.
-"""
+"""Safe to share, in the service: the share policy (the loaded model and default only, no paths, adapters or
+remote code) for a host that is not loopback, model references and page columns checked into sentences, and
+host paths never shown."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""The Space: spaces.yaml as the single source of truth, README front matter that cannot drift, the deploy
-command (dry run only: nothing here may reach the Hub), public mode's policy, fallback banner and app flags."""
+"""The Space's service: the caps and the time limit hold server-side, and a configured model that cannot load
+falls back to the default with a banner."""
 
 from __future__ import annotations
 

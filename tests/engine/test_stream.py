@@ -1,5 +1,5 @@
-"""/compare streams deltas: every event carries only the steps and text that are new, and a client rebuilds the
-engine's trace exactly from them; cancelling and slow readers behave."""
+"""/compare streams deltas: every event carries only the steps and text that are new, a client rebuilds the
+engine's trace exactly from them, the events survive Gradio's diff, and a text that shrinks is sent as a splice."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Evaluations inside the caps (issue 25): types before ranges before sizes, a sweep's cells counted before any
-is built, a time limit for the whole evaluation, and prompt/sample lines read with a depth and size limit."""
+"""Evaluations inside the caps (issue 25), before any model: a sweep's cells counted before any is built, and
+prompt lines read with a depth and size limit."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Every wrapper of playground.compat on the real embedded model: a transformers upgrade that removes or changes one
-of the private calls fails here with a sentence naming the call, not somewhere inside a run."""
+"""playground.compat without a model: a transformers upgrade that removes or changes one of the private calls
+fails with a sentence naming the call."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The side-by-side engine: parity with generate(), batching, streaming, cancellation, telemetry, bad input."""
+"""The engine's visible text: a possible stop string is held back until it is decided."""
 
 from __future__ import annotations
 

@@ -1,9 +1,5 @@
-"""Text that can hold a token, a prompt, a file name or a model's words shows as written in every view.
-
-Each view is fed the same text and a plain one: rendered (Markdown as CommonMark with HTML, as the page's
-renderer reads it), the text must appear whole and the markup must be the same as for the plain text — no tag,
-emphasis, link or LaTeX came from the text. One browser check at the end runs a column named after the text.
-"""
+"""Text that can hold a token, a prompt, a file name or a model's words shows as written: the Markdown helpers and
+the doctor's report, rendered as the page's renderer reads them, and the page modules draw no emoji."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
-"""Evaluate: metrics by hand on synthetic traces, prompt files with bad lines, real runs on the embedded model
-(ban-EOS never stops by EOS, force_at_end never hits the limit, the baseline equals generate()), the sweep, the
-CLI and the API, and the tab in real Chromium."""
+"""Evaluate without a model: metrics by hand on synthetic traces, sentence ends and loops, prompt files with bad
+lines, the built-in set, sweep parsing, the link back to Compare, and the charts of a synthetic report."""
 
 from __future__ import annotations
 

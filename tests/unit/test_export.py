@@ -1,5 +1,6 @@
-"""Copy this fix: the exported snippet runs where only torch and transformers are installed and decodes exactly the
-tokens of the playground's column."""
+"""Copy this fix without a model: the snippet runs where playground is not importable, its classes are the
+engine's source, it says how to change the prompt and when a combination is not faithful, and bad input is
+refused naming the field."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""The fine-tune lab: each recipe's batch on the real tokenizer, a few real training steps per recipe writing a
-loadable PEFT adapter, Stop mid-run, the CLI; the slow test trains fully and measures the stop rates."""
+"""The fine-tune lab's inputs: user data files (JSONL and CSV) with bad lines named, and the CLI naming bad input."""
 
 from __future__ import annotations
 

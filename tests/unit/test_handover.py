@@ -1,5 +1,4 @@
-"""Hand it over (issue 34): a comparison as one HTML file that a person opens offline, explores and replays, and
-any saved trace opened again in the page. Real model, real app, real Chromium."""
+"""Hand it over (issue 34): app.py refuses to open a damaged file before loading a model."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Stop interventions: properties of the processors, the article reproduction, and real generations with SmolLM2."""
+"""Stop interventions on synthetic scores: the ramp, force-at-end and at-boundary, the article's reproduction bit
+for bit, the decay penalty without NaN, repetition stop, the registry and parsing with sentences naming the field."""
 
 from __future__ import annotations
 

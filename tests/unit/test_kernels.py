@@ -1,6 +1,5 @@
-"""Decode-step kernels chosen by measurement: whichever candidate is in use, one column decodes exactly what
-generate() decodes (greedy and sampled) and rows decoded together decode what each decodes alone; the choice
-is measured once per CPU, thread count and batch size, cached, and said in /info."""
+"""Decode-step kernels chosen by measurement: measured once per CPU, thread count and batch size, cached and said;
+one row uses only kernels that give the library's numbers bit for bit."""
 
 from __future__ import annotations
 

@@ -1,7 +1,5 @@
-"""Learn's lessons on the embedded model: every built-in lesson runs, its question and its "now you" step are
-answered from the run with an answer of the declared kind; a premise that fails moves to the next prompt and says
-so; a malformed lesson file is refused with a sentence naming the file and the field; the app's caps hold; the
-CLI's ``learn`` subcommand."""
+"""Learn's lesson files: the eight built-in lessons in order, a malformed lesson refused with a sentence naming the
+file and the field, a teacher's folder, predictions read by kind, and the teacher's guide's worked example."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The page's defaults and links: the first Run tells the story, and a link restores every setting."""
+"""The page's links: a link restores every setting, names what it cannot use and keeps the default, sets the
+number of columns, and links shared before column specs open the same columns."""
 
 from __future__ import annotations
 

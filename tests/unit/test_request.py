@@ -1,5 +1,5 @@
-"""One request for every door: the CLI, the API, links, the page's controls, Evaluate and the export take the same
-settings with the same defaults and the same rules, and name the same columns the same way."""
+"""One request for every door: column specs read back what they write, the settings table in the docs is the
+schema's, and the Python API refuses what compare refuses."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Repetition penalty, no-repeat n-grams, min-p and typical-p: parity with generate(), their stage rows and notes,
-and bad values refused with a sentence naming the field."""
+"""Samplers without a model: the stage chart has one subplot per stage with the chosen token marked, and top-p from
+the candidates keeps exactly the tokens the full sort keeps."""
 
 from __future__ import annotations
 

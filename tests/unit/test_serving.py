@@ -1,6 +1,5 @@
-"""What a Space on a T4 needs besides the decode loop: fp16 where bf16 is emulated, a gated model's load failure
-that says what to do, one model served to everyone in public mode (unless spaces.yaml allows swaps, never while
-runs decode), the KV budget from the flag, the environment or spaces.yaml, and /info reporting it."""
+"""What a Space on a T4 needs, without a model: fp16 where bf16 is emulated, a gated model's load failure that says
+what to do, and spaces.yaml's one model unless it allows swaps, with its budget."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The Space: spaces.yaml as the single source of truth, README front matter that cannot drift, the deploy
-command (dry run only: nothing here may reach the Hub), public mode's policy, fallback banner and app flags."""
+command (dry run only: nothing here may reach the Hub) and public mode's policy."""
 
 from __future__ import annotations
 

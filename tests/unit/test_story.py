@@ -1,4 +1,4 @@
-"""Distance to stopping (the EOS margin) and the sentences that say what happened."""
+"""The story's sentence ends."""
 
 from __future__ import annotations
 

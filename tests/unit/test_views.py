@@ -1,4 +1,4 @@
-"""What the page draws from a trace: token views, chart data, inspector, heatmap (no server needed)."""
+"""What the page draws: every stop reason comes from the server, none is copied into the page script."""
 
 from __future__ import annotations
 
