@@ -12,10 +12,10 @@ import weakref
 import pytest
 import torch
 
-from tests.support import make_tiny_llama
 from playground.decoder import RunStopped, decode_loop, kv_bytes_per_position, peak_positions
 from playground.engine import Comparison, Settings, Variant, compare
 from playground.models import LoadedModel
+from tests.support import make_tiny_llama
 
 
 @pytest.fixture(scope="module")

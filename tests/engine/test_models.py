@@ -17,7 +17,6 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from tests.support import make_tiny_llama
 from playground.models import (
     DEFAULT_HUB_ID,
     ModelLoadError,
@@ -26,6 +25,7 @@ from playground.models import (
     load_model,
 )
 from playground.prompts import encode_prompt
+from tests.support import make_tiny_llama
 
 RAMBLING_PROMPT = "What can I do in Paris?"  # greedy SmolLM2 runs far past 20 tokens without EOS
 FACT_PROMPT = "What is the capital of France?"
