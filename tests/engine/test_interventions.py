@@ -22,6 +22,9 @@ PARIS = "What can I do in Paris?"  # rambles with the chat template: no EOS with
 SHORT = "What is the capital of France? Answer in one word."  # "The capital of France is Paris." then EOS
 LOOP = "I like Paris. I like Paris. I like Paris. I like Paris."  # raw text: falls into "I'm going to Paris." loops
 RUNNERS = ("generate", "pipeline")
+# pipeline() reaches the same processors as generate() (prompt_length read at their first call): the ramp runs it by
+# default, the other interventions with -m slow.
+GENERATE_BY_DEFAULT = ("generate", pytest.param("pipeline", marks=pytest.mark.slow))
 
 
 def test_boundary_tokens_of_the_real_tokenizer(tokenizer):
@@ -171,7 +174,7 @@ def eos_step(smollm, new_ids) -> int | None:
     return eos[0] if eos else None
 
 
-@pytest.mark.parametrize("runner", RUNNERS)
+@pytest.mark.parametrize("runner", GENERATE_BY_DEFAULT)
 def test_ban_eos_makes_a_short_answer_run_to_max_new_tokens(smollm, text_pipeline, runner):
     baseline = run(smollm, [], SHORT, 20)
     assert eos_step(smollm, baseline.new_ids) is not None and len(baseline.new_ids) < 12
@@ -188,7 +191,7 @@ def test_eos_reward_stops_the_rambling_answer_after_the_ramp_starts(smollm, text
     assert result.new_ids[:stop] == paris_baseline.new_ids[:stop], "nothing may change before the model stops"
 
 
-@pytest.mark.parametrize("runner", RUNNERS)
+@pytest.mark.parametrize("runner", GENERATE_BY_DEFAULT)
 def test_eos_reward_at_boundary_ends_on_a_sentence_or_line_end(smollm, text_pipeline, runner):
     items = [{"name": "eos_reward", "reward_start_ratio": 0.5, "at_boundary": True}]
     result = run(smollm, items, PARIS, 60, runner, text_pipeline)
@@ -196,7 +199,7 @@ def test_eos_reward_at_boundary_ends_on_a_sentence_or_line_end(smollm, text_pipe
     assert result.text(smollm.tokenizer).rstrip(" ").endswith((".", "!", "?", "\n"))
 
 
-@pytest.mark.parametrize("runner", RUNNERS)
+@pytest.mark.parametrize("runner", GENERATE_BY_DEFAULT)
 def test_stop_string_spanning_several_tokens_stops_right_after_it(smollm, text_pipeline, paris_baseline, runner):
     stop = "City of Light"
     assert stop in paris_baseline.text(smollm.tokenizer)
@@ -208,7 +211,7 @@ def test_stop_string_spanning_several_tokens_stops_right_after_it(smollm, text_p
     assert result.built.stop_reason(result.sequence, None) == ("stop_string", stop)
 
 
-@pytest.mark.parametrize("runner", RUNNERS)
+@pytest.mark.parametrize("runner", GENERATE_BY_DEFAULT)
 def test_repetition_stop_ends_a_degenerate_loop(smollm, text_pipeline, runner):
     raw = {"name": "chat_template", "enabled": False}
     baseline = run(smollm, [raw], LOOP, 32)
@@ -221,7 +224,7 @@ def test_repetition_stop_ends_a_degenerate_loop(smollm, text_pipeline, runner):
     assert result.built.stop_reason(result.sequence[:, :-1], None) is None
 
 
-@pytest.mark.parametrize("runner", RUNNERS)
+@pytest.mark.parametrize("runner", GENERATE_BY_DEFAULT)
 def test_min_new_tokens_with_decay_penalty_stops_soon_after_the_minimum_without_nan(smollm, text_pipeline, runner):
     items = [{"name": "min_new_tokens", "n": 20}, {"name": "decay_penalty", "start": 0, "factor": 2.0}]
     result = run(smollm, items, PARIS, 50, runner, text_pipeline)
@@ -232,7 +235,7 @@ def test_min_new_tokens_with_decay_penalty_stops_soon_after_the_minimum_without_
         assert all(result.scores[step][0, 2] == -math.inf for step in range(20))
 
 
-@pytest.mark.parametrize("runner", RUNNERS)
+@pytest.mark.parametrize("runner", GENERATE_BY_DEFAULT)
 def test_seed_article_stops_at_the_first_token_the_model_is_unsure_of(smollm, text_pipeline, runner):
     result = run(smollm, ["seed_article"], PARIS, 40, runner, text_pipeline)
     stop = eos_step(smollm, result.new_ids)
