@@ -92,7 +92,13 @@ def tiny(recipe: str, steps: int = 2) -> TrainConfig:
     return TrainConfig(recipe=recipe, steps=steps, batch_size=2, lora_r=2, lora_alpha=4, max_length=64)
 
 
-@pytest.mark.parametrize("recipe", list(RECIPES))
+# Each recipe's batch is checked above without training; the trainer runs a one-turn recipe (correct, which is also
+# loaded back) and a conversation one (last_turn_only) by default, the other three with -m slow.
+TRAINED_BY_DEFAULT = ("correct", "last_turn_only")
+
+
+@pytest.mark.parametrize("recipe", [r if r in TRAINED_BY_DEFAULT else pytest.param(r, marks=pytest.mark.slow)
+                                    for r in RECIPES])
 def test_a_few_steps_write_a_loadable_adapter(trainee, tmp_path, recipe):
     examples = CHATS if RECIPES[recipe].conversations else PAIRS
     data = TrainingData(examples[:4], "test", "0" * 64)
