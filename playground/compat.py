@@ -11,7 +11,7 @@ Written against transformers 5.24.0 (:data:`WRITTEN_AGAINST`). Two things have n
 
 Each wrapper makes its private calls inside :func:`_private`, so a transformers upgrade that renames or reshapes
 one fails with :class:`PrivateAPIChanged`, a sentence naming the call, rather than a bare AttributeError deep in a
-run; ``tests/test_compat.py`` exercises every wrapper on the real embedded model.
+run; ``tests/engine/test_compat.py`` exercises every wrapper on the real embedded model.
 """
 
 from __future__ import annotations

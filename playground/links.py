@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from .request import DEFAULTS, MAX_COLUMNS, SETTINGS, Column, check_setting, parse_column
 
 # The first Run with these tells the story on the embedded SmolLM2-135M-Instruct (measured; checked by
-# tests/test_links.py): baseline rambles to the 80-token limit, the EOS ramp from step 40 ends the answer at
+# tests/engine/test_links.py): baseline rambles to the 80-token limit, the EOS ramp from step 40 ends the answer at
 # step 68 right after "paradise.", and the article's processor cuts it at step 8: "Bonjour, welcome to the
 # City of". The ramp stops at the same sentence for start ratios 0.4-0.6 and strengths 10-16.
 DEFAULT_COLUMNS = [parse_column(text) for text in ("baseline", "eos_reward", "seed_article", "stop_strings")]

@@ -1,9 +1,9 @@
 """One request for every door: each run setting declared once, and the column spec.
 
 :data:`SETTINGS` declares every setting of a run (type, default, range, label, one-line help). The CLI's flags,
-the URL query, the API's parameters, the Compare and Evaluate controls and the README's tables are made from it,
+the URL query, the API's parameters, the Compare and Evaluate controls and the settings table of docs/api.md are made from it,
 and :func:`check_setting` is the one rule (and the one sentence) for a value from any of them. The defaults are the
-Compare page's measured story on the embedded SmolLM2-135M-Instruct (checked by tests/test_links.py): baseline
+Compare page's measured story on the embedded SmolLM2-135M-Instruct (checked by tests/engine/test_links.py): baseline
 rambles to the 80-token limit, the EOS ramp from step 40 ends the answer at step 68 right after "paradise.", and
 the article's processor cuts it at step 8.
 
@@ -469,7 +469,7 @@ def resolve(column: Column, settings: Mapping) -> list[Intervention]:
 
 
 def settings_table() -> str:
-    """The README's table of run settings (tests/test_request.py checks that the README holds this one)."""
+    """The table of run settings in docs/api.md (tests/unit/test_request.py checks that it holds this one)."""
     rows = ["| setting (API, URL) | CLI | default | range | what |", "| --- | --- | --- | --- | --- |"]
     for s in SETTINGS.values():
         default = s.text(s.default).replace("|", "\\|") if s.default != "" else "(empty)"

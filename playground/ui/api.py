@@ -2,8 +2,8 @@
 :mod:`playground.stream`), /trace returns a finished one whole, /info says what is served, /evaluate runs columns
 over a prompt set, /export_code writes one column's fix as code,
 /export_html a comparison as one HTML file. Their parameters are the run settings of
-:mod:`playground.request` (same names, defaults and rules as the page, the links and the CLI; tests/test_request.py
-checks that none is missing)."""
+:mod:`playground.request` (same names, defaults and rules as the page, the links and the CLI;
+tests/engine/test_request.py checks that none is missing)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,87 @@
+"""The decode loop under memory pressure, seen over the API: a run stopped by out-of-memory reaches the client as
+a sentence."""
+
+from __future__ import annotations
+
+import weakref
+
+import pytest
+import torch
+
+from playground.decoder import decode_loop
+from playground.models import LoadedModel
+from tests.support import make_tiny_llama
+
+
+@pytest.fixture(scope="module")
+def bundle(tiny) -> LoadedModel:
+    """A tiny Llama of this module's own (its decode loop's budget and hooks touch no other test's model)."""
+    return LoadedModel(make_tiny_llama(tiny.tokenizer, seed=1), tiny.tokenizer, tiny.info)
+
+
+@pytest.fixture
+def loop(bundle):
+    loop = decode_loop(bundle)
+    budget = loop.kv_budget
+    loop.peak_positions = 0
+    yield loop
+    loop.kv_budget = budget
+
+
+class Fault:
+    """Runs torch.OutOfMemoryError once, in the first forward pass for which ``when(rows, positions)`` holds: the
+    tiny Llama's second layer grows its cache (as a real pass does before it runs out) and raises. Keeps weak
+    references to every cache tensor the pass held, and to a prefill's own cache."""
+
+    def __init__(self, model, loop, when):
+        self.loop, self.when, self.fired, self.refs = loop, when, False, []
+        self.handle = model.model.layers[1].register_forward_pre_hook(self, with_kwargs=True)
+
+    def __call__(self, module, args, kwargs):
+        hidden = args[0] if args else kwargs["hidden_states"]
+        if self.fired or not self.when(hidden.shape[0], hidden.shape[1]):
+            return
+        self.fired = True
+        cache = kwargs["cache"]
+        self.refs = [weakref.ref(t) for layer in cache.layers for t in (layer.keys, layer.values)
+                     if t is not None and t.numel()]
+        if cache is not self.loop._cache:  # a prefill's own cache (a step's is the batch's, which goes on)
+            self.refs.append(weakref.ref(cache))
+        layer = cache.layers[1]
+
+        def update(key_states, value_states, *args, **kwargs):
+            del layer.update
+            grown = type(layer).update(layer, key_states, value_states, *args, **kwargs)
+            self.refs += [weakref.ref(t) for t in grown]
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 MiB (injected)")
+
+        layer.update = update
+
+
+@pytest.mark.slow
+def test_the_api_shows_a_run_stopped_by_out_of_memory_as_a_sentence(bundle, loop):
+    """In-process app (the fault is injected into its model): /compare fails with the sentence, /info says so."""
+    from gradio_client import Client
+    from gradio_client.exceptions import AppError
+
+    from tests.support import free_port
+    from playground.service import Playground
+    from playground.ui import build_app
+
+    playground = Playground(bundle, "tiny")
+    demo = build_app(playground)
+    demo.queue()
+    port = free_port()
+    demo.launch(server_port=port, prevent_thread_lock=True, quiet=True)
+    fault = Fault(bundle.model, loop, lambda rows, positions: positions > 1)
+    try:
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        with pytest.raises(AppError, match="ran out of memory for this run; the others continue"):
+            client.predict("Hello", [["ban_eos"]], 8, api_name="/compare")
+        fault.handle.remove()
+        assert client.predict(api_name="/info")["kv_in_use_mb"] == 0
+        events = list(client.submit("Hello", [["ban_eos"]], 8, api_name="/compare"))
+        assert events[-1]["done"]
+    finally:
+        fault.handle.remove()
+        demo.close()
