@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import os
 import time
 
 from .common import serve_app
@@ -14,6 +16,10 @@ from .finetune import bench_finetune
 from .page import bench_page
 from .processors import bench_processors
 from .ui import bench_ui
+
+# Bumped when a figure's meaning or a target changes, so that rows of docs/performance.md measured by different
+# benches are not compared as if alike. 1: the bench before targets were ratios (the issue-36 rows); 2: ratios only.
+BENCH_VERSION = 2
 
 # Each part's measure, in the order they run; the parts in NEEDS_MODEL take the embedded model, the served ones
 # also the URL of the app running in its own process.
@@ -102,15 +108,21 @@ def main(argv: list[str] | None = None) -> int:
     wanted = args.only or (QUICK if args.quick else PARTS)
     options = QUICK if args.quick else {}
 
+    from playground.kernels import cpu_name
     from playground.models import load_model
 
     bundle = load_model() if any(name in NEEDS_MODEL for name in wanted) else None
-    results, seconds = {}, {}
+
+    # What a row of docs/performance.md needs besides the figures; the load average before and after, because
+    # other processes on the machine move every figure (a ratio less than a time, but still).
+    results = {"cpu": cpu_name(), "date": datetime.date.today().isoformat(), "bench_version": BENCH_VERSION,
+               "quick": args.quick, "load_average_before": round(os.getloadavg()[0], 2)}
+    seconds = {}
 
     def part(name, url=None):  # each part's wall time too: the whole bench should stay near 10 minutes
-        args = [bundle] if name in NEEDS_MODEL else []
+        model = [bundle] if name in NEEDS_MODEL else []
         started = time.perf_counter()
-        results[name] = PARTS[name](*args, *([url] if url else []), **options.get(name, {}))
+        results[name] = PARTS[name](*model, *([url] if url else []), **options.get(name, {}))
         seconds[name] = round(time.perf_counter() - started, 1)
 
     served = [name for name in PARTS if name in wanted and name in SERVED]
@@ -122,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
                 for name in served:
                     part(name, url)
     results["seconds"] = seconds
+    results["load_average_after"] = round(os.getloadavg()[0], 2)
     results["targets"] = verdicts(results)
     report(results)
     return 0
@@ -130,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
 def report(results: dict) -> None:
     """The readable lines for the parts that ran, then the whole result as one JSON line."""
     seconds = results["seconds"]
+    print(f"bench version {results['bench_version']}{' (--quick)' if results['quick'] else ''}, {results['cpu']}, "
+          f"{results['date']}, load average {results['load_average_before']} before, {results['load_average_after']} after")
     if "processors" in results:
         p = results["processors"]
         print(f"logits processors, one row of {p['vocab_size']} logits, 1 CPU thread (literal article code from {p['literal_seed_source']}):")
