@@ -165,11 +165,15 @@ window.eosPlayground = window.eosPlayground || (() => {
   // Draw at most once per animation frame: several streamed updates in a row cost one plotly redraw. A streamed
   // value also waits for the chart's share of time (above); a click or a mode change draws at once.
   function draw(chart, streamed = false) {
-    if (chart.pending) return;
-    chart.pending = true;
+    if (chart.pending === "frame") return;  // a redraw is due at the next frame: it will draw the latest state
     const wait = streamed ? chart.drawnAt + chart.drawCost / LIVE_CHART_SHARE - performance.now() : 0;
-    const frame = () => requestAnimationFrame(() => { chart.pending = false; render(chart); });
-    if (wait > 0) setTimeout(frame, wait); else frame();
+    if (wait > 0) {
+      if (!chart.pending) chart.pending = setTimeout(() => { chart.pending = null; draw(chart); }, wait);
+      return;
+    }
+    clearTimeout(chart.pending);  // a click does not wait behind a streamed value's turn
+    chart.pending = "frame";
+    requestAnimationFrame(() => { chart.pending = null; render(chart); });
   }
 
   function render(chart) {
