@@ -31,7 +31,7 @@ SERVED = ("ui", "page")  # the parts that need the app running in its own proces
 # ``--quick``: the parts that give the headline ratios, each with fewer tokens, rounds and steps (a few minutes);
 # the full bench's repetitions are the parts' defaults.
 QUICK = {"engine": {"rounds": 1, "samplings": ("greedy",)}, "step": {"steps": 4}, "adapters": {"rounds": 1},
-         "page": {"byte_runs": False}, "finetune": {"steps": 3}}
+         "page": {"byte_runs": False, "rounds": 1}, "finetune": {"steps": 3}}
 
 # Every target, as a ratio measured in one run (or a fraction of the forward pass, or bytes per token), so that it
 # means the same on any CPU: (name, part, how to read the figure from the part's result, "<=" or ">=", bound).
@@ -203,7 +203,8 @@ def report(results: dict) -> None:
             print("page in headless Chromium (the same app), 2 columns x 128 tokens"
                   + (" and 4 columns x 256 / 64 tokens:" if "page_bytes_per_token" in g else ":"))
             print(f"  each column {g['page_column_tokens_per_s']:.2f} tokens/s as the page shows it vs the engine's "
-                  f"{g['engine_column_tokens_per_s']:.2f}: fraction {g['page_fraction_of_engine']:.3f} (target >= 0.8); "
+                  f"{g['engine_column_tokens_per_s']:.2f}: fraction {g['page_fraction_of_engine']:.3f} (target >= 0.8; rounds "
+                  f"{g['page_fraction_spread']}); "
                   f"click to last status {g['page_end_to_end_fraction']:.3f}")
             if "page_bytes_per_token" in g:
                 print(f"  {g['page_bytes_per_token']} bytes per token at 256 x 4 ({g['page_bytes_256x4'] / 1e6:.2f} MB), "
