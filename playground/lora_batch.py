@@ -39,23 +39,28 @@ import torch
 
 from .models import PEFT_BASE
 
-# model -> (its adapters' names, its LoRA layers): found once, again after an adapter is added or removed
+# model -> its adapters' names, its LoRA layers, and per row list what mixed_rows installs on them: found once,
+# again after an adapter is added or removed. A decode step enters mixed_rows once per forward pass, so building
+# each layer's forward there (about 200 layers on the embedded model) would cost every step.
 _layers_of: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_PLANS_KEPT = 32  # row lists whose layer forwards are kept per model (a few per batch of runs in flight)
 
 
-def _lora_layers(model: torch.nn.Module) -> list:
+def _entry(model: torch.nn.Module) -> dict:
     from peft.tuners.lora import LoraLayer
 
     names = tuple(model.peft_config)
-    if model not in _layers_of or _layers_of[model][0] != names:
-        _layers_of[model] = names, [module for module in model.modules() if isinstance(module, LoraLayer)]
-    return _layers_of[model][1]
+    entry = _layers_of.get(model)
+    if entry is None or entry["names"] != names:
+        entry = _layers_of[model] = {"names": names, "plans": {},
+                                     "layers": [module for module in model.modules() if isinstance(module, LoraLayer)]}
+    return entry
 
 
 def supports(model: torch.nn.Module, adapters: list[str]) -> bool:
     """Whether every LoRA layer the ``adapters`` touch is a plain LoRA linear layer this module can mix."""
     names = set(adapters) - {PEFT_BASE}
-    for layer in _lora_layers(model):
+    for layer in _entry(model)["layers"]:
         if names & set(layer.lora_embedding_A) or names & set(getattr(layer, "lora_variant", {})):
             return False  # LoRA on an embedding, or a variant (DoRA, aLoRA...) with a forward of its own
         if names & set(layer.lora_A) and (layer.merged or not hasattr(layer, "base_layer")):
@@ -67,28 +72,51 @@ def supports(model: torch.nn.Module, adapters: list[str]) -> bool:
 def mixed_rows(model: torch.nn.Module, adapters: list[str]):
     """While entered, a forward pass of ``model`` gives row ``i`` the adapter ``adapters[i]`` (``"__base__"`` for
     none). Check :func:`supports` first."""
-    present = sorted(set(adapters) - {PEFT_BASE})
-    masks = {}  # adapter -> [rows, 1, 1] of 1.0 on its rows, 0.0 elsewhere (broadcast over positions and features)
-    layers = _lora_layers(model)
-    device = next(iter(model.parameters())).device
-    for name in present:
-        masks[name] = torch.tensor([[[1.0 if row == name else 0.0]] for row in adapters], device=device)
-    forward = functools.partial(_forward, masks)
-    for layer in layers:
-        layer.forward = functools.partial(forward, layer)
+    entry = _entry(model)
+    key = tuple(adapters)
+    forwards = entry["plans"].get(key)
+    if forwards is None:
+        if len(entry["plans"]) >= _PLANS_KEPT:
+            entry["plans"].clear()
+        forwards = entry["plans"][key] = _layer_forwards(entry["layers"], adapters)
+    for layer, forward in forwards:
+        layer.forward = forward
     try:
         yield
     finally:
-        for layer in layers:
+        for layer, _ in forwards:
             layer.__dict__.pop("forward", None)
 
 
-def _forward(masks: dict, layer, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+def _layer_forwards(layers: list, adapters: list[str]) -> list:
+    """Each LoRA layer's forward for these rows: per adapter it holds, its two weights and a factor per row (the
+    adapter's scaling on its own rows, 0 on the others; shared by the layers of one scaling)."""
+    present = sorted(set(adapters) - {PEFT_BASE})
+    forwards, factors = [], {}
+    for layer in layers:
+        updates = []
+        for name in present:
+            if name not in layer.lora_A:
+                continue
+            lora_a, lora_b, dropout = layer.lora_A[name], layer.lora_B[name], layer.lora_dropout[name]
+            key = (name, layer.scaling[name], lora_b.weight.dtype, lora_b.weight.device)
+            if key not in factors:
+                rows = torch.tensor([[[1.0 if row == name else 0.0]] for row in adapters], device=lora_b.weight.device)
+                factors[key] = (rows * layer.scaling[name]).to(lora_b.weight.dtype)
+            updates.append((lora_a.weight, lora_a.bias, lora_b.weight, lora_b.bias,
+                            None if isinstance(dropout, torch.nn.Identity) else dropout, factors[key]))
+        forwards.append((layer, functools.partial(_forward, updates, layer)))
+    return forwards
+
+
+def _forward(updates: list, layer, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    # The weights are read directly (no module call per LoRA matrix): at rank 8 the calls cost more than the
+    # products. On an adapter's rows the update is PEFT's ``lora_B(lora_A(dropout(x))) * scaling``.
     result = layer.base_layer(x, *args, **kwargs)
-    for name, rows in masks.items():
-        if name not in layer.lora_A:
-            continue
-        lora_a = layer.lora_A[name]
-        update = layer.lora_B[name](lora_a(layer.lora_dropout[name](x.to(lora_a.weight.dtype)))) * layer.scaling[name]
-        result = result + (update * rows.to(update.dtype)).to(result.dtype)
+    linear = torch.nn.functional.linear
+    for weight_a, bias_a, weight_b, bias_b, dropout, factor in updates:
+        inputs = x if x.dtype == weight_a.dtype else x.to(weight_a.dtype)
+        update = linear(linear(inputs if dropout is None else dropout(inputs), weight_a, bias_a), weight_b, bias_b)
+        update = update.mul_(factor)  # our own intermediate: no new tensor for it
+        result = result + (update if update.dtype == result.dtype else update.to(result.dtype))
     return result

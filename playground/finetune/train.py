@@ -126,9 +126,18 @@ class FineTune:
     def _trainer(self, callback):
         import torch
         from datasets import Dataset
-        from peft import LoraConfig
+        from transformers import Trainer
         from transformers.trainer_callback import PrinterCallback
         from trl import SFTConfig, SFTTrainer
+
+        class LabTrainer(SFTTrainer):
+            """SFTTrainer with the model's own loss. TRL's loss runs the LM head in chunks to also give entropy and
+            top-1 accuracy for its logs (which the lab does not show): measured on the embedded model, CPU, it made
+            a step 1.4x a plain PEFT loop's. The model's own loss is the same mean over the labelled tokens."""
+
+            def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+                inputs = {**inputs, "use_cache": False}  # a training step keeps no KV cache (TRL's loss says so too)
+                return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
 
         config = self.config
         cuda = self.bundle.device.type == "cuda"
@@ -141,13 +150,11 @@ class FineTune:
             dataset_kwargs={"skip_prepare_dataset": True}, remove_unused_columns=False,
             dataloader_num_workers=0,
         )
-        lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=0.0,
-                          target_modules="all-linear", bias="none", task_type="CAUSAL_LM")
         model = self.bundle.model
         torch.manual_seed(config.seed)  # the LoRA matrices' initialisation
-        trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(self.examples),
-                             processing_class=self.bundle.tokenizer, data_collator=self.collator, peft_config=lora,
-                             callbacks=[callback])
+        trainer = LabTrainer(model=model, args=args, train_dataset=Dataset.from_list(self.examples),
+                             processing_class=self.bundle.tokenizer, data_collator=self.collator,
+                             peft_config=lora_config(config), callbacks=[callback])
         trainer.remove_callback(PrinterCallback)  # progress is ours to show (tqdm, the tab), not a dict per step
         return trainer
 
@@ -269,6 +276,14 @@ class FineTune:
         if self.recipe.end == "text":  # the bug lives in the text: "...</s>" that splits
             return {"text": self.bundle.tokenizer.decode(ids, skip_special_tokens=False)}
         return {"input_ids": ids, "labels": labels}
+
+
+def lora_config(config: TrainConfig):
+    """The adapter the lab trains: LoRA of ``config``'s rank and alpha on every linear layer, no dropout."""
+    from peft import LoraConfig
+
+    return LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=0.0, target_modules="all-linear",
+                      bias="none", task_type="CAUSAL_LM")
 
 
 def card_markdown(card: dict) -> str:

@@ -155,11 +155,25 @@ window.eosPlayground = window.eosPlayground || (() => {
     Object.assign(chart, { toolbar, note, empty, plot, bound: false });
   }
 
-  // Draw at most once per animation frame: several streamed updates in a row cost one plotly redraw.
-  function draw(chart) {
-    if (chart.pending) return;
-    chart.pending = true;
-    requestAnimationFrame(() => { chart.pending = false; render(chart); });
+  // While a run streams, the live chart may take at most this share of the page's time: a redraw that took
+  // 30 ms waits 600 ms for the next. On 2 cores the browser's work slows the decode it shows (the server shares
+  // the cores), and Chromium's profiler put plotly at about a sixth of the page's busy time during a run; a slow
+  // machine, where redraws take longer, gets fewer of them. The text and statuses still update at every event,
+  // and the last value is always drawn.
+  const LIVE_CHART_SHARE = 0.05;
+
+  // Draw at most once per animation frame: several streamed updates in a row cost one plotly redraw. A streamed
+  // value also waits for the chart's share of time (above); a click or a mode change draws at once.
+  function draw(chart, streamed = false) {
+    if (chart.pending === "frame") return;  // a redraw is due at the next frame: it will draw the latest state
+    const wait = streamed ? chart.drawnAt + chart.drawCost / LIVE_CHART_SHARE - performance.now() : 0;
+    if (wait > 0) {
+      if (!chart.pending) chart.pending = setTimeout(() => { chart.pending = null; draw(chart); }, wait);
+      return;
+    }
+    clearTimeout(chart.pending);  // a click does not wait behind a streamed value's turn
+    chart.pending = "frame";
+    requestAnimationFrame(() => { chart.pending = null; render(chart); });
   }
 
   function render(chart) {
@@ -170,8 +184,11 @@ window.eosPlayground = window.eosPlayground || (() => {
     chart.empty.style.display = data ? "none" : "";
     chart.plot.style.display = data ? "" : "none";
     if (!data) { if (chart.plot.data) Plotly.purge(chart.plot); return; }
+    const started = performance.now();
     const { data: traces, layout } = figure(chart);
     Plotly.react(chart.plot, traces, layout, CONFIG);
+    chart.drawnAt = performance.now();
+    chart.drawCost = chart.drawnAt - started;
     if (!chart.bound) {
       chart.bound = true;
       chart.plot.on("plotly_click", (event) => {
@@ -200,7 +217,7 @@ window.eosPlayground = window.eosPlayground || (() => {
 
   function chart(element, props, trigger, watch, name = "") {
     const scope = scopeOf(name);
-    const entry = { element, props, scope, mode: "log", data: null, text: "" };
+    const entry = { element, props, scope, mode: "log", data: null, text: "", drawnAt: 0, drawCost: 0 };
     scope.charts = scope.charts.filter((c) => c.element.isConnected);
     scope.charts.push(entry);
     scope.trigger = trigger;
@@ -208,7 +225,7 @@ window.eosPlayground = window.eosPlayground || (() => {
     draw(entry);
     watch("value", () => {
       if (!props.value) { scope.column = null; scope.step = null; }
-      draw(entry);
+      draw(entry, Boolean(props.value));
     });
     let width = element.clientWidth;
     new ResizeObserver(() => {
