@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import time
 
 import gradio as gr
@@ -23,7 +22,7 @@ from ..request import MAX_COLUMNS, SETTINGS, parse_column
 from ..service import RUNS_AT_ONCE, Playground
 from ..trace import Trace
 from .compare import UPDATE_INTERVAL
-from .controls import control
+from .controls import control, max_new_tokens_control
 from .errors import refusal, stopped
 from ..markup import md_text, status_mark
 from ..views import chart_header, column_delta, inspector_html, status_markdown
@@ -155,8 +154,8 @@ def progress_html(lessons: list[Lesson]) -> str:
 
 
 def learn_tab(playground: Playground, demo: gr.Blocks, lessons: list[Lesson] | None = None) -> None:
-    """The tab, with ``lessons`` (default: the built-in ones and those of :func:`lesson_dirs`, in order)."""
-    lessons = lessons or load_lessons(lesson_dirs())
+    """The tab, with ``lessons`` in their order (None: the built-in ones)."""
+    lessons = lessons or load_lessons()
     policy = playground.policy
     by_id = {lesson.id: lesson for lesson in lessons}
     first = lessons[0]
@@ -183,10 +182,14 @@ def learn_tab(playground: Playground, demo: gr.Blocks, lessons: list[Lesson] | N
         feedback = gr.Markdown("", elem_id="learn-feedback")
         with gr.Column(visible=False, elem_id="learn-now") as now_box:
             change_text = gr.Markdown("", elem_id="learn-change")
-            setting_controls = {name: control(name, visible=False, elem_id=f"learn-change-{name}",
-                                              **({"label": f"{SETTINGS[name].label} (1 to {policy.max_new_tokens})"}
-                                                 if name == "max_new_tokens" else {}))
-                                for name in change_settings}
+            # The setting "now you" changes, one shown at a time; max new tokens as Compare's log-scale slider.
+            setting_controls, setting_boxes = {}, {}
+            for name in change_settings:
+                with gr.Column(visible=False, elem_id=f"learn-change-{name}-box") as setting_boxes[name]:
+                    setting_controls[name] = (
+                        max_new_tokens_control(policy.max_new_tokens, min(SETTINGS[name].default, policy.max_new_tokens),
+                                               f"learn-change-{name}")
+                        if name == "max_new_tokens" else control(name, elem_id=f"learn-change-{name}"))
             column_control = gr.Radio([], value=None, visible=False, elem_id="learn-change-column", label="Column")
             now_question = gr.Markdown("", elem_id="learn-now-question")
             with gr.Row(equal_height=False):
@@ -225,9 +228,9 @@ def learn_tab(playground: Playground, demo: gr.Blocks, lessons: list[Lesson] | N
         radio, box = answer_widgets(lesson.question, list(lesson.columns))
         now_radio, now_box_update = answer_widgets(lesson.now_you.question, columns_of(lesson, "now_you"))
         change = lesson.now_you.change
-        controls = {component: gr.update(visible=name == change.setting,
-                                         value=lesson.settings.get(name, SETTINGS[name].default))
+        controls = {component: lesson.settings.get(name, SETTINGS[name].default)
                     for name, component in setting_controls.items()}
+        controls.update({box: gr.update(visible=name == change.setting) for name, box in setting_boxes.items()})
         original = lesson.columns[change.column - 1] if change.column else None
         column_update = gr.update(visible=change.column is not None, value=original,
                                   choices=[original, change.value] if change.column else [],
@@ -350,6 +353,7 @@ def learn_tab(playground: Playground, demo: gr.Blocks, lessons: list[Lesson] | N
 
     lesson_outputs = [lesson_text, question_text, choice, number, notes, feedback, now_box, change_text, now_question,
                       now_choice, now_number, now_feedback, next_button, column_control, *setting_controls.values(),
+                      *setting_boxes.values(),
                       *statuses, *views, *boxes, chart, selection, inspector, session]
     picker.change(on_lesson, [picker, session], lesson_outputs, api_visibility="private", queue=False).then(
         None, picker, None, js="(id) => { const order = parseInt((document.querySelector('#learn-picker input') || {}).value);"
@@ -386,8 +390,3 @@ def _initial(update: dict) -> dict:
     """A gr.update's fields as a component's constructor arguments."""
     return {key: value for key, value in update.items() if key != "__type__"}
 
-
-def lesson_dirs() -> list[str]:
-    """The teacher's lesson folders: app.py's ``--lessons`` (checked at start) hands them over in
-    $PLAYGROUND_LESSONS, separated as in PATH."""
-    return [d for d in os.environ.get("PLAYGROUND_LESSONS", "").split(os.pathsep) if d]
