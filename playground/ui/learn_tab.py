@@ -16,16 +16,17 @@ import time
 import gradio as gr
 
 from ..decoder import RunStopped
+from ..engine import Comparison, SplitComparison
 from ..lessons import Lesson, lesson_run, load_lessons, parse_prediction
 from ..lessons.runner import Result
 from ..request import MAX_COLUMNS, SETTINGS, parse_column
 from ..service import RUNS_AT_ONCE, Playground
 from ..trace import Trace
-from .compare import UPDATE_INTERVAL
 from .controls import control, max_new_tokens_control
 from .errors import refusal, stopped
+from .streaming import PAGE_INTERVAL, PageColumns, paced
 from ..markup import md_text, status_mark
-from ..views import chart_header, column_delta, inspector_html, status_markdown
+from ..views import chart_header, inspector_html, status_markdown
 
 SCOPE = "learn"  # page.js's scope for this tab's views: ids "learn-tokens-N", its own selection and chart
 NO_BRANCH = "Branching a column (try) is in the Compare tab; here the inspector shows the lesson's steps."
@@ -271,37 +272,26 @@ def learn_tab(playground: Playground, demo: gr.Blocks, lessons: list[Lesson] | N
             raise refusal(playground, "learn", error, page=True) from None
 
     def stream(part, state, lesson, runs, prediction):
-        notes_text, trace, chart_text = [], None, ""
-        sent, stopped_, values, last = [], [], [], 0.0
+        """The lesson's notes, each run paced on the page (a new run, the next prompt after a premise that
+        failed, starts the views over) and its result; a closed page closes ``runs``, which stops the decode."""
+        notes_text, page, lock = [], None, None
         n = len(lesson.columns)
         yield {notes: "", feedback if part == "question" else now_feedback: "Running…",
                **{boxes[i]: gr.update(visible=i < n) for i in range(MAX_COLUMNS)},
                **{views[i]: "" for i in range(MAX_COLUMNS)}, chart: "", selection: "",
                inspector: inspector_html(None, 0, 0)}
-        for item in runs:
+        for item in paced(runs, PAGE_INTERVAL, final=lambda item: not isinstance(item, Trace)
+                          or all(v.finished for v in item.variants)):
             if isinstance(item, str):
                 notes_text.append(item)
                 yield {notes: "\n".join(f"- {md_text(note)}" for note in notes_text)}
+            elif isinstance(item, Comparison | SplitComparison):
+                page, lock = PageColumns(chart_header(item.trace), range(n)), item.lock
             elif isinstance(item, Trace):
-                if item is not trace:  # a new run (the next prompt, after a premise that failed): start over
-                    trace, chart_text = item, chart_header(item)
-                    sent, stopped_, values = [0] * n, [False] * n, [""] * n
-                if not all(v.finished for v in trace.variants) and time.monotonic() - last < UPDATE_INTERVAL:
-                    continue
-                last = time.monotonic()
-                update = {}
-                for i, variant in enumerate(trace.variants):
-                    if len(variant.steps) == sent[i] and stopped_[i] == variant.finished:
-                        continue
-                    spans, lines = column_delta(variant, i, sent[i], stopped_[i])
-                    values[i] += spans
-                    chart_text += lines
-                    sent[i], stopped_[i] = len(variant.steps), variant.finished
-                    update[views[i]] = values[i]
-                    update[statuses[i]] = status_markdown(variant)
-                if update:
-                    update[chart] = chart_text
-                    yield update
+                changed = page.advance(item, lock)
+                if changed:
+                    yield {**{views[i]: page.tokens[i] for i in changed},
+                           **{statuses[i]: page.status[i] for i in changed}, chart: page.chart}
             elif isinstance(item, Result):
                 yield finished(part, state, item, prediction)
 
