@@ -121,15 +121,18 @@ class Playground:
         default = self.bundle.default_model
         return [Column(model=None if model == default else model) for model in self.column_models()] + rest
 
-    def add_adapter(self, spec: str) -> dict:
+    def add_adapter(self, spec: str, *, trained_here: bool = False) -> dict:
         """Load a LoRA adapter (``NAME=PATH`` or a path, named after its folder) on the loaded base, without
         reloading it; rows in flight finish first and runs submitted meanwhile wait (the model's owner:
-        :meth:`LoadedModel.add_adapter`). Public mode: only adapters on spaces.yaml's allowlist.
+        :meth:`LoadedModel.add_adapter`). Public mode: only adapters on spaces.yaml's allowlist, and the ones this
+        server trained (``trained_here``: the Fine-tune tab's folder is the server's own, not a visitor's path, and
+        public mode trains only when spaces.yaml allows it).
         Returns the model's info; ValueError (refused) or ModelLoadError (failed), each naming the field."""
         from .models import adapter_spec
 
         name, reference = adapter_spec(spec)
-        self.policy.check_adapter(reference)
+        if not trained_here:
+            self.policy.check_adapter(reference)
         with self._lock:
             self.bundle.add_adapter(name, reference)
         return self.bundle.info.to_dict()
