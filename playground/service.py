@@ -254,20 +254,16 @@ class Playground:
         """The EOS doctor's findings on the served ``model`` (``base``, an adapter, a second checkpoint), with an
         optional training ``sample`` (:meth:`read_sample`); ``on_check(index, count, words)`` before each check.
         Counted in :attr:`active_examinations` while it runs; once ``cancel`` is set (its client left) it stops
-        before its next check, raising RunStopped."""
+        before its next check or forward pass, raising RunStopped."""
         from .doctor import diagnose
-
-        def checking(index: int, count: int, words: str) -> None:
-            if cancel is not None and cancel.is_set():
-                log.info("doctor stopped before check %d of %d: its client left", index + 1, count)
-                raise RunStopped("the doctor stopped: its client left")
-            if on_check is not None:
-                on_check(index, count, words)
 
         with self._active_lock:
             self._examinations += 1
         try:
-            return diagnose(self.bundle, sample=sample, on_check=checking, model=model)
+            return diagnose(self.bundle, sample=sample, on_check=on_check, model=model, cancel=cancel)
+        except RunStopped:
+            log.info("doctor stopped: its client left")
+            raise
         finally:
             with self._active_lock:
                 self._examinations -= 1

@@ -84,6 +84,35 @@ def test_doctor_endpoint_reports_on_the_loaded_model(client):
     assert "label of the end token after the answer became -100" in report
 
 
+def test_a_closed_doctor_stops_within_seconds(client, app_server, tmp_path):
+    """The doctor's checks run behind a generator handler: when its client leaves (job.cancel(), as a closed page),
+    the examination stops within a layer of its forward pass instead of running on in the "model" group
+    (before: a plain function, which Gradio cannot stop). Long examples: the teacher-forced probe takes a while."""
+    import json
+    from pathlib import Path
+
+    from gradio_client import handle_file
+
+    sample = tmp_path / "sample.jsonl"
+    sample.write_text("".join(json.dumps({"prompt": f"Question {i}: " + "why is the sky blue at noon? " * 40,
+                                          "response": "Because of Rayleigh scattering in the air. " * 25}) + "\n"
+                              for i in range(64)), encoding="utf-8")
+    job = client.submit(handle_file(str(sample)), api_name="/doctor")
+    deadline = time.time() + 120
+    while client.predict(api_name="/info")["active_examinations"] == 0 and time.time() < deadline:
+        time.sleep(0.05)
+    assert client.predict(api_name="/info")["active_examinations"] == 1, "the doctor did not start"
+    time.sleep(1)  # into its checks
+    job.cancel()
+    closed = time.time()
+    while client.predict(api_name="/info")["active_examinations"] and time.time() - closed < 60:
+        time.sleep(0.1)
+    seconds = time.time() - closed
+    print(f"\nthe doctor stopped {seconds:.1f} s after the cancel")
+    assert client.predict(api_name="/info")["active_examinations"] == 0 and seconds < 10  # a layer of a forward pass at most
+    assert "doctor stopped: its client left" in Path(app_server.log).read_text(), "it finished instead of stopping"
+
+
 def test_app_flags_reach_launch(monkeypatch):
     """--share/--host/--port are handed to Gradio's launch (the share tunnel itself cannot be reached here)."""
     import gradio as gr
