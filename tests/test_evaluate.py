@@ -415,6 +415,94 @@ def test_evaluate_tab_uploads_runs_and_downloads(app_server, tmp_path):
             browser.close()
 
 
+def start_evaluation(browser, url: str, max_new_tokens: str = "32"):
+    """A page that starts an evaluation of the built-in prompts (long enough to act on while it runs)."""
+    from tests.test_browser import fill_and_keep, open_page
+
+    page = open_page(browser, url)
+    page.get_by_role("tab", name="Evaluate").click()
+    fill_and_keep(page.locator("#evaluate-max-new input[type=number]"), max_new_tokens)
+    page.locator("#evaluate-run").click()
+    return page
+
+
+def wait_for_info(client, key: str, wanted, seconds: float = 120) -> float:
+    """Seconds until /info's ``key`` is ``wanted`` (AssertionError after ``seconds``)."""
+    import time
+
+    start = time.time()
+    while client.predict(api_name="/info")[key] != wanted:
+        assert time.time() - start < seconds, f"{key} is not {wanted} after {seconds} s"
+        time.sleep(0.1)
+    return time.time() - start
+
+
+def elsewhere_on_a_new_page(browser, url: str):
+    """A second page on the Evaluate tab, and what it says about evaluations it did not start."""
+    from tests.test_browser import open_page
+
+    page = open_page(browser, url)
+    page.get_by_role("tab", name="Evaluate").click()
+    page.wait_for_timeout(1500)  # the tab's select event fills the note
+    return page, page.locator("#evaluate-elsewhere").inner_text()
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed (apt-get install -y chromium)")
+def test_a_local_page_sees_and_stops_an_evaluation_it_did_not_start_and_a_closed_one_stops(app_server):
+    from gradio_client import Client
+    from playwright.sync_api import sync_playwright
+
+    from playground.bench.page import CHROMIUM_ARGS
+
+    client = Client(app_server, verbose=False)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            first = start_evaluation(browser, app_server)
+            wait_for_info(client, "active_generations", 1)
+            second, note = elsewhere_on_a_new_page(browser, app_server)
+            assert "An evaluation started elsewhere (another page or a program) is running" in note
+            second.locator("#evaluate-stop").click()
+            first.locator("#evaluate-status").get_by_text("stopped").wait_for(timeout=120_000)  # its report says so
+            assert wait_for_info(client, "active_generations", 0, 30) < 30
+            # A page that starts one and closes: Gradio closes the handler, which stops the evaluation.
+            third = start_evaluation(browser, app_server)
+            wait_for_info(client, "active_generations", 1)
+            third.close()
+            seconds = wait_for_info(client, "active_generations", 0, 60)
+            print(f"\nthe closed page's evaluation stopped {seconds:.1f} s after the close")
+            assert seconds < 15 and client.predict(api_name="/info")["rows_in_flight"] == 0
+        finally:
+            browser.close()
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed (apt-get install -y chromium)")
+def test_a_public_page_sees_and_stops_only_its_own_evaluation(public_app_server):
+    from gradio_client import Client
+    from playwright.sync_api import sync_playwright
+
+    from playground.bench.page import CHROMIUM_ARGS
+
+    client = Client(public_app_server, verbose=False)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            first = start_evaluation(browser, public_app_server, "16")
+            wait_for_info(client, "active_generations", 1)
+            second, note = elsewhere_on_a_new_page(browser, public_app_server)
+            assert note.strip() == ""  # a stranger's evaluation is not shown
+            second.locator("#evaluate-stop").click()
+            second.wait_for_timeout(3000)
+            assert client.predict(api_name="/info")["active_generations"] == 1  # nor stopped by another page
+            first.locator("#evaluate-stop").click()  # its own page stops it
+            first.locator("#evaluate-status").get_by_text("stopped").wait_for(timeout=120_000)
+            assert wait_for_info(client, "active_generations", 0, 30) < 30
+        finally:
+            browser.close()
+
+
 def test_progress_counts_tokens_and_rows_in_flight_before_any_row_finishes(tiny):
     evaluation = Evaluation(tiny, SMALL_SET, [Variant("ban_eos", ["ban_eos"])], Settings(max_new_tokens=24))
     seen = []

@@ -127,7 +127,7 @@ def evaluate_tab(playground: Playground) -> None:
                            for index in range(max_columns)]
         with gr.Row():
             run = gr.Button("Evaluate", variant="primary", elem_id="evaluate-run")
-            stop = gr.Button("Stop (keeps what finished)", variant="stop")
+            stop = gr.Button("Stop (keeps what finished)", variant="stop", elem_id="evaluate-stop")
         elsewhere = gr.Markdown(elem_id="evaluate-elsewhere")  # an evaluation another page started
         status = gr.Markdown(elem_id="evaluate-status")
         summary = gr.Dataframe(headers=SUMMARY_HEADERS, label="Per column — rates: share of rows [95 % Wilson interval]",
