@@ -72,7 +72,8 @@ def api_endpoints(playground: Playground) -> None:
 
     def info() -> dict:
         """The model being served, the models a column may pick (models; checkpoints: the second full checkpoints,
-        name -> reference), this app's limits, how many comparisons are decoding right now, and the KV cache
+        name -> reference), this app's limits, how many comparisons and evaluations are decoding right now
+        (active_generations) and doctor runs working (active_examinations), and the KV cache
         against its budget: kv_budget_mb, kv_in_use_mb, kv_peak_mb (since start), kv_padding_fraction, rows_waiting."""
         return playground.info()
 
