@@ -154,11 +154,9 @@ def main(argv: list[str] | None = None):
     from playground.lessons import LessonError, load_lessons
 
     try:  # every lesson is checked before the model loads: a broken file is named at once
-        load_lessons(args.lessons or ())
+        lessons = load_lessons(args.lessons or ())
     except LessonError as error:
         sys.exit(f"error: {error}")
-    if args.lessons:
-        os.environ["PLAYGROUND_LESSONS"] = os.pathsep.join(args.lessons)  # the Learn tab reads them from here
     if is_public(args.public):
         if args.trust_remote_code:
             sys.exit("error: --trust-remote-code cannot be used in public mode: visitors would run the model's own code")
@@ -195,7 +193,8 @@ def main(argv: list[str] | None = None):
     info = playground.bundle.info
     print(f"Loaded {info.name} ({info.source}) in {info.load_seconds:.1f} s", flush=True)
     stop_cleanly_on_signals(playground)
-    return launch(playground, host=args.host, port=args.port, share=args.share, auth=args.auth, opened=opened)
+    return launch(playground, host=args.host, port=args.port, share=args.share, auth=args.auth, opened=opened,
+                  lessons=lessons)
 
 
 if __name__ == "__main__":

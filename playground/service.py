@@ -17,12 +17,11 @@ import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from .decoder import DecodeLoop, decode_loop
+from .decoder import DecodeLoop, RunStopped, decode_loop
 from .engine import Comparison, Settings, SplitComparison, Variant, comparison_for
 from .export import export_column
 from .kernels import DecodeKernels
-from .markup import md_code, md_text
-from .request import (DEFAULTS, SETTINGS, Column, check_settings, check_whole, column_from_page, columns_from_json,
+from .request import (DEFAULTS, SETTINGS, Column, check_settings, check_whole, columns_from_json,
                       parse_bool, parse_column, resolve, shown, split_stop_strings)
 from .models import LoadedModel, ModelLoadError, load_model
 from .space.policy import Policy
@@ -68,15 +67,12 @@ class Playground:
         self.banner = banner
         self._lock = threading.Lock()  # a load never swaps the model under a running comparison
         self._active = 0  # comparisons being decoded right now (a cancelled one leaves within one step)
+        self._examinations = 0  # doctor runs working right now (a cancelled one stops before its next check)
+        self._evaluations: dict[int, object] = {}  # the evaluations decoding now, whoever started them
         self._active_lock = threading.Lock()
         self._traces: collections.OrderedDict[str, tuple[float, Trace]] = collections.OrderedDict()
 
     # -- model -------------------------------------------------------------------------------------
-
-    def model_label(self) -> str:
-        """The Model panel's title: what is loaded, at a glance."""
-        i = self.bundle.info
-        return f"Model: {i.name} · {i.num_parameters / 1e6:.0f} M parameters · {i.dtype} on {i.device}"
 
     @property
     def shown_reference(self) -> str:
@@ -85,21 +81,6 @@ class Playground:
         if self.policy.reveal_paths or self.policy.allowed_models is None or self.reference in self.policy.allowed_models:
             return self.reference
         return self.bundle.info.name
-
-    def model_markdown(self) -> str:
-        i = self.bundle.info
-        eos = ", ".join(f"`{t}` {md_code(repr(self.bundle.tokenizer.convert_ids_to_tokens(t)))}" for t in i.eos_token_ids)
-        source = i.source if self.policy.reveal_paths else i.origin
-        return (f"**{md_text(i.name)}** · {i.num_parameters / 1e6:.1f} M parameters · {i.dtype} on {i.device} · "
-                f"context {i.context_length} · EOS ids {eos} · pad id `{i.pad_token_id}` · "
-                f"chat template {'yes' if i.has_chat_template else 'no'}"
-                + "".join(f" · {kind} **{md_text(name)}**" + (f" {md_code(path)}" if self.policy.reveal_paths else "")
-                          for kind, named in (("adapter", i.adapters), ("checkpoint", i.checkpoints))
-                          for name, path in named.items())
-                + (" — a column picks `@base` or `@NAME`" if i.adapters or i.checkpoints else "")
-                + (" (a checkpoint's columns decode in its own loop: their forward passes are not shared)"
-                   if i.checkpoints else "")
-                + f"  \n<small>from {md_text(source)}, loaded in {i.load_seconds:.1f} s</small>")
 
     def load(self, reference: str, adapter: str | None = None, trust_remote_code: bool = False) -> dict:
         """Load another model (without the second checkpoints of the one it replaces: they were checked against
@@ -140,15 +121,18 @@ class Playground:
         default = self.bundle.default_model
         return [Column(model=None if model == default else model) for model in self.column_models()] + rest
 
-    def add_adapter(self, spec: str) -> dict:
+    def add_adapter(self, spec: str, *, trained_here: bool = False) -> dict:
         """Load a LoRA adapter (``NAME=PATH`` or a path, named after its folder) on the loaded base, without
         reloading it; rows in flight finish first and runs submitted meanwhile wait (the model's owner:
-        :meth:`LoadedModel.add_adapter`). Public mode: only adapters on spaces.yaml's allowlist.
+        :meth:`LoadedModel.add_adapter`). Public mode: only adapters on spaces.yaml's allowlist, and the ones this
+        server trained (``trained_here``: the Fine-tune tab's folder is the server's own, not a visitor's path, and
+        public mode trains only when spaces.yaml allows it).
         Returns the model's info; ValueError (refused) or ModelLoadError (failed), each naming the field."""
         from .models import adapter_spec
 
         name, reference = adapter_spec(spec)
-        self.policy.check_adapter(reference)
+        if not trained_here:
+            self.policy.check_adapter(reference)
         with self._lock:
             self.bundle.add_adapter(name, reference)
         return self.bundle.info.to_dict()
@@ -207,14 +191,10 @@ class Playground:
         """Comparisons and evaluations decoding right now (a closed one leaves within one step)."""
         return self._active
 
-    def examined_model(self, model) -> str:
-        """The model a doctor request examines, as a column names it (``"@NAME"`` or ``"NAME"``; empty or None: the
-        model a column without ``@NAME`` runs); ValueError naming ``model`` when it is not loaded."""
-        if model is None or (isinstance(model, str) and not model.strip()):
-            return self.bundle.default_model
-        if not isinstance(model, str):
-            raise ValueError(f"model must be the name of a loaded model (e.g. @base), got {shown(model)}")
-        return self.bundle.resolve_model(model.strip().removeprefix("@"))
+    @property
+    def active_examinations(self) -> int:
+        """Doctor runs working right now (a cancelled one stops before its next check)."""
+        return self._examinations
 
     def info(self) -> dict:
         """What the server is serving, its limits, and how many comparisons (and their rows, on the loaded model
@@ -225,7 +205,7 @@ class Playground:
         return {"model": self.bundle.info.name, "reference": self.shown_reference, "device": self.bundle.info.device,
                 "models": self.column_models(), "default_model": self.bundle.default_model,
                 "checkpoints": checkpoints, "banner": self.banner, "limits": self.policy.describe(),
-                "active_generations": self.active_generations,
+                "active_generations": self.active_generations, "active_examinations": self.active_examinations,
                 "rows_in_flight": sum(loop.rows_in_flight for loop in self._decode_loops()), **loop.memory(),
                 "decode_kernels": DecodeKernels(self.bundle.model).describe()}
 
@@ -268,6 +248,25 @@ class Playground:
             raise ValueError(f"training sample {path.name}: not UTF-8 text (upload a JSONL file)") from None
         except (OSError, ValueError) as error:
             raise ValueError("training sample " + str(error).replace(str(path), path.name)) from None
+
+    def diagnose(self, model: str, sample: list[dict] | None = None, *, on_check=None,
+                 cancel: threading.Event | None = None) -> list:
+        """The EOS doctor's findings on the served ``model`` (``base``, an adapter, a second checkpoint), with an
+        optional training ``sample`` (:meth:`read_sample`); ``on_check(index, count, words)`` before each check.
+        Counted in :attr:`active_examinations` while it runs; once ``cancel`` is set (its client left) it stops
+        before its next check or forward pass, raising RunStopped."""
+        from .doctor import diagnose
+
+        with self._active_lock:
+            self._examinations += 1
+        try:
+            return diagnose(self.bundle, sample=sample, on_check=on_check, model=model, cancel=cancel)
+        except RunStopped:
+            log.info("doctor stopped: its client left")
+            raise
+        finally:
+            with self._active_lock:
+                self._examinations -= 1
 
     # -- comparisons -------------------------------------------------------------------------------
 
@@ -324,42 +323,27 @@ class Playground:
             return Comparison.of_branches(self.bundle, trace, [(column, step, token_id)], settings,
                                           max_new_tokens_cap=self.policy.max_new_tokens)
 
-    def page_columns(self, n_columns, pickers: Sequence, params: Sequence = ()) -> list[Column]:
-        """The page's columns: the first ``n_columns`` pickers (each a list of intervention names) with their
-        parameter boxes (``key=value, ...``; empty: the shared settings)."""
-        n_columns = check_whole(n_columns, "Columns", 1, len(pickers))
-        columns = []
-        params = list(params) + [""] * (len(pickers) - len(params))
-        for index, picked in enumerate(pickers[: int(n_columns)]):
-            picked = [] if picked is None else [picked] if isinstance(picked, str) else picked
-            if not isinstance(picked, (list, tuple)) or not all(isinstance(name, str) for name in picked):
-                raise ValueError(f"Column {index + 1} interventions must be a list of intervention names, "
-                                 f"got {shown(picked)}")
-            if params[index] is not None and not isinstance(params[index], str):
-                raise ValueError(f"Column {index + 1} parameters must be text, got {shown(params[index])}")
-            # The picker's "@NAME" chip is the column's model (base or a loaded adapter).
-            models = [name[1:] for name in picked if name.startswith("@")]
-            if len(models) > 1:
-                raise ValueError(f"Column {index + 1} runs on one model, got {', '.join('@' + m for m in models)}")
-            try:
-                columns.append(column_from_page([name for name in picked if not name.startswith("@")], params[index],
-                                                models[0] if models else None))
-            except ValueError as error:
-                raise ValueError(f"column {index + 1}: {error}") from None
-        return columns
-
     def stream(self, run) -> Iterator:
         """A comparison's traces (see :meth:`_stream_comparison`) or an evaluation's progress (rows done, also
         every half second while rows decode: see ``Evaluation.progress``), counted as active while it decodes;
         closing this closes the decode."""
+        comparison = isinstance(run, Comparison | SplitComparison)
         with self._active_lock:
             self._active += 1
+            if not comparison:
+                self._evaluations[id(run)] = run
         try:
-            yield from (self._stream_comparison(run) if isinstance(run, Comparison | SplitComparison)
-                        else run.run(heartbeat=0.5))
+            yield from self._stream_comparison(run) if comparison else run.run(heartbeat=0.5)
         finally:
             with self._active_lock:
                 self._active -= 1
+                self._evaluations.pop(id(run), None)
+
+    def running_evaluations(self) -> list:
+        """The evaluations decoding now, from any page or program, in the order they started (a page shows the
+        ones it may stop)."""
+        with self._active_lock:
+            return list(self._evaluations.values())
 
     def _stream_comparison(self, comparison: Comparison | SplitComparison) -> Iterator[Trace]:
         """``comparison.run()``'s traces. A branch comparison yields the trace it branches from with its columns

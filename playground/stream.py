@@ -29,8 +29,6 @@ REST stream repeats it as its ``complete`` event) is fine. :class:`TraceBuilder`
 
 from __future__ import annotations
 
-import time
-
 from .engine import Comparison, SplitComparison
 
 
@@ -70,23 +68,18 @@ class DeltaStream:
                              "status": status}
         return {"done": False, "columns": columns} if new else None
 
-    def updates(self, traces, min_interval: float = 0.0):
-        """An update whenever ``traces`` (a ``comparison.run()``) yields and something is new, at most one per
-        ``min_interval`` seconds while it runs (the decode does not wait: later events carry more steps)."""
-        last = time.monotonic()
+    def updates(self, traces):
+        """An update whenever ``traces`` (a ``comparison.run()``, or its stream paced for a client:
+        :func:`playground.ui.streaming.paced`) yields and something is new, then whatever the last one did not
+        carry yet."""
         try:
             for _ in traces:
                 event = self.update()
-                if event is None:
-                    continue
-                yield event
-                pause = min_interval - (time.monotonic() - last)
-                if pause > 0 and not self.comparison.done:
-                    time.sleep(pause)
-                last = time.monotonic()
+                if event is not None:
+                    yield event
         finally:  # a consumer that stops reading (a cancelled request) stops the decode
             getattr(traces, "close", lambda: None)()
-        event = self.update()  # whatever the last yield did not carry yet
+        event = self.update()
         if event is not None:
             yield event
 
@@ -101,11 +94,11 @@ class DeltaStream:
             event["trace_id"] = trace_id
         return event
 
-    def events(self, traces=None, min_interval: float = 0.0, trace_id=None):
+    def events(self, traces=None, trace_id=None):
         """Every event of the comparison: :meth:`start`, :meth:`updates`, :meth:`finish`. ``traces`` defaults to
         ``comparison.run()``; ``trace_id(trace)`` names the finished trace for the last event."""
         yield self.start()
-        yield from self.updates(self.comparison.run() if traces is None else traces, min_interval)
+        yield from self.updates(self.comparison.run() if traces is None else traces)
         yield self.finish(trace_id(self.comparison.trace) if trace_id else None)
 
 

@@ -45,8 +45,10 @@ or ``python -m playground doctor --model default --json``.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
+from playground.decoder import RunStopped
 from playground.models import LoadedModel
 
 from .core import ACTIONS, STATUS_ICONS, STATUSES, Context, Finding, load_sample
@@ -108,7 +110,8 @@ CHECKS = (
 def diagnose(bundle: LoadedModel, *, sample: list[dict] | None = None, max_length: int = 512,
              probe: bool = True, gguf=None, stop_strings: list[str] | None = None, artifacts=(),
              compare_with: LoadedModel | None = None, repetition_penalty: float | None = None,
-             on_check: Callable[[int, int, str], None] | None = None, model: str | None = None) -> list[Finding]:
+             on_check: Callable[[int, int, str], None] | None = None, model: str | None = None,
+             cancel: threading.Event | None = None) -> list[Finding]:
     """Run every check on a loaded model; one Finding per check.
 
     ``model``: which of the bundle's models to examine, as a column names it — ``"base"``, a loaded adapter's or a
@@ -122,7 +125,8 @@ def diagnose(bundle: LoadedModel, *, sample: list[dict] | None = None, max_lengt
     DPO); ``repetition_penalty``: the one you serve with (default: the generation config's).
     Each finding's ``weight`` says how much it explains the measured p(EOS) (:mod:`.ranking`); the report leads
     with the heaviest. ``on_check(index, count, words)`` is called before each check runs (the page shows which one: the
-    teacher-forced probe takes seconds).
+    teacher-forced probe takes seconds). Once ``cancel`` is set (the page that asked has gone), it stops before
+    its next check or forward pass, raising :class:`~playground.decoder.RunStopped`.
     """
     if repetition_penalty is not None and (isinstance(repetition_penalty, bool) or not isinstance(
             repetition_penalty, (int, float)) or repetition_penalty <= 0):
@@ -139,9 +143,10 @@ def diagnose(bundle: LoadedModel, *, sample: list[dict] | None = None, max_lengt
     examined = bundle.bundle_for(name)  # a second checkpoint is a loaded model of its own
     ctx = Context(examined, sample, max_length, gguf=gguf, stop_strings=stop_strings, artifacts=artifacts,
                   compare_with=compare_with, repetition_penalty=repetition_penalty,
-                  model=name if examined is bundle else None)
+                  model=name if examined is bundle else None, cancel=cancel)
     findings = []
     for index, check in enumerate(CHECKS):
+        ctx.stop_if_cancelled()
         if on_check is not None:
             on_check(index, len(CHECKS), check.__name__.removeprefix("check_").replace("_", " "))
         if check is check_p_eos_at_answer_end and not probe:
@@ -152,6 +157,8 @@ def diagnose(bundle: LoadedModel, *, sample: list[dict] | None = None, max_lengt
         try:
             with ctx.using():
                 findings.append(check(ctx))
+        except RunStopped:
+            raise
         except Exception as error:  # one odd tokenizer/model must not hide the other findings
             name = check.__name__.removeprefix("check_")
             findings.append(Finding(name, f"Could not check {name}", "warning",

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import re
+import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
+from playground.decoder import RunStopped
 from playground.jsonlines import loads_line
 from playground.models import BASE, LoadedModel, eos_token_ids, embedded_gguf_path
 from playground.prompts import check_messages
@@ -183,8 +185,9 @@ class Context:
 
     def __init__(self, bundle: LoadedModel, sample, max_length: int, *, gguf=None, stop_strings=None, artifacts=(),
                  compare_with: LoadedModel | None = None, repetition_penalty: float | None = None,
-                 model: str | None = None):
+                 model: str | None = None, cancel: threading.Event | None = None):
         self.bundle = bundle
+        self.cancel = cancel  # set when whoever asked has gone: the checks stop at their next forward pass
         self.tokenizer = tokenizer = bundle.tokenizer
         self.model = bundle.model
         # The model examined, as a column names it: ``base`` or a loaded adapter (None: the one a column without
@@ -233,6 +236,26 @@ class Context:
         self.probe_examples = [
             self.encode({"prompt": q, "response": a}, f"probe {q!r}") for q, a in PROBE_PAIRS
         ]
+
+    def stop_if_cancelled(self) -> None:
+        """RunStopped once :attr:`cancel` is set (between checks, and between the probe's forward passes)."""
+        if self.cancel is not None and self.cancel.is_set():
+            raise RunStopped("the doctor stopped: whoever asked for it has gone")
+
+    @contextlib.contextmanager
+    def stoppable(self, model):
+        """``model``'s forward passes stop between two of its layers once :attr:`cancel` is set: one pass over 8
+        long examples takes 30 s on a busy 2-core CPU, too long to wait for a page that has gone."""
+        if self.cancel is None:
+            yield
+            return
+        layers = [layer for module in model.modules() if isinstance(module, torch.nn.ModuleList) for layer in module]
+        handles = [layer.register_forward_pre_hook(lambda module, args: self.stop_if_cancelled()) for layer in layers]
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
 
     def using(self):
         """The examined model switched on for the forward passes and weight reads of a check."""

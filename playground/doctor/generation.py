@@ -98,7 +98,7 @@ def _answer_end_scores(ctx: Context, examples: list[Example], bundle, model: str
         for row, ids in enumerate(batch):
             input_ids[row, : len(ids)] = torch.tensor(ids)
             attention_mask[row, : len(ids)] = 1
-        with bundle.using(model), torch.inference_mode():
+        with bundle.using(model), torch.inference_mode(), ctx.stoppable(bundle.model):
             logits = bundle.model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)).logits
         scores += [logits[row, len(ids) - 1].float() for row, ids in enumerate(batch)]
     return scores

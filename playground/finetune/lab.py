@@ -103,5 +103,5 @@ class Lab:
         if job is None or not job.progress.done:
             raise ValueError("adapter: no training has finished yet; train one first")
         if self.playground.bundle.adapters.get(self.name) != job.progress.adapter:
-            self.playground.add_adapter(f"{self.name}={job.progress.adapter}")
+            self.playground.add_adapter(f"{self.name}={job.progress.adapter}", trained_here=True)
         return self.name

@@ -2,8 +2,8 @@
 next prompt when it fails, said in a sentence), the answer read from the trace, and the feedback on a prediction.
 
 :func:`lesson_run` is a generator the page and the CLI both read: it yields a sentence (a note: a premise that
-failed, a cap applied, the adapter training) or a :class:`~playground.trace.Trace` while the run decodes, and
-last a :class:`Result`.
+failed, a cap applied, the adapter training), each run's comparison (as it starts) and its
+:class:`~playground.trace.Trace` while it decodes, and last a :class:`Result`.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..engine import Comparison, SplitComparison
 from ..trace import Trace
 from .answers import AnswerError, call, judge, shown_answer, stop_step
 from .schema import Lesson, Question, Why
@@ -229,10 +230,10 @@ def why_of(lesson_why: Why, trace: Trace, answer, kind: str, before: Trace | Non
 
 
 def lesson_run(playground, lesson: Lesson, part: str = "question", *, prompt: str | None = None,
-               before: Result | None = None, value=None) -> Iterator[str | Trace | Result]:
+               before: Result | None = None, value=None) -> Iterator[str | Comparison | SplitComparison | Trace | Result]:
     """Run the lesson's question (``part="question"``: each of its prompts in turn until the premise holds) or its
     "now you" step (on ``before``'s prompt, with the change's ``value`` or the learner's own). Yields notes
-    (sentences) and traces, then the :class:`Result`. ValueError (a sentence) when the app's caps refuse it."""
+    (sentences), each run's comparison then its traces, then the :class:`Result`. ValueError (a sentence) when the app's caps refuse it."""
     if part not in PARTS:
         raise ValueError(f"part must be one of {', '.join(PARTS)}, got {part!r}")
     settings, columns, notes = request_for(playground, lesson, part, value)
@@ -244,6 +245,7 @@ def lesson_run(playground, lesson: Lesson, part: str = "question", *, prompt: st
     name = playground.bundle.info.name
     for index, text in enumerate(prompts):
         comparison = playground.comparison(prompt=text, columns=columns, **settings)
+        yield comparison  # before its traces: a reader of the running trace holds its lock
         trace = comparison.trace
         for trace in playground.stream(comparison):
             yield trace

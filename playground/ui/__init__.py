@@ -14,6 +14,7 @@ import plotly
 from starlette.responses import FileResponse
 from starlette.routing import Route
 
+from ..lessons import Lesson
 from ..markup import md_text, status_mark
 from ..service import TRACE_MAX_AGE, Playground
 from ..handover import PAGE_CONFIG, PLOTLY_JS, trace_cap_mb
@@ -43,8 +44,10 @@ def plotly_js(request) -> FileResponse:
                         headers={"Cache-Control": "public, max-age=31536000, immutable"})
 
 
-def build_app(playground: Playground, opened=None) -> gr.Blocks:
-    """The page; ``opened``: a trace every new page shows at first (``app.py --open``)."""
+def build_app(playground: Playground, opened=None, lessons: list[Lesson] | None = None) -> gr.Blocks:
+    """The page; ``opened``: a trace every new page shows at first (``app.py --open``); ``lessons``: the Learn
+    tab's (``app.py --lessons DIR``: the built-in ones and a teacher's, see :func:`~playground.lessons.load_lessons`;
+    None: the built-in ones)."""
     with Doors(playground, title="EOS Playground", delete_cache=(TRACE_MAX_AGE, TRACE_MAX_AGE)) as demo:
         gr.Markdown("# EOS Playground\nWhy does a language model (not) stop? One prompt decoded side by side "
                     "with and without stop interventions; p(EOS) and the next tokens at every step.", elem_id="title")
@@ -56,7 +59,7 @@ def build_app(playground: Playground, opened=None) -> gr.Blocks:
             doctor = doctor_tab(playground, demo)
             evaluate_tab(playground)
             finetune_tab(playground, demo, tabs, doctor)
-            learn_tab(playground, demo)
+            learn_tab(playground, demo, lessons)
         api_endpoints(playground)
         export_endpoint(playground)
         handover_endpoint(playground)
@@ -74,12 +77,12 @@ def log_to_stderr() -> None:
 
 
 def launch(playground: Playground, *, host: str | None = None, port: int | None = None, share: bool = False,
-           auth: tuple[str, str] | None = None, opened=None, **kwargs):
+           auth: tuple[str, str] | None = None, opened=None, lessons: list[Lesson] | None = None, **kwargs):
     """Serve the page; a public policy bounds the queue, uploads and sessions kept in memory (runs stop at its time
     limit in the engine: Gradio's own ``time_limit=`` only applies to ``.stream()`` events)."""
     policy = playground.policy
     log_to_stderr()
-    demo = build_app(playground, opened)
+    demo = build_app(playground, opened, lessons)
     demo.queue(default_concurrency_limit=1, max_size=policy.queue_size)
     # Each upload's own cap is checked where it is read (the doctor's sample, a trace file); Gradio's is the largest.
     kwargs.setdefault("max_file_size", int(max(policy.max_upload_mb, trace_cap_mb(policy)) * 1024 * 1024))

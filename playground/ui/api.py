@@ -7,7 +7,6 @@ tests/engine/test_request.py checks that none is missing)."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 
 import gradio as gr
@@ -19,10 +18,9 @@ from ..service import RUNS_AT_ONCE, Playground, write_downloads
 from ..stream import DeltaStream
 from ..decoder import RunStopped
 from .errors import refusal, stopped
+from .streaming import API_INTERVAL, PROGRESS_INTERVAL, paced
 
 COMPARE_FIELDS = (*SETTINGS, "columns", "branches")
-API_INTERVAL = 0.1  # seconds between /compare events while it runs: at most 10 a second, each with every new step
-EVALUATE_INTERVAL = 0.5  # seconds between /evaluate progress events
 COLUMNS_HELP = """columns: one column each, as text ("baseline", "eos_reward(strength=8)+stop_strings",
         "ban_eos@base") or JSON (a list of names or {"name": ..., "params": {...}}, or {"model": ..., "interventions":
         [...]}); parameters a column leaves out take the shared settings (default: baseline and eos_reward)."""
@@ -51,7 +49,8 @@ def api_endpoints(playground: Playground) -> None:
         except (ValueError, TypeError) as error:
             raise refusal(playground, "/compare", error, page=False) from None
         try:
-            yield from DeltaStream(comparison).events(playground.stream(comparison), API_INTERVAL, playground.keep_trace)
+            traces = paced(playground.stream(comparison), API_INTERVAL, final=lambda trace: comparison.done)
+            yield from DeltaStream(comparison).events(traces, playground.keep_trace)
         except RunStopped as error:  # out of memory, or a failed step: this run only, said in a sentence
             raise stopped(playground, error, page=False) from None
 
@@ -73,7 +72,8 @@ def api_endpoints(playground: Playground) -> None:
 
     def info() -> dict:
         """The model being served, the models a column may pick (models; checkpoints: the second full checkpoints,
-        name -> reference), this app's limits, how many comparisons are decoding right now, and the KV cache
+        name -> reference), this app's limits, how many comparisons and evaluations are decoding right now
+        (active_generations) and doctor runs working (active_examinations), and the KV cache
         against its budget: kv_budget_mb, kv_in_use_mb, kv_peak_mb (since start), kv_padding_fraction, rows_waiting."""
         return playground.info()
 
@@ -100,11 +100,9 @@ def api_endpoints(playground: Playground) -> None:
         except (ValueError, TypeError) as error:
             raise refusal(playground, "/evaluate", error, page=False) from None
         yield {"done": 0, "total": evaluation.total, "problems": evaluation.problems, "report": None}
-        last = time.monotonic()
         try:
-            for done in playground.stream(evaluation):
-                if time.monotonic() - last >= EVALUATE_INTERVAL and done < evaluation.total:
-                    last = time.monotonic()
+            for done in paced(playground.stream(evaluation), PROGRESS_INTERVAL):
+                if done < evaluation.total:  # the last event carries the report
                     yield {"done": done, "total": evaluation.total, "problems": evaluation.problems, "report": None}
         except RunStopped as error:  # out of memory, a failed step, the server shutting down: said in a sentence
             raise stopped(playground, error, page=False) from None

@@ -13,6 +13,8 @@ import gradio as gr
 
 from ..service import TRACE_MAX_AGE, Playground
 from .errors import from_page, refusal
+from .page_input import picked_model
+from .streaming import until_closed
 
 
 @dataclass
@@ -23,7 +25,7 @@ class DoctorTab:
     model: gr.Dropdown
     sample: gr.File
     report: gr.Markdown
-    examine: Callable  # the Examine button's handler: (sample file, model, event, progress) -> report
+    examine: Callable  # the Examine button's handler: (sample file, model, event, progress) -> report, a generator
 
 
 def model_choices(playground: Playground) -> list[str]:
@@ -65,42 +67,51 @@ def doctor_tab(playground: Playground, demo: gr.Blocks | None = None) -> DoctorT
         except ValueError as error:
             raise refusal(playground, "/doctor", error, page=from_page(event)) from None
 
-    def shown(progress: gr.Progress):
-        """The doctor's on_check: the page's progress bar names the check that is running."""
-        return lambda index, count, words: progress((index, count), desc=f"checking: {words}", unit="checks")
-
     def examined(model, endpoint: str, event: gr.EventData | None) -> str:
         """The picked model's name (base, an adapter, a checkpoint), or a refusal naming the field."""
         try:
-            return playground.examined_model(model)
+            return picked_model(playground, model)
         except ValueError as error:
             raise refusal(playground, endpoint, error, page=from_page(event)) from None
 
-    def diagnosis(sample_file, model, endpoint: str, event, progress):
-        """The picked model's findings and the report's title (which model it examined)."""
-        from ..doctor import diagnose
-
+    def diagnosis(sample_file, model, endpoint: str, event, progress, unchanged):
+        """The picked model's findings and the report's title (which model it examined). A generator: the checks
+        run in the background while it yields ``unchanged`` (the handler's outputs as they are) and moves the
+        page's progress bar to the check that is running; a client that leaves closes it, and the doctor stops
+        before its next check."""
         name = examined(model, endpoint, event)
-        findings = diagnose(playground.bundle, sample=read_sample(sample_file, event), on_check=shown(progress),
-                            model=name)
+        sample = read_sample(sample_file, event)
+        running = {"check": (0, 1, "starting")}
+
+        def checking(index: int, count: int, words: str) -> None:
+            running["check"] = (index, count, words)
+
+        def beat():
+            index, count, words = running["check"]
+            progress((index, count), desc=f"checking: {words}", unit="checks")
+            return unchanged
+
+        findings = yield from until_closed(
+            lambda cancel: playground.diagnose(name, sample, on_check=checking, cancel=cancel), beat)
         return name, findings, f"EOS doctor — {playground.bundle.info.name} @{name}"
 
     def on_doctor(sample_file, model=None, event: gr.EventData = None, progress=gr.Progress()):
         from ..doctor import report_markdown
 
-        _, findings, title = diagnosis(sample_file, model, "/doctor", event, progress)
-        return report_markdown(findings, title=title, page=from_page(event))
+        _, findings, title = yield from diagnosis(sample_file, model, "/doctor", event, progress, gr.skip())
+        yield report_markdown(findings, title=title, page=from_page(event))
 
     def on_fix(sample_file, model=None, event: gr.EventData = None, progress=gr.Progress()):
         from ..doctor import report_markdown, zip_fixes
 
-        name, findings, title = diagnosis(sample_file, model, "/doctor_fix", event, progress)
+        name, findings, title = yield from diagnosis(sample_file, model, "/doctor_fix", event, progress,
+                                                     (gr.skip(),) * 3)
         archive = zip_fixes(playground.bundle.bundle_for(name), findings,
                             Path(tempfile.gettempdir()) / "eos-playground-fixes",
                             max_age_seconds=TRACE_MAX_AGE, reveal_paths=playground.policy.reveal_paths)
         fixes = (archive.parent / "repaired" / "FIXES.md").read_text(encoding="utf-8")
-        return (gr.update(value=str(archive), visible=True), fixes,
-                report_markdown(findings, title=title, page=from_page(event)))
+        yield (gr.update(value=str(archive), visible=True), fixes,
+               report_markdown(findings, title=title, page=from_page(event)))
 
     def on_example(sample_file, number, model=None, event: gr.EventData = None):
         from ..doctor import example_view

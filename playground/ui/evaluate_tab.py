@@ -19,6 +19,8 @@ from ..service import Playground, write_downloads
 from .compare import MAX_COLUMNS
 from .controls import control, max_new_tokens_control
 from .errors import refusal
+from .page_input import page_columns
+from .streaming import PROGRESS_INTERVAL, paced
 
 # The Evaluate tab's settings: every run setting but the prompt (the prompt set replaces it), in this order.
 EVALUATE_SETTINGS = [name for name in SETTINGS if name != "prompt"]
@@ -81,7 +83,6 @@ def evaluate_tab(playground: Playground) -> None:
     choices = list(INTERVENTION_NAMES)  # short chips, as in Compare (its accordion says what each does)
     policy = playground.policy
     max_columns = min(MAX_COLUMNS, policy.max_columns)
-    running: dict[int, object] = {}  # every page's running evaluation, so another page can see (and stop) it
 
     def model_chips() -> list[str]:
         """A column's model as one more chip of its picker, as in Compare: "@base" or "@NAME"."""
@@ -126,7 +127,7 @@ def evaluate_tab(playground: Playground) -> None:
                            for index in range(max_columns)]
         with gr.Row():
             run = gr.Button("Evaluate", variant="primary", elem_id="evaluate-run")
-            stop = gr.Button("Stop (keeps what finished)", variant="stop")
+            stop = gr.Button("Stop (keeps what finished)", variant="stop", elem_id="evaluate-stop")
         elsewhere = gr.Markdown(elem_id="evaluate-elsewhere")  # an evaluation another page started
         status = gr.Markdown(elem_id="evaluate-status")
         summary = gr.Dataframe(headers=SUMMARY_HEADERS, label="Per column — rates: share of rows [95 % Wilson interval]",
@@ -142,23 +143,24 @@ def evaluate_tab(playground: Playground) -> None:
             download_csv = gr.DownloadButton("Download rows (CSV)", visible=False, elem_id="evaluate-csv")
 
     def on_run(state, upload_, sweep_, seeds_, n_columns_, *values, progress=gr.Progress()):
+        """The evaluation with the progress bar moving, then the report. A generator, so that a page that leaves
+        closes it (Gradio does, at a yield), which stops the evaluation and frees its rows."""
         settings, rest = dict(zip(EVALUATE_SETTINGS, values)), values[len(EVALUATE_SETTINGS):]
         picked, params = rest[:max_columns], rest[max_columns:]
         try:
             evaluation = playground.evaluation(
-                Path(upload_) if upload_ else "builtin", playground.page_columns(n_columns_, picked, params),
+                Path(upload_) if upload_ else "builtin", page_columns(n_columns_, picked, params),
                 sweep=sweep_ or "", seeds=seeds_, **settings)
         except (ValueError, TypeError) as error:
             raise refusal(playground, "Evaluate", error, page=True) from None
         state["evaluation"] = evaluation
-        running[id(evaluation)] = evaluation
         progress((0, evaluation.total), desc="starting", unit="rows")
         try:
-            for _ in playground.stream(evaluation):
+            for _ in paced(playground.stream(evaluation), PROGRESS_INTERVAL):
                 progress(*progress_of(evaluation), unit="rows")
+                yield {holder: state}  # nothing new on the page: the bar shows the progress
         finally:
             state.pop("evaluation", None)
-            running.pop(id(evaluation), None)
         report = evaluation.report()
         files = write_downloads({"evaluation.json": report.to_json(indent=1), "evaluation.csv": report.rows_csv()},
                                 "evaluation-")
@@ -176,7 +178,7 @@ def evaluate_tab(playground: Playground) -> None:
                 f"{md_text(m['model'])} {m['clean_stop_rate']['rate']:.0%} ({md_text(m['column'])})"
                 for m in models))
         lines += [f"- skipped: {md_text(p)}" for p in report.problems]
-        return [state, "\n\n".join(lines), report.summary_rows(), length_figure(report),
+        yield [state, "\n\n".join(lines), report.summary_rows(), length_figure(report),
                 stop_reasons_figure(report),
                 gr.update(value=sweep_figure(report), visible=report.sweep is not None),
                 gr.update(value=best["code"] if best else "", visible=best is not None),
@@ -184,10 +186,10 @@ def evaluate_tab(playground: Playground) -> None:
                 gr.update(value=files[0], visible=True), gr.update(value=files[1], visible=True)]
 
     def others(state) -> list:
-        """The running evaluations this page may see and stop besides its own: every other page's on a local app,
-        none on a public one."""
+        """The running evaluations this page may see and stop besides its own: every other page's and program's on
+        a local app, none on a public one (a stranger's evaluation is theirs)."""
         own = state.get("evaluation") if isinstance(state, dict) else None
-        return [] if policy.public else [e for e in list(running.values()) if e is not own and not e.cancelled]
+        return [] if policy.public else [e for e in playground.running_evaluations() if e is not own and not e.cancelled]
 
     def on_stop(state):
         """Stop this page's evaluation, else (local app) the ones other pages left running."""
@@ -200,8 +202,8 @@ def evaluate_tab(playground: Playground) -> None:
         lines = []
         for evaluation in others(state):
             now = evaluation.progress()
-            lines.append(f"An evaluation started on another page is running: {now['done']} of {now['total']} rows "
-                         "done. **Stop** stops it (the rows that finished are kept).")
+            lines.append(f"An evaluation started elsewhere (another page or a program) is running: {now['done']} of "
+                         f"{now['total']} rows done. **Stop** stops it (the rows that finished are kept).")
         return ["\n\n".join(lines), *[gr.update(choices=[*choices, *model_chips()]) for _ in pickers]]
 
     def on_columns(n):

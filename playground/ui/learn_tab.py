@@ -11,22 +11,22 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import time
 
 import gradio as gr
 
 from ..decoder import RunStopped
+from ..engine import Comparison, SplitComparison
 from ..lessons import Lesson, lesson_run, load_lessons, parse_prediction
 from ..lessons.runner import Result
 from ..request import MAX_COLUMNS, SETTINGS, parse_column
 from ..service import RUNS_AT_ONCE, Playground
 from ..trace import Trace
-from .compare import UPDATE_INTERVAL
-from .controls import control
+from .controls import control, max_new_tokens_control
 from .errors import refusal, stopped
+from .streaming import PAGE_INTERVAL, PageColumns, paced
 from ..markup import md_text, status_mark
-from ..views import chart_header, column_delta, inspector_html, status_markdown
+from ..views import chart_header, inspector_html, status_markdown
 
 SCOPE = "learn"  # page.js's scope for this tab's views: ids "learn-tokens-N", its own selection and chart
 NO_BRANCH = "Branching a column (try) is in the Compare tab; here the inspector shows the lesson's steps."
@@ -155,8 +155,8 @@ def progress_html(lessons: list[Lesson]) -> str:
 
 
 def learn_tab(playground: Playground, demo: gr.Blocks, lessons: list[Lesson] | None = None) -> None:
-    """The tab, with ``lessons`` (default: the built-in ones and those of :func:`lesson_dirs`, in order)."""
-    lessons = lessons or load_lessons(lesson_dirs())
+    """The tab, with ``lessons`` in their order (None: the built-in ones)."""
+    lessons = lessons or load_lessons()
     policy = playground.policy
     by_id = {lesson.id: lesson for lesson in lessons}
     first = lessons[0]
@@ -183,10 +183,14 @@ def learn_tab(playground: Playground, demo: gr.Blocks, lessons: list[Lesson] | N
         feedback = gr.Markdown("", elem_id="learn-feedback")
         with gr.Column(visible=False, elem_id="learn-now") as now_box:
             change_text = gr.Markdown("", elem_id="learn-change")
-            setting_controls = {name: control(name, visible=False, elem_id=f"learn-change-{name}",
-                                              **({"label": f"{SETTINGS[name].label} (1 to {policy.max_new_tokens})"}
-                                                 if name == "max_new_tokens" else {}))
-                                for name in change_settings}
+            # The setting "now you" changes, one shown at a time; max new tokens as Compare's log-scale slider.
+            setting_controls, setting_boxes = {}, {}
+            for name in change_settings:
+                with gr.Column(visible=False, elem_id=f"learn-change-{name}-box") as setting_boxes[name]:
+                    setting_controls[name] = (
+                        max_new_tokens_control(policy.max_new_tokens, min(SETTINGS[name].default, policy.max_new_tokens),
+                                               f"learn-change-{name}")
+                        if name == "max_new_tokens" else control(name, elem_id=f"learn-change-{name}"))
             column_control = gr.Radio([], value=None, visible=False, elem_id="learn-change-column", label="Column")
             now_question = gr.Markdown("", elem_id="learn-now-question")
             with gr.Row(equal_height=False):
@@ -225,9 +229,9 @@ def learn_tab(playground: Playground, demo: gr.Blocks, lessons: list[Lesson] | N
         radio, box = answer_widgets(lesson.question, list(lesson.columns))
         now_radio, now_box_update = answer_widgets(lesson.now_you.question, columns_of(lesson, "now_you"))
         change = lesson.now_you.change
-        controls = {component: gr.update(visible=name == change.setting,
-                                         value=lesson.settings.get(name, SETTINGS[name].default))
+        controls = {component: lesson.settings.get(name, SETTINGS[name].default)
                     for name, component in setting_controls.items()}
+        controls.update({box: gr.update(visible=name == change.setting) for name, box in setting_boxes.items()})
         original = lesson.columns[change.column - 1] if change.column else None
         column_update = gr.update(visible=change.column is not None, value=original,
                                   choices=[original, change.value] if change.column else [],
@@ -268,37 +272,26 @@ def learn_tab(playground: Playground, demo: gr.Blocks, lessons: list[Lesson] | N
             raise refusal(playground, "learn", error, page=True) from None
 
     def stream(part, state, lesson, runs, prediction):
-        notes_text, trace, chart_text = [], None, ""
-        sent, stopped_, values, last = [], [], [], 0.0
+        """The lesson's notes, each run paced on the page (a new run, the next prompt after a premise that
+        failed, starts the views over) and its result; a closed page closes ``runs``, which stops the decode."""
+        notes_text, page, lock = [], None, None
         n = len(lesson.columns)
         yield {notes: "", feedback if part == "question" else now_feedback: "Running…",
                **{boxes[i]: gr.update(visible=i < n) for i in range(MAX_COLUMNS)},
                **{views[i]: "" for i in range(MAX_COLUMNS)}, chart: "", selection: "",
                inspector: inspector_html(None, 0, 0)}
-        for item in runs:
+        for item in paced(runs, PAGE_INTERVAL, final=lambda item: not isinstance(item, Trace)
+                          or all(v.finished for v in item.variants)):
             if isinstance(item, str):
                 notes_text.append(item)
                 yield {notes: "\n".join(f"- {md_text(note)}" for note in notes_text)}
+            elif isinstance(item, Comparison | SplitComparison):
+                page, lock = PageColumns(chart_header(item.trace), range(n)), item.lock
             elif isinstance(item, Trace):
-                if item is not trace:  # a new run (the next prompt, after a premise that failed): start over
-                    trace, chart_text = item, chart_header(item)
-                    sent, stopped_, values = [0] * n, [False] * n, [""] * n
-                if not all(v.finished for v in trace.variants) and time.monotonic() - last < UPDATE_INTERVAL:
-                    continue
-                last = time.monotonic()
-                update = {}
-                for i, variant in enumerate(trace.variants):
-                    if len(variant.steps) == sent[i] and stopped_[i] == variant.finished:
-                        continue
-                    spans, lines = column_delta(variant, i, sent[i], stopped_[i])
-                    values[i] += spans
-                    chart_text += lines
-                    sent[i], stopped_[i] = len(variant.steps), variant.finished
-                    update[views[i]] = values[i]
-                    update[statuses[i]] = status_markdown(variant)
-                if update:
-                    update[chart] = chart_text
-                    yield update
+                changed = page.advance(item, lock)
+                if changed:
+                    yield {**{views[i]: page.tokens[i] for i in changed},
+                           **{statuses[i]: page.status[i] for i in changed}, chart: page.chart}
             elif isinstance(item, Result):
                 yield finished(part, state, item, prediction)
 
@@ -350,6 +343,7 @@ def learn_tab(playground: Playground, demo: gr.Blocks, lessons: list[Lesson] | N
 
     lesson_outputs = [lesson_text, question_text, choice, number, notes, feedback, now_box, change_text, now_question,
                       now_choice, now_number, now_feedback, next_button, column_control, *setting_controls.values(),
+                      *setting_boxes.values(),
                       *statuses, *views, *boxes, chart, selection, inspector, session]
     picker.change(on_lesson, [picker, session], lesson_outputs, api_visibility="private", queue=False).then(
         None, picker, None, js="(id) => { const order = parseInt((document.querySelector('#learn-picker input') || {}).value);"
@@ -386,8 +380,3 @@ def _initial(update: dict) -> dict:
     """A gr.update's fields as a component's constructor arguments."""
     return {key: value for key, value in update.items() if key != "__type__"}
 
-
-def lesson_dirs() -> list[str]:
-    """The teacher's lesson folders: app.py's ``--lessons`` (checked at start) hands them over in
-    $PLAYGROUND_LESSONS, separated as in PATH."""
-    return [d for d in os.environ.get("PLAYGROUND_LESSONS", "").split(os.pathsep) if d]

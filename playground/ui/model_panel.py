@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import gradio as gr
 
+from ..markup import md_code, md_text
 from ..models import ModelLoadError
 from ..service import Playground
 from .errors import MODEL_NOT_LOADED, from_page, not_added, refusal
@@ -14,8 +15,8 @@ from .errors import MODEL_NOT_LOADED, from_page, not_added, refusal
 
 def model_panel(playground: Playground) -> None:
     policy = playground.policy
-    with gr.Accordion(playground.model_label(), open=False) as panel:
-        model_info = gr.Markdown(playground.model_markdown())
+    with gr.Accordion(model_label(playground), open=False) as panel:
+        model_info = gr.Markdown(model_markdown(playground))
         with gr.Row(visible=policy.model_swap):  # without swaps, the panel only says what is served
             if policy.allowed_models is None:
                 model_ref = gr.Textbox(label="Load another model", placeholder="hub id, local directory, .gguf file or 'default'", scale=3)
@@ -40,11 +41,11 @@ def model_panel(playground: Playground) -> None:
             playground.load(model, adapter, trust_remote_code)
         except (ModelLoadError, ValueError) as error:
             raise refusal(playground, "/load_model", error, title=MODEL_NOT_LOADED, page=from_page(event)) from None
-        return playground.model_markdown()
+        return model_markdown(playground)
 
     load_button.click(on_load, [model_ref, adapter_ref, trust_code], model_info, concurrency_id="model",
                       concurrency_limit=1, api_name="load_model").success(
-        lambda: gr.update(label=playground.model_label()), None, panel, api_visibility="private", queue=False)
+        lambda: gr.update(label=model_label(playground)), None, panel, api_visibility="private", queue=False)
 
 
 def named_models_row(playground: Playground, model_info: gr.Markdown, kind: str, label: str, visible: bool,
@@ -70,16 +71,41 @@ def named_models_row(playground: Playground, model_info: gr.Markdown, kind: str,
             add(spec)
         except (ModelLoadError, ValueError) as error:
             raise refusal(playground, f"/add_{kind}", error, title=not_added(kind), page=from_page(event)) from None
-        return playground.model_markdown(), gr.update(choices=loaded())
+        return model_markdown(playground), gr.update(choices=loaded())
 
     def on_remove(name, event: gr.EventData):
         try:
             remove(name)
         except ValueError as error:
             raise refusal(playground, f"/remove_{kind}", error, page=from_page(event)) from None
-        return playground.model_markdown(), gr.update(choices=loaded(), value=None)
+        return model_markdown(playground), gr.update(choices=loaded(), value=None)
 
     add_button.click(on_add, spec_box, [model_info, remove_choice], concurrency_id="model", concurrency_limit=1,
                      api_name=f"add_{kind}")
     remove_button.click(on_remove, remove_choice, [model_info, remove_choice], concurrency_id="model",
                         concurrency_limit=1, api_name=f"remove_{kind}")
+
+
+def model_label(playground: Playground) -> str:
+    """The Model panel's title: what is loaded, at a glance."""
+    i = playground.bundle.info
+    return f"Model: {i.name} · {i.num_parameters / 1e6:.0f} M parameters · {i.dtype} on {i.device}"
+
+
+def model_markdown(playground: Playground) -> str:
+    """The Model panel: the loaded model, its end tokens, adapters and checkpoints (their paths only where the
+    policy reveals paths), every name as text."""
+    i, reveal = playground.bundle.info, playground.policy.reveal_paths
+    tokenizer = playground.bundle.tokenizer
+    eos = ", ".join(f"`{t}` {md_code(repr(tokenizer.convert_ids_to_tokens(t)))}" for t in i.eos_token_ids)
+    source = i.source if reveal else i.origin
+    return (f"**{md_text(i.name)}** · {i.num_parameters / 1e6:.1f} M parameters · {i.dtype} on {i.device} · "
+            f"context {i.context_length} · EOS ids {eos} · pad id `{i.pad_token_id}` · "
+            f"chat template {'yes' if i.has_chat_template else 'no'}"
+            + "".join(f" · {kind} **{md_text(name)}**" + (f" {md_code(path)}" if reveal else "")
+                      for kind, named in (("adapter", i.adapters), ("checkpoint", i.checkpoints))
+                      for name, path in named.items())
+            + (" — a column picks `@base` or `@NAME`" if i.adapters or i.checkpoints else "")
+            + (" (a checkpoint's columns decode in its own loop: their forward passes are not shared)"
+               if i.checkpoints else "")
+            + f"  \n<small>from {md_text(source)}, loaded in {i.load_seconds:.1f} s</small>")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -89,3 +90,29 @@ def test_the_start_log_names_app_py_s_share_flag(app_server):
     log = Path(app_server.log).read_text()
     assert "Running on local URL:  http://" in log and "python app.py --share" in log
     assert "share=True" not in log  # Gradio's own advice, for a script calling launch()
+
+
+def test_a_closed_doctor_stops_within_seconds(client, app_server, tmp_path):
+    """The doctor's checks run behind a generator handler: when its client leaves (job.cancel(), as a closed page),
+    the examination stops within a layer of its forward pass instead of running on in the "model" group
+    (before: a plain function, which Gradio cannot stop). Long examples: the teacher-forced probe takes a while."""
+    from gradio_client import handle_file
+
+    sample = tmp_path / "sample.jsonl"
+    sample.write_text("".join(json.dumps({"prompt": f"Question {i}: " + "why is the sky blue at noon? " * 40,
+                                          "response": "Because of Rayleigh scattering in the air. " * 25}) + "\n"
+                              for i in range(64)), encoding="utf-8")
+    job = client.submit(handle_file(str(sample)), api_name="/doctor")
+    deadline = time.time() + 120
+    while client.predict(api_name="/info")["active_examinations"] == 0 and time.time() < deadline:
+        time.sleep(0.05)
+    assert client.predict(api_name="/info")["active_examinations"] == 1, "the doctor did not start"
+    time.sleep(1)  # into its checks
+    job.cancel()
+    closed = time.time()
+    while client.predict(api_name="/info")["active_examinations"] and time.time() - closed < 60:
+        time.sleep(0.1)
+    seconds = time.time() - closed
+    print(f"\nthe doctor stopped {seconds:.1f} s after the cancel")
+    assert client.predict(api_name="/info")["active_examinations"] == 0 and seconds < 10  # a layer of a forward pass at most
+    assert "doctor stopped: its client left" in Path(app_server.log).read_text(), "it finished instead of stopping"

@@ -101,10 +101,11 @@ def test_the_model_panel_recipe_banner_and_notices_show_text_as_written(tiny):
     from playground.ui import build_app
     from playground.ui.errors import refusal
     from playground.ui.finetune_tab import preview_html
+    from playground.ui.model_panel import model_markdown
 
     def panel(text: str) -> str:
         bundle = dataclasses.replace(tiny, info=dataclasses.replace(tiny.info, name=text, source=text))
-        return Playground(bundle, "tiny").model_markdown()
+        return model_markdown(Playground(bundle, "tiny"))
 
     assert_shown_as_text(panel, from_markdown)
     assert_shown_as_text(lambda text: refusal(Playground(tiny, "tiny"), "/x", ValueError(text), page=True).message)

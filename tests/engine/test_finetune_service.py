@@ -137,3 +137,24 @@ def test_a_training_belongs_to_the_server_and_stop_writes_what_it_learned(served
     bundle.remove_adapter("mine-2")
     with pytest.raises(ValueError, match="adapter name must be 1 to 64 letters"):
         lab.start("correct", None, 2, "../escape")
+
+
+def test_in_public_mode_a_training_it_allows_is_put_beside_the_base(served, tmp_path, monkeypatch):
+    """A public app that allows training (caps.finetune_max_steps) offers Compare with the base and Diagnose: the
+    adapter it trained is the server's own folder, so the visitors' allowlist does not refuse it; a visitor's own
+    path still is refused."""
+    from playground.space.policy import Policy
+
+    bundle, root = served
+    monkeypatch.setattr(lab_module, "ADAPTERS_DIR", tmp_path)
+    playground = Playground(bundle, policy=Policy(public=True, finetune_max_steps=2))
+    lab = Lab(playground, config=SMALL)
+    job = lab.start("correct", None, 1, "public-run")
+    wait_until(lambda: not job.running)
+    assert job.error is None and job.progress.done
+    try:  # (named public-run-2 and so on when an earlier run left its folder in the temporary folder)
+        assert lab.serve() == lab.name and lab.name.startswith("public-run") and lab.name in playground.column_models()
+        with pytest.raises(ValueError, match="^adapter: .* is not available on this app"):
+            playground.add_adapter(f"mine={root / 'fixed'}")
+    finally:
+        bundle.remove_adapter(lab.name)

@@ -5,6 +5,7 @@ so; the app's caps hold; the CLI's ``learn`` subcommand."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -183,3 +184,23 @@ def test_lost_eos_as_shipped_loses_eos_and_the_stop_string_catches_it(smollm, tm
     assert first.premise_held and first.answer is False  # the fine-tune does not stop by EOS
     assert "</s>" in first.trace.variants[1].text
     assert now.answer == "stop_string"
+
+
+def test_app_hands_a_teachers_lessons_to_the_learn_tab_as_an_argument(tmp_path, monkeypatch):
+    """app.py --lessons DIR: the lessons reach the page through launch() and build_app(), not the environment;
+    the Learn tab lists the teacher's lesson after the built-in ones, and its max new tokens is the log slider."""
+    import gradio as gr
+
+    import app
+
+    write_lesson(tmp_path / "ok", "mine", {"order": 9, "title": "My lesson"})
+    built = {}
+    monkeypatch.setattr(gr.Blocks, "launch", lambda self, **kwargs: built.update(config=self.get_config_file()))
+    app.main(["--lessons", str(tmp_path / "ok")])
+    components = {c["props"].get("elem_id"): c["props"] for c in built["config"]["components"]}
+    picked = [value for _, value in components["learn-picker"]["choices"]]
+    assert picked[:len(BUILTIN)] == list(BUILTIN) and picked[-1] == "teacher-mine"
+    assert not any(key.startswith("PLAYGROUND_LESSONS") and key != "PLAYGROUND_LESSONS_CACHE" for key in os.environ)
+    # "Now you" changes max_new_tokens (lesson 5) on the same log-scale slider as Compare and Evaluate.
+    assert "learn-change-max_new_tokens-scale" in components
+    assert "log scale" in components["learn-change-max_new_tokens"]["label"]

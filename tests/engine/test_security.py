@@ -12,6 +12,8 @@ import pytest
 from playground.service import Playground
 from playground.space.config import load_config
 from playground.space.policy import Policy, exposed_by
+from playground.ui.model_panel import model_markdown
+from playground.ui.page_input import page_columns
 
 MODEL = "SmolLM2-135M-Instruct"
 # What a message to a stranger must never contain: any absolute path, and the places this host keeps things.
@@ -66,7 +68,7 @@ def test_share_without_the_flag_refuses_paths_adapters_and_remote_code(served, c
             playground.load(reference)
         messages.append(str(error.value).replace(reference, "X"))
     assert messages[0] == messages[1]
-    panel = playground.model_markdown()
+    panel = model_markdown(playground)
     assert "from embedded SmolLM2-135M-Instruct.Q4\\_1.gguf, loaded" in panel  # no cache path (Markdown-escaped: md_text)
     assert not HOST_DIRS.search(panel) and HOST_DIRS.search(playground.bundle.info.source)
     assert "visitors may use default only" in capsys.readouterr().out
@@ -85,7 +87,7 @@ def test_a_local_model_served_over_a_share_link_never_shows_its_path(served, smo
     assert playground.policy.allowed_models == ("default",)  # its path is not offered in the Model panel
     assert directory not in json.dumps(playground.info()) and playground.info()["reference"] == MODEL
     assert playground.shown_reference == MODEL  # what the copied fix's from_pretrained() names
-    assert directory not in playground.model_markdown()
+    assert directory not in model_markdown(playground)
 
 
 def test_allow_local_models_needs_auth_and_keeps_the_caps(served):
@@ -141,8 +143,8 @@ def test_model_references_get_sentences_not_library_text(reference, message):
 ])
 def test_the_page_columns_are_checked_like_the_api(tiny, n_columns, pickers, message):
     with pytest.raises(ValueError, match=f"^{re.escape(message)}"):
-        Playground(tiny).page_columns(n_columns, pickers)
-    assert [c.name for c in Playground(tiny).page_columns("2", [None, "eos_reward", ["ban_eos"]])] == ["baseline", "eos_reward"]
+        page_columns(n_columns, pickers)
+    assert [c.name for c in page_columns("2", [None, "eos_reward", ["ban_eos"]])] == ["baseline", "eos_reward"]
 
 
 def test_a_prompt_longer_than_the_context_says_to_shorten_it(tiny):

@@ -20,6 +20,7 @@ import pytest
 
 from playground.service import TRACES_KEPT, Playground
 from playground.stream import DeltaStream
+from playground.ui.streaming import API_INTERVAL, paced
 
 RUNS = int(os.environ.get("PLAYGROUND_SOAK_RUNS", "1000"))  # fewer for a quick look
 PROMPTS = ["What can I do in Paris?", "Write a haiku about the sea.", "Name three colours.", "Say hi."]
@@ -44,7 +45,8 @@ def one_run(playground: Playground, i: int) -> None:
     comparison = playground.comparison(f"{PROMPTS[i % 4]} ({i})", [[], ["eos_reward"]], max_new_tokens=6,
                                        temperature=0.7, top_p=1.0, top_k=0, seed=i, reward_start_ratio=0.5,
                                        strength=12)
-    events = list(DeltaStream(comparison).events(playground.stream(comparison), 0.1, playground.keep_trace))
+    traces = paced(playground.stream(comparison), API_INTERVAL, final=lambda trace: comparison.done)
+    events = list(DeltaStream(comparison).events(traces, playground.keep_trace))  # as /compare streams it
     assert events[-1]["done"]
 
 
