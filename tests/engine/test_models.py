@@ -112,6 +112,7 @@ def test_embedded_model_info(embedded_cache):
     assert json.loads(json.dumps(info.to_dict()))["eos_token_ids"] == [2]
 
 
+@pytest.mark.slow  # converts the GGUF again (~25 s); the first-load test covers the conversion by default
 def test_half_written_cache_is_rebuilt_and_staging_leftovers_do_not_get_in_the_way(embedded_cache, monkeypatch):
     monkeypatch.setenv("PLAYGROUND_CACHE", str(embedded_cache.cache))
     [model_dir] = [p for p in embedded_cache.cache.iterdir() if not p.name.startswith(".")]
