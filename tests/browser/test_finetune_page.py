@@ -107,12 +107,11 @@ def test_train_close_reopen_compare_diagnose_and_evaluate(browser, story_app, tm
     prompts.write_text("What can I do in Paris?\nName a primary colour.\n", encoding="utf-8")
     page.locator("#evaluate-file input[type=file]").set_input_files(str(prompts))
     page.get_by_text("prompts.txt").first.wait_for(timeout=120_000)  # an upload on a busy machine
-    fill_and_keep(page.locator("#evaluate-max-new input"), "8")
+    fill_and_keep(page.locator("#evaluate-max-new input[type=number]"), "8")
     pick(page, "#evaluate-picker-0", "@base")
     pick(page, "#evaluate-picker-1", "@eos_as_text")
     page.locator("#evaluate-run").click()
-    page.wait_for_function("() => (document.querySelector('#evaluate-status') || {}).innerText?.includes('rows')",
-                           timeout=TRAINING)
+    page.locator("#evaluate-status").get_by_text("4 of 4 rows").wait_for(timeout=TRAINING)  # done, not started
     summary = page.locator("#evaluate-summary").inner_text()
     assert "baseline@base" in summary and "eos_reward@eos_as_text" in summary
     page.close()
