@@ -155,3 +155,78 @@ def launch_app(*args: str, env: dict | None = None):
         process.wait(timeout=20)
     except subprocess.TimeoutExpired:
         process.kill()
+
+
+class Fault:
+    """Runs torch.OutOfMemoryError once, in the first forward pass for which ``when(rows, positions)`` holds: the
+    tiny Llama's second layer grows its cache (as a real pass does before it runs out) and raises. Keeps weak
+    references to every cache tensor the pass held, and to a prefill's own cache."""
+
+    def __init__(self, model, loop, when):
+        self.loop, self.when, self.fired, self.refs = loop, when, False, []
+        self.handle = model.model.layers[1].register_forward_pre_hook(self, with_kwargs=True)
+
+    def __call__(self, module, args, kwargs):
+        hidden = args[0] if args else kwargs["hidden_states"]
+        if self.fired or not self.when(hidden.shape[0], hidden.shape[1]):
+            return
+        self.fired = True
+        cache = kwargs["cache"]
+        import weakref
+
+        self.refs = [weakref.ref(t) for layer in cache.layers for t in (layer.keys, layer.values)
+                     if t is not None and t.numel()]
+        if cache is not self.loop._cache:  # a prefill's own cache (a step's is the batch's, which goes on)
+            self.refs.append(weakref.ref(cache))
+        layer = cache.layers[1]
+
+        def update(key_states, value_states, *args, **kwargs):
+            del layer.update
+            grown = type(layer).update(layer, key_states, value_states, *args, **kwargs)
+            self.refs += [weakref.ref(t) for t in grown]
+            import torch
+
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 MiB (injected)")
+
+        layer.update = update
+
+
+# A prompt and a token that would run if the hand-over file or the page ever used them as markup.
+HOSTILE_PROMPT = '</script><script>window.pwned = 1</script> Name a colour.'
+HOSTILE_TOKEN = '</s><img src=x onerror="window.pwned = 2">'
+
+
+def hostile_trace(playground):
+    """A real two-column comparison of the hostile prompt (24 tokens, stages read), one token made hostile as a
+    saved file could hold it."""
+    import json
+
+    from playground.handover import read_trace
+    from playground.trace import saved_json
+
+    comparison = playground.comparison(prompt=HOSTILE_PROMPT, columns=["baseline", "eos_reward(strength=12)"],
+                                       max_new_tokens=24)
+    for finished in playground.stream(comparison):
+        pass
+    data = json.loads(saved_json(finished))
+    data["variants"][0]["steps"][2]["token"] = HOSTILE_TOKEN
+    return read_trace(json.dumps(data))
+
+
+def write_lesson(folder: Path, name: str, change: dict | None = None, drop: str | None = None) -> Path:
+    """A copy of the built-in EOS lesson under another id, with ``change`` merged into its fields."""
+    import yaml
+
+    from playground.lessons import load_lessons
+
+    eos = next(lesson for lesson in load_lessons() if lesson.id == "eos")
+    data = yaml.safe_load(Path(eos.source).read_text())
+    data["id"] = "teacher-" + name
+    for key, value in (change or {}).items():
+        data[key] = value
+    if drop:
+        data.pop(drop)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True))
+    return path

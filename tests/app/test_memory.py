@@ -3,14 +3,11 @@ a sentence."""
 
 from __future__ import annotations
 
-import weakref
-
 import pytest
-import torch
 
 from playground.decoder import decode_loop
 from playground.models import LoadedModel
-from tests.support import make_tiny_llama
+from tests.support import Fault, make_tiny_llama
 
 
 @pytest.fixture(scope="module")
@@ -26,36 +23,6 @@ def loop(bundle):
     loop.peak_positions = 0
     yield loop
     loop.kv_budget = budget
-
-
-class Fault:
-    """Runs torch.OutOfMemoryError once, in the first forward pass for which ``when(rows, positions)`` holds: the
-    tiny Llama's second layer grows its cache (as a real pass does before it runs out) and raises. Keeps weak
-    references to every cache tensor the pass held, and to a prefill's own cache."""
-
-    def __init__(self, model, loop, when):
-        self.loop, self.when, self.fired, self.refs = loop, when, False, []
-        self.handle = model.model.layers[1].register_forward_pre_hook(self, with_kwargs=True)
-
-    def __call__(self, module, args, kwargs):
-        hidden = args[0] if args else kwargs["hidden_states"]
-        if self.fired or not self.when(hidden.shape[0], hidden.shape[1]):
-            return
-        self.fired = True
-        cache = kwargs["cache"]
-        self.refs = [weakref.ref(t) for layer in cache.layers for t in (layer.keys, layer.values)
-                     if t is not None and t.numel()]
-        if cache is not self.loop._cache:  # a prefill's own cache (a step's is the batch's, which goes on)
-            self.refs.append(weakref.ref(cache))
-        layer = cache.layers[1]
-
-        def update(key_states, value_states, *args, **kwargs):
-            del layer.update
-            grown = type(layer).update(layer, key_states, value_states, *args, **kwargs)
-            self.refs += [weakref.ref(t) for t in grown]
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 MiB (injected)")
-
-        layer.update = update
 
 
 @pytest.mark.slow

@@ -3,7 +3,6 @@ any saved trace opened again in the page. Real model, real app, real Chromium.""
 
 from __future__ import annotations
 
-import json
 import re
 
 import pytest
@@ -13,10 +12,8 @@ from playground.handover import column_fixes, handover_html, read_trace
 from playground.service import Playground
 from playground.trace import saved_json
 from playground.views import _p
+from tests.support import HOSTILE_PROMPT, HOSTILE_TOKEN, hostile_trace
 
-# A prompt and a token that would run if the file or the page ever used them as markup.
-HOSTILE_PROMPT = '</script><script>window.pwned = 1</script> Name a colour.'
-HOSTILE_TOKEN = '</s><img src=x onerror="window.pwned = 2">'
 
 
 @pytest.fixture(scope="module")
@@ -26,15 +23,7 @@ def playground(smollm):
 
 @pytest.fixture(scope="module")
 def trace(playground):
-    """A real two-column comparison of the hostile prompt (24 tokens, stages read), one token made hostile as a
-    saved file could hold it."""
-    comparison = playground.comparison(prompt=HOSTILE_PROMPT, columns=["baseline", "eos_reward(strength=12)"],
-                                       max_new_tokens=24)
-    for finished in playground.stream(comparison):
-        pass
-    data = json.loads(saved_json(finished))
-    data["variants"][0]["steps"][2]["token"] = HOSTILE_TOKEN
-    return read_trace(json.dumps(data))
+    return hostile_trace(playground)
 
 
 def offline_page(browser, path):

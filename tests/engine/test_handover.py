@@ -11,9 +11,7 @@ import pytest
 from playground.handover import read_trace
 from playground.service import Playground
 from playground.trace import saved_json
-# A prompt and a token that would run if the file or the page ever used them as markup.
-HOSTILE_PROMPT = '</script><script>window.pwned = 1</script> Name a colour.'
-HOSTILE_TOKEN = '</s><img src=x onerror="window.pwned = 2">'
+from tests.support import HOSTILE_PROMPT, hostile_trace
 
 
 @pytest.fixture(scope="module")
@@ -23,15 +21,7 @@ def playground(smollm):
 
 @pytest.fixture(scope="module")
 def trace(playground):
-    """A real two-column comparison of the hostile prompt (24 tokens, stages read), one token made hostile as a
-    saved file could hold it."""
-    comparison = playground.comparison(prompt=HOSTILE_PROMPT, columns=["baseline", "eos_reward(strength=12)"],
-                                       max_new_tokens=24)
-    for finished in playground.stream(comparison):
-        pass
-    data = json.loads(saved_json(finished))
-    data["variants"][0]["steps"][2]["token"] = HOSTILE_TOKEN
-    return read_trace(json.dumps(data))
+    return hostile_trace(playground)
 
 
 def test_compare_writes_the_html_file(smollm, monkeypatch, tmp_path, capsys):

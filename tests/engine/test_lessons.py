@@ -17,6 +17,7 @@ from playground.lessons.runner import request_for
 from playground.service import Playground
 from playground.space.policy import Policy
 from playground.trace import StopReason
+from tests.support import write_lesson
 
 BUILTIN = {lesson.id: lesson for lesson in load_lessons()}
 TOPICS = ["greedy", "temperature", "truncation", "eos", "limits", "ramp", "article", "lost-eos"]
@@ -81,20 +82,6 @@ def test_answers_match_what_the_run_shows(playground):
     eos = run_to_end(playground, BUILTIN["eos"])
     steps = eos.trace.variants[0].steps
     assert steps[eos.answer].p_eos_raw > 0.5 and all(s.p_eos_raw <= 0.5 for s in steps[:eos.answer])
-
-
-def write_lesson(folder: Path, name: str, change: dict | None = None, drop: str | None = None) -> Path:
-    """A copy of the EOS lesson under another id, with ``change`` merged into its fields."""
-    data = yaml.safe_load(Path(BUILTIN["eos"].source).read_text())
-    data["id"] = "teacher-" + name
-    for key, value in (change or {}).items():
-        data[key] = value
-    if drop:
-        data.pop(drop)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(data, allow_unicode=True))
-    return path
 
 
 def test_a_premise_that_fails_moves_to_the_next_prompt_and_says_so(playground, tmp_path):

@@ -5,47 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from html.parser import HTMLParser
 
-from markdown_it import MarkdownIt
 
 from playground.markup import md_code, md_text
+from tests.escaping_cases import PLAIN, TEXT, assert_shown_as_text, from_markdown
 from tests.support import ROOT
-
-PIECES = ["</s>", "<script>alert(1)</script>", "**bold**", "$x$", "$$x^2$$", "[link](y)", "_u_", "~~s~~", "`c`"]
-TEXT = " ".join(PIECES)
-PLAIN = "plain words"
-MARKDOWN = MarkdownIt("commonmark", {"html": True}).enable(["strikethrough", "table"])
-
-
-class Shown(HTMLParser):
-    """What a browser would show: the text, and the elements (by tag) the markup made."""
-
-    def __init__(self, html: str):
-        super().__init__(convert_charrefs=True)
-        self.tags, self.parts = [], []
-        self.feed(html)
-        self.text = "".join(self.parts)
-
-    def handle_starttag(self, tag, attrs):
-        self.tags.append(tag)
-
-    def handle_data(self, data):
-        self.parts.append(data)
-
-
-def from_markdown(markdown: str) -> Shown:
-    # The page renders LaTeX when the Markdown source holds its delimiters ($$ by default).
-    assert "$$" not in markdown, markdown
-    return Shown(MARKDOWN.render(markdown))
-
-
-def assert_shown_as_text(view, render=Shown, text: str = TEXT) -> None:
-    """``view(text)`` shows ``text`` whole, with the same elements as ``view(PLAIN)``."""
-    shown, plain = render(view(text)), render(view(PLAIN))
-    assert text in shown.text, shown.text
-    assert shown.tags == plain.tags, f"markup from the text: {shown.tags} vs {plain.tags}"
-
 
 def test_the_helpers_show_text_as_written():
     assert_shown_as_text(md_text, from_markdown)

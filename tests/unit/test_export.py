@@ -4,7 +4,6 @@ refused naming the field."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
@@ -20,18 +19,6 @@ def snippet(interventions, prompt=PARIS, kind="generate", **settings):
     common = dict(model_reference="default", prompt=prompt, system_prompt=None, use_chat_template=True,
                   max_new_tokens=48, temperature=0.0, top_p=1.0, top_k=0, seed=0)
     return export_code(interventions, kind=kind, **(common | settings))
-
-
-def start(code: str, directory) -> subprocess.Popen:
-    """Run a snippet with `python -I` from an empty directory (playground is not importable there), printing its
-    answer and then, on the last line, the new token ids of the generate flavour."""
-    path = directory / "fix.py"
-    path.write_text(code, encoding="utf-8")
-    tail = "print('new token ids:', new_token_ids.tolist())" if "new_token_ids" in code else ""
-    program = f"exec(compile(open('fix.py', encoding='utf-8').read(), 'fix.py', 'exec'))\n{tail}"
-    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", TRANSFORMERS_VERBOSITY="error")
-    return subprocess.Popen([sys.executable, "-I", "-c", program], cwd=directory, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 def test_playground_is_not_importable_where_the_snippets_run(tmp_path):

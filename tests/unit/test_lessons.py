@@ -3,14 +3,12 @@ file and the field, a teacher's folder, predictions read by kind, and the teache
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
-import yaml
 
 from playground.cli import main
 from playground.lessons import KINDS, LessonError, load_lessons, parse_prediction, read_lesson
-from tests.support import ROOT
+from tests.support import ROOT, write_lesson
 
 BUILTIN = {lesson.id: lesson for lesson in load_lessons()}
 TOPICS = ["greedy", "temperature", "truncation", "eos", "limits", "ramp", "article", "lost-eos"]
@@ -26,20 +24,6 @@ def test_eight_builtin_lessons_in_order_with_short_explanations():
     # The question kinds the issue names are all asked somewhere.
     asked = {lesson.question.kind for lesson in lessons} | {lesson.now_you.question.kind for lesson in lessons}
     assert {"column", "step", "count", "yes_no", "longer_shorter", "choice"} <= asked
-
-
-def write_lesson(folder: Path, name: str, change: dict | None = None, drop: str | None = None) -> Path:
-    """A copy of the EOS lesson under another id, with ``change`` merged into its fields."""
-    data = yaml.safe_load(Path(BUILTIN["eos"].source).read_text())
-    data["id"] = "teacher-" + name
-    for key, value in (change or {}).items():
-        data[key] = value
-    if drop:
-        data.pop(drop)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(data, allow_unicode=True))
-    return path
 
 
 @pytest.mark.parametrize("change, drop, sentence", [
@@ -60,7 +44,7 @@ def write_lesson(folder: Path, name: str, change: dict | None = None, drop: str 
      None, "now_you.change.setting: one of the run settings"),
 ])
 def test_a_malformed_lesson_is_refused_naming_the_file_and_field(tmp_path, change, drop, sentence):
-    path = write_lesson(tmp_path, "broken", change, drop)
+    write_lesson(tmp_path, "broken", change, drop)
     with pytest.raises(LessonError) as error:
         load_lessons([tmp_path])
     assert str(error.value).startswith("lesson broken.yaml: ") and sentence in str(error.value)
