@@ -40,6 +40,7 @@ import torch
 
 from . import pipeline, telemetry
 from .decoder import decode_loop
+from .detokenize import GrowingText, decoder_of
 from .interventions import Intervention, build_interventions, parse_interventions
 from .models import BASE, LoadedModel
 from .openmp import release_thread_team
@@ -189,8 +190,7 @@ class _Row:
         self.prompt_ids = prompt_ids
         self.prompt_length = len(prompt_ids)
         self.built = None  # BuiltInterventions, once the padded prompt length is known
-        self.decoded = ""  # decode() of the generated ids so far, EOS excluded
-        self.attributed = 0  # characters of `decoded` already shown as some step's token text
+        self.text: GrowingText | None = None  # the generated ids so far as text, EOS excluded (once begun)
 
     @property
     def logits_processors(self):
@@ -337,7 +337,7 @@ class Comparison(_FollowedRun):
             bundle.model, longest, settings.max_new_tokens, repetition_penalty=settings.repetition_penalty,
             no_repeat_ngram_size=settings.no_repeat_ngram_size)]
         self._warpers = pipeline.sampling_warpers(settings)
-        self.token_texts = telemetry.TokenTexts(bundle.tokenizer)  # token id → text, each decoded once
+        self.token_texts = telemetry.token_texts(bundle.tokenizer)  # token id → text, shared by every run
         self.trace = Trace(
             model=bundle.info.name,
             prompt=prompt,
@@ -422,6 +422,9 @@ class Comparison(_FollowedRun):
         self._generator = None if self.settings.greedy else torch.Generator().manual_seed(int(self.settings.seed))
         self._started = time.perf_counter()
         self._step_index = 0
+        decode = decoder_of(self.bundle.tokenizer)
+        for row in self._rows:
+            row.text = GrowingText(decode)
         return self._sequences, mask
 
     def step(self, raw: torch.Tensor, active: list[int]) -> tuple[torch.Tensor | None, list[int]]:
@@ -495,25 +498,22 @@ class Comparison(_FollowedRun):
         if record.token_id in self.eos_ids:
             variant.stop_reason = StopReason.EOS
         else:
-            row.decoded = self.bundle.tokenizer.decode([t for t in variant.token_ids if t not in self.eos_ids])
             # The step's text is what it added to the whole decoded text: decoding a token alone drops
             # SentencePiece's leading space, and an emoji or CJK character split over several byte tokens
             # decodes to U+FFFD until its last byte arrives, so that text waits for the completing token.
-            if row.decoded.endswith("\ufffd"):
-                record.token = ""
-            else:
-                record.token, row.attributed = row.decoded[row.attributed:], len(row.decoded)
+            record.token = row.text.add(record.token_id)
             fired = row.built.stop_reason(ids, scores)
             if fired:
                 variant.stop_reason, variant.stop_detail = fired
             elif len(variant.token_ids) >= self.settings.max_new_tokens:
                 variant.stop_reason = StopReason.MAX_NEW_TOKENS
-        if variant.stop_reason == StopReason.STOP_STRING and variant.stop_detail in row.decoded:
-            variant.text = row.decoded[: row.decoded.rfind(variant.stop_detail)]
+        decoded = row.text.text
+        if variant.stop_reason == StopReason.STOP_STRING and variant.stop_detail in decoded:
+            variant.text = decoded[: decoded.rfind(variant.stop_detail)]
         elif variant.stop_reason is None:
-            variant.text = _visible(row.decoded, stop_strings)
+            variant.text = _visible(decoded, stop_strings)
         else:
-            variant.text = row.decoded
+            variant.text = decoded
         variant.steps.append(record)
         return variant.stop_reason is None
 

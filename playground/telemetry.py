@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import functools
 import math
+import weakref
 from collections.abc import Sequence
 
 import torch
 
+from .detokenize import rust_backend
 from .pipeline import ORDER_KEEPING_STAGES, SAMPLING_STAGES, Note, StageFacts, StageLogits
 from .trace import LazyStages, Stage, StepRecord, TopToken
 
@@ -19,15 +21,39 @@ RAW_NOTE = "the model's own distribution (softmax of its logits)"
 
 
 class TokenTexts(dict):
-    """Token id → its text, each decoded once."""
+    """Token id → its text, as ``tokenizer.decode([id])`` gives it. The whole vocabulary is decoded in one call
+    when the table is made (tens of milliseconds, once per tokenizer: :func:`token_texts`), so a step's top-k
+    costs no decoding; an id beyond the tokenizer's vocabulary (a model whose logits are padded) is decoded when
+    met."""
 
     def __init__(self, tokenizer):
-        super().__init__()
+        super().__init__(enumerate(vocabulary_texts(tokenizer)))
         self.tokenizer = tokenizer
 
     def __missing__(self, token_id: int) -> str:
         text = self[token_id] = self.tokenizer.decode([token_id])
         return text
+
+
+def vocabulary_texts(tokenizer) -> list[str]:
+    """``[tokenizer.decode([i]) for i in range(len(tokenizer))]``, in one batch of the :func:`rust_backend` where
+    there is one (45 ms for 49k ids, against 400 ms through ``batch_decode``)."""
+    ids = [[i] for i in range(len(tokenizer))]
+    backend = rust_backend(tokenizer)
+    if backend is not None:
+        return backend.decode_batch(ids, skip_special_tokens=False)
+    return tokenizer.batch_decode(ids)
+
+
+_TABLES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def token_texts(tokenizer) -> TokenTexts:
+    """The tokenizer's :class:`TokenTexts`, made once and shared by every run on it."""
+    table = _TABLES.get(tokenizer)
+    if table is None:
+        table = _TABLES[tokenizer] = TokenTexts(tokenizer)
+    return table
 
 
 def finite(value: float) -> float | None:

@@ -164,7 +164,11 @@ def finetune_tab(playground: Playground, demo: gr.Blocks | None = None, tabs: gr
     train.click(on_train, [recipe, data, steps, name], [status, chart], concurrency_id="finetune",
                 concurrency_limit=1, api_name="finetune").then(
         view, None, [status, chart, next_steps], queue=False, api_visibility="private")
-    stop.click(on_stop, None, status, api_name="finetune_stop")
+    # Then the page follows the training to its end itself: Stop's sentence may reach the page after the last word
+    # of a follow already running (once in CI), and a page opened before the training started follows none.
+    stop.click(on_stop, None, status, api_name="finetune_stop").then(
+        follow, None, [status, chart, next_steps], concurrency_id="finetune_follow", concurrency_limit=None,
+        api_visibility="private")
     # A page opened (or reopened) while a training runs follows it; one opened after shows how it ended.
     if demo is not None:
         demo.load(follow, None, [status, chart, next_steps], concurrency_id="finetune_follow",

@@ -33,8 +33,15 @@ def pick(page, selector: str, option: str) -> None:
 
 
 def status_has(page, text: str, timeout: int = TRAINING) -> None:
-    page.wait_for_function("(text) => (document.querySelector('#finetune-status') || {}).innerText?.includes(text)",
-                           arg=text, timeout=timeout)
+    """Wait until the status says ``text``; on a timeout, say what it said instead."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.wait_for_function("(text) => (document.querySelector('#finetune-status') || {}).innerText?.includes(text)",
+                               arg=text, timeout=timeout)
+    except PlaywrightTimeout:
+        raise AssertionError(f"the status never said {text!r}; it says "
+                             f"{page.locator('#finetune-status').inner_text()!r}") from None
 
 
 def test_a_page_opened_during_a_training_shows_it_and_its_stop_writes_the_adapter(browser, story_app):  # noqa: F811

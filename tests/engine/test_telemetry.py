@@ -92,3 +92,29 @@ def test_the_eos_margin_does_not_depend_on_how_many_top_tokens_are_shown(smollm)
     assert one.variants[0].stop_reason == "eos"
     assert [s.eos_margin_raw for s in one.variants[0].steps] == [s.eos_margin_raw for s in ten.variants[0].steps]
     assert one.variants[0].steps[-1].eos_margin_raw < 0  # EOS won the last step
+
+
+def test_a_growing_answer_reads_as_the_whole_decode_at_every_step(tokenizer):
+    """The text a column shows while it grows (decoded a few tokens at a time) is, at every step, what decoding
+    every token so far gives — with emoji, accents and CJK split over byte tokens, and with random ids — and the
+    steps' texts join up to it; the vocabulary table is decode([id]) id by id."""
+    import random
+
+    from playground.detokenize import GrowingText, decoder_of
+    from playground.telemetry import token_texts
+
+    table = token_texts(tokenizer)
+    assert table is token_texts(tokenizer) and len(table) == len(tokenizer)
+    assert all(table[i] == tokenizer.decode([i]) for i in range(0, len(tokenizer), 97))
+    generator = random.Random(0)
+    answers = [tokenizer.encode(text, add_special_tokens=False) for text in
+               ["Paris — café, naïve 東京 😀!", "  two spaces\n\nand a 🇫🇷 flag", "👨‍👩‍👧 family"]]
+    answers += [[generator.randrange(len(tokenizer)) for _ in range(60)] for _ in range(10)]
+    for ids in answers:
+        text, pieces = GrowingText(decoder_of(tokenizer)), []
+        for end, token_id in enumerate(ids, 1):
+            pieces.append(text.add(token_id))
+            assert text.text == tokenizer.decode(ids[:end])
+        whole = tokenizer.decode(ids)
+        joined = "".join(pieces)
+        assert joined == whole or (whole.endswith("\ufffd") and whole.startswith(joined))

@@ -123,7 +123,9 @@ def test_step_records_hold_the_numbers_of_the_final_distribution():
     banned = raw.index_fill(-1, eos, -INF)
     stages = [StageLogits("interventions", banned, lambda s: f"changed {s.changed}")]
     chosen = banned.argmax(-1)
-    texts = telemetry.TokenTexts(type("Tokenizer", (), {"decode": staticmethod(lambda ids: f"<{ids[0]}>")})())
+    tokenizer = type("Tokenizer", (), {"__len__": lambda self: 400,
+                                       "batch_decode": lambda self, ids: [f"<{i[0]}>" for i in ids]})()
+    texts = telemetry.TokenTexts(tokenizer)
     records = telemetry.step_records(raw, stages, chosen, None, eos=eos, k=4, texts=texts)
     p_raw, p = torch.softmax(raw, -1), torch.softmax(banned, -1)
     for row, record in enumerate(records):
