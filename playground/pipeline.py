@@ -265,6 +265,31 @@ def apply_warpers(warpers: Sequence[StageProcessor], logits: torch.Tensor) -> li
     return stages
 
 
+def first_argmax(values: torch.Tensor, chunk: int = 128) -> torch.Tensor:
+    """``values.argmax(-1)`` (the first largest entry of each row; a NaN counts as the largest), ~5× faster over
+    a vocabulary: torch's argmax does not vectorise on CPU (~170 µs for 8 × 32k entries) where ``amax`` does
+    (~14 µs). The chunk maxima say which chunk holds the row's first largest entry; argmax runs inside that chunk.
+
+    >>> values = torch.randn(4, 5000, generator=torch.Generator().manual_seed(0))
+    >>> values[1, [300, 301, 4999]] = 9.0  # ties: the first one
+    >>> values[2] = float("-inf")
+    >>> values[3, 17] = float("nan")
+    >>> torch.equal(first_argmax(values), values.argmax(-1)), first_argmax(values).tolist()[1:]
+    (True, [300, 0, 17])
+    """
+    rows, size = values.shape
+    whole = size // chunk * chunk
+    if whole // chunk < 4:
+        return values.argmax(-1)
+    maxima = values[:, :whole].reshape(rows, whole // chunk, chunk).amax(-1)
+    if whole < size:  # the shorter last chunk
+        maxima = torch.cat([maxima, values[:, whole:].amax(-1, keepdim=True)], -1)
+    first = maxima.argmax(-1, keepdim=True)  # the first chunk holding the row's largest entry
+    places = first * chunk + torch.arange(chunk)
+    places = places.clamp_(max=size - 1)  # the shorter last chunk: its places past the end repeat its last entry
+    return places.gather(-1, values.gather(-1, places).argmax(-1, keepdim=True)).squeeze(-1)
+
+
 def sample(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Every row's draw from ``probs``, as ``torch.multinomial(p, 1, generator=g)`` draws it for each row with its
     own generator — when those generators are all in ``generator``'s state. multinomial is ``argmax(p / q)``, q an
@@ -278,7 +303,7 @@ def sample(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     True
     """
     noise = torch.empty(probs.shape[-1]).exponential_(generator=generator)
-    return (probs / noise).argmax(-1)
+    return first_argmax(probs / noise)
 
 
 def choose(raw: torch.Tensor, ids: torch.Tensor, rows: Sequence[PipelineRow], *, processors: Sequence[StageProcessor],
@@ -293,7 +318,7 @@ def choose(raw: torch.Tensor, ids: torch.Tensor, rows: Sequence[PipelineRow], *,
     stages.append(apply_interventions(stages[-1].logits if stages else raw, ids, rows))
     sampled = None
     if generator is None:
-        tokens = stages[-1].logits.argmax(-1)
+        tokens = first_argmax(stages[-1].logits)
     else:
         stages += apply_warpers(warpers, stages[-1].logits)
         sampled = torch.softmax(stages[-1].logits, dim=-1)

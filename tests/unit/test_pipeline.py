@@ -192,3 +192,23 @@ def test_partial_top_p_keeps_what_the_full_sort_keeps(top_p):
 def test_suppress_tokens_equals_transformers_and_ignores_ids_outside_the_vocabulary():
     x = logits(rows=2, vocab=20)
     assert torch.equal(_SuppressTokens([1, 3, 25])(None, x), SuppressTokensLogitsProcessor([1, 3, 25])(None, x))
+
+
+def test_first_argmax_is_torch_argmax_with_ties_banned_rows_and_nan():
+    """The greedy token and the sampled draw are read with first_argmax: it must pick what argmax picks, the first
+    of equal logits included, at any vocabulary size (a last chunk shorter than the others) and chunk size."""
+    generator = torch.Generator().manual_seed(1)
+    for trial in range(600):
+        rows, size = int(torch.randint(1, 9, (1,), generator=generator)), int(torch.randint(1, 3000, (1,),
+                                                                                           generator=generator))
+        values = torch.randn(rows, size, generator=generator)
+        if trial % 3 == 0:
+            values = values.round()  # many ties
+        if trial % 7 == 0:
+            values[:, : size // 2] = -INF
+        if trial % 11 == 0:
+            values[0] = -INF  # a row with every token banned
+        if trial % 13 == 0:
+            values[rows - 1, size - 1] = float("nan")
+        for chunk in (16, 128):
+            assert torch.equal(pipeline.first_argmax(values, chunk=chunk), values.argmax(-1)), (trial, rows, size, chunk)
