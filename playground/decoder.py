@@ -398,6 +398,12 @@ class DecodeLoop:
         with self._cv:
             return sum(len(m.active) for m in self._members) + sum(c.row_count for c in self._waiting)
 
+    @property
+    def rows_decoding(self) -> int:
+        """Rows in the batch now (not those waiting to join)."""
+        with self._cv:
+            return sum(len(m.active) for m in self._members)
+
     def drain(self, timeout: float | None = None) -> bool:
         """Wait until no row is decoding or waiting (e.g. before loading another model); False on timeout."""
         with self._cv:

@@ -107,7 +107,7 @@ def test_runs_with_different_adapters_at_once_share_steps_and_keep_their_tokens(
 
     def watch():
         while not stop.wait(0.005):
-            widest[0] = max(widest[0], sum(len(m.active) for m in list(loop._members)))
+            widest[0] = max(widest[0], loop.rows_decoding)
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()

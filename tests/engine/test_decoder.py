@@ -183,7 +183,7 @@ def test_runs_on_a_sliding_window_model_arriving_together_decode_as_alone(tokeni
              for p in prompts]
     together, done = [Comparison(bundle, p, [Variant("a", ["ban_eos"])], Settings(max_new_tokens=16)) for p in prompts], []
     loop = decode_loop(bundle)
-    with loop._cv:  # all three are waiting when the loop looks: they arrive together, before it knows the cache
+    with loop.paused():  # all three are waiting when it ends: they arrive together, before it knows the cache
         for comparison in together:
             comparison.submit(on_done=done.append)
     wait_until(lambda: len(done) == 3)

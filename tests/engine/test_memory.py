@@ -70,7 +70,7 @@ def test_a_tiny_budget_serves_eight_runs_in_turn_with_the_tokens_they_have_alone
     loop.kv_budget = int(2.5 * largest) * loop.position_bytes  # a few runs at once, never all eight
     loop.peak_positions = 0
     done = []
-    with loop._cv:  # all eight arrive together
+    with loop.paused():  # all eight arrive together, when it ends
         for comparison in runs:
             comparison.submit(on_done=done.append)
     wait_until(lambda: any(c.trace.variants[0].status().startswith("waiting for memory") for c in runs))
