@@ -396,12 +396,12 @@ class DecodeLoop:
     def rows_in_flight(self) -> int:
         """Rows decoding or waiting to join."""
         with self._cv:
-            return sum(len(m.active) for m in self._members) + sum(c.row_count for c in self._waiting)
+            return self.rows_decoding + sum(c.row_count for c in self._waiting)
 
     @property
     def rows_decoding(self) -> int:
         """Rows in the batch now (not those waiting to join)."""
-        with self._cv:
+        with self._cv:  # reentrant (a Condition's default lock): callers may hold it already
             return sum(len(m.active) for m in self._members)
 
     def drain(self, timeout: float | None = None) -> bool:
@@ -513,7 +513,7 @@ class DecodeLoop:
             self._waiting = collections.deque(c for c in self._waiting if not c.cancelled)
         if self._pauses:
             return [], dropped, self._tell_waiting("a model change")
-        rows = sum(len(m.active) for m in self._members)
+        rows = self.rows_decoding
         width, forwards = self._plan()
         joining, blocked = [], None
         with self.budget.lock:
