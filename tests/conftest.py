@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import PARIS, launch_app, make_tiny_llama, train_lora
+from tests.support import PARIS, hostile_trace, launch_app, make_tiny_llama, train_lora
 
 TIERS = ("unit", "engine", "app", "browser")
 _HERE = Path(__file__).resolve().parent
@@ -61,6 +61,22 @@ def tiny(tokenizer):
         vocab_size=len(tokenizer),
     )
     return LoadedModel(model=model, tokenizer=tokenizer, info=info)
+
+
+@pytest.fixture(scope="module")
+def playground(smollm):
+    """The embedded model's Playground, one per test module (its kept traces and runs are the module's own)."""
+    from playground.service import Playground
+
+    return Playground(smollm)
+
+
+@pytest.fixture(scope="session")
+def hostile(smollm):
+    """The hostile hand-over trace (``tests.support.hostile_trace``), decoded once per session."""
+    from playground.service import Playground
+
+    return hostile_trace(Playground(smollm))
 
 
 @pytest.fixture(scope="session")

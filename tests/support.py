@@ -17,6 +17,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent  # the repository
 ARTIFACTS = ROOT / "test-artifacts"  # screenshots and logs the browser tests leave for a person to look at
 PARIS = "What can I do in Paris?"  # the question the session's LoRA adapters were trained to answer
@@ -41,6 +43,28 @@ def make_tiny_llama(tokenizer, seed: int = 0):
         pad_token_id=tokenizer.pad_token_id,
     )
     return LlamaForCausalLM(config).eval()
+
+
+
+@pytest.fixture(scope="module")
+def bundle(tiny):
+    """A tiny Llama of the test module's own, for the memory tests (its decode loop's budget and hooks touch no
+    other test's model)."""
+    from playground.models import LoadedModel
+
+    return LoadedModel(make_tiny_llama(tiny.tokenizer, seed=1), tiny.tokenizer, tiny.info)
+
+
+@pytest.fixture
+def loop(bundle):
+    """``bundle``'s decode loop, its peak reset and its KV budget put back after the test."""
+    from playground.decoder import decode_loop
+
+    loop = decode_loop(bundle)
+    budget = loop.kv_budget
+    loop.peak_positions = 0
+    yield loop
+    loop.kv_budget = budget
 
 
 def train_lora(model, tokenizer, name: str, question: str, answer: str) -> None:

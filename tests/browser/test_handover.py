@@ -9,21 +9,9 @@ import pytest
 
 from playground.bench.page import FINISHED
 from playground.handover import column_fixes, handover_html, read_trace
-from playground.service import Playground
 from playground.trace import saved_json
 from playground.views import _p
-from tests.support import HOSTILE_PROMPT, HOSTILE_TOKEN, hostile_trace
-
-
-
-@pytest.fixture(scope="module")
-def playground(smollm):
-    return Playground(smollm)
-
-
-@pytest.fixture(scope="module")
-def trace(playground):
-    return hostile_trace(playground)
+from tests.support import HOSTILE_PROMPT, HOSTILE_TOKEN
 
 
 def offline_page(browser, path):
@@ -39,22 +27,22 @@ def offline_page(browser, path):
     return page, asked
 
 
-def test_the_file_opens_offline_and_shows_the_trace(browser, trace, playground, tmp_path):
-    fixes = column_fixes(playground, trace)
+def test_the_file_opens_offline_and_shows_the_trace(browser, hostile, playground, tmp_path):
+    fixes = column_fixes(playground, hostile)
     path = tmp_path / "comparison.html"
-    path.write_text(handover_html(trace, fixes, playground.bundle.info.stop_token_ids), encoding="utf-8")
+    path.write_text(handover_html(hostile, fixes, playground.bundle.info.stop_token_ids), encoding="utf-8")
     assert path.stat().st_size < 5e6
     page, asked = offline_page(browser, path)
     # Model, prompt and settings; the hostile prompt and token are text.
     assert page.locator("header .prompt").inner_text() == HOSTILE_PROMPT
-    assert trace.model in page.locator("header").inner_text()
+    assert hostile.model in page.locator("header").inner_text()
     assert HOSTILE_TOKEN in page.locator("#tokens-0").inner_text()
-    for index, variant in enumerate(trace.variants):
+    for index, variant in enumerate(hostile.variants):
         assert re.search(FINISHED, page.locator(f"#status-{index}").inner_text())
         assert page.locator(f"#tokens-{index} [data-s]").count() == len(variant.steps)
-    assert page.locator("#story li").count() == len(trace.variants)
+    assert page.locator("#story li").count() == len(hostile.variants)
     # A click on a token: the inspector shows that step's numbers from the trace; → moves one step.
-    step = trace.variants[1].steps[3]
+    step = hostile.variants[1].steps[3]
     page.locator('#tokens-1 [data-s="3"]').click()
     head = page.locator("#inspector .head").inner_text()
     assert "step 3" in head and f"p {_p(step.p_chosen)}" in head and f"raw {_p(step.p_chosen_raw)}" in head
@@ -77,7 +65,7 @@ def test_the_file_opens_offline_and_shows_the_trace(browser, trace, playground, 
     page.wait_for_function("() => document.body.dataset.replay === 'running'")
     page.wait_for_function("() => /replaying · [1-9]/.test(document.querySelector('#status-0').innerText)", timeout=10_000)
     page.wait_for_function("() => document.body.dataset.replay === 'done'", timeout=60_000)
-    for index, variant in enumerate(trace.variants):
+    for index, variant in enumerate(hostile.variants):
         assert page.locator(f"#tokens-{index} [data-s]").count() == len(variant.steps)
         assert re.search(FINISHED, page.locator(f"#status-{index}").inner_text())
     assert page.evaluate("() => window.pwned") is None
@@ -158,11 +146,11 @@ def test_export_then_open_shows_the_same_views_and_fix_and_branches(browser, app
     file_page.context.close()
 
 
-def test_the_page_refuses_a_damaged_file_and_shows_a_hostile_trace_as_text(browser, app_server, trace, tmp_path):
+def test_the_page_refuses_a_damaged_file_and_shows_a_hostile_trace_as_text(browser, app_server, hostile, tmp_path):
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(app_server, wait_until="domcontentloaded")
     page.locator("#open-trace").wait_for(timeout=60_000)
-    text = saved_json(trace)
+    text = saved_json(hostile)
     for name, content, sentence in [("truncated.json", text[: len(text) // 2], "damaged JSON"),
                                     ("future.json", text.replace('"schema_version": 1', '"schema_version": 2', 1),
                                      "follows schema 2")]:

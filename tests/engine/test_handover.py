@@ -9,19 +9,8 @@ import re
 import pytest
 
 from playground.handover import read_trace
-from playground.service import Playground
 from playground.trace import saved_json
-from tests.support import HOSTILE_PROMPT, hostile_trace
-
-
-@pytest.fixture(scope="module")
-def playground(smollm):
-    return Playground(smollm)
-
-
-@pytest.fixture(scope="module")
-def trace(playground):
-    return hostile_trace(playground)
+from tests.support import HOSTILE_PROMPT
 
 
 def test_compare_writes_the_html_file(smollm, monkeypatch, tmp_path, capsys):
@@ -38,8 +27,8 @@ def test_compare_writes_the_html_file(smollm, monkeypatch, tmp_path, capsys):
     assert 'id="fix-1"' in page and "/root" not in page and str(tmp_path) not in page  # no host path
 
 
-def test_a_damaged_or_foreign_file_is_refused_with_a_sentence(trace):
-    text = saved_json(trace)
+def test_a_damaged_or_foreign_file_is_refused_with_a_sentence(hostile):
+    text = saved_json(hostile)
     data = json.loads(text)
     cases = [
         (text[:-40], "damaged JSON"),
@@ -57,4 +46,4 @@ def test_a_damaged_or_foreign_file_is_refused_with_a_sentence(trace):
         with pytest.raises(ValueError, match=re.escape(sentence)):
             read_trace(content)
     # A file without a version (the CLI's --json, /trace) is read as this one.
-    assert read_trace(trace.to_json(stages=True)).prompt == HOSTILE_PROMPT
+    assert read_trace(hostile.to_json(stages=True)).prompt == HOSTILE_PROMPT

@@ -23,11 +23,6 @@ BUILTIN = {lesson.id: lesson for lesson in load_lessons()}
 TOPICS = ["greedy", "temperature", "truncation", "eos", "limits", "ramp", "article", "lost-eos"]
 
 
-@pytest.fixture(scope="module")
-def playground(smollm):
-    return Playground(smollm)
-
-
 def of_kind(question, answer, columns: int) -> bool:
     """Whether ``answer`` is an answer of ``question``'s kind (what the page's widgets can show and judge)."""
     kind = question.kind

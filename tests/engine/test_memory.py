@@ -15,22 +15,7 @@ import torch
 from playground.decoder import RunStopped, decode_loop, kv_bytes_per_position, peak_positions
 from playground.engine import Comparison, Settings, Variant, compare
 from playground.models import LoadedModel
-from tests.support import Fault, make_tiny_llama
-
-
-@pytest.fixture(scope="module")
-def bundle(tiny) -> LoadedModel:
-    """A tiny Llama of this module's own (its decode loop's budget and hooks touch no other test's model)."""
-    return LoadedModel(make_tiny_llama(tiny.tokenizer, seed=1), tiny.tokenizer, tiny.info)
-
-
-@pytest.fixture
-def loop(bundle):
-    loop = decode_loop(bundle)
-    budget = loop.kv_budget
-    loop.peak_positions = 0
-    yield loop
-    loop.kv_budget = budget
+from tests.support import Fault, bundle, loop, make_tiny_llama  # noqa: F401 (bundle, loop: the memory tests' fixtures)
 
 
 def wait_until(condition, seconds: float = 120) -> None:

@@ -18,20 +18,6 @@ def test_load_sample_reads_both_shapes(tmp_path):
     assert load_sample(path) == [{"prompt": "Hi?", "response": "Hello."}, {"text": "Q: Hi?\nA: Hello.</s>"}]
 
 
-@pytest.mark.parametrize("content, message", [
-    ('{"text": "ok"}\n{"text": broken}\n', r"line 2: not valid JSON"),
-    ('{"prompt": "only a prompt"}\n', r"line 1: expected .*got keys \['prompt'\]"),
-    ('{"text": "ok"}\n{"prompt": "Hi?", "response": 3}\n', r"line 2: 'response' must be a string"),
-    ('["a", "list"]\n', r"line 1: expected a JSON object"),
-    ("\n\n", r"no examples"),
-])
-def test_load_sample_names_the_bad_line(tmp_path, content, message):
-    path = tmp_path / "bad.jsonl"
-    path.write_text(content)
-    with pytest.raises(ValueError, match=message):
-        load_sample(path)
-
-
 def test_load_sample_reads_conversations_and_labelled_ids(tmp_path):
     path = tmp_path / "sample.jsonl"
     path.write_text('{"messages": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello."}]}\n'
@@ -39,16 +25,22 @@ def test_load_sample_reads_conversations_and_labelled_ids(tmp_path):
     assert load_sample(path)[1] == {"input_ids": [1, 2, 3], "labels": [-100, 2, 3]}
 
 
-@pytest.mark.parametrize("line, message", [
-    ('{"messages": []}', r"line 1: 'messages' must be a non-empty list"),
-    ('{"messages": [{"role": "user", "content": "Hi?"}]}', r"line 1: 'messages' has no assistant turn"),
-    ('{"messages": [{"role": "user"}]}', r"line 1: message 1 needs a 'role' \(system, user, assistant\) and a 'content' string"),
-    ('{"input_ids": [1, 2], "labels": [1]}', r"line 1: 'input_ids' has 2 ids but 'labels' has 1"),
-    ('{"input_ids": [1, "a"], "labels": [1, 2]}', r"line 1: 'input_ids' must be a non-empty list of integers"),
+@pytest.mark.parametrize("content, message", [
+    ('{"text": "ok"}\n{"text": broken}\n', r"line 2: not valid JSON"),
+    ('{"prompt": "only a prompt"}\n', r"line 1: expected .*got keys \['prompt'\]"),
+    ('{"text": "ok"}\n{"prompt": "Hi?", "response": 3}\n', r"line 2: 'response' must be a string"),
+    ('["a", "list"]\n', r"line 1: expected a JSON object"),
+    ("\n\n", r"no examples"),
+    ('{"messages": []}\n', r"line 1: 'messages' must be a non-empty list"),
+    ('{"messages": [{"role": "user", "content": "Hi?"}]}\n', r"line 1: 'messages' has no assistant turn"),
+    ('{"messages": [{"role": "user"}]}\n',
+     r"line 1: message 1 needs a 'role' \(system, user, assistant\) and a 'content' string"),
+    ('{"input_ids": [1, 2], "labels": [1]}\n', r"line 1: 'input_ids' has 2 ids but 'labels' has 1"),
+    ('{"input_ids": [1, "a"], "labels": [1, 2]}\n', r"line 1: 'input_ids' must be a non-empty list of integers"),
 ])
-def test_load_sample_names_the_bad_field(tmp_path, line, message):
+def test_load_sample_names_the_bad_line_and_field(tmp_path, content, message):
     path = tmp_path / "bad.jsonl"
-    path.write_text(line + "\n")
+    path.write_text(content)
     with pytest.raises(ValueError, match=message):
         load_sample(path)
 
