@@ -28,10 +28,11 @@ class TokenTexts(dict):
 
     def __init__(self, tokenizer):
         super().__init__(enumerate(vocabulary_texts(tokenizer)))
-        self.tokenizer = tokenizer
+        # Weakly: token_texts keeps the table while the tokenizer lives, so the table must not keep it alive.
+        self._tokenizer = weakref.ref(tokenizer)
 
     def __missing__(self, token_id: int) -> str:
-        text = self[token_id] = self.tokenizer.decode([token_id])
+        text = self[token_id] = self._tokenizer().decode([token_id])
         return text
 
 

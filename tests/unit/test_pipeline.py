@@ -212,3 +212,28 @@ def test_first_argmax_is_torch_argmax_with_ties_banned_rows_and_nan():
             values[rows - 1, size - 1] = float("nan")
         for chunk in (16, 128):
             assert torch.equal(pipeline.first_argmax(values, chunk=chunk), values.argmax(-1)), (trial, rows, size, chunk)
+
+
+def test_a_token_text_table_is_shared_and_does_not_keep_its_tokenizer_alive():
+    """Every run on a tokenizer reads one table; once the tokenizer is gone (another model loaded), so is its
+    table: 49k strings per model would otherwise pile up."""
+    import gc
+    import weakref
+
+    class Tokenizer:
+        def __len__(self):
+            return 3
+
+        def batch_decode(self, ids):
+            return [f"<{i[0]}>" for i in ids]
+
+        def decode(self, ids):
+            return f"<{ids[0]}>"
+
+    tokenizer = Tokenizer()
+    table = telemetry.token_texts(tokenizer)
+    assert table is telemetry.token_texts(tokenizer) and table[1] == "<1>" and table[7] == "<7>"  # 7: decoded when met
+    gone = weakref.ref(table)
+    del tokenizer, table
+    gc.collect()
+    assert gone() is None
