@@ -44,6 +44,7 @@ from .models import PEFT_BASE, TurnLock, can_mix, only_adapter
 from .openmp import release_thread_team
 
 IDLE_SECONDS = 2.0  # an idle loop's thread ends after this; the next submit starts another
+LOOP_THREAD = "decode-loop"  # the name of every loop's thread
 MAX_ROWS = 64  # rows decoding at once; more wait and join as rows finish
 KV_BUDGET_ENV = "PLAYGROUND_KV_BUDGET_MB"
 CPU_KV_BUDGET_MB = 2048  # on the CPU the cache shares RAM with everything else: a configured size, not a measure
@@ -386,7 +387,7 @@ class DecodeLoop:
             if closing is None:
                 self._waiting.append(comparison)
                 if self._thread is None:
-                    self._thread = threading.Thread(target=self._serve, name="decode-loop", daemon=True)
+                    self._thread = threading.Thread(target=self._serve, name=LOOP_THREAD, daemon=True)
                     self._thread.start()
                 self._cv.notify_all()
         if closing is not None:  # the process is ending
@@ -787,6 +788,12 @@ def shutdown(message: str = SHUTTING_DOWN, timeout: float = 30.0) -> None:
         loops = list(_loops.values())
     for loop in loops:
         loop.close(message, timeout)
+    # A loop's thread that ended on its own (idle) may still be dropping the last reference to a model no one else
+    # holds (a loop leaves _loops with its model): freeing its tensors after the interpreter began to tear down
+    # aborts the same way. Wait for those threads too.
+    for thread in threading.enumerate():
+        if thread.name == LOOP_THREAD and thread is not threading.current_thread():
+            thread.join(timeout)
     for loop in loops:
         loop.owner.acquire(timeout=timeout)
 
