@@ -86,8 +86,10 @@ def test_a_local_page_sees_and_stops_an_evaluation_it_did_not_start_and_a_closed
     wait_for_info(client, "active_generations", 1)
     third.close()
     seconds = wait_for_info(client, "active_generations", 0, 60)
-    print(f"\nthe closed page's evaluation stopped {seconds:.1f} s after the close")
-    assert seconds < 15 and client.predict(api_name="/info")["rows_in_flight"] == 0
+    # Its rows leave the decode batch at the loop's next step, just after the handler ends (once read at 5 in CI).
+    seconds += wait_for_info(client, "rows_in_flight", 0, 60)
+    print(f"\nthe closed page's evaluation stopped and its rows left {seconds:.1f} s after the close")
+    assert seconds < 15
     first.close()
     second.close()
 
